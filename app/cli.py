@@ -1,0 +1,91 @@
+"""`rayalign <verb>`: one entry point for every stage.
+
+Each verb lives in ``app/commands/<module>.py`` exposing ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Only verbs whose module exists are listed, so ``rayalign --help`` never advertises something that does not work.
+Known errors (bad config, missing model, bad input) print one line and exit 2: no traceback spam.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+
+# verb -> module under app.commands (order = order in --help)
+VERBS: dict[str, str] = {
+    "pipeline": "pipeline",
+    "ingest": "ingest",
+    "dedup": "dedup",
+    "train": "train",
+    "export": "export",
+    "reward": "reward",
+    "dpo": "dpo",
+    "tune": "tune",
+    "ppo": "ppo",
+    "eval": "eval",
+    "registry": "registry",
+    "serve": "serve",
+    "jobs": "jobs",
+    "plan": "plan",
+    "model": "model",
+    "config": "config",
+    "mlflow-ui": "mlflow_ui",
+}
+
+
+def available_verbs() -> dict[str, str]:
+    return {verb: mod for verb, mod in VERBS.items() if importlib.util.find_spec(f"app.commands.{mod}") is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rayalign",
+        description="Ray-native alignment platform: data -> SFT/DPO/PPO -> eval gates -> registry -> Serve.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="verb", metavar="<verb>")
+    for verb, mod in available_verbs().items():
+        module = importlib.import_module(f"app.commands.{mod}")
+        p = sub.add_parser(verb, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's to fix: shown as one line, never a traceback."""
+    from app.config.errors import ConfigError
+    from app.models.loader import ModelLoadError
+
+    errors: list[type[BaseException]] = [ConfigError, ModelLoadError, FileNotFoundError]
+    for spec in ("app.data.errors:DataError",):
+        module, _, name = spec.partition(":")
+        if importlib.util.find_spec(module) is not None:
+            errors.append(getattr(importlib.import_module(module), name))
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except user_errors() as exc:
+        if args.verbose or os.environ.get("RAYALIGN_TRACEBACK"):
+            raise
+        print(f"rayalign {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

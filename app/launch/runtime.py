@@ -1,0 +1,64 @@
+"""Start or join Ray, and decide where runs store their checkpoints and how they are named.
+
+Local use needs no setup: ``init_ray()`` starts a private cluster (``address="local"``) with token auth off
+(Ray 2.60 turns it on by default; a private single-user cluster on 127.0.0.1 does not need it). A given address
+or ``auto`` joins an existing cluster and leaves its auth settings alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from app.config.common import RaySpec
+from app.config.paths import rayalign_home
+
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def init_ray(spec: RaySpec | None = None, **init_kwargs):
+    """Start (``local``) or join (``auto`` / ``ray://…`` / ``host:port``) a Ray cluster; idempotent."""
+    import ray
+
+    spec = spec or RaySpec()
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    env = {"RAY_AUTH_MODE": "disabled"} if spec.address == "local" else {}
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+    # Workers import `app`/`jobs` from the repo, so ship it when joining a remote cluster without the package.
+    kwargs = dict(address=spec.address, ignore_reinit_error=True, log_to_driver=True)
+    if spec.address == "local":
+        kwargs["num_cpus"] = spec.num_cpus
+        kwargs["include_dashboard"] = init_kwargs.pop("include_dashboard", False)
+    kwargs.update(init_kwargs)
+    ray.init(**kwargs)
+    return ray.get_runtime_context()
+
+
+def storage_root(spec: RaySpec | None = None) -> str:
+    """Run storage root: the configured local path or ``s3://…`` URI, else ``<home>/runs``."""
+    spec = spec or RaySpec()
+    if spec.storage_path:
+        if "://" in spec.storage_path:
+            return spec.storage_path.rstrip("/")
+        path = Path(spec.storage_path).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+    path = rayalign_home() / "runs"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def validate_run_name(name: str) -> str:
+    """A run name is a single safe path segment: letters, digits, '.', '_' and '-' (no traversal)."""
+    if not _RUN_NAME.match(name) or name in {".", ".."}:
+        raise ValueError(f"invalid run name {name!r}: use letters, digits, '.', '_' or '-' (max 128 chars)")
+    return name
+
+
+def run_name_for(kind: str, cfg_hash: str, spec: RaySpec | None = None) -> str:
+    """The configured run name, or ``<kind>-<first 10 of config hash>`` so identical configs resume the same run."""
+    spec = spec or RaySpec()
+    return validate_run_name(spec.run_name or f"{kind}-{cfg_hash[:10]}")

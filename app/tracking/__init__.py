@@ -1,0 +1,1 @@
+"""Experiment tracking (MLflow) with local SQLite defaults."""
