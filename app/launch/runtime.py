@@ -27,7 +27,6 @@ def init_ray(spec: RaySpec | None = None, **init_kwargs):
     env = {"RAY_AUTH_MODE": "disabled"} if spec.address == "local" else {}
     for key, value in env.items():
         os.environ.setdefault(key, value)
-    # Workers import `app`/`jobs` from the repo, so ship it when joining a remote cluster without the package.
     kwargs = dict(address=spec.address, ignore_reinit_error=True, log_to_driver=True)
     if spec.address == "local":
         kwargs["num_cpus"] = spec.num_cpus
