@@ -37,10 +37,12 @@ VERBS: dict[str, str] = {
 
 
 def available_verbs() -> dict[str, str]:
+    """The verbs whose command module exists in this checkout."""
     return {verb: mod for verb, mod in VERBS.items() if importlib.util.find_spec(f"app.commands.{mod}") is not None}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argparse tree; with ``only``, import just that verb's module (keeps `rayalign <verb>` start-up fast)."""
     parser = argparse.ArgumentParser(
         prog="rayalign",
         description="Ray-native alignment platform: data -> SFT/DPO/PPO -> eval gates -> registry -> Serve.",
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     for verb, mod in available_verbs().items():
+        if only is not None and verb != only:
+            continue
         module = importlib.import_module(f"app.commands.{mod}")
         p = sub.add_parser(verb, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
@@ -61,15 +65,19 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from app.models.loader import ModelLoadError
 
     errors: list[type[BaseException]] = [ConfigError, ModelLoadError, FileNotFoundError]
-    for spec in ("app.data.errors:DataError",):
-        module, _, name = spec.partition(":")
-        if importlib.util.find_spec(module) is not None:
-            errors.append(getattr(importlib.import_module(module), name))
+    try:  # the data package defines its own; absent in a partial install
+        from app.data.errors import DataError
+
+        errors.append(DataError)
+    except ImportError:
+        pass
     return tuple(errors)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=first if first in available_verbs() else None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from app.config.errors import ConfigError
 from app.config.loader import config_hash, load_config, resolved_dict
 from app.config.paths import REPO_ROOT
 from app.config.registry import schema_for
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
-        raise FileNotFoundError(f"config file not found: {args.file}")
+        raise ConfigError(f"config file not found: {args.file}")
     schema = schema_for(args.file, args.configs_root)
     cfg = load_config(args.file, schema, args.overrides)
     print(f"# schema: {schema.__module__}.{schema.__name__}\n# config_hash: {config_hash(cfg)}")

@@ -35,7 +35,10 @@ def import_schema(spec: str) -> type[BaseModel]:
 
 def schema_key_for(path: str | Path, configs_root: str | Path) -> str:
     """The SCHEMAS key for a YAML file under ``configs_root``."""
-    rel = Path(path).resolve().relative_to(Path(configs_root).resolve())
+    try:
+        rel = Path(path).resolve().relative_to(Path(configs_root).resolve())
+    except ValueError:
+        raise ConfigError(f"{path}: not under the configs root {configs_root} (pass --configs-root)") from None
     if rel.as_posix() in SCHEMAS:
         return rel.as_posix()
     folder = rel.parts[0]
