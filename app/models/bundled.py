@@ -65,14 +65,17 @@ def find_bundled_gguf(name: str) -> Path:
 def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     """Dequantize a GGUF Llama to a float32 HF folder (model + tokenizer + chat template). Atomic: temp dir, rename."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     kwargs = {"gguf_file": gguf_path.name}
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
-    clean = LlamaForCausalLM(gguf_model.config)
+    # The GGUF loader leaves a `quantization_config` (quant_method: gguf) in the config; vLLM and peft then treat
+    # the dequantized float32 folder as a GGUF-quantized model. The saved folder must be a plain Llama.
+    config = LlamaConfig.from_dict({k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
+    clean = LlamaForCausalLM(config)
     clean.load_state_dict(gguf_model.state_dict())
     clean.generation_config = gguf_model.generation_config
     clean.save_pretrained(tmp)

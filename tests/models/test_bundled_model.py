@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -30,3 +32,5 @@ def test_base_sha_is_stable_across_two_independent_conversions(shared, tmp_path)
     cached = resolve_model("bundled:smollm2-135m-instruct").path
     fresh = convert_gguf_to_hf(find_bundled_gguf("smollm2-135m-instruct"), tmp_path / "again")
     assert compute_weights_sha(fresh) == compute_weights_sha(cached)
+    config = json.loads((fresh / "config.json").read_text())
+    assert "quantization_config" not in config, "a dequantized folder must not claim to be GGUF-quantized (vLLM refuses it)"
