@@ -64,6 +64,13 @@ def ray_local():
     from app.config.common import RaySpec
     from app.launch.runtime import init_ray
 
-    init_ray(RaySpec(address="local", num_cpus=2))
+    for attempt in range(3):  # Ray's raylet has a fixed start-up window that a saturated machine can miss
+        try:
+            init_ray(RaySpec(address="local", num_cpus=2))
+            break
+        except Exception:  # noqa: BLE001 - retried, then re-raised
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield ray
     ray.shutdown()
