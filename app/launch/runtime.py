@@ -24,7 +24,13 @@ def init_ray(spec: RaySpec | None = None, **init_kwargs):
     spec = spec or RaySpec()
     if ray.is_initialized():
         return ray.get_runtime_context()
-    env = {"RAY_AUTH_MODE": "disabled"} if spec.address == "local" else {}
+    # Private local cluster: no token auth (single user, this machine), workers at normal priority (Ray's default
+    # niceness 15 starves Train workers next to the driver on a 2-core box), and a longer raylet start-up window.
+    env = (
+        {"RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0", "RAY_raylet_start_wait_time_s": "180"}
+        if spec.address == "local"
+        else {}
+    )
     for key, value in env.items():
         os.environ.setdefault(key, value)
     kwargs = dict(address=spec.address, ignore_reinit_error=True, log_to_driver=True)
