@@ -1,7 +1,8 @@
 """MinHash near-duplicate detection, vectorized with numpy (Broder 1997; LSH banding per Leskovec et al., MMDS ch. 3).
 
 - Shingles: character k-grams (default 5) or word k-grams, hashed to uint32 with a vectorized polynomial rolling hash.
-- Signatures: ``num_perm`` universal hash functions h_i(x) = (a_i·x + b_i) mod p, p = 2^61-1, truncated to 32 bits;
+- Signatures: ``num_perm`` multiply-add-shift hash functions h_i(x) = ((a_i·x + b_i) mod 2^64) >> 32
+  (Dietzfelbinger 1996, a universal family from 32-bit keys to 32-bit values: 3 vector ops per element);
   signature[i] = min over the document's shingles. All documents of a batch are processed at once with
   ``np.minimum.reduceat`` over a flat shingle array, no Python loop per shingle.
 - LSH: the signature is cut into ``bands`` × ``rows``; documents sharing any band key are candidates. The (b, r)
@@ -17,7 +18,6 @@ from typing import Sequence
 
 import numpy as np
 
-_MERSENNE = np.uint64((1 << 61) - 1)
 _MAX32 = np.uint64(0xFFFFFFFF)
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -59,15 +59,11 @@ def shingle_hashes(text: str, k: int = 5, unit: str = "char") -> np.ndarray:
 
 
 def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The universal-hash parameters (a, b), each shape [num_perm] uint64, a in [1, p), b in [0, p)."""
+    """The hash parameters (a, b), each shape [num_perm] uint64; a is odd (required by multiply-shift)."""
     rng = np.random.RandomState(seed)
-    a = rng.randint(1, (1 << 61) - 1, size=num_perm, dtype=np.uint64)
-    b = rng.randint(0, (1 << 61) - 1, size=num_perm, dtype=np.uint64)
+    a = rng.randint(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64) | np.uint64(1)
+    b = rng.randint(0, np.iinfo(np.uint64).max, size=num_perm, dtype=np.uint64)
     return a, b
-
-
-def _mod_mersenne(x: np.ndarray) -> np.ndarray:
-    return (x & _MERSENNE) + (x >> np.uint64(61))
 
 
 def minhash_signatures(
@@ -75,8 +71,7 @@ def minhash_signatures(
 ) -> np.ndarray:
     """MinHash signatures for many documents at once: shape [n_docs, num_perm] uint32.
 
-    h_i(x) = ((a_i·x + b_i) mod p) & 0xFFFFFFFF with p = 2^61-1 (the product a·x is taken mod 2^64 first, a cheap
-    variant of Carter–Wegman hashing that is still well mixed). An empty document gets all 0xFFFFFFFF.
+    h_i(x) = ((a_i·x + b_i) mod 2^64) >> 32. An empty document gets all 0xFFFFFFFF.
     """
     a, b = permutations(num_perm, seed)
     n = len(shingle_sets)
@@ -94,7 +89,9 @@ def minhash_signatures(
             stop += 1
         docs = nonempty[start:stop]
         flat = np.concatenate([shingle_sets[d] for d in docs]).astype(np.uint64)
-        hv = _mod_mersenne(flat[:, None] * a[None, :] + b[None, :]) & _MAX32
+        hv = flat[:, None] * a[None, :]
+        hv += b[None, :]
+        hv >>= np.uint64(32)
         offsets = np.concatenate([[0], np.cumsum(sizes[docs])[:-1]])
         out[docs] = np.minimum.reduceat(hv, offsets, axis=0).astype(np.uint32)
         start = stop
