@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.core.packing import pack_best_fit_decreasing, pack_subset_sum, packing_efficiency, padded_efficiency  # noqa: E402
+from app.core.packing import pack_best_fit_decreasing, packing_efficiency, padded_efficiency  # noqa: E402
 
 
 def greedy_in_order(lengths: list[int], cap: int) -> int:
@@ -52,10 +52,6 @@ def main() -> int:
     bins = pack_best_fit_decreasing(lengths, args.max_length)
     pack_s = time.perf_counter() - t
     cap = args.max_length
-    t = time.perf_counter()
-    ss_bins = pack_subset_sum(lengths, cap)
-    ss_s = time.perf_counter() - t
-    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
     dyn = sum(max(lengths[i : i + 8]) * len(lengths[i : i + 8]) for i in range(0, len(lengths), 8))
     out = {
         "examples": len(lengths),
@@ -66,20 +62,18 @@ def main() -> int:
         "dynamic_padding_batch8": sum(lengths) / dyn,
         "greedy_in_order_packing": packing_efficiency(lengths, greedy_in_order(lengths, cap), cap),
         "best_fit_decreasing": packing_efficiency(lengths, len(bins), cap),
-        "subset_sum_fill": packing_efficiency(lengths, len(ss_bins), cap),
         "bfd_windows": len(bins),
-        "subset_sum_windows": len(ss_bins),
-        "subset_sum_s": ss_s,
+        "examples_over_half_window": sum(1 for n in lengths if n > cap // 2),
+        "shortest_example": min(lengths),
         "lower_bound_windows": -(-sum(lengths) // cap),
         "tokenize_s": tok_s,
         "pack_s": pack_s,
     }
     print(f"GSM8K train: {out['examples']} examples, {out['tokens']} tokens, mean {out['mean_length']:.1f}, max_length {cap}")
-    for k in ("padded_to_max_length", "dynamic_padding_batch8", "greedy_in_order_packing", "best_fit_decreasing", "subset_sum_fill"):
+    for k in ("padded_to_max_length", "dynamic_padding_batch8", "greedy_in_order_packing", "best_fit_decreasing"):
         print(f"  {k:26s} {out[k]:7.2%}")
     print(f"  BFD windows {out['bfd_windows']} (lower bound {out['lower_bound_windows']}), packed in {pack_s * 1000:.0f} ms; "
           f"{out['best_fit_decreasing'] / out['padded_to_max_length']:.1f}x fewer tokens than padding")
-    import pickle; pickle.dump(lengths, open("/tmp/ra_gsm_lengths.pkl", "wb"))
     dest = ROOT / "benchmarks" / "results" / "packing.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2))
