@@ -41,7 +41,7 @@ class StepReporter:
             if key in metrics:
                 gauge.set(float(metrics[key]), tags=self.tags)
         if self.mlflow is not None:
-            self.mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "step"}, step=step)
+            self.mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k not in ("step", "wall_start")}, step=step)
 
     def close(self, status: str) -> None:
         if self.mlflow is not None:

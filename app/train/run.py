@@ -79,7 +79,11 @@ def run_sft(cfg: SFTConfig) -> SFTOutcome:
         "seq_len": int(manifest.get("max_length", 512)),
         "tracking_uri": tracking_uri(cfg.tracking) if cfg.tracking.enabled else None,
     }
-    dataset = ray.data.read_parquet(str(split_dir), columns=["input_ids", "labels", "position_ids"])
+    # Read once on the driver into the object store (a packed artifact is small next to the model): workers then
+    # iterate ready blocks instead of each launching read tasks that compete with training for CPUs.
+    import pyarrow.parquet as pq
+
+    dataset = ray.data.from_arrow(pq.read_table(split_dir, columns=["input_ids", "labels", "position_ids"]))
     trainer = build_trainer(train_loop_per_worker, loop_config, cfg.scaling, run_name, storage, {"train": dataset}, cfg.checkpoint.keep)
     log.info("training run %s (storage %s)", run_name, storage)
     result = trainer.fit()

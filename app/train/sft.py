@@ -116,6 +116,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         if state.batch_in_epoch >= shard.steps_per_epoch:
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
         step = state.step + 1
+        wall_start = time.time()
         t0 = time.perf_counter()
         micro_batches = shard.step_rows(state.epoch, state.batch_in_epoch)
         losses, tokens = [], 0
@@ -144,7 +145,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                     "history": state.history}
         state.step, state.batch_in_epoch = step, state.batch_in_epoch + 1
         metrics = {"step": step, "loss": loss_mean, "grad_norm": grad_norm, "lr": lr, "tokens_per_s": tok_per_s,
-                   "mfu": mfu(flops_per_token, tok_per_s, cfg.output.peak_flops * world), "epoch": state.epoch}
+                   "mfu": mfu(flops_per_token, tok_per_s, cfg.output.peak_flops * world), "epoch": state.epoch,
+                   "tokens": tokens * world, "wall_start": wall_start}
         state.history.append(metrics)
         if reporter:
             reporter.log(metrics, step)
