@@ -13,6 +13,7 @@ greedy packing to max_length, the data contract's columns) until the data area's
 from __future__ import annotations
 
 import json
+import os
 import math
 import sys
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# Ray starts workers at niceness 15 by default; a benchmark must not hand the bare baseline a priority edge.
+os.environ.setdefault("RAY_worker_niceness", "0")
 sys.path.insert(0, str(ROOT))
 
 from app.config.loader import load_config  # noqa: E402
