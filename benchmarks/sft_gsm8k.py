@@ -4,7 +4,8 @@ Metric: held-out GSM8K answer perplexity = exp(mean NLL of the reference answer 
 the first N_EVAL test problems, base vs base+adapter, same tokenization.
 
     python benchmarks/sft_gsm8k.py [key=value overrides for configs/sft/smollm2_lora_gsm8k.yaml]
-    # writes benchmarks/results/sft_gsm8k.json
+    python benchmarks/sft_gsm8k.py --adapter DIR      # evaluate an already trained adapter only
+    # writes benchmarks/results/sft_gsm8k.json; RAYALIGN_EVAL_N sets the number of held-out problems
 
 The packed training artifact is written by a small stand-in packer below (chat template, prompt tokens masked,
 greedy packing to max_length, the data contract's columns) until the data area's writer is merged.
@@ -16,7 +17,6 @@ import json
 import os
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,7 +31,8 @@ from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
 from app.models.loader import load_tokenizer, resolve_model  # noqa: E402
 
-N_TRAIN, N_EVAL, MAX_LEN = 1500, 80, 512
+N_TRAIN, MAX_LEN = 1500, 512
+N_EVAL = int(os.environ.get("RAYALIGN_EVAL_N", "80"))
 
 
 def read_jsonl(path: Path, n: int) -> list[dict]:
@@ -104,23 +105,34 @@ def main(overrides: list[str]) -> None:
     resolved = resolve_model("bundled:smollm2-135m-instruct")
     tok = load_tokenizer(resolved)
     artifact = write_gsm8k_artifact(rayalign_home() / "datasets" / f"gsm8k-standin-{N_TRAIN}-{MAX_LEN}", tok)
-    cfg = load_config(ROOT / "configs/sft/smollm2_lora_gsm8k.yaml", SFTConfig, [f"data.artifact={artifact}", *overrides])
-    t0 = time.time()
-    outcome = run_sft(cfg)
-    train_s = time.time() - t0
+    adapter_only = overrides[:1] == ["--adapter"]
+    cfg = load_config(ROOT / "configs/sft/smollm2_lora_gsm8k.yaml", SFTConfig,
+                      [f"data.artifact={artifact}", *([] if adapter_only else overrides)])
+    if adapter_only:
+        adapter_dir = Path(overrides[1])
+        hist = []
+    else:
+        outcome = run_sft(cfg)
+        adapter_dir, hist = outcome.output_dir, outcome.history
+        (adapter_dir / "train_history.json").write_text(json.dumps(hist))
     problems = read_jsonl(shared_dir() / "data/gsm8k/test.jsonl", N_EVAL)
     base = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch.float32).eval()
     ppl_base = answer_perplexity(base, tok, problems)
-    tuned = PeftModel.from_pretrained(base, str(outcome.output_dir)).eval()
+    tuned = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     ppl_tuned = answer_perplexity(tuned, tok, problems)
-    hist = outcome.history
+    if adapter_only:  # the history of the run that wrote the adapter: its newest checkpoint manifest
+        manifests = [json.loads(p.read_text()) for p in adapter_dir.parent.glob("checkpoint_*/rayalign_checkpoint.json")]
+        hist = max(manifests, key=lambda m: m["step"])["state"]["history"] if manifests else []
+    lineage = json.loads((adapter_dir / "rayalign_lineage.json").read_text())
     result = {
-        "base_model": cfg.model.source, "adapter": str(outcome.output_dir), "steps": outcome.step,
-        "train_tokens": sum(h["tokens"] for h in hist), "train_seconds": train_s,
-        "train_loss_first": hist[0]["loss"], "train_loss_last": hist[-1]["loss"],
+        "base_model": cfg.model.source, "adapter": str(adapter_dir), "steps": lineage["metrics"]["steps"],
+        "train_tokens": sum(h["tokens"] for h in hist) if hist else None,
+        "train_seconds_per_step": (hist[-1]["wall_start"] - hist[0]["wall_start"]) / max(1, len(hist) - 1) if hist else None,
+        "train_loss_first": hist[0]["loss"] if hist else None, "train_loss_last": lineage["metrics"]["final_loss"],
         "heldout_problems": N_EVAL, "answer_ppl_base": ppl_base, "answer_ppl_lora": ppl_tuned,
         "ppl_ratio_lora_over_base": ppl_tuned / ppl_base,
-        "config": {"lora_r": cfg.lora.r, "lr": cfg.optim.lr, "grad_accum": cfg.train.grad_accum, "max_length": MAX_LEN},
+        "config_hash": lineage["config_hash"], "lora": lineage["lora"], "max_length": MAX_LEN,
+        "lr_schedule": [h["lr"] for h in hist],
     }
     print(json.dumps(result, indent=2))
     out = ROOT / "benchmarks" / "results" / "sft_gsm8k.json"
