@@ -228,6 +228,8 @@ class DeepSpeedStrategy:
         return float(norm if norm is not None else float("nan")), lr
 
     def save(self, folder: Path, rank: int) -> None:
+        # DeepSpeed assumes a shared filesystem (rank 0 makes the folder); every rank stages into its own temp dir
+        (folder / "ds" / "state").mkdir(parents=True, exist_ok=True)
         self.model.save_checkpoint(str(folder / "ds"), tag="state", exclude_frozen_parameters=self.cfg.method != "full")
 
     def load(self, folder: Path, rank: int) -> None:
