@@ -123,7 +123,7 @@ def main() -> int:
     serve.delete("bench-vllm")
     if not args.skip_hf:
         t0 = time.perf_counter()
-        deploy(load_config(None, ServeConfig, ["engine=hf", "hf.max_batch_size=16", "hf.max_adapters_per_replica=4", *common]), "bench-hf")
+        deploy(load_config(None, ServeConfig, ["engine=hf", "hf.max_batch_size=16", "hf.max_adapters_per_replica=4", "hf.num_threads=2", *common]), "bench-hf")
         print(f"HF app up in {time.perf_counter() - t0:.0f}s", flush=True)
         results["hf_4_adapters_mixed"] = measure("HF/peft, 4 adapters mixed", adapters)
         serve.delete("bench-hf")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import AsyncIterator, Callable
 
 from app.serve.adapter_store import materialize
-from app.serve.errors import BadRequest, EngineUnavailable, NotFound
+from app.serve.errors import EngineUnavailable, NotFound
 from app.serve.protocol import EngineRequest, truncate_at_stop
 
 NULL_ADAPTER = "rayalign_null"  # zero LoRA that makes the model a PeftModel before any real adapter arrives

@@ -76,9 +76,10 @@ class VLLMEngine:
         from vllm.lora.request import LoRARequest
 
         key = req.adapter.key
-        async with self.lock:
+        async with self.lock:  # pinned (inflight) under the lock, so an eviction never hits a running adapter
             if key in self.loras:
                 self.loras.move_to_end(key)
+                self.inflight[key] = self.inflight.get(key, 0) + 1
                 return self.loras[key]
             path = await asyncio.get_running_loop().run_in_executor(None, materialize, req.adapter.uri, self.cache_dir)
             rank = json.loads((path / "adapter_config.json").read_text()).get("r", 0)
@@ -100,6 +101,7 @@ class VLLMEngine:
             except Exception as exc:  # noqa: BLE001 - a broken adapter folder is the caller's problem, named
                 raise NotFound(f"adapter '{req.adapter.label}' could not be loaded: {exc}", param="model") from None
             self.loras[key] = lora
+            self.inflight[key] = self.inflight.get(key, 0) + 1
             self.metrics.loaded_adapter(req.adapter.label, time.perf_counter() - t0, len(self.loras))
             return lora
 
@@ -116,8 +118,6 @@ class VLLMEngine:
             max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
             stop=req.stop or None, output_kind=RequestOutputKind.DELTA,
         )
-        if key:
-            self.inflight[key] = self.inflight.get(key, 0) + 1
         n = 0
         try:
             async for out in self.engine.generate(

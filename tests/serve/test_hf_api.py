@@ -164,3 +164,20 @@ def test_fifty_concurrent_mixed_adapter_requests(hf_app):
     assert not errors, errors[:3]
     p50, p99 = percentiles(results)
     print(f"HF engine, 50 concurrent mixed-adapter requests: 0 errors, p50 {p50:.2f}s p99 {p99:.2f}s")
+
+
+def test_per_adapter_metrics_reach_the_ray_metrics_endpoint(hf_app):
+    """rayalign_serve_* metrics, tagged per adapter, are exported by the node's metrics agent (what the dashboard reads)."""
+    import ray
+
+    chat(client(hf_app), "beta")
+    port = ray.nodes()[0]["MetricsExportPort"]
+    wanted = ("rayalign_serve_requests_total", "rayalign_serve_ttft_seconds", "rayalign_serve_adapter_load_seconds")
+    deadline, text = time.time() + 60, ""
+    while time.time() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if all(name in text for name in wanted) and 'model="acme/beta"' in text:
+            break
+        time.sleep(2)
+    missing = [name for name in wanted if name not in text]
+    assert not missing and 'model="acme/beta"' in text, missing

@@ -61,3 +61,15 @@ def test_errors_render_openai_shape_and_survive_pickling():
     assert err.status == 404 and err.body() == {
         "error": {"message": "no such model", "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
     }
+
+
+def test_engine_failures_map_to_503_and_wrapped_user_errors_keep_status():
+    from app.serve.errors import Conflict
+    from app.serve.ingress import as_serve_error
+
+    assert as_serve_error(RuntimeError("engine core died")).status == 503
+
+    class Wrapped(Exception):  # what Ray hands back from a replica: the original error as .cause
+        cause = Conflict("other base")
+
+    assert as_serve_error(Wrapped()).status == 409

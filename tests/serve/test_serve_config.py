@@ -41,3 +41,12 @@ def test_cli_writes_deploy_file(tmp_path):
 def test_factory_resolver_needs_import_string():
     with pytest.raises(ConfigError, match="adapters.factory"):
         load_config(None, ServeConfig, ["adapters.kind=factory"])
+
+
+def test_committed_deploy_file_is_current():
+    import yaml
+
+    from app.serve.app import serve_deploy_config
+
+    committed = yaml.safe_load((CONFIG.parent / "smollm2_vllm.deploy.yml").read_text())
+    assert committed == serve_deploy_config(load_config(CONFIG, ServeConfig), "configs/serve/smollm2_vllm.yaml")

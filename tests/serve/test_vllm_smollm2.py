@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import openai
 import pytest
 
@@ -58,15 +59,15 @@ def test_errors_on_the_real_path(vllm_app):
     with pytest.raises(openai.NotFoundError):
         openai.OpenAI(base_url=vllm_app, api_key=KEYS["acme"], max_retries=0).chat.completions.create(
             model="ghost", messages=QUESTION, max_tokens=4)
-    with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=vllm_app, api_key="", max_retries=0).models.list()
+    r = httpx.post(f"{vllm_app}/chat/completions", json={"model": BASE, "messages": QUESTION})  # no key at all
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     with pytest.raises(openai.NotFoundError):  # tenant globex cannot use acme's adapter
         openai.OpenAI(base_url=vllm_app, api_key=KEYS["globex"], max_retries=0).chat.completions.create(
             model="alpha", messages=QUESTION, max_tokens=4)
 
 
 def test_fifty_concurrent_mixed_adapter_requests(vllm_app):
-    c = openai.AsyncOpenAI(base_url=vllm_app, api_key=KEYS["acme"], max_retries=0, timeout=300)
+    c = openai.AsyncOpenAI(base_url=vllm_app, api_key=KEYS["acme"], max_retries=0, timeout=900)
     models = [BASE, "alpha", "beta", "promo"]
 
     async def one(i):
