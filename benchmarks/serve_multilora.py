@@ -8,6 +8,8 @@ and prints completion tokens/s, request p50/p99 latency and the ratios; JSON goe
 benchmarks/results/serve_multilora.json.
 
     python benchmarks/serve_multilora.py [--requests 48] [--concurrency 16] [--max-tokens 32]
+
+(Set RAYALIGN_HOME to a home whose models/ already holds the converted SmolLM2, or the first run converts it.)
 """
 
 from __future__ import annotations

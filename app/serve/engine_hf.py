@@ -104,6 +104,7 @@ class HFEngine:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
         self.paths: dict[str, Path] = {}
         self.labels: dict[str, str] = {}
+        self.largest_mix = 0  # most distinct adapters (incl. base) seen in one batch
         self.metrics = EngineMetrics("hf")
 
         async def load(key: str) -> _LoadedAdapter:  # a plain function: Serve stores its LRU state on it
@@ -158,6 +159,8 @@ class HFEngine:
         for r in reqs:  # an adapter evicted while its request queued is reloaded (and swept again below)
             if r.adapter is not None and r.adapter.key not in self.model.peft_config:
                 self._load_sync(r.adapter.key)
+        mix = {r.adapter.key if r.adapter else BASE for r in reqs}
+        self.largest_mix = max(self.largest_mix, len(mix))
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(reqs):
             groups.setdefault((r.temperature, r.top_p, r.seed), []).append(i)
@@ -282,4 +285,4 @@ class HFEngine:
 
     async def stats(self) -> dict:
         """Resident adapters on this replica (for tests and debugging)."""
-        return {"engine": "hf", "resident": self.resident()}
+        return {"engine": "hf", "resident": self.resident(), "largest_mix": self.largest_mix}

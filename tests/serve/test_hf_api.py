@@ -162,6 +162,7 @@ def test_fifty_concurrent_mixed_adapter_requests(hf_app):
     results = asyncio.run(main())
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, errors[:3]
+    assert hf_app["engine"].stats.remote().result()["largest_mix"] > 1  # batches really mixed adapters
     p50, p99 = percentiles(results)
     print(f"HF engine, 50 concurrent mixed-adapter requests: 0 errors, p50 {p50:.2f}s p99 {p99:.2f}s")
 
