@@ -101,7 +101,14 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="rayalign-bench-adapters-"))
     for i in range(4):
         write_random_adapter(base.path, root / "bench" / f"a{i}", seed=100 + i)
-    init_ray(RaySpec(address="local", num_cpus=2))
+    for attempt in range(3):  # Ray gives a raylet 30 s to register; a busy shared machine can miss that
+        try:
+            init_ray(RaySpec(address="local", num_cpus=2))
+            break
+        except Exception as exc:  # noqa: BLE001 - retried, then re-raised
+            print(f"ray start attempt {attempt + 1} failed: {exc}", file=sys.stderr)
+            if attempt == 2:
+                raise
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     url = f"http://127.0.0.1:{port}/v1"
