@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from app.config.base import StrictModel
 from app.config.common import ModelSpec
@@ -37,7 +37,17 @@ class PlanHardware(StrictModel):
         "hourly_price", description="rank fitting options by fleet USD/hour, or by USD per peak bf16 FLOP (faster GPUs win)"
     )
     use_spot: bool = Field(True, description="emit spot resources (with on-demand fallback in the SkyPilot block)")
-    clouds: list[str] = Field(["aws", "gcp"], description="clouds for the SkyPilot any_of block (empty: any enabled cloud)")
+    clouds: list[str] = Field(["aws", "gcp"], description="clouds for the SkyPilot block: spot on each in this order, then on-demand (empty: any enabled cloud)")
+
+    @field_validator("gpu_types")
+    @classmethod
+    def _known_gpus(cls, names: list[str]) -> list[str]:
+        from app.plan.gpus import CATALOG
+
+        unknown = [n for n in names if n not in CATALOG]
+        if unknown:
+            raise ValueError(f"unknown GPU type(s) {unknown}; known: {', '.join(CATALOG)}")
+        return names
 
 
 class PlanConfig(StrictModel):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from app.config.paths import REPO_ROOT
 from app.config.plan import PlanConfig
 
 LLAMA2_7B = {
@@ -67,7 +68,7 @@ def test_plan_cli_on_the_tiny_model(tmp_path, capsys):
     from app.cli import main
 
     out = tmp_path / "blocks.yaml"
-    rc = main(["plan", "--config", "configs/tiny/plan_lora.yaml", "--json", "--out", str(out)])
+    rc = main(["plan", "--config", str(REPO_ROOT / "configs/tiny/plan_lora.yaml"), "--json", "--out", str(out)])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert doc["chosen"]["gpu"] == "L4" and doc["chosen"]["n_gpus"] == 1
@@ -79,7 +80,7 @@ def test_plan_cli_on_the_tiny_model(tmp_path, capsys):
 def test_plan_cli_reports_when_nothing_fits(capsys):
     from app.cli import main
 
-    rc = main(["plan", "--config", "configs/plan/llama2-7b_full.yaml", "hardware.gpu_types=[L4]", "hardware.max_gpus=1"])
+    rc = main(["plan", "--config", str(REPO_ROOT / "configs/plan/llama2-7b_full.yaml"), "hardware.gpu_types=[L4]", "hardware.max_gpus=1"])
     assert rc == 1
     assert "nothing fits" in capsys.readouterr().out
 
@@ -90,3 +91,11 @@ def test_plan_rejects_config_without_model_type():
 
     with pytest.raises(ConfigError, match="model_type"):
         read_hf_config({"hidden_size": 64}, None)
+
+
+def test_unknown_gpu_type_is_a_one_line_config_error():
+    from app.config.errors import ConfigError
+    from app.config.loader import load_config
+
+    with pytest.raises(ConfigError, match=r"hardware.gpu_types.*unknown GPU type.*B300"):
+        load_config(str(REPO_ROOT / "configs/tiny/plan_lora.yaml"), PlanConfig, ["hardware.gpu_types=[L4, B300]"])
