@@ -125,4 +125,4 @@ def test_serve_config_is_valid_and_embedded_verbatim_in_rayservice():
     ServeDeploySchema.model_validate(serve_config) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(serve_config)
     embedded = yaml.safe_load(_load(RAYCLUSTER / "kuberay" / "rayservice.yaml")["spec"]["serveConfigV2"])
     assert embedded == serve_config
-    assert serve_config["applications"][0]["import_path"] == "app.serve.app:build_app"
+    assert serve_config["applications"][0]["import_path"] == "app.serve.app:app_builder"
