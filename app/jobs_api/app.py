@@ -26,6 +26,7 @@ from app.jobs_api.runner import JobRunner
 from app.jobs_api.states import JobStatus
 from app.jobs_api.store import JobStore
 from app.jobs_api.tenancy import load_api_keys, tenant_for
+from app.registry.store import Registry
 from app.jobs_api.uploads import UploadInvalid, UploadTooLarge, store_upload
 
 JOB_VIEW = ("id", "status", "method", "step", "loss", "tokens_per_sec", "checkpoint_path", "fine_tuned_model",
@@ -43,6 +44,7 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
     """The ASGI app; with ``run_scheduler`` it also starts the thread that runs jobs on Ray."""
     cfg = cfg if isinstance(cfg, JobsAPIConfig) else JobsAPIConfig.model_validate(cfg or {})
     store = JobStore(cfg.db_url)
+    registry = Registry(store.url)
     keys = load_api_keys(cfg.api_keys_file)
     files_dir = Path(cfg.files_dir) if cfg.files_dir else rayalign_home() / "files"
     runner = JobRunner(cfg, store)
@@ -120,35 +122,42 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
 
     @app.get("/v1/models")
     def list_models(who: str = Depends(tenant), base_model: str | None = Query(None, max_length=96)):
-        return {"object": "list", "data": tenant_models(store, who, base_model)}
+        return {"object": "list", "data": tenant_models(registry, who, base_model)}
 
     @app.post("/v1/models/{model_id}/deploy")
     def deploy_model(model_id: str, who: str = Depends(tenant)):
-        model = next((m for m in tenant_models(store, who, None) if m["id"] == model_id), None)
+        model = next((m for m in tenant_models(registry, who, None) if m["id"] == model_id), None)
         if model is None:
             raise HTTPException(404, f"model {model_id!r} not found")
-        return deploy(model, who)
+        return deploy(registry, model, who)
 
     if run_scheduler:
         runner.start()
     return app
 
 
-def tenant_models(store: JobStore, tenant: str, base_model: str | None) -> list[dict[str, Any]]:
-    """The tenant's fine-tuned models (succeeded jobs with a registered adapter), optionally of one base model."""
-    out = []
-    for job in store.list_jobs(tenant, statuses={JobStatus.SUCCEEDED}, limit=100):
-        if not job["fine_tuned_model"] or (base_model and job["request"]["base_model"] != base_model):
+def tenant_models(registry, tenant: str, base_model: str | None) -> list[dict[str, Any]]:
+    """The tenant's registered adapters (newest version per name), optionally only those on one base model."""
+    latest: dict[str, Any] = {}
+    for view in registry.list(tenant):
+        if base_model and view.base_model_source != base_model:
             continue
-        out.append({"id": job["fine_tuned_model"], "object": "model", "owned_by": tenant,
-                    "base_model": job["request"]["base_model"], "job_id": job["id"], "adapter_path": job["adapter_path"]})
-    return out
+        if view.name not in latest or view.version > latest[view.name].version:
+            latest[view.name] = view
+    return [{"id": v.name, "object": "model", "owned_by": tenant, "version": v.version, "stage": v.stage,
+             "base_model": v.base_model_source, "method": v.method, "gate_passed": v.gate_passed,
+             "created_at": v.created_at} for v in latest.values()]
 
 
-def deploy(model: dict[str, Any], tenant: str) -> dict[str, Any]:
-    """Promote a tenant's adapter so the serving app picks it up."""
-    return {"id": model["id"], "object": "model", "owned_by": tenant, "deployed": False,
-            "detail": "serving not wired yet"}
+def deploy(registry, model: dict[str, Any], tenant: str) -> dict[str, Any]:
+    """Promote the model's newest version to production: the serving app resolves `production` per request."""
+    from app.registry.errors import RegistryError
+
+    try:
+        view = registry.promote(tenant, model["id"], model["version"], "production")
+    except RegistryError as exc:  # e.g. gates not passed: the caller's to fix, not a server error
+        raise HTTPException(409, str(exc)) from None
+    return {"id": view.name, "object": "model", "owned_by": tenant, "version": view.version, "stage": view.stage}
 
 
 def deployment(cfg: JobsAPIConfig):

@@ -15,10 +15,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from app.config.paths import rayalign_home
 from app.jobs_api.states import JobStatus, transition
+from app.registry.schema import Base
+from app.registry.store import default_registry_url
 
-metadata = sa.MetaData()
+# the job tables live in the registry's metadata: one database, one engine, one `create_all`
+metadata = Base.metadata
 
 jobs = sa.Table(
     "ft_jobs",
@@ -76,10 +78,6 @@ JOB_FIELDS = ("step", "loss", "tokens_per_sec", "checkpoint_path", "adapter_path
               "ray_submission_id", "attempts", "reported", "error")
 
 
-def default_db_url() -> str:
-    return f"sqlite:///{rayalign_home() / 'registry.db'}"
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -94,7 +92,7 @@ class JobStore:
     """Jobs, events and files; one instance per process, safe to share between threads."""
 
     def __init__(self, db_url: str | None = None):
-        self.url = db_url or default_db_url()
+        self.url = db_url or default_registry_url()
         args = {"connect_args": {"timeout": 30, "check_same_thread": False}} if self.url.startswith("sqlite") else {}
         self.engine = sa.create_engine(self.url, **args)
         metadata.create_all(self.engine)

@@ -15,21 +15,21 @@ from app.config.loader import deep_merge, read_yaml
 # request hyperparameter -> key in the SFT/DPO stage config (app.config.sft / app.config.dpo)
 HYPER_KEYS: dict[str, str] = {
     "max_steps": "train.max_steps",
-    "learning_rate": "train.lr",
-    "batch_size": "train.batch_size",
+    "learning_rate": "optim.lr",
+    "batch_size": "train.micro_batch_size",
     "lora_r": "lora.r",
-    "checkpoint_every": "train.checkpoint_every",
+    "checkpoint_every": "checkpoint.every_steps",
     "seed": "train.seed",
 }
-# request method -> (stage that trains, method value passed to it)
-METHOD_STAGES: dict[str, tuple[str, str | None]] = {
-    "sft": ("sft", "full"),
-    "lora": ("sft", "lora"),
-    "qlora": ("sft", "qlora"),
-    "cpt": ("sft", "cpt"),
-    "dpo": ("preference", "dpo"),
-    "ppo": ("preference", "ppo"),
-    "reward": ("preference", "reward"),
+# request method -> (stage that trains, overrides that select the method there)
+METHOD_STAGES: dict[str, tuple[str, list[str]]] = {
+    "sft": ("sft", ["method=lora"]),  # hosted APIs' "sft" is adapter SFT; full weights are not served multi-tenant
+    "lora": ("sft", ["method=lora"]),
+    "qlora": ("sft", ["method=qlora"]),
+    "cpt": ("sft", ["method=lora", "train.objective=cpt"]),
+    "dpo": ("preference", []),
+    "ppo": ("preference", []),
+    "reward": ("preference", []),
 }
 
 
@@ -37,7 +37,7 @@ def pipeline_for_job(job: dict[str, Any], file_paths: dict[str, str], job_dir: P
                      template: Path) -> dict[str, Any]:
     """The PipelineConfig (as a plain dict) that runs ``job``; validated by jobs/pipeline.py before anything runs."""
     req = job["request"]
-    stage, method = METHOD_STAGES[req["method"]]
+    stage, method_overrides = METHOD_STAGES[req["method"]]
     hyper = [f"{HYPER_KEYS[k]}={v}" for k, v in sorted(req.get("hyperparameters", {}).items()) if k in HYPER_KEYS]
     run = [f"ray.run_name={job['id']}-{stage}", f"ray.storage_path={job_dir / 'runs'}"]
     base = read_yaml(template)
@@ -50,16 +50,16 @@ def pipeline_for_job(job: dict[str, Any], file_paths: dict[str, str], job_dir: P
         "ray": {"address": "auto"},
         "ingest": {"overrides": base.get("ingest", {}).get("overrides", []) + ingest_over},
         "eval": {"enabled": bool(req.get("eval_config", {}).get("enabled", base.get("eval", {}).get("enabled", True)))},
-        "promote": {"name": f"{job['tenant']}-{req.get('suffix') or job['id']}"},
+        "promote": {"name": f"ft-{(req.get('suffix') or job['id'].split('-', 1)[1]).lower()}"},
         "serve": {"enabled": False},
         "report_dir": str(job_dir / "report"),
         "job": {"job_id": job["id"], "db_url": db_url},
     }
     if stage == "sft":
         sft_over = base.get("sft", {}).get("overrides", []) + hyper + run
-        extra["sft"] = {"overrides": sft_over + ([f"method={method}"] if method else [])}
+        extra["sft"] = {"overrides": sft_over + method_overrides}
         extra["preference"] = {"enabled": False}
     else:
-        extra["preference"] = {"enabled": True, "method": method,
+        extra["preference"] = {"enabled": True, "method": req["method"],
                                "overrides": base.get("preference", {}).get("overrides", []) + hyper + run}
     return deep_merge(base, extra)

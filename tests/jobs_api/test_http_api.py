@@ -108,3 +108,27 @@ def test_oversized_upload_is_413_and_leaves_nothing(api, api_cfg):
     assert leftovers == []
     assert a.post("/v1/fine-tuning/jobs", content=b"{" + b" " * 9000 + b"}",
                   headers={"Content-Type": "application/json"}).status_code == 413
+
+
+def test_models_are_tenant_scoped(api, api_cfg, tmp_path):
+    """A registered adapter of tenant A is listed for A only; B's deploy of it is a 404."""
+    import json
+
+    from app.registry.store import Registry
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, "peft_type": "LORA"}))
+    (adapter / "rayalign_lineage.json").write_text(json.dumps({
+        "base_model_source": "tiny:llama", "base_sha": "ab" * 32, "dataset_id": "ds-test", "config_hash": "cd" * 32,
+        "method": "lora", "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj"]}, "metrics": {"loss": 1.0},
+        "created_at": "2026-01-01T00:00:00Z"}))
+    Registry(api_cfg["db_url"]).register_adapter("alpha", "ft-math", str(adapter))
+    _, a, b, _ = api
+    mine = a.get("/v1/models").json()["data"]
+    assert [m["id"] for m in mine] == ["ft-math"] and mine[0]["owned_by"] == "alpha"
+    assert a.get("/v1/models", params={"base_model": "bundled:smollm2-135m-instruct"}).json()["data"] == []
+    assert b.get("/v1/models").json()["data"] == []
+    assert b.post("/v1/models/ft-math/deploy").status_code == 404
+    r = a.post("/v1/models/ft-math/deploy")  # exists, but no gate has passed: refused, not a 500
+    assert r.status_code == 409, r.text
