@@ -81,6 +81,7 @@ class JobsAPIConfig(StrictModel):
 
     host: str = Field("127.0.0.1", description="HTTP bind address of the Serve proxy")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port of the Serve proxy")
+    route_prefix: str = Field("/", pattern=r"^/[A-Za-z0-9/_-]*$", description="route prefix of the API app in Serve")
     db_url: str | None = Field(None, description="SQLAlchemy URL of the job store (None: sqlite:///<home>/registry.db)")
     files_dir: str | None = Field(None, description="where uploads are streamed to (None: <home>/files)")
     max_upload_mb: float = Field(64.0, gt=0, description="largest accepted upload; bigger ones get 413 and leave no file")

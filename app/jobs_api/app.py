@@ -161,10 +161,26 @@ def deploy(registry, model: dict[str, Any], tenant: str) -> dict[str, Any]:
 
 
 def deployment(cfg: JobsAPIConfig):
-    """The Ray Serve application: one replica running the FastAPI app and the job runner thread."""
+    """The Ray Serve application: one replica running the FastAPI app and the job-runner thread.
+
+    The app is built on the replica (a builder, not a pickled app) so the store and the runner thread live there.
+    """
     from functools import partial
 
     from ray import serve
 
-    ingress = serve.ingress(partial(build_app, cfg.model_dump(mode="json")))
-    return serve.deployment(name="JobsAPI", num_replicas=1, ray_actor_options={"num_cpus": 0})(ingress(type("JobsAPI", (), {}))).bind()
+    @serve.deployment(name="JobsAPI", num_replicas=1, ray_actor_options={"num_cpus": 0})
+    @serve.ingress(partial(build_app, cfg.model_dump(mode="json")))
+    class JobsAPI:
+        pass
+
+    return JobsAPI.bind()
+
+
+def run_on_serve(cfg: JobsAPIConfig, blocking: bool) -> str:
+    """Deploy the API on the connected Ray cluster's Serve (HTTP on cfg.host:cfg.port); returns the base URL."""
+    from ray import serve
+
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(deployment(cfg), name="rayalign-jobs-api", route_prefix=cfg.route_prefix, blocking=blocking)
+    return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"

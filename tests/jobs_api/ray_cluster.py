@@ -1,0 +1,83 @@
+"""A real single-node Ray cluster *with a dashboard* (JobSubmissionClient needs it), as a test fixture helper.
+
+The session-wide ``ray_local`` fixture runs without a dashboard, so job-API tests start their own head node with
+``ray start --head --block`` on free ports in a private temp dir, and stop it by killing that process group only
+(never ``ray stop``, which would take down every Ray cluster on the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.jobs_api.conftest import free_port
+
+
+class RayHead:
+    def __init__(self, num_cpus: int = 2):
+        self.temp = tempfile.mkdtemp(prefix="ra-jobs-", dir="/tmp")
+        self.gcs_port, self.dash_port = free_port(), free_port()
+        self.dashboard = f"http://127.0.0.1:{self.dash_port}"
+        ray_bin = str(Path(sys.executable).with_name("ray"))
+        self.cmd = [ray_bin, "start", "--head", "--block", f"--num-cpus={num_cpus}", f"--port={self.gcs_port}",
+                    "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dash_port}",
+                    f"--ray-client-server-port={free_port()}", f"--temp-dir={self.temp}", "--disable-usage-stats"]
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "RayHead":
+        env = dict(os.environ, RAY_AUTH_MODE="disabled")
+        self.log = open(Path(self.temp) / "head.log", "w")
+        self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{self.dashboard}/api/version", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"ray head did not start: {(Path(self.temp) / 'head.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        return self
+
+    def submit(self, client, timeout: float = 180, **kwargs) -> str:
+        """submit_job, retried while the dashboard's job agent is still starting ('No available agent')."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                return client.submit_job(**kwargs)
+            except RuntimeError as exc:
+                if "No available agent" not in str(exc) or time.time() > deadline:
+                    raise
+                time.sleep(1)
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            pgid = os.getpgid(self.proc.pid)
+            os.killpg(pgid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        # workers Ray forked into their own sessions: find them by our private temp dir, kill by pid
+        out = subprocess.run(["pgrep", "-f", self.temp], capture_output=True, text=True).stdout.split()
+        for pid in out:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        self.log.close()
+        shutil.rmtree(self.temp, ignore_errors=True)
