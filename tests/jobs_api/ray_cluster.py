@@ -55,10 +55,11 @@ class RayHead:
         while True:
             try:
                 return client.submit_job(**kwargs)
-            except RuntimeError as exc:
-                if "No available agent" not in str(exc) or time.time() > deadline:
+            except Exception as exc:  # noqa: BLE001 - agent still starting, or a dropped connection under load
+                transient = "No available agent" in str(exc) or "Connection" in type(exc).__name__ + str(exc)
+                if not transient or time.time() > deadline:
                     raise
-                time.sleep(1)
+                time.sleep(2)
 
     def __exit__(self, *exc) -> None:
         if self.proc and self.proc.poll() is None:
