@@ -165,12 +165,15 @@ def deployment(cfg: JobsAPIConfig):
 
     The app is built on the replica (a builder, not a pickled app) so the store and the runner thread live there.
     """
-    from functools import partial
-
     from ray import serve
 
+    settings = cfg.model_dump(mode="json")
+
+    def build() -> FastAPI:  # a plain function: Serve calls builders on the replica (a partial would be the app)
+        return build_app(settings)
+
     @serve.deployment(name="JobsAPI", num_replicas=1, ray_actor_options={"num_cpus": 0})
-    @serve.ingress(partial(build_app, cfg.model_dump(mode="json")))
+    @serve.ingress(build)
     class JobsAPI:
         pass
 

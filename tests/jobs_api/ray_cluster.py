@@ -81,4 +81,5 @@ class RayHead:
             except (ProcessLookupError, ValueError):
                 pass
         self.log.close()
-        shutil.rmtree(self.temp, ignore_errors=True)
+        if not os.environ.get("RAYALIGN_KEEP_RAY_TEMP"):
+            shutil.rmtree(self.temp, ignore_errors=True)
