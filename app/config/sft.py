@@ -143,3 +143,15 @@ class SFTConfig(StrictModel):
         if self.fault.rank >= self.scaling.num_workers:
             raise ValueError(f"fault.rank {self.fault.rank} does not exist with {self.scaling.num_workers} worker(s)")
         return self
+
+
+def training_hash(cfg: SFTConfig) -> str:
+    """Config hash of what determines the trained weights: fault injection, tracking and Ray placement excluded,
+    so a drill run and its clean resume count as the same run."""
+    from app.config.loader import config_hash
+
+    data = cfg.model_dump(mode="json")
+    for key in ("fault", "tracking", "ray"):
+        data.pop(key)
+    data["scaling"].pop("max_failures")
+    return config_hash(data)

@@ -220,7 +220,11 @@ def restore_checkpoint(checkpoint) -> Iterator[Path | None]:
 
     parent = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
     infos = checkpoint.filesystem.get_file_info(pafs.FileSelector(parent))
-    candidates = [Checkpoint(path=i.path, filesystem=checkpoint.filesystem) for i in infos if i.type == pafs.FileType.Directory]
+    candidates = [
+        Checkpoint(path=i.path, filesystem=checkpoint.filesystem)
+        for i in infos
+        if i.type == pafs.FileType.Directory and (i.base_name.startswith("checkpoint_") or i.path == checkpoint.path)
+    ]
     candidates.sort(key=lambda c: c.path != checkpoint.path)  # Ray's latest first
     with contextlib.ExitStack() as stack:
         local = {c.path: Path(stack.enter_context(c.as_directory())) for c in candidates}

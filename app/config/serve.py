@@ -1,0 +1,113 @@
+"""Schema for `rayalign serve`: a Ray Serve app (OpenAI-compatible ingress + vLLM or HF/peft engine) with multi-LoRA."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from app.config.base import StrictModel
+from app.config.common import ModelSpec, RaySpec
+
+
+class TenantSpec(StrictModel):
+    """One tenant: who may call, and whose adapters they see (``<adapter root>/<tenant>/<adapter>``)."""
+
+    name: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="tenant id (also its adapter folder name)")
+    api_key_sha256: list[str] = Field(
+        default_factory=list, description="sha256 hex digests of the tenant's API keys (plaintext keys never live in configs)"
+    )
+    api_key_env: str | None = Field(None, description="environment variable holding one plaintext key (dev convenience)")
+
+
+class AdapterSourceSpec(StrictModel):
+    """Where adapter names resolve to adapter folders (local path or s3:// URI)."""
+
+    kind: Literal["directory", "factory"] = Field(
+        "directory",
+        description="'directory': <root>/<tenant>/<name> (a symlink re-pointed = promote/rollback); "
+        "'factory': an import string building an AdapterResolver (e.g. the registry's production alias)",
+    )
+    root: str | None = Field(None, description="adapter root folder (None: <rayalign home>/adapters)")
+    factory: str | None = Field(None, description="'module:function' returning an AdapterResolver (kind=factory)")
+    cache_dir: str | None = Field(None, description="local copy of remote (s3://) adapters (None: <home>/serve/adapter-cache)")
+
+    @model_validator(mode="after")
+    def _factory_needs_import_string(self):
+        if self.kind == "factory" and not (self.factory and ":" in self.factory):
+            raise ValueError("adapters.kind=factory needs adapters.factory='module:function'")
+        return self
+
+
+class LimitsSpec(StrictModel):
+    """Request bounds enforced by the ingress before anything reaches an engine."""
+
+    max_body_bytes: int = Field(65536, ge=1024, description="largest accepted request body (413 above)")
+    max_tokens: int = Field(512, ge=1, description="largest max_tokens a request may ask for (400 above)")
+    default_max_tokens: int = Field(128, ge=1, description="max_tokens when a request gives none")
+    max_model_len: int = Field(2048, ge=64, description="prompt + completion tokens per request (400 above)")
+
+
+class DeploymentSpec(StrictModel):
+    """Ray Serve options for one deployment (replicas, autoscaling, resources, health checks)."""
+
+    min_replicas: int = Field(1, ge=0, description="autoscaling lower bound")
+    max_replicas: int = Field(1, ge=1, description="autoscaling upper bound")
+    target_ongoing_requests: float = Field(8.0, gt=0, description="autoscaling target of in-flight requests per replica")
+    max_ongoing_requests: int = Field(64, ge=1, description="requests one replica accepts at once (queue beyond)")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
+    health_check_period_s: float = Field(10.0, gt=0, description="seconds between replica health checks")
+    health_check_timeout_s: float = Field(30.0, gt=0, description="a health check slower than this marks the replica unhealthy")
+
+
+class VLLMSpec(StrictModel):
+    """vLLM engine knobs (multi-LoRA batching)."""
+
+    max_loras: int = Field(4, ge=1, description="distinct adapters in one batch")
+    max_cpu_loras: int = Field(8, ge=1, description="adapters kept loaded per replica (LRU; evicted ones are removed)")
+    max_lora_rank: int = Field(16, ge=1, description="largest adapter rank accepted")
+    max_num_seqs: int = Field(32, ge=1, description="sequences per engine step")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="compute dtype")
+    cpu_kvcache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE: KV cache size on CPU (GiB)")
+    cpu_omp_threads_bind: str = Field("auto", description="VLLM_CPU_OMP_THREADS_BIND ('auto', '0-1', ...)")
+    enforce_eager: bool = Field(True, description="skip graph capture/compilation (faster start on CPU)")
+
+
+class HFSpec(StrictModel):
+    """HF/peft fallback engine knobs (Serve multiplexing + mixed-adapter batches)."""
+
+    max_adapters_per_replica: int = Field(4, ge=1, description="adapters loaded per replica (Serve multiplexed LRU)")
+    max_batch_size: int = Field(8, ge=1, description="requests generated together (any mix of adapters)")
+    batch_wait_timeout_s: float = Field(0.02, ge=0, description="how long a batch waits to fill")
+    num_threads: int | None = Field(None, ge=1, description="torch threads in the replica (None: the replica's CPUs)")
+
+
+class HTTPSpec(StrictModel):
+    """Where the OpenAI-compatible API listens."""
+
+    host: str = Field("127.0.0.1", description="bind address of the Serve HTTP proxy")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: pick a free one)")
+    route_prefix: str = Field("/", description="URL prefix of the app")
+
+
+class ServeConfig(StrictModel):
+    """A multi-LoRA OpenAI-compatible endpoint on Ray Serve."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec, description="the shared base model")
+    served_name: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="base model name in the API (None: derived from source)"
+    )
+    engine: Literal["vllm", "hf"] = Field("vllm", description="'vllm' (multi-LoRA batching) or 'hf' (peft fallback)")
+    app_name: str = Field("rayalign", description="Ray Serve application name")
+    adapters: AdapterSourceSpec = Field(default_factory=AdapterSourceSpec, description="adapter name resolution")
+    tenants: list[TenantSpec] = Field(default_factory=list, description="API keys and tenants (empty: every call is 401)")
+    limits: LimitsSpec = Field(default_factory=LimitsSpec, description="request bounds")
+    vllm: VLLMSpec = Field(default_factory=VLLMSpec, description="vLLM engine settings")
+    hf: HFSpec = Field(default_factory=HFSpec, description="HF/peft engine settings")
+    engine_deployment: DeploymentSpec = Field(default_factory=DeploymentSpec, description="engine replicas")
+    ingress_deployment: DeploymentSpec = Field(
+        default_factory=lambda: DeploymentSpec(num_cpus=0.1, max_replicas=2, target_ongoing_requests=32, max_ongoing_requests=256),
+        description="ingress replicas",
+    )
+    http: HTTPSpec = Field(default_factory=HTTPSpec, description="HTTP listener")
+    ray: RaySpec = Field(default_factory=RaySpec, description="Ray cluster")

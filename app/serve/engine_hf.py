@@ -1,0 +1,284 @@
+"""HF/peft fallback engine: Serve model multiplexing (per-replica LRU that really unloads) + mixed-adapter batches.
+
+Every adapter is a named peft LoRA on one shared base; a batch may mix adapters (peft ``adapter_names``, one row per
+request, ``__base__`` for the plain base). Ray Serve's ``@serve.batch`` splits batches by multiplexed model id, which
+would serialize adapters, so requests are gathered by the small ``MixedBatcher`` below instead.
+
+Unknown adapters never cost a good one: the adapter folder is validated before the multiplexer (which evicts first,
+then loads) is asked for it. All model work (load, delete, generate) runs on one thread, so weights never change
+under a running generate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+from app.serve.adapter_store import materialize
+from app.serve.errors import BadRequest, EngineUnavailable, NotFound
+from app.serve.protocol import EngineRequest, truncate_at_stop
+
+NULL_ADAPTER = "rayalign_null"  # zero LoRA that makes the model a PeftModel before any real adapter arrives
+BASE = "__base__"  # peft's name for "no adapter" rows in a mixed batch
+
+
+class MixedBatcher:
+    """Gathers concurrent requests (any adapters) for up to ``wait_s`` or ``max_size``, runs them as one batch.
+
+    ``run_batch(list[item]) -> list[result | Exception]`` is synchronous and runs on ``executor``.
+    """
+
+    def __init__(self, run_batch: Callable[[list], list], executor: ThreadPoolExecutor, max_size: int, wait_s: float):
+        self.run_batch, self.executor, self.max_size, self.wait_s = run_batch, executor, max_size, wait_s
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, item):
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._loop())
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((item, fut))
+        return await fut
+
+    async def _loop(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            deadline = loop.time() + self.wait_s
+            while len(batch) < self.max_size:
+                try:
+                    batch.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
+                except asyncio.TimeoutError:
+                    break
+            try:
+                results = await loop.run_in_executor(self.executor, self.run_batch, [item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - the whole batch failed: every caller sees it
+                results = [exc] * len(batch)
+            for (_, fut), result in zip(batch, results):
+                if fut.done():
+                    continue
+                if isinstance(result, Exception):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+
+class _LoadedAdapter:
+    """What the Serve multiplexer caches; its ``__del__`` (called by Serve on LRU eviction) unloads the weights."""
+
+    def __init__(self, engine: "HFEngine", key: str):
+        self.engine, self.key, self.alive = engine, key, True
+
+    def __del__(self):
+        if self.alive:
+            self.alive = False
+            self.engine.unload_adapter(self.key)
+
+
+class HFEngine:
+    """A Serve deployment class: base model + peft adapters on CPU, OpenAI semantics handled by the ingress."""
+
+    def __init__(self, config: dict):
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from ray import serve
+
+        from app.config.serve import ServeConfig
+        from app.config.paths import rayalign_home
+        from app.models.loader import load_model, load_tokenizer, resolve_model
+        from app.serve.metrics import EngineMetrics
+
+        self.cfg = ServeConfig.model_validate(config)
+        torch.set_num_threads(self.cfg.hf.num_threads or max(1, int(self.cfg.engine_deployment.num_cpus)))
+        resolved = resolve_model(self.cfg.model)
+        self.tokenizer = load_tokenizer(resolved)
+        base = load_model(resolved, self.cfg.model.dtype)
+        null = LoraConfig(r=1, lora_alpha=1, target_modules=["q_proj"], init_lora_weights=True)  # B = 0: exact base
+        self.model = get_peft_model(base, null, adapter_name=NULL_ADAPTER)
+        self.model.eval()
+        self.cache_dir = Path(self.cfg.adapters.cache_dir or rayalign_home() / "serve" / "adapter-cache")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf-engine")
+        self.paths: dict[str, Path] = {}
+        self.labels: dict[str, str] = {}
+        self.metrics = EngineMetrics("hf")
+
+        async def load(key: str) -> _LoadedAdapter:  # a plain function: Serve stores its LRU state on it
+            return await self._load_adapter(key)
+
+        self.get_adapter = serve.multiplexed(max_num_models_per_replica=self.cfg.hf.max_adapters_per_replica)(load)
+        self.batcher = MixedBatcher(self._run_batch, self.executor, self.cfg.hf.max_batch_size, self.cfg.hf.batch_wait_timeout_s)
+
+    # ---- adapters -------------------------------------------------------------------------------------------------
+    async def _load_adapter(self, key: str) -> _LoadedAdapter:
+        t0 = time.perf_counter()
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._load_sync, key)
+        self.metrics.loaded_adapter(self.labels.get(key, key), time.perf_counter() - t0, len(self.resident()))
+        return _LoadedAdapter(self, key)
+
+    def _load_sync(self, key: str) -> None:
+        if key not in self.model.peft_config:
+            self.model.load_adapter(str(self.paths[key]), adapter_name=key)
+        self.model.eval()
+
+    def unload_adapter(self, key: str) -> None:
+        """Free an adapter's weights (runs on the model thread so it never races a generate)."""
+
+        def _delete():
+            if key in self.model.peft_config:
+                self.model.delete_adapter(key)
+                self.model.set_adapter(NULL_ADAPTER)
+
+        self.executor.submit(_delete).result()
+        self.metrics.evicted(len(self.resident()))
+
+    def resident(self) -> list[str]:
+        """Adapter keys whose weights are loaded on this replica (excludes the null adapter)."""
+        return sorted(k for k in self.model.peft_config if k != NULL_ADAPTER)
+
+    async def _prepare(self, request: dict) -> EngineRequest:
+        req = EngineRequest.model_validate(request)
+        if req.adapter is not None:
+            path = await asyncio.get_running_loop().run_in_executor(None, materialize, req.adapter.uri, self.cache_dir)
+            rank = json.loads((path / "adapter_config.json").read_text()).get("r", 0)
+            if not isinstance(rank, int) or rank <= 0:
+                raise NotFound(f"adapter '{req.adapter.label}' has an invalid adapter_config.json", param="model")
+            self.paths[req.adapter.key], self.labels[req.adapter.key] = path, req.adapter.label
+            await self.get_adapter(req.adapter.key)  # validated above, so an eviction here always admits a good one
+        return req
+
+    # ---- generation -----------------------------------------------------------------------------------------------
+    def _run_batch(self, reqs: list[EngineRequest]) -> list:
+        """Generate for a mixed-adapter batch: left-padded [B, T] ids, one peft adapter name per row."""
+        import torch
+
+        for r in reqs:  # an adapter evicted while its request queued is reloaded (and swept again below)
+            if r.adapter is not None and r.adapter.key not in self.model.peft_config:
+                self._load_sync(r.adapter.key)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(reqs):
+            groups.setdefault((r.temperature, r.top_p, r.seed), []).append(i)
+        results: list = [None] * len(reqs)
+        for (temperature, top_p, seed), idx in groups.items():
+            rows = [reqs[i] for i in idx]
+            width = max(len(r.prompt_token_ids) for r in rows)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([[pad] * (width - len(r.prompt_token_ids)) + r.prompt_token_ids for r in rows])
+            mask = torch.tensor([[0] * (width - len(r.prompt_token_ids)) + [1] * len(r.prompt_token_ids) for r in rows])
+            if seed is not None:
+                torch.manual_seed(seed)
+            sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+            with torch.no_grad():
+                out = self.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_tokens for r in rows),
+                    adapter_names=[r.adapter.key if r.adapter else BASE for r in rows],
+                    pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, **sampling,
+                )
+            for row, (i, r) in enumerate(zip(idx, rows)):
+                results[i] = self._finish(out[row, width:].tolist()[: r.max_tokens], r)
+        self._sweep()
+        return results
+
+    def _finish(self, new_ids: list[int], r: EngineRequest) -> dict:
+        eos = self.tokenizer.eos_token_id
+        hit_eos = eos in new_ids
+        if hit_eos:
+            new_ids = new_ids[: new_ids.index(eos)]
+        text, hit_stop = truncate_at_stop(self.tokenizer.decode(new_ids, skip_special_tokens=True), r.stop)
+        finish = "stop" if hit_eos or hit_stop else "length"
+        return {"text": text, "completion_tokens": len(new_ids) + int(hit_eos), "finish_reason": finish}
+
+    def _sweep(self) -> None:
+        """Drop adapters the multiplexer no longer tracks (reloaded for a queued request after eviction)."""
+        wrapper = getattr(self.get_adapter, "__serve_multiplex_wrapper", None)
+        tracked = set(wrapper.models) if wrapper is not None else set(self.resident())
+        for key in self.resident():
+            if key not in tracked:
+                self.model.delete_adapter(key)
+                self.model.set_adapter(NULL_ADAPTER)
+
+    async def generate(self, request: dict) -> dict:
+        """One completion: ``{"text", "completion_tokens", "finish_reason"}``."""
+        req = await self._prepare(request)
+        return await self.batcher.submit(req)
+
+    async def stream(self, request: dict) -> AsyncIterator[dict]:
+        """Token-by-token deltas: ``{"text": delta, "completion_tokens": n, "finish_reason": None | str}``."""
+        import torch
+        from transformers.generation.streamers import BaseStreamer
+
+        req = await self._prepare(request)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        n_prompt = len(req.prompt_token_ids)
+
+        class _Push(BaseStreamer):
+            def __init__(self):
+                self.skipped_prompt = False
+
+            def put(self, value):
+                if not self.skipped_prompt:  # generate() first hands over the prompt
+                    self.skipped_prompt = True
+                    return
+                loop.call_soon_threadsafe(queue.put_nowait, value.reshape(-1).tolist())
+
+            def end(self):
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        def _generate():
+            if req.adapter is not None and req.adapter.key not in self.model.peft_config:
+                self._load_sync(req.adapter.key)
+            if req.seed is not None:
+                torch.manual_seed(req.seed)
+            sampling = dict(do_sample=True, temperature=req.temperature, top_p=req.top_p) if req.temperature > 0 else dict(do_sample=False)
+            try:
+                with torch.no_grad():
+                    self.model.generate(
+                        input_ids=torch.tensor([req.prompt_token_ids]), attention_mask=torch.ones(1, n_prompt, dtype=torch.long),
+                        max_new_tokens=req.max_tokens, adapter_names=[req.adapter.key if req.adapter else BASE],
+                        pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                        streamer=_Push(), **sampling,
+                    )
+            finally:
+                self._sweep()
+
+        job = loop.run_in_executor(self.executor, _generate)
+        ids: list[int] = []
+        sent = ""
+        eos = self.tokenizer.eos_token_id
+        finish = "length"
+        while True:
+            item = await queue.get()
+            if item is None:
+                break
+            if eos in item:
+                ids.extend(item[: item.index(eos)])
+                finish = "stop"
+            else:
+                ids.extend(item)
+            text, hit = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), req.stop)
+            if text.endswith("\ufffd") and not hit:  # an unfinished multi-byte character: wait for the next token
+                continue
+            if len(text) > len(sent):
+                yield {"text": text[len(sent):], "completion_tokens": len(ids), "finish_reason": None}
+                sent = text
+            if hit or finish == "stop":
+                finish = "stop"
+                break
+        try:
+            await job
+        except Exception as exc:  # noqa: BLE001 - a failed generate is the engine's failure, not the user's
+            raise EngineUnavailable(f"generation failed: {type(exc).__name__}: {exc}") from None
+        yield {"text": "", "completion_tokens": len(ids) + int(finish == "stop" and eos is not None), "finish_reason": finish}
+
+    async def check_health(self) -> None:
+        """Serve health check: the model thread must be alive and responsive."""
+        if self.executor._shutdown:  # noqa: SLF001 - the executor is ours
+            raise RuntimeError("model thread is gone")
+
+    async def stats(self) -> dict:
+        """Resident adapters on this replica (for tests and debugging)."""
+        return {"engine": "hf", "resident": self.resident()}

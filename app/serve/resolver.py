@@ -1,0 +1,91 @@
+"""Adapter name → location: the resolver interface Serve asks on every request (so promotions apply without redeploy).
+
+``DirectoryResolver`` reads ``<root>/<tenant>/<name>``; the entry may be a symlink to a version folder, and re-pointing
+it (promote / rollback) changes the resolved ``version`` so the next request loads the new weights. Any other source
+(the registry's production alias) plugs in as an object with the same two methods, built by
+``adapters.kind=factory adapters.factory=module:function`` (the function receives the ServeConfig).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from app.config.paths import rayalign_home
+from app.serve.names import validate_name
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    """One adapter version: where it lives (local path or s3:// URI) and a version tag that changes on promotion."""
+
+    tenant: str
+    name: str
+    uri: str
+    version: str
+
+    @property
+    def key(self) -> str:
+        """Identity on an engine replica (multiplexed model id, LoRA name): a new version is a new key."""
+        return f"{self.tenant}.{self.name}.{self.version[:12]}"
+
+
+class AdapterResolver(Protocol):
+    def resolve(self, tenant: str, name: str) -> ResolvedAdapter | None:
+        """The adapter ``name`` of ``tenant``, or None when the tenant has no such adapter."""
+
+    def list_names(self, tenant: str) -> list[str]:
+        """Adapter names ``tenant`` may call."""
+
+
+class DirectoryResolver:
+    """Adapters at ``<root>/<tenant>/<name>/`` (peft folder + rayalign_lineage.json); symlinks may not leave root."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def _folder(self, tenant: str, name: str) -> Path | None:
+        validate_name(tenant, "tenant")
+        validate_name(name)
+        link = self.root / tenant / name
+        if not link.exists():
+            return None
+        real = link.resolve()
+        if not real.is_relative_to(self.root) or not (real / "adapter_config.json").is_file():
+            return None
+        return real
+
+    def resolve(self, tenant: str, name: str) -> ResolvedAdapter | None:
+        real = self._folder(tenant, name)
+        if real is None:
+            return None
+        weights = sorted(real.glob("adapter_model.*"))
+        stamp = "|".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights)
+        version = hashlib.sha256(f"{real}|{stamp}".encode()).hexdigest()
+        return ResolvedAdapter(tenant, name, str(real), version)
+
+    def list_names(self, tenant: str) -> list[str]:
+        folder = self.root / validate_name(tenant, "tenant")
+        if not folder.is_dir():
+            return []
+        names = []
+        for entry in sorted(os.listdir(folder)):
+            try:
+                if self._folder(tenant, entry) is not None:
+                    names.append(entry)
+            except Exception:  # noqa: BLE001 - a stray oddly named file is just not an adapter
+                continue
+        return names
+
+
+def build_resolver(cfg) -> AdapterResolver:
+    """The resolver a ServeConfig asks for (directory by default; a factory for the registry or anything else)."""
+    spec = cfg.adapters
+    if spec.kind == "factory":
+        module, _, func = spec.factory.partition(":")
+        return getattr(importlib.import_module(module), func)(cfg)
+    return DirectoryResolver(spec.root or rayalign_home() / "adapters")

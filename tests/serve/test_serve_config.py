@@ -1,0 +1,43 @@
+"""The serve schema, the generated `serve deploy` file (validated by Ray's own schema) and the CLI verb."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config.errors import ConfigError
+from app.config.loader import load_config
+from app.config.paths import REPO_ROOT
+from app.config.serve import ServeConfig
+
+CONFIG = REPO_ROOT / "configs" / "serve" / "smollm2_vllm.yaml"
+
+
+def test_deploy_config_validates_against_ray_schema():
+    from ray.serve.schema import ServeDeploySchema
+
+    from app.serve.app import serve_deploy_config
+
+    cfg = load_config(CONFIG, ServeConfig)
+    body = serve_deploy_config(cfg, "configs/serve/smollm2_vllm.yaml")
+    schema = ServeDeploySchema.model_validate(body) if hasattr(ServeDeploySchema, "model_validate") else ServeDeploySchema.parse_obj(body)
+    app = schema.applications[0]
+    engine = next(d for d in app.deployments if d.name == "Engine")
+    assert app.import_path == "app.serve.app:app_builder"
+    assert engine.autoscaling_config["max_replicas"] == cfg.engine_deployment.max_replicas
+    assert engine.health_check_period_s == cfg.engine_deployment.health_check_period_s
+
+
+def test_cli_writes_deploy_file(tmp_path):
+    import yaml
+
+    from app.cli import main
+
+    out = tmp_path / "deploy.yaml"
+    assert main(["serve", "--config", str(CONFIG), "engine=hf", "--deploy-config", str(out)]) == 0
+    body = yaml.safe_load(out.read_text())
+    assert body["applications"][0]["args"] == {"config": str(CONFIG), "overrides": ["engine=hf"]}
+
+
+def test_factory_resolver_needs_import_string():
+    with pytest.raises(ConfigError, match="adapters.factory"):
+        load_config(None, ServeConfig, ["adapters.kind=factory"])
