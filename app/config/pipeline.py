@@ -12,6 +12,7 @@ from pydantic import Field
 
 from app.config.base import StrictModel
 from app.config.common import ModelSpec, RaySpec, TrackingSpec
+from app.config.serve import TenantSpec
 
 
 class StageSpec(StrictModel):
@@ -94,6 +95,6 @@ class JobsAPIConfig(StrictModel):
     pipeline_template: str = Field(
         "configs/tiny/pipeline_job.yaml", description="pipeline YAML each API job starts from (method picks stages)"
     )
-    api_keys_file: str | None = Field(
-        None, description="YAML/JSON mapping API key -> tenant (None: $RAYALIGN_API_KEYS as key:tenant,key:tenant)"
+    tenants: list[TenantSpec] = Field(
+        default_factory=list, description="API keys and tenants, as in the serving app (empty: every call is 401)"
     )

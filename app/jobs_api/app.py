@@ -25,8 +25,9 @@ from app.jobs_api.requests import CreateJob
 from app.jobs_api.runner import JobRunner
 from app.jobs_api.states import JobStatus
 from app.jobs_api.store import JobStore
-from app.jobs_api.tenancy import load_api_keys, tenant_for
 from app.registry.store import Registry
+from app.serve.auth import KeyRing
+from app.serve.errors import Unauthorized
 from app.jobs_api.uploads import UploadInvalid, UploadTooLarge, store_upload
 
 JOB_VIEW = ("id", "status", "method", "step", "loss", "tokens_per_sec", "checkpoint_path", "fine_tuned_model",
@@ -45,7 +46,7 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
     cfg = cfg if isinstance(cfg, JobsAPIConfig) else JobsAPIConfig.model_validate(cfg or {})
     store = JobStore(cfg.db_url)
     registry = Registry(store.url)
-    keys = load_api_keys(cfg.api_keys_file)
+    keys = KeyRing.from_specs(cfg.tenants)  # the serving app's auth: same keys, same tenants
     files_dir = Path(cfg.files_dir) if cfg.files_dir else rayalign_home() / "files"
     runner = JobRunner(cfg, store)
     app = FastAPI(title="rayalign fine-tuning API", version="1")
@@ -60,10 +61,10 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
         return await call_next(request)
 
     def tenant(authorization: str | None = Header(None)) -> str:
-        found = tenant_for(authorization, keys)
-        if found is None:
-            raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        return found
+        try:
+            return keys.authenticate(authorization)
+        except Unauthorized as exc:
+            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
 
     def own_job(job_id: str, who: str) -> dict[str, Any]:
         job = store.get_job(who, job_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 import time
@@ -11,6 +12,8 @@ import pytest
 
 KEY_A = "tenant-a-key-0123456789"
 KEY_B = "tenant-b-key-0123456789"
+TENANTS = [{"name": "alpha", "api_key_sha256": [hashlib.sha256(KEY_A.encode()).hexdigest()]},
+           {"name": "beta", "api_key_sha256": [hashlib.sha256(KEY_B.encode()).hexdigest()]}]
 
 
 def free_port() -> int:
@@ -43,9 +46,8 @@ class LiveServer:
 
 
 @pytest.fixture
-def api_cfg(tmp_path, monkeypatch):
-    monkeypatch.setenv("RAYALIGN_API_KEYS", f"{KEY_A}:alpha,{KEY_B}:beta")
-    return {"db_url": f"sqlite:///{tmp_path / 'registry.db'}", "files_dir": str(tmp_path / "files"),
+def api_cfg(tmp_path):
+    return {"tenants": TENANTS, "db_url": f"sqlite:///{tmp_path / 'registry.db'}", "files_dir": str(tmp_path / "files"),
             "max_upload_mb": 0.05, "max_body_kb": 8}
 
 

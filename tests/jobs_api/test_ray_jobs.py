@@ -26,11 +26,13 @@ def served_api(tmp_path_factory, rayalign_home):
     with RayHead(num_cpus=2) as head:
         client = JobSubmissionClient(head.dashboard)
         env = {"PYTHONPATH": str(REPO_ROOT), "RAYALIGN_HOME": str(rayalign_home), "RAY_AUTH_MODE": "disabled",
-               "RAYALIGN_API_KEYS": f"{KEY_A}:alpha,{KEY_B}:beta"}
+               "KEY_A": KEY_A, "KEY_B": KEY_B}
+        tenants = "tenants=[{name: alpha, api_key_env: KEY_A}, {name: beta, api_key_env: KEY_B}]"
         sid = head.submit(
             client,
             entrypoint=f"{sys.executable} -m app.cli jobs api --address auto port={port} poll_interval_s=0.5 "
-                       f"dashboard_address={head.dashboard} db_url=sqlite:///{tmp}/registry.db files_dir={tmp}/files",
+                       f"dashboard_address={head.dashboard} db_url=sqlite:///{tmp}/registry.db files_dir={tmp}/files "
+                       f"'{tenants}'",
             runtime_env={"env_vars": env})
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 180
