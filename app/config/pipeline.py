@@ -37,7 +37,8 @@ class PreferenceStage(StageSpec):
 class PromoteSpec(StrictModel):
     """How the gated adapter is registered and promoted."""
 
-    name: str = Field("smollm2-gsm8k", description="registry name of the adapter (letters, digits, '.', '_', '-')")
+    tenant: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="tenant that owns the adapter")
+    name: str = Field("smollm2-gsm8k", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="registry name of the adapter")
     alias: str = Field("production", description="alias the adapter is promoted to when every gate passes")
 
 

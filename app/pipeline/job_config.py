@@ -41,9 +41,8 @@ def pipeline_for_job(job: dict[str, Any], file_paths: dict[str, str], job_dir: P
     hyper = [f"{HYPER_KEYS[k]}={v}" for k, v in sorted(req.get("hyperparameters", {}).items()) if k in HYPER_KEYS]
     run = [f"ray.run_name={job['id']}-{stage}", f"ray.storage_path={job_dir / 'runs'}"]
     base = read_yaml(template)
-    ingest_over = [f"input.path={file_paths['training_file']}", f"output_dir={job_dir / 'dataset'}"]
-    if "validation_file" in file_paths:
-        ingest_over.append(f"input.validation_path={file_paths['validation_file']}")
+    ingest_over = [f"sources=[{{path: '{file_paths['training_file']}', input_format: auto}}]",
+                   f"output_dir={job_dir / 'dataset'}", f"name={job['id']}"]
     extra: dict[str, Any] = {
         "name": job["id"],
         "model": {"source": req["base_model"]},

@@ -1,15 +1,19 @@
 """The pipeline's stages: each loads its job's own YAML (+ overrides) and calls that area's code — nothing more.
 
-Every stage takes the RunContext and returns the outputs later stages and the report need.
+Every stage takes the RunContext and returns the outputs that later stages and the report need.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.config.errors import ConfigError
 from app.config.loader import load_config
-from app.config.paths import REPO_ROOT
+from app.config.paths import REPO_ROOT, rayalign_home
 from app.config.pipeline import StageSpec
 from app.config.registry import schema_for
 
@@ -24,35 +28,123 @@ def load_stage_config(ctx: RunContext, stage: StageSpec, extra: list[str] = ()):
     path = (REPO_ROOT / stage.config).resolve()
     if not path.is_file():
         raise ConfigError(f"pipeline '{ctx.cfg.name}': stage config not found: {stage.config}")
-    shared = [f"model.source={ctx.cfg.model.source}", f"ray.address={ctx.cfg.ray.address}"]
     schema = schema_for(path, REPO_ROOT / "configs")
+    shared = [f"model.source={ctx.cfg.model.source}", f"ray.address={ctx.cfg.ray.address}"]
+    if ctx.cfg.ray.num_cpus:
+        shared.append(f"ray.num_cpus={ctx.cfg.ray.num_cpus}")
     shared = [o for o in shared if o.split("=", 1)[0].split(".")[0] in schema.model_fields]
     return load_config(path, schema, [*shared, *extra, *stage.overrides])
 
 
+def registry(ctx: RunContext):
+    from app.registry.store import Registry
+
+    return Registry(ctx.cfg.job.db_url)
+
+
 def ingest(ctx: RunContext) -> dict[str, Any]:
-    raise NotImplementedError("ingest stage: waiting for app.data")
+    """Raw files → dataset artifact (app.data: validate, dedup, contamination, tokenize, pack)."""
+    from app.data.pipeline import run_ingest
+    from app.launch.runtime import init_ray
+
+    cfg = load_stage_config(ctx, ctx.cfg.ingest)
+    init_ray(cfg.ray)  # the first stage starts (or joins) the cluster; later stages' init_ray reuse it
+    artifact = run_ingest(cfg, progress=False)
+    return {"artifact_path": str(artifact.path), "dataset_id": artifact.id, "manifest": artifact.manifest}
 
 
 def sft(ctx: RunContext) -> dict[str, Any]:
-    raise NotImplementedError("sft stage: waiting for app.train")
+    """SFT LoRA on Ray Train (app.train); a job run's checkpoints are reported as progress while it trains."""
+    from app.config.sft import training_hash
+    from app.launch.runtime import run_name_for, storage_root
+    from app.pipeline.watch import CheckpointWatcher
+    from app.train.run import run_sft
+
+    cfg = load_stage_config(ctx, ctx.cfg.sft, [f"data.artifact={ctx.outputs['artifact_path']}"])
+    run_dir = Path(storage_root(cfg.ray)) / run_name_for("sft", training_hash(cfg), cfg.ray)
+    with CheckpointWatcher(run_dir, ctx.progress):
+        outcome = run_sft(cfg)
+    if outcome.status != "completed" or outcome.output_dir is None:
+        raise RuntimeError(f"SFT run {outcome.run_name} ended '{outcome.status}' at step {outcome.step}")
+    lineage = json.loads((outcome.output_dir / "rayalign_lineage.json").read_text())
+    points = [(int(h.get("step", i + 1)), float(h["loss"])) for i, h in enumerate(outcome.history) if "loss" in h]
+    return {"adapter_path": str(outcome.output_dir), "lineage": lineage, "sft_steps": outcome.step,
+            "sft_resumed_from": outcome.resumed_from,
+            "loss_histories": {**ctx.outputs.get("loss_histories", {}), "sft": points}}
 
 
 def preference(ctx: RunContext) -> dict[str, Any]:
-    raise NotImplementedError("preference stage: waiting for app.train.dpo / app.ppo")
+    raise ConfigError(f"preference stage '{ctx.cfg.preference.method}' is not wired into the pipeline yet")
 
 
 def evaluate(ctx: RunContext) -> dict[str, Any]:
-    raise NotImplementedError("eval stage: waiting for app.eval")
+    raise ConfigError("eval stage is not wired into the pipeline yet (set eval.enabled=false)")
 
 
 def register(ctx: RunContext) -> dict[str, Any]:
-    raise NotImplementedError("register stage: waiting for app.registry")
+    """Register the adapter (lineage read from its folder) and store the gate decision on it."""
+    spec = ctx.cfg.promote
+    reg = registry(ctx)
+    view = reg.register_adapter(spec.tenant, spec.name, ctx.outputs["adapter_path"])
+    if "gate_decision" in ctx.outputs:
+        reg.record_eval(spec.tenant, spec.name, view.version, ctx.outputs.get("eval_metrics", {}),
+                        ctx.outputs["gate_decision"], str(ctx.report_dir))
+    return {"registry_version": view.version, "registry_model": spec.name, "registry_uri": view.uri}
 
 
 def promote(ctx: RunContext) -> dict[str, Any]:
-    raise NotImplementedError("promote stage: waiting for app.registry")
+    """Promote to production when the gates passed, and point Serve's adapter folder at it (no redeploy)."""
+    spec = ctx.cfg.promote
+    if "gate_decision" not in ctx.outputs:
+        return {"promoted": False, "detail": "no gate decision (eval disabled): registered, not promoted"}
+    view = registry(ctx).promote(spec.tenant, spec.name, ctx.outputs["registry_version"], spec.alias)
+    link = publish_adapter(view.uri, spec.tenant, spec.name)
+    return {"promoted": True, "served_adapter_link": str(link)}
+
+
+def publish_adapter(uri: str, tenant: str, name: str, root: Path | None = None) -> Path:
+    """Make ``<adapters root>/<tenant>/<name>`` resolve to ``uri`` for Serve's directory resolver, atomically.
+
+    The resolver only follows links that stay inside its root, so the version is copied under
+    ``<root>/.versions/<tenant>/<name>/<folder>`` first; the name link is then swapped with one rename.
+    """
+    import shutil
+
+    root = Path(root or rayalign_home() / "adapters").resolve()
+    src = Path(uri).resolve()
+    version_dir = root / ".versions" / tenant / name / src.name
+    if not version_dir.exists():
+        shutil.copytree(src, version_dir)
+    link = root / tenant / name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{name}.{secrets.token_hex(4)}")
+    tmp.symlink_to(version_dir, target_is_directory=True)
+    os.replace(tmp, link)
+    return link
 
 
 def serve_and_ask(ctx: RunContext) -> dict[str, Any]:
-    raise NotImplementedError("serve stage: waiting for app.serve")
+    """Start the OpenAI-compatible Serve app (app.serve) and send one chat request to the promoted adapter."""
+    from openai import OpenAI
+
+    from app.serve.app import run_app
+
+    spec, promote_spec = ctx.cfg.serve, ctx.cfg.promote
+    if not ctx.outputs.get("promoted"):
+        return {"passed": False, "detail": "nothing promoted, nothing to serve"}
+    key = os.environ.get("RAYALIGN_API_KEY") or "ra-" + secrets.token_hex(16)
+    os.environ["RAYALIGN_API_KEY"] = key
+    tenants = f"tenants=[{{name: {promote_spec.tenant}, api_key_env: RAYALIGN_API_KEY}}]"
+    cfg = load_stage_config(ctx, spec, [tenants])
+    url = run_app(cfg)
+    try:
+        client = OpenAI(base_url=url, api_key=key, timeout=600, max_retries=2)
+        reply = client.chat.completions.create(model=promote_spec.name, max_tokens=spec.max_tokens, temperature=0,
+                                               messages=[{"role": "user", "content": spec.sample_prompt}])
+        text = reply.choices[0].message.content
+    finally:
+        if not spec.keep_running:
+            from ray import serve
+
+            serve.shutdown()
+    return {"served_url": url.removesuffix("/v1"), "served_model": promote_spec.name, "sample_response": text}

@@ -1,8 +1,9 @@
 """A real single-node Ray cluster *with a dashboard* (JobSubmissionClient needs it), as a test fixture helper.
 
 The session-wide ``ray_local`` fixture runs without a dashboard, so job-API tests start their own head node with
-``ray start --head --block`` on free ports in a private temp dir, and stop it by killing that process group only
-(never ``ray stop``, which would take down every Ray cluster on the machine).
+``ray start --head`` on free ports in a private temp dir, and stop it by killing exactly the processes whose command
+line names that temp dir (never ``ray stop``, which would take down every Ray cluster on the machine). Not
+``--block``: under load the optional ray-client server can time out, and --block then kills the whole head.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class RayHead:
         self.gcs_port, self.dash_port = free_port(), free_port()
         self.dashboard = f"http://127.0.0.1:{self.dash_port}"
         ray_bin = str(Path(sys.executable).with_name("ray"))
-        self.cmd = [ray_bin, "start", "--head", "--block", f"--num-cpus={num_cpus}", f"--port={self.gcs_port}",
+        self.cmd = [ray_bin, "start", "--head", f"--num-cpus={num_cpus}", f"--port={self.gcs_port}",
                     "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dash_port}",
                     f"--ray-client-server-port={free_port()}", f"--temp-dir={self.temp}", "--disable-usage-stats"]
         self.proc: subprocess.Popen | None = None
@@ -35,7 +36,16 @@ class RayHead:
     def __enter__(self) -> "RayHead":
         env = dict(os.environ, RAY_AUTH_MODE="disabled")
         self.log = open(Path(self.temp) / "head.log", "w")
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        for attempt in range(3):  # Ray gives the raylet a fixed 30 s to register: a loaded machine can miss it
+            self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            if self.proc.wait(300) == 0:
+                break
+            self._kill_all()
+        else:
+            tail = (Path(self.temp) / "head.log").read_text()[-3000:]
+            self.__exit__()
+            raise RuntimeError(f"`ray start --head` failed 3 times:\n{tail}")
         deadline = time.time() + 120
         while True:
             try:
@@ -43,7 +53,7 @@ class RayHead:
                     break
             except httpx.HTTPError:
                 pass
-            if self.proc.poll() is not None or time.time() > deadline:
+            if time.time() > deadline:
                 self.__exit__()
                 raise RuntimeError(f"ray head did not start: {(Path(self.temp) / 'head.log').read_text()[-2000:]}")
             time.sleep(0.5)
@@ -61,25 +71,22 @@ class RayHead:
                     raise
                 time.sleep(2)
 
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            pgid = os.getpgid(self.proc.pid)
-            os.killpg(pgid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        # workers Ray forked into their own sessions: find them by our private temp dir, kill by pid
+    def pids(self) -> list[int]:
+        """Processes of this head only: every Ray daemon and worker of it names our private temp/session dir."""
         out = subprocess.run(["pgrep", "-f", self.temp], capture_output=True, text=True).stdout.split()
-        for pid in out:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
+        return [int(p) for p in out if int(p) != os.getpid()]
+
+    def __exit__(self, *exc) -> None:
+        self._kill_all()
         self.log.close()
         if not os.environ.get("RAYALIGN_KEEP_RAY_TEMP"):
             shutil.rmtree(self.temp, ignore_errors=True)
+
+    def _kill_all(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(2)

@@ -26,7 +26,7 @@ def test_lora_job_pipeline(tmp_path):
     assert "train.max_steps=7" in cfg.sft.overrides and "checkpoint.every_steps=3" in cfg.sft.overrides
     assert f"ray.run_name={job()['id']}-sft" in cfg.sft.overrides
     assert cfg.job.job_id == job()["id"] and cfg.promote.name == "ft-0123456789abcdef0123"
-    assert any(o.endswith("/f/train.jsonl") for o in cfg.ingest.overrides)
+    assert any("'/f/train.jsonl'" in o for o in cfg.ingest.overrides)
     # same job, same config: a re-queued attempt re-runs the same Ray Train run (and resumes)
     assert pipeline_for_job(job(), {"training_file": "/f/train.jsonl"}, tmp_path, "sqlite:///x.db",
                             REPO_ROOT / "configs/tiny/pipeline_job.yaml") == data
