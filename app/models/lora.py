@@ -1,0 +1,65 @@
+"""Build the trainable model for a method: full weights, LoRA (peft), or QLoRA (bitsandbytes NF4 base + LoRA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from app.config.sft import LoraSpec, QuantSpec
+
+
+def lora_config(spec: LoraSpec):
+    """A peft LoraConfig for a causal LM from our schema ('all-linear' is peft's own shorthand)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=spec.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_trainable_model(
+    model_dir: str | Path,
+    method: str,
+    lora: LoraSpec,
+    quant: QuantSpec,
+    dtype: str = "float32",
+    grad_checkpointing: bool = False,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """Load the base from ``model_dir`` and make it trainable per ``method`` ('full' | 'lora' | 'qlora').
+
+    Adapter init is seeded (``seed``) so every rank starts from identical weights.
+    """
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs: dict = {"dtype": getattr(torch, dtype)}
+    if method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=quant.quant_type,
+            bnb_4bit_use_double_quant=quant.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, quant.compute_dtype),
+        )
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    model.config.use_cache = False  # packed batches: the block-diagonal mask from position_ids needs use_cache=False
+    if grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    if method == "full":
+        return model
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_checkpointing)
+    torch.manual_seed(seed)
+    return get_peft_model(model, lora_config(lora))
+
+
+def trainable_names(model: torch.nn.Module) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]

@@ -1,0 +1,83 @@
+"""Per-step training figures to MLflow (rank 0) and to Ray metrics (``rayalign_train_*``, dashboard/Prometheus),
+plus the loss-curve PNG. Shared by every train loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RAY_GAUGES = ("loss", "grad_norm", "lr", "tokens_per_s", "mfu", "step")
+
+
+class StepReporter:
+    """Rank-0 sink for per-step metrics. ``tracking_uri`` None disables MLflow; Ray gauges are always set."""
+
+    def __init__(self, run_name: str, tracking_uri: str | None, experiment: str, params: dict[str, Any], run_id: str | None):
+        from ray.util.metrics import Gauge
+
+        self.gauges = {k: Gauge(f"rayalign_train_{k}", description=f"rayalign training {k}", tag_keys=("run",)) for k in RAY_GAUGES}
+        self.tags = {"run": run_name}
+        self.mlflow = None
+        self.run_id = run_id
+        if tracking_uri:
+            import mlflow
+
+            mlflow.set_tracking_uri(tracking_uri)
+            if mlflow.get_experiment_by_name(experiment) is None:
+                mlflow.create_experiment(experiment)
+            mlflow.set_experiment(experiment)
+            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
+            self.run_id = run.info.run_id
+            if run_id is None:
+                mlflow.log_params(params)
+            self.mlflow = mlflow
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for key, gauge in self.gauges.items():
+            if key in metrics:
+                gauge.set(float(metrics[key]), tags=self.tags)
+        if self.mlflow is not None:
+            self.mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k not in ("step", "wall_start")}, step=step)
+
+    def close(self, status: str) -> None:
+        if self.mlflow is not None:
+            self.mlflow.end_run(status="FINISHED" if status == "completed" else "KILLED" if status == "preempted" else "FAILED")
+
+
+def flatten_params(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → flat ``a.b.c: value`` strings (MLflow params are flat and ≤6000 chars)."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_params(value, name + "."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+def plot_loss_curve(history: list[dict[str, float]], path: Path, title: str = "training loss") -> Path:
+    """Loss (and lr on a twin axis) against step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [h["loss"] for h in history], label="loss", color="tab:blue")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax2 = ax.twinx()
+    ax2.plot(steps, [h["lr"] for h in history], label="lr", color="tab:orange", alpha=0.5)
+    ax2.set_ylabel("learning rate")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

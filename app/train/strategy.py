@@ -1,0 +1,256 @@
+"""Distribution strategies behind one small interface, so a train loop reads the same for DDP, FSDP2 and ZeRO.
+
+    strat = make_strategy(cfg.strategy.kind, model, optim_spec, total_steps, grad_accum, ...)
+    for micro, batch in enumerate(micro_batches):
+        loss = loss_fn(strat.model(**inputs).logits, ...)
+        strat.backward(loss, last=micro == len(micro_batches) - 1)
+    grad_norm, lr = strat.step()
+    strat.save(folder, rank) / strat.load(folder, rank)      # rank-unique files; collective for fsdp2/deepspeed
+    strat.full_trainable_state()                               # collective; full tensors on every rank
+
+- ddp: torch DistributedDataParallel (gloo on CPU), ``no_sync`` during accumulation; rank 0 saves weights
+  (LoRA: adapter tensors only), optimizer and scheduler.
+- fsdp2: ``fully_shard`` per decoder layer + root, driven directly (accelerate turns FSDP into DDP on CPU);
+  checkpoints are sharded with torch.distributed.checkpoint (each rank writes its shard, rank 0 the metadata).
+- deepspeed: ZeRO stage 1/2/3 with a config generated from the schema (``deepspeed_config``); DeepSpeed's own
+  sharded checkpoint format, frozen base weights excluded for LoRA.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from app.config.sft import OptimSpec, SFTConfig
+
+
+def build_optimizer(params: list[torch.nn.Parameter], spec: OptimSpec) -> torch.optim.Optimizer:
+    """AdamW (torch) or 8-bit AdamW (bitsandbytes, Dettmers et al. 2022)."""
+    if spec.optimizer == "adamw_8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier on the peak lr at ``step``: linear warmup over ``warmup`` steps, then cosine/linear decay to 0."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: OptimSpec, total_steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, spec.warmup_steps, total_steps, spec.schedule)
+    )
+
+
+def deepspeed_config(cfg: SFTConfig) -> dict[str, Any]:
+    """The DeepSpeed JSON config implied by an SFTConfig (batch arithmetic, ZeRO stage, precision, clipping)."""
+    zero: dict[str, Any] = {"stage": cfg.strategy.zero_stage, "overlap_comm": False, "contiguous_gradients": True}
+    if cfg.strategy.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.scaling.use_gpu}
+    if cfg.strategy.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_micro_batch_size_per_gpu": cfg.train.micro_batch_size,
+        "gradient_accumulation_steps": cfg.train.grad_accum,
+        "train_batch_size": cfg.train.micro_batch_size * cfg.train.grad_accum * cfg.scaling.num_workers,
+        "gradient_clipping": cfg.optim.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": cfg.train.bf16},
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class DDPStrategy:
+    """Data parallel with replicated weights (a plain module when there is one worker)."""
+
+    def __init__(self, model: torch.nn.Module, cfg: SFTConfig, total_steps: int):
+        self.module = model
+        self.cfg = cfg
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.model = torch.nn.parallel.DistributedDataParallel(model) if _distributed() else model
+        self.optimizer = build_optimizer(self.params, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, total_steps)
+        self.grad_accum = cfg.train.grad_accum
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        if isinstance(self.model, torch.nn.parallel.DistributedDataParallel) and not last:
+            with self.model.no_sync():
+                (loss / self.grad_accum).backward()
+        else:
+            (loss / self.grad_accum).backward()
+
+    def _clip(self) -> float:
+        max_norm = self.cfg.optim.max_grad_norm or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+    def step(self) -> tuple[float, float]:
+        """Clip, optimizer step, scheduler step; returns (grad norm before clipping, lr used)."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        norm = self._clip()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm, lr
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        if self.cfg.method == "full":
+            return self.module.state_dict()
+        return {n: p.detach() for n, p in zip(self.names, self.params)}
+
+    def save(self, folder: Path, rank: int) -> None:
+        if rank == 0:
+            torch.save(self._weights(), folder / "model.pt")
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+
+    def load(self, folder: Path, rank: int) -> None:
+        weights = torch.load(folder / "model.pt", weights_only=True)
+        missing, _ = self.module.load_state_dict(weights, strict=False)
+        lost = [n for n in self.names if n in missing]
+        if lost:
+            raise RuntimeError(f"{folder}: checkpoint lacks trainable tensors {lost[:3]}")
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+
+    def full_trainable_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self._weights().items()}
+
+
+class FSDP2Strategy(DDPStrategy):
+    """Fully sharded data parallel (torch ``fully_shard``), checkpointed with torch.distributed.checkpoint."""
+
+    def __init__(self, model: torch.nn.Module, cfg: SFTConfig, total_steps: int):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        mesh = init_device_mesh(device, (dist.get_world_size(),))
+        reshard = cfg.strategy.fsdp_reshard_after_forward
+        for module in model.modules():
+            if type(module).__name__.endswith("DecoderLayer"):
+                fully_shard(module, mesh=mesh, reshard_after_forward=reshard)
+        fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+        self.module = self.model = model
+        self.cfg = cfg
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, total_steps)
+        self.grad_accum = cfg.train.grad_accum
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        self.model.set_requires_gradient_sync(last)  # reduce-scatter once per optimizer step
+        (loss / self.grad_accum).backward()
+
+    def _state(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        if self.cfg.method != "full":
+            keep = set(self.names)
+            model_sd = {k: v for k, v in model_sd.items() if k in keep}
+        return {"model": model_sd, "optim": optim_sd}
+
+    def save(self, folder: Path, rank: int) -> None:
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(self._state(), checkpoint_id=str(folder / "dcp"))
+        if rank == 0:
+            torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+
+    def load(self, folder: Path, rank: int) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        state = self._state()
+        dcp.load(state, checkpoint_id=str(folder / "dcp"))
+        set_state_dict(
+            self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+            options=StateDictOptions(strict=False),
+        )
+        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+
+    def full_trainable_state(self) -> dict[str, torch.Tensor]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.cfg.method == "full":
+            return full
+        keep = set(self.names)
+        return {k: v for k, v in full.items() if k in keep}
+
+
+class DeepSpeedStrategy:
+    """DeepSpeed ZeRO 1/2/3; the engine owns accumulation, clipping and the lr schedule."""
+
+    def __init__(self, model: torch.nn.Module, cfg: SFTConfig, total_steps: int):
+        import deepspeed
+
+        self.cfg = cfg
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = build_optimizer(params, cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+        self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg), dist_init_required=False
+        )
+        self.module = self.model.module
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        self.model.backward(loss)  # the engine scales by 1/grad_accum itself
+        if not last:
+            self.model.step()  # not a boundary: DeepSpeed only accumulates
+
+    def step(self) -> tuple[float, float]:
+        lr = self.scheduler.get_last_lr()[0]
+        self.model.step()
+        norm = self.model.get_global_grad_norm()
+        return float(norm if norm is not None else float("nan")), lr
+
+    def save(self, folder: Path, rank: int) -> None:
+        self.model.save_checkpoint(str(folder / "ds"), tag="state", exclude_frozen_parameters=self.cfg.method != "full")
+
+    def load(self, folder: Path, rank: int) -> None:
+        path, _ = self.model.load_checkpoint(
+            str(folder / "ds"), tag="state", load_module_strict=self.cfg.method == "full",
+            load_optimizer_states=True, load_lr_scheduler_states=True,
+        )
+        if path is None:
+            raise RuntimeError(f"{folder}: DeepSpeed could not load its checkpoint")
+
+    def full_trainable_state(self) -> dict[str, torch.Tensor]:
+        import deepspeed
+
+        named = dict(self.module.named_parameters())
+        wanted = list(named) if self.cfg.method == "full" else self.names
+        with deepspeed.zero.GatheredParameters([named[n] for n in wanted], modifier_rank=None,
+                                               enabled=self.cfg.strategy.zero_stage == 3):
+            return {n: named[n].detach().cpu().clone() for n in wanted}
+
+
+def make_strategy(model: torch.nn.Module, cfg: SFTConfig, total_steps: int):
+    kind = cfg.strategy.kind
+    if kind == "fsdp2" and not _distributed():
+        kind = "ddp"  # one worker: nothing to shard
+    cls = {"ddp": DDPStrategy, "fsdp2": FSDP2Strategy, "deepspeed": DeepSpeedStrategy}[kind]
+    return cls(model, cfg, total_steps)
