@@ -28,7 +28,7 @@ from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
 from app.models.loader import load_tokenizer, resolve_model  # noqa: E402
 
-N_TRAIN, N_EVAL, MAX_LEN = 1500, 150, 512
+N_TRAIN, N_EVAL, MAX_LEN = 1500, 80, 512
 
 
 def read_jsonl(path: Path, n: int) -> list[dict]:

@@ -249,14 +249,14 @@ class HFEngine:
         ids: list[int] = []
         sent = ""
         eos = self.tokenizer.eos_token_id
-        finish = "length"
+        finish, hit_eos = "length", False
         while True:
             item = await queue.get()
             if item is None:
                 break
             if eos in item:
                 ids.extend(item[: item.index(eos)])
-                finish = "stop"
+                finish, hit_eos = "stop", True
             else:
                 ids.extend(item)
             text, hit = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), req.stop)
@@ -272,7 +272,8 @@ class HFEngine:
             await job
         except Exception as exc:  # noqa: BLE001 - a failed generate is the engine's failure, not the user's
             raise EngineUnavailable(f"generation failed: {type(exc).__name__}: {exc}") from None
-        yield {"text": "", "completion_tokens": len(ids) + int(finish == "stop" and eos is not None), "finish_reason": finish}
+        text, _ = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), req.stop)
+        yield {"text": text[len(sent):], "completion_tokens": len(ids) + int(hit_eos), "finish_reason": finish}
 
     async def check_health(self) -> None:
         """Serve health check: the model thread must be alive and responsive."""

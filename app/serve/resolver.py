@@ -30,8 +30,10 @@ class ResolvedAdapter:
 
     @property
     def key(self) -> str:
-        """Identity on an engine replica (multiplexed model id, LoRA name): a new version is a new key."""
-        return f"{self.tenant}.{self.name}.{self.version[:12]}"
+        """Identity on an engine replica (multiplexed model id, peft adapter / LoRA name): a new version is a new key.
+
+        No dots: peft stores adapters in ``nn.ModuleDict``s, whose keys may not contain '.'."""
+        return f"{self.tenant}--{self.name}--{self.version[:12]}".replace(".", "_")
 
 
 class AdapterResolver(Protocol):
