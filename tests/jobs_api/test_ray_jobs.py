@@ -73,3 +73,74 @@ def test_failing_job_fails_and_is_not_requeued(served_api):
     assert info.metadata["rayalign_job_id"] == job["job_id"]
     messages = [e["message"] for e in a.get(f"/v1/fine-tuning/jobs/{job['job_id']}/events").json()["data"]]
     assert not any(m.startswith("preempted") for m in messages)
+
+
+def upload_sample(a) -> str:
+    from app.config.paths import REPO_ROOT
+
+    data = (REPO_ROOT / "tests/data/samples/sft_mixed.jsonl").read_bytes()
+    r = a.post("/v1/files", params={"filename": "sft.jsonl"}, content=data)
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+def kill_job_process(job_id: str) -> list[int]:
+    """SIGKILL the job's entrypoint process (what a lost node or a spot reclaim does to it)."""
+    import os
+    import signal
+    import subprocess
+
+    pids = [int(p) for p in subprocess.run(["pgrep", "-f", f"{job_id}/pipeline.yaml"], capture_output=True,
+                                           text=True).stdout.split()]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def test_killed_job_is_preempted_requeued_resumes_and_succeeds(served_api):
+    """submit → running → (checkpoint) → SIGKILL → preempted → queued → running → resumes → succeeded + registered."""
+    _, a, ray_client, _ = served_api
+    body = {"base_model": "tiny:llama", "training_file": upload_sample(a), "method": "lora",
+            "hyperparameters": {"max_steps": 12, "checkpoint_every": 3}, "suffix": "resume"}
+    job_id = a.post("/v1/fine-tuning/jobs", json=body, headers={"Idempotency-Key": "resume-1"}).json()["job_id"]
+    deadline = time.time() + 400
+    while True:  # wait for a real checkpoint, then kill the job's process
+        job = a.get(f"/v1/fine-tuning/jobs/{job_id}").json()
+        assert job["status"] not in {"failed", "succeeded"}, job
+        if job["checkpoint_path"] and job["step"] >= 3:
+            break
+        assert time.time() < deadline, job
+        time.sleep(0.5)
+    killed_at = job["step"]
+    assert kill_job_process(job_id)
+    done = wait_for(a, job_id, {"succeeded", "failed"}, timeout=600)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2 and done["step"] == 12, done
+    statuses = [e["message"].split(":")[0] for e in a.get(f"/v1/fine-tuning/jobs/{job_id}/events").json()["data"]
+                if e["kind"] == "status"]
+    i = statuses.index("preempted")
+    assert statuses[i + 1] == "queued" and "running" in statuses[i + 2:], statuses
+    # the second attempt resumed from the checkpoint the first one left: at most one interval of steps lost
+    from app.train.checkpoint import read_manifest
+    from pathlib import Path
+
+    final = read_manifest(Path(done["checkpoint_path"]))
+    resumed = final["state"]["resumed_from"]
+    assert resumed and killed_at - resumed[0] <= 3 and resumed[0] >= 3, (resumed, killed_at)
+    models = a.get("/v1/models").json()["data"]
+    assert any(m["id"] == "ft-resume" and m["method"] == "lora" for m in models), models
+    # the duplicate key returns the first job, even after it finished
+    again = a.post("/v1/fine-tuning/jobs", json=body, headers={"Idempotency-Key": "resume-1"})
+    assert again.status_code == 200 and again.json()["job_id"] == job_id
+
+
+def test_cancel_running_job(served_api):
+    _, a, ray_client, _ = served_api
+    body = {"base_model": "tiny:llama", "training_file": upload_sample(a), "method": "lora",
+            "hyperparameters": {"max_steps": 500, "checkpoint_every": 50}}
+    job_id = a.post("/v1/fine-tuning/jobs", json=body).json()["job_id"]
+    wait_for(a, job_id, {"running", "checkpointing"}, timeout=300)
+    assert a.post(f"/v1/fine-tuning/jobs/{job_id}/cancel").status_code == 200
+    done = wait_for(a, job_id, {"cancelled", "failed", "succeeded"}, timeout=300)
+    assert done["status"] == "cancelled", done
+    assert ray_client.get_job_status(f"{job_id}-a1").value == "STOPPED"
