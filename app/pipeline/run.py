@@ -1,8 +1,9 @@
-"""Run the pipeline top to bottom: ingest → SFT LoRA → [DPO | PPO] → eval gates → register → promote → Serve → 1 request.
+"""Run the pipeline top to bottom: ingest → SFT LoRA → [DPO | PPO] → register → eval gates → promote → Serve → 1 request.
 
 Each stage is a function in ``app.pipeline.stages`` that loads its own job's YAML (plus the pipeline's overrides)
 and calls that area's code; this module only sequences them, times them, reports progress and writes the report.
-A failed gate stops before promotion (the adapter is registered but not promoted, and the report says why).
+The adapter is registered first (as a candidate version) so the gate decision is recorded on that version; a failed
+gate stops before promotion (registered, never promoted), and the report says which gate and why.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ def plan(cfg: PipelineConfig) -> list[tuple[str, bool, Callable[[RunContext], di
         ("ingest", cfg.ingest.enabled, stages.ingest),
         ("sft", cfg.sft.enabled, stages.sft),
         (cfg.preference.method, cfg.preference.enabled, stages.preference),
-        ("eval", cfg.eval.enabled, stages.evaluate),
         ("register", True, stages.register),
+        ("eval", cfg.eval.enabled, stages.evaluate),
         ("promote", True, stages.promote),
         ("serve", cfg.serve.enabled, stages.serve_and_ask),
     ]

@@ -15,20 +15,21 @@ from app.config.errors import ConfigError
 from app.config.loader import load_config
 from app.config.paths import REPO_ROOT, rayalign_home
 from app.config.pipeline import StageSpec
-from app.config.registry import schema_for
+from app.config.registry import SCHEMAS, import_schema, schema_for
 
 if TYPE_CHECKING:
     from app.pipeline.run import RunContext
 
 
-def load_stage_config(ctx: RunContext, stage: StageSpec, extra: list[str] = ()):
-    """The stage's job config: its YAML + the pipeline's model/ray settings + the stage's own overrides."""
-    if not stage.config:
+def load_stage_config(ctx: RunContext, stage: StageSpec, extra: list[str] = (), default_schema: str | None = None):
+    """The stage's job config: its YAML (or ``default_schema``'s defaults) + the pipeline's model/ray settings +
+    the stage's own overrides."""
+    if not stage.config and default_schema is None:
         raise ConfigError(f"pipeline '{ctx.cfg.name}': an enabled stage has no config file")
-    path = (REPO_ROOT / stage.config).resolve()
-    if not path.is_file():
+    path = (REPO_ROOT / stage.config).resolve() if stage.config else None
+    if path is not None and not path.is_file():
         raise ConfigError(f"pipeline '{ctx.cfg.name}': stage config not found: {stage.config}")
-    schema = schema_for(path, REPO_ROOT / "configs")
+    schema = schema_for(path, REPO_ROOT / "configs") if path else import_schema(SCHEMAS[default_schema])
     shared = [f"model.source={ctx.cfg.model.source}", f"ray.address={ctx.cfg.ray.address}"]
     if ctx.cfg.ray.num_cpus:
         shared.append(f"ray.num_cpus={ctx.cfg.ray.num_cpus}")
@@ -77,19 +78,32 @@ def preference(ctx: RunContext) -> dict[str, Any]:
     raise ConfigError(f"preference stage '{ctx.cfg.preference.method}' is not wired into the pipeline yet")
 
 
-def evaluate(ctx: RunContext) -> dict[str, Any]:
-    raise ConfigError("eval stage is not wired into the pipeline yet (set eval.enabled=false)")
-
-
 def register(ctx: RunContext) -> dict[str, Any]:
-    """Register the adapter (lineage read from its folder) and store the gate decision on it."""
+    """Register the adapter as the next version of its name (lineage read from its folder)."""
     spec = ctx.cfg.promote
-    reg = registry(ctx)
-    view = reg.register_adapter(spec.tenant, spec.name, ctx.outputs["adapter_path"])
-    if "gate_decision" in ctx.outputs:
-        reg.record_eval(spec.tenant, spec.name, view.version, ctx.outputs.get("eval_metrics", {}),
-                        ctx.outputs["gate_decision"], str(ctx.report_dir))
+    view = registry(ctx).register_adapter(spec.tenant, spec.name, ctx.outputs["adapter_path"])
     return {"registry_version": view.version, "registry_model": spec.name, "registry_uri": view.uri}
+
+
+def evaluate(ctx: RunContext) -> dict[str, Any]:
+    """Eval suites + gates on the registered version (app.eval); the decision is recorded on it in the registry."""
+    from app.eval.runner import run_eval
+
+    spec = ctx.cfg.promote
+    extra = [f"registry.tenant={spec.tenant}", f"registry.name={spec.name}",
+             f"registry.version={ctx.outputs['registry_version']}", f"output_dir={ctx.report_dir / 'eval'}"]
+    if ctx.cfg.job.db_url:
+        extra.append(f"registry.url={ctx.cfg.job.db_url}")
+    cfg = load_stage_config(ctx, ctx.cfg.eval, extra, default_schema="eval")
+    ctx.progress.status("evaluate", "eval gates running")
+    result = run_eval(cfg)
+    decision = result.decision.to_dict()
+    gates = [{"name": o["name"], "metric": o["reason"], "value": o["value"], "threshold": o["bound"],
+              "passed": o["status"] in ("pass", "skipped") or not o["blocking"], "status": o["status"]}
+             for o in decision["outcomes"]]
+    return {"gates": gates, "gates_passed": decision["passed"], "gate_decision": decision,
+            "eval_metrics": result.metrics, "eval_report": str(result.report_md), "passed": decision["passed"],
+            "detail": "" if decision["passed"] else f"gate {decision['decided_by']}: {decision['reason']}"}
 
 
 def promote(ctx: RunContext) -> dict[str, Any]:

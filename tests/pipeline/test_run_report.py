@@ -27,9 +27,9 @@ def standin_stages(gate_passes: bool, calls: list[str]):
         ("sft", True, stage("sft", {"loss_histories": {"sft": [(1, 2.0), (2, 1.5), (3, 1.2)]}, "lineage": lineage,
                                     "adapter_path": "/nowhere/adapter"})),
         ("dpo", False, stage("dpo", {})),
+        ("register", True, stage("register", {"registry_version": 1})),
         ("eval", True, stage("eval", {"gates": gates, "gates_passed": gate_passes, "passed": gate_passes,
                                       "detail": "gate gsm8k failed"})),
-        ("register", True, stage("register", {"registry_version": 1})),
         ("promote", True, stage("promote", {})),
         ("serve", True, stage("serve", {"sample_response": "72", "served_model": "m", "served_url": "http://x"})),
     ]
@@ -41,8 +41,8 @@ def test_pipeline_sequences_stages_and_writes_report(tmp_path, monkeypatch, gate
     monkeypatch.setattr(run_mod, "plan", lambda cfg: standin_stages(gate_passes, calls))
     result = run_pipeline(PipelineConfig(name="t"), report_dir=tmp_path)
     assert result.ok is gate_passes
-    expected = ["ingest", "sft", "eval", "register", "promote", "serve"] if gate_passes else ["ingest", "sft", "eval"]
-    assert calls == expected  # a failed gate stops before register/promote/serve
+    expected = ["ingest", "sft", "register", "eval"] + (["promote", "serve"] if gate_passes else [])
+    assert calls == expected  # a failed gate stops before promote/serve
     statuses = {r.name: r.status for r in result.results}
     assert statuses["dpo"] == "skipped"
     assert statuses["promote"] == ("ok" if gate_passes else "stopped")
