@@ -59,6 +59,7 @@ def pipeline_for_job(job: dict[str, Any], file_paths: dict[str, str], job_dir: P
         extra["sft"] = {"overrides": sft_over + method_overrides}
         extra["preference"] = {"enabled": False}
     else:
+        extra["sft"] = {"enabled": False}  # preference methods start from the base model (or a given adapter)
         extra["preference"] = {"enabled": True, "method": req["method"],
                                "overrides": base.get("preference", {}).get("overrides", []) + hyper + run}
     return deep_merge(base, extra)

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from tests.jobs_api.conftest import KEY_A, KEY_B, free_port, gsm8k_lines
+from tests.jobs_api.conftest import KEY_A, TENANTS, free_port, gsm8k_lines
 
 pytestmark = pytest.mark.ray
 
@@ -25,9 +25,9 @@ def served_api(tmp_path_factory, rayalign_home):
     port = free_port()
     with RayHead(num_cpus=2) as head:
         client = JobSubmissionClient(head.dashboard)
-        env = {"PYTHONPATH": str(REPO_ROOT), "RAYALIGN_HOME": str(rayalign_home), "RAY_AUTH_MODE": "disabled",
-               "KEY_A": KEY_A, "KEY_B": KEY_B}
-        tenants = "tenants=[{name: alpha, api_key_env: KEY_A}, {name: beta, api_key_env: KEY_B}]"
+        env = {"PYTHONPATH": str(REPO_ROOT), "RAYALIGN_HOME": str(rayalign_home), "RAY_AUTH_MODE": "disabled"}
+        tenants = "tenants=[" + ", ".join(f"{{name: {t['name']}, api_key_sha256: [{t['api_key_sha256'][0]}]}}"
+                                          for t in TENANTS) + "]"
         sid = head.submit(
             client,
             entrypoint=f"{sys.executable} -m app.cli jobs api --address auto port={port} poll_interval_s=0.5 "
