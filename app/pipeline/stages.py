@@ -43,13 +43,31 @@ def registry(ctx: RunContext):
     return Registry(ctx.cfg.job.db_url)
 
 
+def start_ray(spec, attempts: int = 3) -> None:
+    """init_ray, retried: Ray gives a new node a fixed 30 s to register, which a loaded machine can miss."""
+    import time
+
+    import ray
+
+    from app.launch.runtime import init_ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            init_ray(spec)
+            return
+        except Exception as exc:  # noqa: BLE001 - only the start-up timeout is retried
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+            ray.shutdown()
+            time.sleep(5)
+
+
 def ingest(ctx: RunContext) -> dict[str, Any]:
     """Raw files → dataset artifact (app.data: validate, dedup, contamination, tokenize, pack)."""
     from app.data.pipeline import run_ingest
-    from app.launch.runtime import init_ray
 
     cfg = load_stage_config(ctx, ctx.cfg.ingest)
-    init_ray(cfg.ray)  # the first stage starts (or joins) the cluster; later stages' init_ray reuse it
+    start_ray(cfg.ray)  # the first stage starts (or joins) the cluster; later stages' init_ray reuse it
     artifact = run_ingest(cfg, progress=False)
     return {"artifact_path": str(artifact.path), "dataset_id": artifact.id, "manifest": artifact.manifest}
 
