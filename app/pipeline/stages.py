@@ -51,6 +51,7 @@ def start_ray(spec, attempts: int = 3) -> None:
 
     from app.launch.runtime import init_ray
 
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # GCS-side wait for the node to register
     for attempt in range(1, attempts + 1):
         try:
             init_ray(spec)

@@ -34,7 +34,7 @@ class RayHead:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "RayHead":
-        env = dict(os.environ, RAY_AUTH_MODE="disabled")
+        env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_raylet_start_wait_time_s="120")
         self.log = open(Path(self.temp) / "head.log", "w")
         for attempt in range(3):  # Ray gives the raylet a fixed 30 s to register: a loaded machine can miss it
             self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
