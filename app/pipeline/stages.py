@@ -131,21 +131,21 @@ def promote(ctx: RunContext) -> dict[str, Any]:
     if "gate_decision" not in ctx.outputs:
         return {"promoted": False, "detail": "no gate decision (eval disabled): registered, not promoted"}
     view = registry(ctx).promote(spec.tenant, spec.name, ctx.outputs["registry_version"], spec.alias)
-    link = publish_adapter(view.uri, spec.tenant, spec.name)
+    link = publish_adapter(view.uri, spec.tenant, spec.name, view.version)
     return {"promoted": True, "served_adapter_link": str(link)}
 
 
-def publish_adapter(uri: str, tenant: str, name: str, root: Path | None = None) -> Path:
+def publish_adapter(uri: str, tenant: str, name: str, version: int, root: Path | None = None) -> Path:
     """Make ``<adapters root>/<tenant>/<name>`` resolve to ``uri`` for Serve's directory resolver, atomically.
 
     The resolver only follows links that stay inside its root, so the version is copied under
-    ``<root>/.versions/<tenant>/<name>/<folder>`` first; the name link is then swapped with one rename.
+    ``<root>/.versions/<tenant>/<name>/v<version>`` first; the name link is then swapped with one rename.
     """
     import shutil
 
     root = Path(root or rayalign_home() / "adapters").resolve()
     src = Path(uri).resolve()
-    version_dir = root / ".versions" / tenant / name / src.name
+    version_dir = root / ".versions" / tenant / name / f"v{version}"
     if not version_dir.exists():
         shutil.copytree(src, version_dir)
     link = root / tenant / name
