@@ -30,7 +30,10 @@ class RayHead:
         ray_bin = str(Path(sys.executable).with_name("ray"))
         self.cmd = [ray_bin, "start", "--head", f"--num-cpus={num_cpus}", f"--port={self.gcs_port}",
                     "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dash_port}",
-                    f"--ray-client-server-port={free_port()}", f"--temp-dir={self.temp}", "--disable-usage-stats"]
+                    f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+                    f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
+                    f"--runtime-env-agent-port={free_port()}", f"--temp-dir={self.temp}", "--disable-usage-stats"]
+        # every fixed default port (agent 52365, metrics, runtime-env agent) would collide with other clusters here
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "RayHead":
