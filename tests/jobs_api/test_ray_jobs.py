@@ -76,9 +76,19 @@ def test_failing_job_fails_and_is_not_requeued(served_api):
 
 
 def upload_sample(a) -> str:
-    from app.config.paths import REPO_ROOT
+    """Distinct GSM8K-style rows (varied enough that MinHash near-dedup keeps them)."""
+    import json
+    import random
 
-    data = (REPO_ROOT / "tests/data/samples/sft_mixed.jsonl").read_bytes()
+    rng = random.Random(0)
+    names, things = ["Ann", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal"], ["apples", "pens", "cards", "stamps", "coins"]
+    rows = []
+    for i in range(40):
+        a_, b_ = rng.randint(2, 99), rng.randint(2, 99)
+        who, what = rng.choice(names), rng.choice(things)
+        rows.append({"question": f"{who} has {a_} {what} and buys {b_} more on day {i}. How many {what} now?",
+                     "answer": f"{who} has {a_} + {b_} = {a_ + b_} {what}.\n#### {a_ + b_}"})
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
     r = a.post("/v1/files", params={"filename": "sft.jsonl"}, content=data)
     assert r.status_code == 200, r.text
     return r.json()["id"]
