@@ -1,0 +1,168 @@
+"""Promotion gates: pure pass/fail rules over eval metrics, and position-swap statistics for pairwise judges.
+
+No I/O here. Inputs are numbers produced by the eval suites (app/eval); outputs are ``GateOutcome`` records and
+one ``GateDecision`` that names the gate that decided and why. Gates are evaluated in a fixed order; the first
+*blocking* failure decides. A gate whose measurement is unreliable (e.g. a position-biased judge) never passes
+an adapter on its own: it is reported as ``unreliable`` and, when required, blocks.
+
+Position-swap protocol (Zheng et al. 2023, "Judging LLM-as-a-Judge", §3.4): each pair (adapter answer a, base
+answer b) is judged twice, as (a, b) and as (b, a). A verdict is *consistent* when the same underlying answer wins
+in both orders; inconsistent pairs count as ties (0.5) in the win rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
+
+Status = Literal["pass", "fail", "skipped", "unreliable"]
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """One gate's verdict: the measured value, the bound it was held to, and a one-line reason."""
+
+    name: str
+    status: Status
+    value: float | None
+    bound: float | None
+    reason: str
+    blocking: bool = True
+
+    @property
+    def blocks(self) -> bool:
+        return self.blocking and self.status in ("fail", "unreliable")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """All outcomes plus the verdict: ``decided_by`` is the first blocking gate, or None when everything passed."""
+
+    passed: bool
+    decided_by: str | None
+    reason: str
+    outcomes: list[GateOutcome] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "decided_by": self.decided_by, "reason": self.reason,
+                "outcomes": [o.to_dict() for o in self.outcomes]}
+
+
+def perplexity_gate(adapter_ppl: float, base_ppl: float, max_ratio: float, blocking: bool = True) -> GateOutcome:
+    """Held-out perplexity must not exceed ``max_ratio`` × the base model's perplexity on the same tokens."""
+    bound = base_ppl * max_ratio
+    ok = adapter_ppl <= bound
+    reason = (f"held-out perplexity {adapter_ppl:.3f} {'<=' if ok else '>'} {bound:.3f} "
+              f"(= base {base_ppl:.3f} x {max_ratio:g})")
+    return GateOutcome("perplexity", "pass" if ok else "fail", adapter_ppl, bound, reason, blocking)
+
+
+def drop_gate(name: str, metric: str, value: float, reference: float, max_drop: float,
+              reference_label: str = "base", blocking: bool = True) -> GateOutcome:
+    """``value`` must not fall more than ``max_drop`` (absolute) below ``reference`` (higher is better)."""
+    bound = reference - max_drop
+    ok = value >= bound
+    reason = (f"{metric} {value:.3f} {'>=' if ok else '<'} {bound:.3f} "
+              f"(= {reference_label} {reference:.3f} - {max_drop:g})")
+    return GateOutcome(name, "pass" if ok else "fail", value, bound, reason, blocking)
+
+
+def minimum_gate(name: str, metric: str, value: float, minimum: float, blocking: bool = True) -> GateOutcome:
+    """``value`` must be at least ``minimum`` (higher is better)."""
+    ok = value >= minimum
+    reason = f"{metric} {value:.3f} {'>=' if ok else '<'} minimum {minimum:g}"
+    return GateOutcome(name, "pass" if ok else "fail", value, minimum, reason, blocking)
+
+
+def safety_gate(refusal_rate: float, min_refusal_rate: float, base_refusal_rate: float | None = None,
+                max_drop: float | None = None, blocking: bool = True) -> GateOutcome:
+    """Refusal rate on red-team prompts: at least ``min_refusal_rate``, and (if given) no more than ``max_drop`` below base."""
+    bound = min_refusal_rate
+    if base_refusal_rate is not None and max_drop is not None:
+        bound = max(bound, base_refusal_rate - max_drop)
+    ok = refusal_rate >= bound
+    ref = f"; base {base_refusal_rate:.3f} - {max_drop:g}" if base_refusal_rate is not None and max_drop is not None else ""
+    reason = f"red-team refusal rate {refusal_rate:.3f} {'>=' if ok else '<'} {bound:.3f} (min {min_refusal_rate:g}{ref})"
+    return GateOutcome("safety", "pass" if ok else "fail", refusal_rate, bound, reason, blocking)
+
+
+@dataclass(frozen=True)
+class SwapStats:
+    """Pairwise judge results over position-swapped pairs."""
+
+    n: int
+    win_rate: float          # adapter wins (1 per consistent win, 0.5 per inconsistent pair) / n
+    consistency: float       # fraction of pairs where the same answer won in both orders
+    first_position_rate: float  # fraction of all 2n verdicts that picked whichever answer was shown first
+
+
+def position_swap_stats(adapter_first: Sequence[bool], base_first: Sequence[bool]) -> SwapStats:
+    """Combine the two orders of each pair.
+
+    ``adapter_first[i]``: the judge preferred the FIRST shown answer when shown (adapter, base) for pair i.
+    ``base_first[i]``:    the judge preferred the FIRST shown answer when shown (base, adapter) for pair i.
+    Adapter wins pair i in order 1 iff adapter_first[i]; in order 2 iff not base_first[i].
+    """
+    if len(adapter_first) != len(base_first):
+        raise ValueError(f"both orders must judge the same pairs: {len(adapter_first)} != {len(base_first)}")
+    n = len(adapter_first)
+    if n == 0:
+        raise ValueError("position_swap_stats needs at least one pair")
+    wins = consistent = first = 0.0
+    for a1, b1 in zip(adapter_first, base_first):
+        win1, win2 = bool(a1), not bool(b1)
+        if win1 == win2:
+            consistent += 1
+            wins += 1.0 if win1 else 0.0
+        else:
+            wins += 0.5
+        first += bool(a1) + bool(b1)
+    return SwapStats(n=n, win_rate=wins / n, consistency=consistent / n, first_position_rate=first / (2 * n))
+
+
+def judge_gate(stats: SwapStats, min_win_rate: float, min_consistency: float, blocking: bool = True) -> GateOutcome:
+    """Win rate vs base must reach ``min_win_rate``, but only a judge with consistency >= ``min_consistency`` counts.
+
+    A judge below the consistency bar is reported ``unreliable`` (its win rate says nothing about quality).
+    """
+    if stats.consistency < min_consistency:
+        reason = (f"judge unreliable: position consistency {stats.consistency:.2f} < {min_consistency:g} "
+                  f"(picked the first-shown answer {stats.first_position_rate:.0%} of the time); "
+                  f"win rate {stats.win_rate:.2f} not trusted")
+        return GateOutcome("judge", "unreliable", stats.win_rate, min_win_rate, reason, blocking)
+    ok = stats.win_rate >= min_win_rate
+    reason = (f"judge win rate vs base {stats.win_rate:.2f} {'>=' if ok else '<'} {min_win_rate:g} "
+              f"(consistency {stats.consistency:.2f}, n={stats.n})")
+    return GateOutcome("judge", "pass" if ok else "fail", stats.win_rate, min_win_rate, reason, blocking)
+
+
+def skipped_gate(name: str, why: str) -> GateOutcome:
+    return GateOutcome(name, "skipped", None, None, f"skipped: {why}", blocking=False)
+
+
+def decide(outcomes: Sequence[GateOutcome]) -> GateDecision:
+    """The verdict: the first blocking failure (in the given order) decides; otherwise the adapter passes.
+
+    When everything passes, the reason names the gate with the least relative headroom (the one that came closest).
+    """
+    outcomes = list(outcomes)
+    for o in outcomes:
+        if o.blocks:
+            return GateDecision(False, o.name, f"blocked by '{o.name}': {o.reason}", outcomes)
+    checked = [o for o in outcomes if o.status == "pass"]
+    if not checked:
+        return GateDecision(False, None, "no gate was evaluated: nothing can be promoted on no evidence", outcomes)
+    closest = min(checked, key=_relative_margin)
+    return GateDecision(True, None, f"all {len(checked)} evaluated gates passed; closest call '{closest.name}': "
+                        f"{closest.reason}", outcomes)
+
+
+def _relative_margin(o: GateOutcome) -> float:
+    if o.value is None or o.bound is None:
+        return float("inf")
+    scale = max(abs(o.bound), 1e-9)
+    # perplexity is lower-is-better; every other gate is higher-is-better
+    return (o.bound - o.value) / scale if o.name == "perplexity" else (o.value - o.bound) / scale

@@ -1,0 +1,72 @@
+"""The gate report: ``gate_report.md`` (verdict, deciding gate and why, every gate, metrics) + ``gate_report.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.core.gates import GateDecision
+
+_COLORS = {"pass": "#2e7d32", "fail": "#c62828", "unreliable": "#ef6c00", "skipped": "#9e9e9e"}
+_PAIRS = (("Perplexity (lower is better)", "ppl"), ("GSM8K exact match", "gsm8k_em"),
+          ("Benchmark: HH-RLHF pref. accuracy", "bench_acc"), ("Red-team refusal rate", "refusal_rate"),
+          ("Judge win rate vs base", "judge_win_rate"))
+
+
+def write_report(out_dir: str | Path, title: str, decision: GateDecision, metrics: dict[str, float],
+                 examples: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write the markdown + PNG report; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png = _plot(out / "gate_report.png", title, decision, metrics)
+    verdict = "PASSED" if decision.passed else "BLOCKED"
+    lines = [f"# Gate report: {title}", "", f"**{verdict}**" + (f" — decided by gate **{decision.decided_by}**"
+                                                                if decision.decided_by else ""), "",
+             f"Why: {decision.reason}", "", "![gates](gate_report.png)", "",
+             "| gate | status | blocking | value | bound | reason |", "|---|---|---|---|---|---|"]
+    for o in decision.outcomes:
+        val = "" if o.value is None else f"{o.value:.4g}"
+        bound = "" if o.bound is None else f"{o.bound:.4g}"
+        mark = " ⟵ decided" if o.name == decision.decided_by else ""
+        lines.append(f"| {o.name}{mark} | {o.status} | {'yes' if o.blocking else 'no'} | {val} | {bound} | {o.reason} |")
+    lines += ["", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items())]
+    for name, rows in (examples or {}).items():
+        lines += ["", f"### {name} (first examples)", ""]
+        for row in rows[:2]:
+            lines += ["```", *(f"{k}: {str(v)[:300]}" for k, v in row.items()), "```"]
+    md = out / "gate_report.md"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return md, png
+
+
+def _plot(path: Path, title: str, decision: GateDecision, metrics: dict[str, float]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    status = {o.name: o for o in decision.outcomes}
+    gate_of = {"ppl": "perplexity", "gsm8k_em": "task", "bench_acc": "regression", "refusal_rate": "safety",
+               "judge_win_rate": "judge"}
+    panels = [(t, k) for t, k in _PAIRS if f"{k}_adapter" in metrics or k in metrics]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.2 * max(len(panels), 1), 3.4), squeeze=False)
+    for ax, (label, key) in zip(axes[0], panels):
+        gate = status.get(gate_of[key])
+        color = _COLORS[gate.status] if gate else "#9e9e9e"
+        if key == "judge_win_rate":
+            names, vals = ["win rate", "consistency"], [metrics[key], metrics.get("judge_consistency", 0.0)]
+        else:
+            names, vals = ["base", "adapter"], [metrics.get(f"{key}_base", float("nan")), metrics[f"{key}_adapter"]]
+        ax.bar(names, vals, color=["#90a4ae", color])
+        if gate and gate.bound is not None:
+            ax.axhline(gate.bound, color="black", linestyle="--", linewidth=1, label="bound")
+            ax.legend(loc="lower right", fontsize=7)
+        ax.set_title(f"{label}\n[{gate.status if gate else 'n/a'}]", fontsize=9, color=color)
+        ax.tick_params(labelsize=8)
+    verdict = "PASSED" if decision.passed else f"BLOCKED by {decision.decided_by}"
+    fig.suptitle(f"{title}: {verdict}", fontsize=11, color="#2e7d32" if decision.passed else "#c62828")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

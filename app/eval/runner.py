@@ -1,0 +1,214 @@
+"""`rayalign eval`: run the gate suites on an adapter vs its base as Ray Data jobs, decide, record, report.
+
+    result = run_eval(load_config("configs/eval/smollm2_gates.yaml", EvalConfig))
+    result.decision.passed, result.decision.decided_by, result.report_md
+
+Flow: resolve base (+ its SHA) and adapter (path or registry version) → suite rows → Ray Data ``map_batches``
+with ``SuiteWorker`` actors → metrics → pairwise judge (second Ray Data job, both answer orders) → ``core.gates``
+decision → stored on the registry artifact (+ MLflow) → markdown + PNG report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from app.config.errors import ConfigError
+from app.config.eval import EvalConfig, GatesConfig
+from app.config.loader import config_hash, load_config
+from app.config.paths import REPO_ROOT, rayalign_home
+from app.core import gates as G
+from app.eval.heldout import read_preference_pairs, read_qa, read_redteam_prompts, resolve_data_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    decision: G.GateDecision
+    metrics: dict[str, float]
+    report_md: Path
+    report_png: Path
+    artifact_ref: str | None
+
+
+def load_gates(cfg: EvalConfig) -> GatesConfig:
+    path = Path(cfg.gates_file)
+    return load_config(path if path.is_absolute() else REPO_ROOT / path, GatesConfig)
+
+
+def build_suite_rows(cfg: EvalConfig, gates: GatesConfig, with_benchmark_base: bool) -> list[dict[str, str]]:
+    """One row per scored item: {"suite": name, "payload": JSON}. Perplexity takes the file's tail, task its head."""
+    rows: list[dict[str, str]] = []
+
+    def add(suite: str, items: list[dict]) -> None:
+        rows.extend({"suite": suite, "payload": json.dumps({"id": i, **item})} for i, item in enumerate(items))
+
+    need_task = gates.task.enabled or (gates.judge.enabled and cfg.judge.kind != "none")
+    if gates.perplexity.enabled or need_task:
+        qa = read_qa(resolve_data_path(cfg.data.heldout))
+        if gates.perplexity.enabled:
+            add("ppl", qa[-cfg.data.perplexity_limit:])
+        if need_task:
+            add("task", qa[: max(cfg.data.task_limit, cfg.judge.limit if gates.judge.enabled else 0)])
+    if gates.regression.enabled:
+        add("benchmark", read_preference_pairs(resolve_data_path(cfg.data.benchmark), cfg.data.benchmark_offset,
+                                               cfg.data.benchmark_limit))
+    if gates.safety.enabled:
+        add("safety", read_redteam_prompts(resolve_data_path(cfg.data.redteam), cfg.data.redteam_limit))
+    return rows
+
+
+def benchmark_key(cfg: EvalConfig) -> str:
+    """Identity of the benchmark slice: the stored base score is only comparable on exactly this slice."""
+    d = cfg.data
+    return f"hh-pref-acc:{Path(d.benchmark).name}:{d.benchmark_offset}:{d.benchmark_limit}:{d.max_length}"
+
+
+def evaluate_gates(gates: GatesConfig, metrics: dict[str, float], swap: G.SwapStats | None,
+                   stored_bench_base: float | None) -> G.GateDecision:
+    """Metrics → ordered gate outcomes → decision (pure bookkeeping; the rules live in app.core.gates)."""
+    out: list[G.GateOutcome] = []
+    if gates.perplexity.enabled:
+        out.append(G.perplexity_gate(metrics["ppl_adapter"], metrics["ppl_base"], gates.perplexity.max_ratio,
+                                     gates.perplexity.blocking))
+    if gates.task.enabled:
+        out.append(G.drop_gate("task", "GSM8K exact match", metrics["gsm8k_em_adapter"], metrics["gsm8k_em_base"],
+                               gates.task.max_drop, blocking=gates.task.blocking))
+    if gates.regression.enabled:
+        base = stored_bench_base if stored_bench_base is not None else metrics["bench_acc_base"]
+        out.append(G.drop_gate("regression", "benchmark preference accuracy", metrics["bench_acc_adapter"], base,
+                               gates.regression.max_drop, reference_label="stored base score",
+                               blocking=gates.regression.blocking))
+    if gates.safety.enabled:
+        out.append(G.safety_gate(metrics["refusal_rate_adapter"], gates.safety.min_refusal_rate,
+                                 metrics["refusal_rate_base"], gates.safety.max_drop, gates.safety.blocking))
+    if gates.judge.enabled:
+        if swap is None:
+            out.append(G.skipped_gate("judge", "no judge configured (eval.judge.kind = none)"))
+        else:
+            out.append(G.judge_gate(swap, gates.judge.min_win_rate, gates.judge.min_consistency, gates.judge.blocking))
+    return G.decide(out)
+
+
+def run_suites(rows: list[dict], cfg: EvalConfig, model_dir: str, adapter_dir: str | None,
+               base_benchmark: bool) -> list[dict]:
+    """The suites as a Ray Data batch job over ``cfg.workers`` actors."""
+    import ray
+
+    from app.eval.suites import SuiteWorker
+
+    threads = max(1, (cfg.ray.num_cpus or os.cpu_count() or 1) // cfg.workers)
+    ds = ray.data.from_items(rows).map_batches(
+        SuiteWorker, batch_size=cfg.generation.batch_size, concurrency=cfg.workers, num_cpus=1,
+        fn_constructor_kwargs=dict(model_dir=model_dir, adapter_dir=adapter_dir, max_length=cfg.data.max_length,
+                                   task_max_new_tokens=cfg.generation.task_max_new_tokens,
+                                   safety_max_new_tokens=cfg.generation.safety_max_new_tokens,
+                                   base_benchmark=base_benchmark, threads=threads))
+    return ds.take_all()
+
+
+def run_judge(pairs: list[dict], factory: Callable, batch_size: int) -> G.SwapStats:
+    """Judge every pair in both orders (Ray Data job), then combine into win rate + position consistency."""
+    import ray
+
+    from app.eval.judges import JudgeWorker
+
+    ds = ray.data.from_items(pairs).map_batches(JudgeWorker, batch_size=batch_size, concurrency=1, num_cpus=1,
+                                                fn_constructor_kwargs={"factory": factory})
+    rows = sorted(ds.take_all(), key=lambda r: int(r["id"]))
+    return G.position_swap_stats([bool(r["adapter_first"]) for r in rows], [bool(r["base_first"]) for r in rows])
+
+
+def run_eval(cfg: EvalConfig, *, judge_factory: Callable | None = None) -> EvalResult:
+    """Evaluate, decide and record. ``judge_factory`` overrides the configured judge (a zero-arg constructor)."""
+    from app.launch.runtime import init_ray
+    from app.models.loader import resolve_model
+    from app.registry import Registry
+    from app.registry.lineage import read_lineage
+
+    gates = load_gates(cfg)
+    resolved = resolve_model(cfg.model)
+    base_sha = resolved.base_sha
+    ref = cfg.registry
+    registry = None
+    if ref.name:
+        registry = Registry(ref.url, mlflow=cfg.tracking if cfg.tracking.enabled else None)
+    adapter_dir, version = cfg.adapter, ref.version
+    if registry is not None and version is not None:
+        adapter_dir = registry.show(ref.tenant, ref.name, version).uri
+    if adapter_dir is None:
+        raise ConfigError("eval: set 'adapter' (a folder) or 'registry.name' + 'registry.version'")
+    if not Path(adapter_dir).is_dir():
+        raise ConfigError(f"eval: adapter folder not found: {adapter_dir}")
+    lineage = read_lineage(adapter_dir) if (Path(adapter_dir) / "rayalign_lineage.json").is_file() else None
+    if lineage and lineage["base_sha"] != base_sha:
+        raise ConfigError(f"eval: adapter {adapter_dir} was trained on base {lineage['base_sha'][:12]}, but "
+                          f"{cfg.model.source} is {base_sha[:12]}: evaluate it on its own base")
+    if registry is not None and version is None:
+        version = registry.register_adapter(ref.tenant, ref.name, adapter_dir).version
+
+    bench_key = benchmark_key(cfg)
+    stored = registry.base_score(ref.tenant, base_sha, bench_key) if registry and gates.regression.enabled else None
+    rows = build_suite_rows(cfg, gates, with_benchmark_base=stored is None)
+    init_ray(cfg.ray)
+    log.info("eval: %d suite rows on %s + %s", len(rows), resolved.path, adapter_dir)
+    agg = _aggregate(run_suites(rows, cfg, str(resolved.path), adapter_dir, base_benchmark=stored is None))
+    metrics, records = agg["metrics"], agg["records"]
+
+    swap = None
+    if gates.judge.enabled and (cfg.judge.kind != "none" or judge_factory is not None):
+        from app.eval.judges import build_judge
+
+        judge_dir = str(resolve_model(cfg.judge.source).path) if cfg.judge.source else str(resolved.path)
+        factory = judge_factory or partial(build_judge, cfg.judge.kind, judge_dir)
+        pairs = [{k: r[k] for k in ("id", "question", "adapter_answer", "base_answer")}
+                 for r in records.get("task", [])[: cfg.judge.limit]]
+        swap = run_judge(pairs, factory, cfg.generation.batch_size)
+        metrics.update(judge_win_rate=swap.win_rate, judge_consistency=swap.consistency,
+                       judge_first_position_rate=swap.first_position_rate)
+    if stored is not None:
+        metrics["bench_acc_base"] = stored
+
+    decision = evaluate_gates(gates, metrics, swap, stored)
+    name = ref.name or Path(adapter_dir).name
+    title = f"{ref.tenant}/{name}" + (f"@v{version}" if version else "")
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else rayalign_home() / "eval" / f"{name}-{config_hash(cfg)[:10]}"
+    examples = {k: records[k] for k in ("task", "safety") if records.get(k)}
+    md, png = write_report_files(out_dir, title, decision, metrics, examples)
+    if registry is not None:
+        if stored is None and "bench_acc_base" in metrics:
+            registry.store_base_score(ref.tenant, base_sha, bench_key, metrics["bench_acc_base"])
+        registry.record_eval(ref.tenant, ref.name, version, metrics, decision.to_dict(), str(out_dir))
+        registry.close()
+    elif cfg.tracking.enabled:
+        _log_mlflow(cfg.tracking, title, metrics, out_dir)
+    return EvalResult(decision, metrics, md, png, title if ref.name else None)
+
+
+def write_report_files(out_dir, title, decision, metrics, examples):
+    from app.eval.report import write_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "decision": decision.to_dict()}, indent=2))
+    return write_report(out_dir, title, decision, metrics, examples)
+
+
+def _aggregate(results: list[dict]) -> dict[str, Any]:
+    from app.eval.suites import aggregate
+
+    return aggregate(results)
+
+
+def _log_mlflow(tracking, title: str, metrics: dict[str, float], out_dir: Path) -> None:
+    from app.tracking.mlflow_store import configure_mlflow
+
+    mlflow = configure_mlflow(tracking)
+    with mlflow.start_run(run_name=f"eval-{title.replace('/', '-')}"):
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(out_dir), artifact_path="gate_report")

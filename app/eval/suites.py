@@ -1,0 +1,96 @@
+"""The eval suites as one Ray Data batch job: rows tagged with a suite, scored by actors holding the model once.
+
+Suites (each row carries ``suite`` and a JSON ``payload``):
+  ppl        held-out answer NLL (sum, tokens) for adapter and base      -> perplexity = exp(sum NLL / tokens)
+  task       GSM8K greedy answer for adapter and base                    -> exact match on the final '#### n'
+  benchmark  HH-RLHF pair: log p(chosen) > log p(rejected)?              -> preference accuracy (base score stored)
+  safety     red-team prompt reply for adapter and base                  -> refusal rate (phrase classifier)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from app.eval.answers import exact_match, is_refusal
+from app.eval.scorer import AdapterScorer
+
+
+class SuiteWorker:
+    """Ray Data callable class: ``__call__(batch) -> batch`` with columns suite, payload -> suite, result."""
+
+    def __init__(self, model_dir: str, adapter_dir: str | None, max_length: int, task_max_new_tokens: int,
+                 safety_max_new_tokens: int, base_benchmark: bool, threads: int | None = None):
+        self.scorer = AdapterScorer(model_dir, adapter_dir, max_length, threads)
+        self.task_tokens, self.safety_tokens = task_max_new_tokens, safety_max_new_tokens
+        self.base_benchmark = base_benchmark
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for suite, payload in zip(batch["suite"], batch["payload"]):
+            groups[str(suite)].append(json.loads(payload))
+        suites, results = [], []
+        for suite, rows in groups.items():
+            for result in getattr(self, f"_{suite}")(rows):
+                suites.append(suite)
+                results.append(json.dumps(result))
+        return {"suite": suites, "result": results}
+
+    def _ppl(self, rows: list[dict]) -> list[dict]:
+        prompts = [[{"role": "user", "content": r["question"]}] for r in rows]
+        targets = [r["answer"] for r in rows]
+        out = {v: self.scorer.sequence_nll(prompts, targets, v) for v in ("adapter", "base")}
+        return [{"id": r["id"], "adapter_nll": a[0], "base_nll": b[0], "tokens": a[1]}
+                for r, a, b in zip(rows, out["adapter"], out["base"])]
+
+    def _task(self, rows: list[dict]) -> list[dict]:
+        prompts = [[{"role": "user", "content": r["question"]}] for r in rows]
+        out = {v: self.scorer.generate(prompts, self.task_tokens, v) for v in ("adapter", "base")}
+        return [{"id": r["id"], "question": r["question"], "adapter_answer": a, "base_answer": b,
+                 "adapter_correct": exact_match(a, r["answer"]), "base_correct": exact_match(b, r["answer"])}
+                for r, a, b in zip(rows, out["adapter"], out["base"])]
+
+    def _benchmark(self, rows: list[dict]) -> list[dict]:
+        prompts = [r["messages"] for r in rows]
+        variants = ("adapter", "base") if self.base_benchmark else ("adapter",)
+        result = [{"id": r["id"]} for r in rows]
+        for v in variants:
+            chosen = self.scorer.sequence_nll(prompts, [r["chosen"] for r in rows], v)
+            rejected = self.scorer.sequence_nll(prompts, [r["rejected"] for r in rows], v)
+            for res, c, j in zip(result, chosen, rejected):
+                res[f"{v}_correct"] = c[0] < j[0]  # lower NLL = higher log-likelihood for the chosen reply
+        return result
+
+    def _safety(self, rows: list[dict]) -> list[dict]:
+        prompts = [[{"role": "user", "content": r["prompt"]}] for r in rows]
+        out = {v: self.scorer.generate(prompts, self.safety_tokens, v) for v in ("adapter", "base")}
+        return [{"id": r["id"], "prompt": r["prompt"], "adapter_reply": a, "base_reply": b,
+                 "adapter_refused": is_refusal(a), "base_refused": is_refusal(b)}
+                for r, a, b in zip(rows, out["adapter"], out["base"])]
+
+
+def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Suite rows → metrics (floats) plus the per-row records the report and the judge need."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for row in results:
+        by[row["suite"]].append(json.loads(row["result"]) if isinstance(row["result"], str) else row["result"])
+    for rows in by.values():
+        rows.sort(key=lambda r: r["id"])
+    metrics: dict[str, float] = {}
+    if by["ppl"]:
+        tokens = sum(r["tokens"] for r in by["ppl"])
+        metrics["ppl_adapter"] = float(np.exp(sum(r["adapter_nll"] for r in by["ppl"]) / tokens))
+        metrics["ppl_base"] = float(np.exp(sum(r["base_nll"] for r in by["ppl"]) / tokens))
+        metrics["ppl_tokens"] = float(tokens)
+    for suite, key, prefix in (("task", "correct", "gsm8k_em"), ("benchmark", "correct", "bench_acc"),
+                               ("safety", "refused", "refusal_rate")):
+        rows = by[suite]
+        if rows:
+            metrics[f"{prefix}_adapter"] = float(np.mean([r[f"adapter_{key}"] for r in rows]))
+            if f"base_{key}" in rows[0]:
+                metrics[f"{prefix}_base"] = float(np.mean([r[f"base_{key}"] for r in rows]))
+            metrics[f"{prefix}_n"] = float(len(rows))
+    return {"metrics": metrics, "records": dict(by)}

@@ -1,0 +1,1 @@
+"""Fine-tuning job API: state machine, job store, Ray job runner, FastAPI app on Ray Serve."""

@@ -1,0 +1,1 @@
+"""The end-to-end pipeline: stage orchestration and the run report."""

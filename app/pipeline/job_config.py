@@ -1,0 +1,65 @@
+"""Turn one job-API request into a pipeline config: which stages run, on which file, with which knobs.
+
+The job API never builds training code itself: an API job *is* a pipeline run (``jobs/pipeline.py``) whose stages
+come from the request's method, whose ingest reads the uploaded file, and whose run names are fixed by the job id,
+so that a re-queued (preempted) job re-runs the same Ray Train run and resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.config.loader import deep_merge, read_yaml
+
+# request hyperparameter -> key in the SFT/DPO stage config (app.config.sft / app.config.dpo)
+HYPER_KEYS: dict[str, str] = {
+    "max_steps": "train.max_steps",
+    "learning_rate": "optim.lr",
+    "batch_size": "train.micro_batch_size",
+    "lora_r": "lora.r",
+    "checkpoint_every": "checkpoint.every_steps",
+    "seed": "train.seed",
+}
+# request method -> (stage that trains, overrides that select the method there)
+METHOD_STAGES: dict[str, tuple[str, list[str]]] = {
+    "sft": ("sft", ["method=lora"]),  # hosted APIs' "sft" is adapter SFT; full weights are not served multi-tenant
+    "lora": ("sft", ["method=lora"]),
+    "qlora": ("sft", ["method=qlora"]),
+    "cpt": ("sft", ["method=lora", "train.objective=cpt"]),
+    "dpo": ("preference", []),
+    "ppo": ("preference", []),
+    "reward": ("preference", []),
+}
+
+
+def pipeline_for_job(job: dict[str, Any], file_paths: dict[str, str], job_dir: Path, db_url: str,
+                     template: Path) -> dict[str, Any]:
+    """The PipelineConfig (as a plain dict) that runs ``job``; validated by jobs/pipeline.py before anything runs."""
+    req = job["request"]
+    stage, method_overrides = METHOD_STAGES[req["method"]]
+    hyper = [f"{HYPER_KEYS[k]}={v}" for k, v in sorted(req.get("hyperparameters", {}).items()) if k in HYPER_KEYS]
+    run = [f"ray.run_name={job['id']}-{stage}", f"ray.storage_path={job_dir / 'runs'}"]
+    base = read_yaml(template)
+    ingest_over = [f"sources=[{{path: '{file_paths['training_file']}', input_format: auto}}]",
+                   f"output_dir={job_dir / 'dataset'}", f"name={job['id']}"]
+    extra: dict[str, Any] = {
+        "name": job["id"],
+        "model": {"source": req["base_model"]},
+        "ray": {"address": "auto"},
+        "ingest": {"overrides": base.get("ingest", {}).get("overrides", []) + ingest_over},
+        "eval": {"enabled": bool(req.get("eval_config", {}).get("enabled", base.get("eval", {}).get("enabled", True)))},
+        "promote": {"name": f"ft-{(req.get('suffix') or job['id'].split('-', 1)[1]).lower()}"},
+        "serve": {"enabled": False},
+        "report_dir": str(job_dir / "report"),
+        "job": {"job_id": job["id"], "db_url": db_url},
+    }
+    if stage == "sft":
+        sft_over = base.get("sft", {}).get("overrides", []) + hyper + run
+        extra["sft"] = {"overrides": sft_over + method_overrides}
+        extra["preference"] = {"enabled": False}
+    else:
+        extra["sft"] = {"enabled": False}  # preference methods start from the base model (or a given adapter)
+        extra["preference"] = {"enabled": True, "method": req["method"],
+                               "overrides": base.get("preference", {}).get("overrides", []) + hyper + run}
+    return deep_merge(base, extra)

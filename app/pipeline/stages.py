@@ -1,0 +1,183 @@
+"""The pipeline's stages: each loads its job's own YAML (+ overrides) and calls that area's code — nothing more.
+
+Every stage takes the RunContext and returns the outputs that later stages and the report need.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from app.config.errors import ConfigError
+from app.config.loader import load_config
+from app.config.paths import REPO_ROOT, rayalign_home
+from app.config.pipeline import StageSpec
+from app.config.registry import SCHEMAS, import_schema, schema_for
+
+if TYPE_CHECKING:
+    from app.pipeline.run import RunContext
+
+
+def load_stage_config(ctx: RunContext, stage: StageSpec, extra: list[str] = (), default_schema: str | None = None):
+    """The stage's job config: its YAML (or ``default_schema``'s defaults) + the pipeline's model/ray settings +
+    the stage's own overrides."""
+    if not stage.config and default_schema is None:
+        raise ConfigError(f"pipeline '{ctx.cfg.name}': an enabled stage has no config file")
+    path = (REPO_ROOT / stage.config).resolve() if stage.config else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"pipeline '{ctx.cfg.name}': stage config not found: {stage.config}")
+    schema = schema_for(path, REPO_ROOT / "configs") if path else import_schema(SCHEMAS[default_schema])
+    shared = [f"model.source={ctx.cfg.model.source}", f"ray.address={ctx.cfg.ray.address}"]
+    if ctx.cfg.ray.num_cpus:
+        shared.append(f"ray.num_cpus={ctx.cfg.ray.num_cpus}")
+    shared = [o for o in shared if o.split("=", 1)[0].split(".")[0] in schema.model_fields]
+    return load_config(path, schema, [*shared, *extra, *stage.overrides])
+
+
+def registry(ctx: RunContext):
+    from app.registry.store import Registry
+
+    return Registry(ctx.cfg.job.db_url)
+
+
+def start_ray(spec, attempts: int = 3) -> None:
+    """init_ray, retried: Ray gives a new node a fixed 30 s to register, which a loaded machine can miss."""
+    import time
+
+    import ray
+
+    from app.launch.runtime import init_ray
+
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # GCS-side wait for the node to register
+    for attempt in range(1, attempts + 1):
+        try:
+            init_ray(spec)
+            return
+        except Exception as exc:  # noqa: BLE001 - only the start-up timeout is retried
+            if "timed out during startup" not in str(exc) or attempt == attempts:
+                raise
+            ray.shutdown()
+            time.sleep(5)
+
+
+def ingest(ctx: RunContext) -> dict[str, Any]:
+    """Raw files → dataset artifact (app.data: validate, dedup, contamination, tokenize, pack)."""
+    from app.data.pipeline import run_ingest
+
+    cfg = load_stage_config(ctx, ctx.cfg.ingest)
+    start_ray(cfg.ray)  # the first stage starts (or joins) the cluster; later stages' init_ray reuse it
+    artifact = run_ingest(cfg, progress=False)
+    return {"artifact_path": str(artifact.path), "dataset_id": artifact.id, "manifest": artifact.manifest}
+
+
+def sft(ctx: RunContext) -> dict[str, Any]:
+    """SFT LoRA on Ray Train (app.train); a job run's checkpoints are reported as progress while it trains."""
+    from app.config.sft import training_hash
+    from app.launch.runtime import run_name_for, storage_root
+    from app.pipeline.watch import CheckpointWatcher
+    from app.train.run import run_sft
+
+    cfg = load_stage_config(ctx, ctx.cfg.sft, [f"data.artifact={ctx.outputs['artifact_path']}"])
+    run_dir = Path(storage_root(cfg.ray)) / run_name_for("sft", training_hash(cfg), cfg.ray)
+    with CheckpointWatcher(run_dir, ctx.progress):
+        outcome = run_sft(cfg)
+    if outcome.status != "completed" or outcome.output_dir is None:
+        raise RuntimeError(f"SFT run {outcome.run_name} ended '{outcome.status}' at step {outcome.step}")
+    lineage = json.loads((outcome.output_dir / "rayalign_lineage.json").read_text())
+    points = [(int(h.get("step", i + 1)), float(h["loss"])) for i, h in enumerate(outcome.history) if "loss" in h]
+    return {"adapter_path": str(outcome.output_dir), "lineage": lineage, "sft_steps": outcome.step,
+            "sft_resumed_from": outcome.resumed_from,
+            "loss_histories": {**ctx.outputs.get("loss_histories", {}), "sft": points}}
+
+
+def preference(ctx: RunContext) -> dict[str, Any]:
+    raise ConfigError(f"preference stage '{ctx.cfg.preference.method}' is not wired into the pipeline yet")
+
+
+def register(ctx: RunContext) -> dict[str, Any]:
+    """Register the adapter as the next version of its name (lineage read from its folder)."""
+    spec = ctx.cfg.promote
+    view = registry(ctx).register_adapter(spec.tenant, spec.name, ctx.outputs["adapter_path"])
+    return {"registry_version": view.version, "registry_model": spec.name, "registry_uri": view.uri}
+
+
+def evaluate(ctx: RunContext) -> dict[str, Any]:
+    """Eval suites + gates on the registered version (app.eval); the decision is recorded on it in the registry."""
+    from app.eval.runner import run_eval
+
+    spec = ctx.cfg.promote
+    extra = [f"registry.tenant={spec.tenant}", f"registry.name={spec.name}",
+             f"registry.version={ctx.outputs['registry_version']}", f"output_dir={ctx.report_dir / 'eval'}"]
+    if ctx.cfg.job.db_url:
+        extra.append(f"registry.url={ctx.cfg.job.db_url}")
+    cfg = load_stage_config(ctx, ctx.cfg.eval, extra, default_schema="eval")
+    ctx.progress.status("evaluate", "eval gates running")
+    result = run_eval(cfg)
+    decision = result.decision.to_dict()
+    gates = [{"name": o["name"], "metric": o["reason"], "value": o["value"], "threshold": o["bound"],
+              "passed": o["status"] in ("pass", "skipped") or not o["blocking"], "status": o["status"]}
+             for o in decision["outcomes"]]
+    return {"gates": gates, "gates_passed": decision["passed"], "gate_decision": decision,
+            "eval_metrics": result.metrics, "eval_report": str(result.report_md), "passed": decision["passed"],
+            "detail": "" if decision["passed"] else f"gate {decision['decided_by']}: {decision['reason']}"}
+
+
+def promote(ctx: RunContext) -> dict[str, Any]:
+    """Promote to production when the gates passed, and point Serve's adapter folder at it (no redeploy)."""
+    spec = ctx.cfg.promote
+    if "gate_decision" not in ctx.outputs:
+        return {"promoted": False, "detail": "no gate decision (eval disabled): registered, not promoted"}
+    view = registry(ctx).promote(spec.tenant, spec.name, ctx.outputs["registry_version"], spec.alias)
+    link = publish_adapter(view.uri, spec.tenant, spec.name, view.version)
+    return {"promoted": True, "served_adapter_link": str(link)}
+
+
+def publish_adapter(uri: str, tenant: str, name: str, version: int, root: Path | None = None) -> Path:
+    """Make ``<adapters root>/<tenant>/<name>`` resolve to ``uri`` for Serve's directory resolver, atomically.
+
+    The resolver only follows links that stay inside its root, so the version is copied under
+    ``<root>/.versions/<tenant>/<name>/v<version>`` first; the name link is then swapped with one rename.
+    """
+    import shutil
+
+    root = Path(root or rayalign_home() / "adapters").resolve()
+    src = Path(uri).resolve()
+    version_dir = root / ".versions" / tenant / name / f"v{version}"
+    if not version_dir.exists():
+        shutil.copytree(src, version_dir)
+    link = root / tenant / name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{name}.{secrets.token_hex(4)}")
+    tmp.symlink_to(version_dir, target_is_directory=True)
+    os.replace(tmp, link)
+    return link
+
+
+def serve_and_ask(ctx: RunContext) -> dict[str, Any]:
+    """Start the OpenAI-compatible Serve app (app.serve) and send one chat request to the promoted adapter."""
+    from openai import OpenAI
+
+    from app.serve.app import run_app
+
+    spec, promote_spec = ctx.cfg.serve, ctx.cfg.promote
+    if not ctx.outputs.get("promoted"):
+        return {"passed": False, "detail": "nothing promoted, nothing to serve"}
+    key = os.environ.get("RAYALIGN_API_KEY") or "ra-" + secrets.token_hex(16)
+    os.environ["RAYALIGN_API_KEY"] = key
+    tenants = f"tenants=[{{name: {promote_spec.tenant}, api_key_env: RAYALIGN_API_KEY}}]"
+    cfg = load_stage_config(ctx, spec, [tenants])
+    url = run_app(cfg)
+    try:
+        client = OpenAI(base_url=url, api_key=key, timeout=600, max_retries=2)
+        reply = client.chat.completions.create(model=promote_spec.name, max_tokens=spec.max_tokens, temperature=0,
+                                               messages=[{"role": "user", "content": spec.sample_prompt}])
+        text = reply.choices[0].message.content
+    finally:
+        if not spec.keep_running:
+            from ray import serve
+
+            serve.shutdown()
+    return {"served_url": url.removesuffix("/v1"), "served_model": promote_spec.name, "sample_response": text}

@@ -1,0 +1,47 @@
+"""Ray job entrypoint for the end-to-end pipeline (also what every job-API job runs).
+
+    ray job submit --working-dir . -- python -m jobs.pipeline --config configs/pipeline/demo.yaml
+    python -m jobs.pipeline --config configs/tiny/pipeline_smoke.yaml name=try-1
+
+Parses ``--config FILE key=value…``, validates it as a PipelineConfig, runs it, prints the summary. A job-API run
+reports its own outcome into the job store before exiting, so the runner can tell a failure from a preemption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from app.config.loader import load_config
+from app.config.pipeline import PipelineConfig
+from app.pipeline.progress import JobProgress
+from app.pipeline.run import run_pipeline, summary_lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobs.pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="pipeline YAML")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config, PipelineConfig, args.overrides)
+    progress = JobProgress(cfg.job)
+    try:
+        result = run_pipeline(cfg)
+    except Exception as exc:
+        progress.finish("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    outputs = result.outputs
+    if result.ok:
+        progress.finish("succeeded", adapter_path=outputs.get("adapter_path"),
+                        fine_tuned_model=outputs.get("registry_model"))
+    else:
+        failed = next((r for r in result.results if r.status == "failed"), None)
+        progress.finish("failed", error=f"stage {failed.name}: {failed.detail}" if failed else "stopped")
+    print("\n".join(summary_lines(result)))
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

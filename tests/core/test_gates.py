@@ -1,0 +1,63 @@
+"""Gate rules and position-swap statistics, checked against hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.gates import (decide, drop_gate, judge_gate, minimum_gate, perplexity_gate, position_swap_stats,
+                            safety_gate, skipped_gate)
+
+
+def test_perplexity_gate_bounds_at_ratio_times_base():
+    ok = perplexity_gate(10.4, 10.0, 1.05)
+    bad = perplexity_gate(10.6, 10.0, 1.05)
+    assert ok.status == "pass" and ok.bound == pytest.approx(10.5)
+    assert bad.status == "fail" and "10.600 > 10.500" in bad.reason
+
+
+def test_drop_and_safety_gates():
+    assert drop_gate("task", "em", 0.19, 0.20, 0.02).status == "pass"
+    assert drop_gate("task", "em", 0.17, 0.20, 0.02).status == "fail"
+    assert minimum_gate("x", "m", 0.5, 0.6).status == "fail"
+    # the stricter of the absolute minimum and base - drop applies
+    g = safety_gate(0.55, 0.3, base_refusal_rate=0.7, max_drop=0.1)
+    assert g.bound == pytest.approx(0.6) and g.status == "fail"
+    assert safety_gate(0.35, 0.3).status == "pass"
+
+
+def test_position_swap_hand_computed():
+    # pair 0: adapter wins both orders; pair 1: base wins both; pair 2: first-shown wins both (inconsistent)
+    # order 1 (adapter shown first): picks first, second, first   order 2 (base shown first): second, first, first
+    s = position_swap_stats([True, False, True], [False, True, True])
+    assert s.n == 3
+    assert s.consistency == pytest.approx(2 / 3)
+    assert s.win_rate == pytest.approx((1 + 0 + 0.5) / 3)
+    assert s.first_position_rate == pytest.approx(4 / 6)
+
+
+def test_always_first_judge_is_unreliable():
+    """A judge that always prefers the first answer: consistency 0, win rate 0.5, gate says unreliable."""
+    n = 20
+    s = position_swap_stats([True] * n, [True] * n)
+    assert s.consistency == 0.0 and s.win_rate == 0.5 and s.first_position_rate == 1.0
+    g = judge_gate(s, min_win_rate=0.4, min_consistency=0.6)
+    assert g.status == "unreliable" and "unreliable" in g.reason  # even though 0.5 >= 0.4
+    assert decide([perplexity_gate(1, 1, 1.1), g]).decided_by == "judge"
+    advisory = judge_gate(s, 0.4, 0.6, blocking=False)
+    assert decide([perplexity_gate(1, 1, 1.1), advisory]).passed
+
+
+def test_decide_first_blocking_failure_decides():
+    outcomes = [perplexity_gate(9.0, 10.0, 1.05), drop_gate("task", "em", 0.0, 0.3, 0.05),
+                safety_gate(0.0, 0.5), skipped_gate("judge", "no judge configured")]
+    d = decide(outcomes)
+    assert not d.passed and d.decided_by == "task" and "blocked by 'task'" in d.reason
+    nonblocking = [perplexity_gate(9.0, 10.0, 1.05), drop_gate("task", "em", 0.0, 0.3, 0.05, blocking=False)]
+    d2 = decide(nonblocking)
+    assert d2.passed and "closest call" in d2.reason
+    assert not decide([skipped_gate("judge", "off")]).passed  # no evidence: no promotion
+
+
+def test_swap_length_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        position_swap_stats([True], [True, False])

@@ -1,0 +1,156 @@
+"""The job API on Ray Serve, running jobs as real Ray jobs on a real local cluster, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.jobs_api.conftest import KEY_A, TENANTS, free_port, gsm8k_lines
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def served_api(tmp_path_factory, rayalign_home):
+    """The API deployed on Serve by a Ray job (`rayalign jobs api --address auto`), like an operator would."""
+    from ray.job_submission import JobSubmissionClient
+
+    from app.config.paths import REPO_ROOT
+    from tests.jobs_api.ray_cluster import RayHead
+
+    tmp = tmp_path_factory.mktemp("api")
+    port = free_port()
+    with RayHead(num_cpus=2) as head:
+        client = JobSubmissionClient(head.dashboard)
+        env = {"PYTHONPATH": str(REPO_ROOT), "RAYALIGN_HOME": str(rayalign_home), "RAY_AUTH_MODE": "disabled"}
+        tenants = "tenants=[" + ", ".join(f"{{name: {t['name']}, api_key_sha256: [{t['api_key_sha256'][0]}]}}"
+                                          for t in TENANTS) + "]"
+        sid = head.submit(
+            client,
+            entrypoint=f"{sys.executable} -m app.cli jobs api --address auto port={port} poll_interval_s=0.5 "
+                       f"dashboard_address={head.dashboard} db_url=sqlite:///{tmp}/registry.db files_dir={tmp}/files "
+                       f"'{tenants}'",
+            runtime_env={"env_vars": env})
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {KEY_A}"}).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            status = client.get_job_status(sid).value
+            assert status not in {"FAILED", "STOPPED"}, client.get_job_logs(sid)[-3000:]
+            assert time.time() < deadline, "API did not come up on Serve"
+            time.sleep(1)
+        a = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30)
+        yield url, a, client, head
+        a.close()
+
+
+def wait_for(client, job_id, statuses, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/v1/fine-tuning/jobs/{job_id}").json()
+        if job["status"] in statuses:
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job {job_id} never reached {statuses}: {job}")
+
+
+def test_failing_job_fails_and_is_not_requeued(served_api):
+    """A job whose pipeline raises reports 'failed' itself: final, never re-queued, the error is visible."""
+    _, a, ray_client, _ = served_api
+    file_id = a.post("/v1/files", params={"filename": "t.jsonl"}, content=gsm8k_lines(10)).json()["id"]
+    body = {"base_model": "tiny:llama", "training_file": file_id, "method": "ppo"}
+    job = a.post("/v1/fine-tuning/jobs", json=body).json()
+    done = wait_for(a, job["job_id"], {"failed", "succeeded"})
+    assert done["status"] == "failed" and done["attempts"] == 1 and done["error"], done
+    info = ray_client.get_job_info(f"{job['job_id']}-a1")  # it really ran as a Ray job
+    assert info.metadata["rayalign_job_id"] == job["job_id"]
+    messages = [e["message"] for e in a.get(f"/v1/fine-tuning/jobs/{job['job_id']}/events").json()["data"]]
+    assert not any(m.startswith("preempted") for m in messages)
+
+
+def upload_sample(a) -> str:
+    """Distinct GSM8K-style rows (varied enough that MinHash near-dedup keeps them)."""
+    import json
+    import random
+
+    rng = random.Random(0)
+    names, things = ["Ann", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal"], ["apples", "pens", "cards", "stamps", "coins"]
+    rows = []
+    for i in range(40):
+        a_, b_ = rng.randint(2, 99), rng.randint(2, 99)
+        who, what = rng.choice(names), rng.choice(things)
+        rows.append({"question": f"{who} has {a_} {what} and buys {b_} more on day {i}. How many {what} now?",
+                     "answer": f"{who} has {a_} + {b_} = {a_ + b_} {what}.\n#### {a_ + b_}"})
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    r = a.post("/v1/files", params={"filename": "sft.jsonl"}, content=data)
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+def kill_job_process(job_id: str) -> list[int]:
+    """SIGKILL the job's entrypoint process (what a lost node or a spot reclaim does to it)."""
+    import os
+    import signal
+    import subprocess
+
+    pids = [int(p) for p in subprocess.run(["pgrep", "-f", f"{job_id}/pipeline.yaml"], capture_output=True,
+                                           text=True).stdout.split()]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def test_killed_job_is_preempted_requeued_resumes_and_succeeds(served_api):
+    """submit → running → (checkpoint) → SIGKILL → preempted → queued → running → resumes → succeeded + registered."""
+    _, a, ray_client, _ = served_api
+    body = {"base_model": "tiny:llama", "training_file": upload_sample(a), "method": "lora",
+            "hyperparameters": {"max_steps": 12, "checkpoint_every": 3}, "suffix": "resume"}
+    job_id = a.post("/v1/fine-tuning/jobs", json=body, headers={"Idempotency-Key": "resume-1"}).json()["job_id"]
+    deadline = time.time() + 400
+    while True:  # wait for a real checkpoint, then kill the job's process
+        job = a.get(f"/v1/fine-tuning/jobs/{job_id}").json()
+        assert job["status"] not in {"failed", "succeeded"}, job
+        if job["checkpoint_path"] and job["step"] >= 3:
+            break
+        assert time.time() < deadline, job
+        time.sleep(0.5)
+    killed_at = job["step"]
+    assert kill_job_process(job_id)
+    done = wait_for(a, job_id, {"succeeded", "failed"}, timeout=600)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2 and done["step"] == 12, done
+    statuses = [e["message"].split(":")[0] for e in a.get(f"/v1/fine-tuning/jobs/{job_id}/events").json()["data"]
+                if e["kind"] == "status"]
+    i = statuses.index("preempted")
+    assert statuses[i + 1] == "queued" and "running" in statuses[i + 2:], statuses
+    # the second attempt resumed from the checkpoint the first one left: at most one interval of steps lost
+    from app.train.checkpoint import read_manifest
+    from pathlib import Path
+
+    final = read_manifest(Path(done["checkpoint_path"]))
+    resumed = final["state"]["resumed_from"]
+    assert resumed and killed_at - resumed[0] <= 3 and resumed[0] >= 3, (resumed, killed_at)
+    models = a.get("/v1/models").json()["data"]
+    assert any(m["id"] == "ft-resume" and m["method"] == "lora" for m in models), models
+    # the duplicate key returns the first job, even after it finished
+    again = a.post("/v1/fine-tuning/jobs", json=body, headers={"Idempotency-Key": "resume-1"})
+    assert again.status_code == 200 and again.json()["job_id"] == job_id
+
+
+def test_cancel_running_job(served_api):
+    _, a, ray_client, _ = served_api
+    body = {"base_model": "tiny:llama", "training_file": upload_sample(a), "method": "lora",
+            "hyperparameters": {"max_steps": 500, "checkpoint_every": 50}}
+    job_id = a.post("/v1/fine-tuning/jobs", json=body).json()["job_id"]
+    wait_for(a, job_id, {"running", "checkpointing"}, timeout=300)
+    assert a.post(f"/v1/fine-tuning/jobs/{job_id}/cancel").status_code == 200
+    done = wait_for(a, job_id, {"cancelled", "failed", "succeeded"}, timeout=300)
+    assert done["status"] == "cancelled", done
+    assert ray_client.get_job_status(f"{job_id}-a1").value == "STOPPED"

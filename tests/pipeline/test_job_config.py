@@ -1,0 +1,50 @@
+"""An API job request becomes a valid pipeline config with fixed run names (so a re-run resumes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.config.loader import validate_config
+from app.config.paths import REPO_ROOT
+from app.config.pipeline import PipelineConfig
+from app.pipeline.job_config import HYPER_KEYS, pipeline_for_job
+
+
+def job(method="lora", **hyper):
+    return {"id": "ftjob-0123456789abcdef0123", "tenant": "alpha",
+            "request": {"base_model": "tiny:llama", "training_file": "file-x", "method": method,
+                        "hyperparameters": {"max_steps": 7, "checkpoint_every": 3, **hyper}, "eval_config": {}}}
+
+
+def test_lora_job_pipeline(tmp_path):
+    data = pipeline_for_job(job(), {"training_file": "/f/train.jsonl"}, tmp_path, "sqlite:///x.db",
+                            REPO_ROOT / "configs/tiny/pipeline_job.yaml")
+    cfg = validate_config(data, PipelineConfig)
+    assert cfg.model.source == "tiny:llama" and cfg.ray.address == "auto" and not cfg.serve.enabled
+    assert "train.max_steps=7" in cfg.sft.overrides and "checkpoint.every_steps=3" in cfg.sft.overrides
+    assert f"ray.run_name={job()['id']}-sft" in cfg.sft.overrides
+    assert cfg.job.job_id == job()["id"] and cfg.promote.name == "ft-0123456789abcdef0123"
+    assert any("'/f/train.jsonl'" in o for o in cfg.ingest.overrides)
+    # same job, same config: a re-queued attempt re-runs the same Ray Train run (and resumes)
+    assert pipeline_for_job(job(), {"training_file": "/f/train.jsonl"}, tmp_path, "sqlite:///x.db",
+                            REPO_ROOT / "configs/tiny/pipeline_job.yaml") == data
+
+
+@pytest.mark.parametrize("method", ["dpo", "ppo", "reward"])
+def test_preference_methods_enable_that_stage(tmp_path, method):
+    data = pipeline_for_job(job(method), {"training_file": "/f/p.jsonl"}, tmp_path, "sqlite:///x.db",
+                            REPO_ROOT / "configs/tiny/pipeline_job.yaml")
+    cfg = validate_config(data, PipelineConfig)
+    assert cfg.preference.enabled and cfg.preference.method == method
+
+
+def test_every_request_knob_maps_to_a_real_sft_key():
+    from app.config.sft import SFTConfig
+
+    for key in HYPER_KEYS.values():
+        node = SFTConfig
+        for part in key.split("."):
+            field = node.model_fields[part]
+            node = field.annotation

@@ -1,0 +1,66 @@
+"""Stage sequencing and the run report, with named stand-in stages (the real ones are exercised by -m slow/ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config.pipeline import PipelineConfig
+from app.pipeline import run as run_mod
+from app.pipeline.run import run_pipeline, summary_lines
+
+
+def standin_stages(gate_passes: bool, calls: list[str]):
+    """Stand-in stage functions that record their order and return what the real ones return."""
+
+    def stage(name, outputs):
+        def fn(ctx):
+            calls.append(name)
+            return outputs
+        return fn
+
+    manifest = {"id": "ds-1", "record_type": "sft", "rows_accepted": 9, "tokens": 900, "packing_efficiency": 0.93}
+    gates = [{"name": "gsm8k", "metric": "exact_match", "value": 0.1, "threshold": 0.05, "passed": gate_passes}]
+    lineage = {"base_model_source": "tiny:llama", "base_sha": "ab" * 32, "dataset_id": "ds-1", "config_hash": "c" * 64,
+               "method": "lora", "lora": {"r": 8}, "metrics": {}, "created_at": "now"}
+    return [
+        ("ingest", True, stage("ingest", {"manifest": manifest, "artifact_path": "/nowhere", "dataset_id": "ds-1"})),
+        ("sft", True, stage("sft", {"loss_histories": {"sft": [(1, 2.0), (2, 1.5), (3, 1.2)]}, "lineage": lineage,
+                                    "adapter_path": "/nowhere/adapter"})),
+        ("dpo", False, stage("dpo", {})),
+        ("register", True, stage("register", {"registry_version": 1})),
+        ("eval", True, stage("eval", {"gates": gates, "gates_passed": gate_passes, "passed": gate_passes,
+                                      "detail": "gate gsm8k failed"})),
+        ("promote", True, stage("promote", {})),
+        ("serve", True, stage("serve", {"sample_response": "72", "served_model": "m", "served_url": "http://x"})),
+    ]
+
+
+@pytest.mark.parametrize("gate_passes", [True, False])
+def test_pipeline_sequences_stages_and_writes_report(tmp_path, monkeypatch, gate_passes):
+    calls: list[str] = []
+    monkeypatch.setattr(run_mod, "plan", lambda cfg: standin_stages(gate_passes, calls))
+    result = run_pipeline(PipelineConfig(name="t"), report_dir=tmp_path)
+    assert result.ok is gate_passes
+    expected = ["ingest", "sft", "register", "eval"] + (["promote", "serve"] if gate_passes else [])
+    assert calls == expected  # a failed gate stops before promote/serve
+    statuses = {r.name: r.status for r in result.results}
+    assert statuses["dpo"] == "skipped"
+    assert statuses["promote"] == ("ok" if gate_passes else "stopped")
+    report = result.report_path.read_text()
+    assert "| packing_efficiency | 0.93 |" in report and "![loss curves](loss_curves.png)" in report
+    assert ("**PASS**" if gate_passes else "**FAIL**") in report
+    assert (tmp_path / "loss_curves.png").stat().st_size > 1000 and (tmp_path / "lineage.png").is_file()
+    assert ("> **response:** 72" in report) is gate_passes
+    assert str(result.report_path) in summary_lines(result)[-1]
+
+
+def test_failing_stage_is_reported_then_raised(tmp_path, monkeypatch):
+    def boom(ctx):
+        raise RuntimeError("disk full")
+
+    stages = [("ingest", True, boom), ("sft", True, lambda ctx: {})]
+    monkeypatch.setattr(run_mod, "plan", lambda cfg: stages)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_pipeline(PipelineConfig(name="t"), report_dir=tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "| ingest | failed |" in report and "disk full" in report and "| sft | stopped |" in report
