@@ -134,7 +134,7 @@ class PolicyActor:
             )
             self.optimizer.step()
             for key, value in {"policy_loss": loss, "entropy": entropy, "grad_norm": grad_norm, **info}.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
             steps += 1
         self.model.eval()
         return {k: v / steps for k, v in sums.items()}
@@ -240,7 +240,7 @@ class ValueActor:
             (a["vf_coef"] * loss).backward()
             torch.nn.utils.clip_grad_norm_([p for p in self.modules.parameters() if p.requires_grad], a["max_grad_norm"])
             self.optimizer.step()
-            sums["value_loss"] += float(loss)
+            sums["value_loss"] += float(loss.detach())
             sums["vf_clip_frac"] += float(info["vf_clip_frac"])
             steps += 1
         return {k: v / steps for k, v in sums.items()}
