@@ -1,0 +1,139 @@
+"""PPOConfig: the schema of configs/ppo/*.yaml and configs/tiny/ppo_*.yaml (RLHF / RLVR with a Ray actor group)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from app.config.base import StrictModel
+from app.config.common import ModelSpec, RaySpec, TrackingSpec
+
+
+class PromptSpec(StrictModel):
+    """Where prompts come from and how they are rendered."""
+
+    path: str = Field(
+        "${shared}/data/gsm8k/train.jsonl",
+        description="a 'prompt' dataset artifact folder, or a JSONL file with {question, answer} (GSM8K) or "
+        "{prompt, reference} rows; '${shared}' expands to the shared assets folder",
+    )
+    split: str = Field("train", description="artifact split to read (artifact folders only)")
+    max_prompts: int | None = Field(None, ge=1, description="use only the first N prompts (None: all)")
+    system_prompt: str = Field(
+        "Solve the math problem. End your reply with 'The answer is <number>.'",
+        description="system message prepended to every prompt ('' for none)",
+    )
+    max_prompt_tokens: int = Field(256, ge=8, description="prompts longer than this are left-truncated")
+    shuffle_seed: int = Field(0, description="seed of the prompt order (the cursor walks this fixed order)")
+
+
+class LoraSpec(StrictModel):
+    """LoRA on the policy (and the critic backbone); disabled means full fine-tuning."""
+
+    enabled: bool = Field(True, description="train a LoRA adapter (True) or all weights (False)")
+    r: int = Field(8, ge=1, description="LoRA rank")
+    alpha: int = Field(16, ge=1, description="LoRA alpha (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], description="module names that get LoRA adapters"
+    )
+
+
+class RolloutSpec(StrictModel):
+    """Generation of responses."""
+
+    backend: Literal["hf", "vllm"] = Field("hf", description="'hf' generate inside the policy actor, or a vLLM engine actor")
+    samples_per_prompt: int = Field(1, ge=1, description="responses per prompt (>=2 for grpo/rloo)")
+    max_new_tokens: int = Field(64, ge=1, description="response length cap")
+    temperature: float = Field(1.0, gt=0.0, description="sampling temperature")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
+    vllm_max_loras: int = Field(2, ge=1, description="vLLM: adapters resident at once")
+    vllm_max_lora_rank: int = Field(8, ge=1, description="vLLM: max LoRA rank (>= lora.r)")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="vLLM: GPU memory share (GPU only)")
+    vllm_kv_cache_gb: int = Field(1, ge=1, description="vLLM CPU backend: KV cache GiB (VLLM_CPU_KVCACHE_SPACE)")
+
+
+class RewardSpec(StrictModel):
+    """Who scores a (prompt, response)."""
+
+    kind: Literal["rule", "model"] = Field("rule", description="a rule function from app.core.rewards, or a trained reward model")
+    rule: str = Field("gsm8k", description="rule name in app.core.rewards.RULE_REWARDS (kind=rule)")
+    model_path: str | None = Field(None, description="reward model folder written by the reward job (kind=model)")
+
+
+class AlgoSpec(StrictModel):
+    """The RL objective and its optimizer."""
+
+    estimator: Literal["gae", "grpo", "rloo"] = Field("gae", description="advantages: GAE with a critic, or critic-free group baselines")
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="discount")
+    lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda")
+    kl_estimator: Literal["k1", "k2", "k3"] = Field("k1", description="per-token KL(pi||ref) estimator in the reward penalty")
+    init_kl_coef: float = Field(0.05, ge=0.0, description="initial KL penalty coefficient beta")
+    target_kl: float | None = Field(6.0, gt=0.0, description="adaptive controller target (sequence KL, nats); None: fixed beta")
+    kl_horizon: int = Field(10000, ge=1, description="adaptive controller horizon (samples)")
+    whiten_advantages: bool = Field(True, description="GAE only: normalize advantages to mean 0, std 1 per batch")
+    ppo_epochs: int = Field(2, ge=1, description="passes over each rollout batch")
+    minibatch_size: int = Field(4, ge=1, description="sequences per optimizer step")
+    clip: float = Field(0.2, gt=0.0, description="policy ratio clip epsilon")
+    value_clip: float | None = Field(0.2, gt=0.0, description="value clip range (None: unclipped)")
+    vf_coef: float = Field(0.5, ge=0.0, description="value loss weight (critic actor)")
+    entropy_coef: float = Field(0.0, ge=0.0, description="entropy bonus weight")
+    lr: float = Field(1e-4, gt=0.0, description="policy learning rate (AdamW)")
+    value_lr: float = Field(1e-4, gt=0.0, description="critic learning rate (AdamW)")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping norm")
+
+
+class PlacementSpec(StrictModel):
+    """Where the roles run: one placement group; colocated roles share a bundle."""
+
+    colocate: bool = Field(True, description="policy, reference, critic and reward share one bundle (else one bundle each)")
+    reference: Literal["policy", "actor"] = Field(
+        "policy", description="'policy': the LoRA policy with its adapter disabled; 'actor': a separate frozen copy"
+    )
+    policy_cpus: float = Field(1.0, gt=0.0, description="CPUs of the policy actor (fractional allowed)")
+    value_cpus: float = Field(0.5, gt=0.0, description="CPUs of the critic actor")
+    reward_cpus: float = Field(0.25, gt=0.0, description="CPUs of the reward actor")
+    reference_cpus: float = Field(0.25, gt=0.0, description="CPUs of a separate reference actor")
+    rollout_cpus: float = Field(1.0, gt=0.0, description="CPUs of a vLLM engine actor")
+    gpus_per_role: float = Field(0.0, ge=0.0, description="GPUs per model actor (fractional to share a GPU)")
+    torch_threads: int = Field(2, ge=1, description="torch intra-op threads inside each model actor")
+
+
+class RunSpec(StrictModel):
+    """Loop length, checkpointing and outputs."""
+
+    iterations: int = Field(10, ge=1, description="PPO iterations (rollout + update)")
+    prompts_per_iteration: int = Field(8, ge=1, description="prompts sampled per iteration")
+    checkpoint_every: int = Field(1, ge=1, description="save a resumable checkpoint every N iterations")
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept on disk")
+    max_actor_restarts: int = Field(2, ge=0, description="times a dead actor is replaced and the run restored from its last checkpoint")
+    seed: int = Field(0, description="torch seed of every actor")
+    output_dir: str | None = Field(None, description="run folder (None: <storage_path>/<run name>)")
+
+
+class PPOConfig(StrictModel):
+    """A PPO / GRPO / RLOO run: prompts -> rollouts -> rewards -> advantages -> clipped updates -> adapter."""
+
+    model: ModelSpec = Field(ModelSpec(), description="base model of policy, reference and critic")
+    prompts: PromptSpec = Field(PromptSpec(), description="prompt source")
+    lora: LoraSpec = Field(LoraSpec(), description="LoRA settings")
+    rollout: RolloutSpec = Field(RolloutSpec(), description="generation")
+    reward: RewardSpec = Field(RewardSpec(), description="reward")
+    algo: AlgoSpec = Field(AlgoSpec(), description="objective and optimizer")
+    placement: PlacementSpec = Field(PlacementSpec(), description="Ray placement")
+    run: RunSpec = Field(RunSpec(), description="loop, checkpoints, outputs")
+    ray: RaySpec = Field(RaySpec(), description="Ray cluster")
+    tracking: TrackingSpec = Field(TrackingSpec(), description="MLflow")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PPOConfig":
+        if self.algo.estimator in ("grpo", "rloo") and self.rollout.samples_per_prompt < 2:
+            raise ValueError(f"algo.estimator={self.algo.estimator} needs rollout.samples_per_prompt >= 2")
+        if self.placement.reference == "policy" and not self.lora.enabled:
+            raise ValueError("placement.reference='policy' needs a LoRA policy (full fine-tuning has no adapter to disable)")
+        if self.rollout.backend == "vllm" and not self.lora.enabled:
+            raise ValueError("rollout.backend=vllm syncs adapter-only weights: it needs lora.enabled=true")
+        if self.rollout.backend == "vllm" and self.rollout.vllm_max_lora_rank < self.lora.r:
+            raise ValueError("rollout.vllm_max_lora_rank must be >= lora.r")
+        return self

@@ -1,0 +1,66 @@
+"""Rule-based, verifiable rewards for math prompts (GSM8K): answer extraction, exact match, answer format.
+
+Pure string functions; ``app.ppo.actors.RewardActor`` looks them up by name in ``RULE_REWARDS`` (the extension point:
+add a ``(response, reference) -> float`` function there).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+_NUMBER = r"-?[\d,]*\.?\d+"
+_HASH_ANSWER = re.compile(rf"####\s*\$?\s*({_NUMBER})")
+_SAYS_ANSWER = re.compile(rf"answer is[:\s]*\$?\s*({_NUMBER})", re.IGNORECASE)
+_ANY_NUMBER = re.compile(_NUMBER)
+
+
+def normalize_number(text: str) -> str | None:
+    """'1,234.50' -> '1234.5', '-3' -> '-3', '7.0' -> '7'; None when not a number."""
+    cleaned = text.replace(",", "").replace("$", "").strip().rstrip(".")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        return None
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def extract_answer(response: str) -> str | None:
+    """The final answer of a response: after '####', else after 'answer is', else the last number; normalized."""
+    for pattern in (_HASH_ANSWER, _SAYS_ANSWER):
+        found = pattern.findall(response)
+        if found:
+            return normalize_number(found[-1])
+    numbers = _ANY_NUMBER.findall(response)
+    return normalize_number(numbers[-1]) if numbers else None
+
+
+def reference_answer(reference: str) -> str | None:
+    """The gold number of a GSM8K answer field ('... #### 72') or of a bare number ('72')."""
+    if "####" in reference:
+        reference = reference.rsplit("####", 1)[1]
+    return normalize_number(reference)
+
+
+def exact_match_reward(response: str, reference: str) -> float:
+    """1.0 when the extracted final answer equals the reference number, else 0.0."""
+    gold = reference_answer(reference)
+    return float(gold is not None and extract_answer(response) == gold)
+
+
+def format_reward(response: str, reference: str = "") -> float:
+    """1.0 when the response states its answer in the requested form ('#### <number>' or 'The answer is <number>')."""
+    del reference
+    return float(bool(_HASH_ANSWER.search(response) or _SAYS_ANSWER.search(response)))
+
+
+def gsm8k_reward(response: str, reference: str) -> float:
+    """Exact match plus a 0.5 format bonus: a shaped, still verifiable reward (range 0 .. 1.5)."""
+    return exact_match_reward(response, reference) + 0.5 * format_reward(response)
+
+
+RULE_REWARDS: dict[str, Callable[[str, str], float]] = {
+    "exact_match": exact_match_reward,
+    "format": format_reward,
+    "gsm8k": gsm8k_reward,
+}

@@ -1,0 +1,283 @@
+"""The PPO loop on a Ray actor group (Ouyang et al. 2022 / Ziegler et al. 2019), with GRPO and RLOO behind the same loop.
+
+One iteration:  prompts (cursor) -> rollout (HF in the policy actor, or vLLM with the synced adapter)
+  -> in parallel: rewards (RewardActor shards), old log-probs (policy), reference log-probs (adapter disabled or a
+     ReferenceActor), values (ValueActor)
+  -> core: per-token KL (k1/k2/k3) -> shaped rewards -> GAE(gamma, lambda) + whitening  |  group baselines (grpo/rloo)
+  -> in parallel: PPO epochs on the policy (clipped surrogate) and the critic (clipped value loss)
+  -> adaptive KL controller -> adapter-only sync to the rollout engine -> checkpoint -> MLflow.
+A dead actor (node loss, OOM, kill) is replaced and the run restored from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import ray
+import torch
+from ray.exceptions import RayActorError
+
+from app.config.loader import config_hash, dump_config
+from app.config.ppo import PPOConfig
+from app.core.advantages import AdaptiveKLController, compute_gae, group_advantages, kl_estimate, shape_rewards, whiten
+from app.models.loader import resolve_model
+from app.ppo import checkpoint as ckpt
+from app.ppo.actors import PolicyActor, ReferenceActor, RewardActor, ValueActor
+from app.ppo.batch import build_batch
+from app.ppo.group import RayActorGroup, RoleResources, plan_placement, split_evenly
+from app.ppo.prompts import PromptCursor, load_prompts
+from app.ppo.rollout import VLLMEngineActor
+
+
+class PPODriver:
+    """Owns the actor group and the loop state (iteration, prompt cursor, KL controller, metrics history)."""
+
+    def __init__(self, cfg: PPOConfig, run_dir: str | Path):
+        from transformers import AutoTokenizer
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, self.run_dir / "config.yaml")
+        self.model = resolve_model(cfg.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model.path)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        p = cfg.prompts
+        self.prompts = load_prompts(p.path, self.tokenizer, p.system_prompt, p.split, p.max_prompts, p.max_prompt_tokens)
+        self.restarts = 0
+        self.placement = None
+        self._reset_loop_state()
+        self.start_actors()
+        self.restore(ckpt.latest_checkpoint(self.run_dir))
+
+    # ----- actors -------------------------------------------------------------------------------------------------
+    def _reset_loop_state(self) -> None:
+        a = self.cfg.algo
+        self.iteration = 0
+        self.cursor = PromptCursor(len(self.prompts), self.cfg.prompts.shuffle_seed)
+        self.kl_ctl = AdaptiveKLController(a.init_kl_coef, a.target_kl, a.kl_horizon)
+        self.history: list[dict] = []
+        self.mlflow_run_id: str | None = None
+
+    def start_actors(self) -> None:
+        """Reserve the placement group and start every role; returns when all actors answer."""
+        c, pl = self.cfg, self.cfg.placement
+        gpu = pl.gpus_per_role
+        roles = {"policy": RoleResources(pl.policy_cpus, gpu), "reward": RoleResources(pl.reward_cpus)}
+        if c.algo.estimator == "gae":
+            roles["value"] = RoleResources(pl.value_cpus, gpu)
+        if pl.reference == "actor":
+            roles["reference"] = RoleResources(pl.reference_cpus, gpu)
+        if c.rollout.backend == "vllm":
+            roles["engine"] = RoleResources(pl.rollout_cpus, gpu)
+        self.placement = plan_placement(roles, pl.colocate)
+        path, lora, algo = str(self.model.path), c.lora.model_dump(), c.algo.model_dump()
+        seed, threads = c.run.seed, pl.torch_threads
+        self.policy = RayActorGroup("policy", PolicyActor, roles["policy"], self.placement, path, lora, algo, seed, threads)
+        self.reward = RayActorGroup("reward", RewardActor, roles["reward"], self.placement, c.reward.kind, c.reward.rule,
+                                    c.reward.model_path)
+        self.value = (RayActorGroup("value", ValueActor, roles["value"], self.placement, path, lora, algo, seed, threads)
+                      if "value" in roles else None)
+        self.reference = (RayActorGroup("reference", ReferenceActor, roles["reference"], self.placement, path, seed, threads)
+                          if "reference" in roles else None)
+        r = c.rollout
+        self.engine = (RayActorGroup("engine", VLLMEngineActor, roles["engine"], self.placement, path, r.vllm_max_loras,
+                                     r.vllm_max_lora_rank, c.prompts.max_prompt_tokens + r.max_new_tokens, seed,
+                                     r.vllm_gpu_memory_utilization, r.vllm_kv_cache_gb)
+                       if "engine" in roles else None)
+        ray.get([ref for g in self.groups() for ref in g.call("ping")])
+
+    def groups(self) -> list[RayActorGroup]:
+        return [g for g in (self.policy, self.reward, self.value, self.reference, self.engine) if g is not None]
+
+    def stop_actors(self) -> None:
+        for g in self.groups():
+            g.kill()
+        if self.placement is not None:
+            self.placement.remove()
+            self.placement = None
+
+    # ----- checkpoints --------------------------------------------------------------------------------------------
+    def save(self) -> Path:
+        stage = ckpt.staging_dir(self.run_dir, self.iteration)
+        refs = [self.policy.call_one("save_state", str(stage))]
+        if self.value:
+            refs.append(self.value.call_one("save_state", str(stage)))
+        ray.get(refs)
+        state = {"iteration": self.iteration, "cursor": self.cursor.state_dict(), "kl_ctl": self.kl_ctl.state_dict(),
+                 "history": self.history, "mlflow_run_id": self.mlflow_run_id}
+        return ckpt.commit_checkpoint(self.run_dir, self.iteration, state, self.cfg.run.keep_checkpoints)
+
+    def restore(self, folder: Path | None) -> str | None:
+        """Load actors + loop state from ``folder`` (None: fresh start). Returns the policy weights digest."""
+        self._reset_loop_state()
+        if folder is None:
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            return None
+        state = ckpt.read_driver_state(folder)
+        self.iteration = state["iteration"]
+        self.cursor = PromptCursor(**state["cursor"])
+        self.kl_ctl = AdaptiveKLController.from_state_dict(state["kl_ctl"])
+        self.history, self.mlflow_run_id = state["history"], state["mlflow_run_id"]
+        refs = [self.policy.call_one("load_state", str(folder))]
+        if self.value:
+            refs.append(self.value.call_one("load_state", str(folder)))
+        digest = ray.get(refs)[0]
+        (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in self.history), encoding="utf-8")
+        self._sync_engine()
+        return digest
+
+    def _sync_engine(self) -> float:
+        """Adapter-only weight sync: the policy writes its LoRA adapter, the engine serves it as a new version."""
+        if self.engine is None:
+            return 0.0
+        t0 = time.perf_counter()
+        version = self.iteration + 1
+        folder = self.run_dir / "sync" / f"v{version:06d}"
+        ray.get(self.policy.call_one("save_adapter", str(folder)))
+        ray.get(self.engine.call_one("load_adapter", str(folder), version))
+        return time.perf_counter() - t0
+
+    # ----- one iteration ------------------------------------------------------------------------------------------
+    def step(self) -> dict:
+        c, a, r = self.cfg, self.cfg.algo, self.cfg.rollout
+        seed = c.run.seed * 100_003 + self.iteration
+        t0 = time.perf_counter()
+        prompts = [self.prompts[i] for i in self.cursor.take(c.run.prompts_per_iteration)]
+        n = r.samples_per_prompt
+        generator = self.engine or self.policy
+        responses = ray.get(generator.call_one("generate", [p.ids for p in prompts], n, r.max_new_tokens,
+                                               r.temperature, r.top_p, seed))
+        rep = [p for p in prompts for _ in range(n)]
+        batch = build_batch([p.ids for p in rep], responses, self.pad_id)
+        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        t_gen = time.perf_counter()
+
+        shards = list(zip(*(split_evenly(x, len(self.reward)) for x in
+                            ([p.text for p in rep], texts, [p.reference for p in rep]))))
+        score_refs = self.reward.call_shards("score", shards)
+        logp_ref = self.policy.call_one("logprobs", batch)
+        ref_ref = (self.reference.call_one("logprobs", batch) if self.reference
+                   else self.policy.call_one("logprobs", batch, reference=True))
+        value_ref = self.value.call_one("values", batch) if self.value else None
+        scores = torch.tensor([s for shard in ray.get(score_refs) for s in shard], dtype=torch.float32)
+        logp, ref_logp = ray.get([logp_ref, ref_ref])
+        values = ray.get(value_ref) if value_ref is not None else None
+        t_score = time.perf_counter()
+
+        mask = batch.response_mask
+        kl = kl_estimate(logp, ref_logp, a.kl_estimator) * mask
+        beta = self.kl_ctl.value
+        if a.estimator == "gae":
+            token_rewards = shape_rewards(scores, kl, mask, beta)
+            adv, returns = compute_gae(token_rewards, values, mask, a.gamma, a.lam)
+            if a.whiten_advantages:
+                adv = whiten(adv, mask)
+        else:
+            seq_adv = group_advantages(scores - beta * kl.sum(1), n, a.estimator)
+            adv, returns = seq_adv[:, None] * mask, None
+        refs = [self.policy.call_one("update", batch, logp, adv, seed)]
+        if self.value:
+            refs.append(self.value.call_one("update", batch, values, returns, seed))
+        stats = {}
+        for part in ray.get(refs):
+            stats.update(part)
+        t_train = time.perf_counter()
+
+        seq_kl = float(kl.sum(1).mean())
+        self.kl_ctl.update(seq_kl, n_steps=len(rep))
+        self.iteration += 1
+        t_sync = self._sync_engine()
+        lengths = mask.sum(1)
+        metrics = {
+            "iteration": self.iteration, "reward_mean": float(scores.mean()), "reward_std": float(scores.std()),
+            "kl": seq_kl, "kl_coef": beta, "response_length": float(lengths.mean()),
+            "truncated_frac": float((lengths >= r.max_new_tokens).float().mean()),
+            **stats,
+            "seconds_generation": t_gen - t0, "seconds_scoring": t_score - t_gen, "seconds_training": t_train - t_score,
+            "seconds_sync": t_sync, "seconds_iteration": time.perf_counter() - t0,
+        }
+        metrics["sample"] = texts[0][:200]
+        return metrics
+
+    # ----- the loop -----------------------------------------------------------------------------------------------
+    def run(self, on_iteration=None) -> list[dict]:
+        """Iterate until ``run.iterations``; checkpoint, log, survive dead actors. ``on_iteration(driver, metrics)``
+        is called after each completed iteration (progress printing, tests)."""
+        mlflow = self._start_mlflow()
+        try:
+            while self.iteration < self.cfg.run.iterations:
+                try:
+                    metrics = self.step()
+                except RayActorError as exc:
+                    self.restarts += 1
+                    if self.restarts > self.cfg.run.max_actor_restarts:
+                        raise
+                    print(f"[ppo] actor died ({type(exc).__name__}); restoring from last checkpoint "
+                          f"(restart {self.restarts}/{self.cfg.run.max_actor_restarts})", flush=True)
+                    self.stop_actors()
+                    self.start_actors()
+                    self.restore(ckpt.latest_checkpoint(self.run_dir))
+                    continue
+                self.history.append(metrics)
+                with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(metrics) + "\n")
+                if mlflow:
+                    mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, step=self.iteration)
+                print(f"[ppo] iter {self.iteration}/{self.cfg.run.iterations} reward {metrics['reward_mean']:.3f} "
+                      f"kl {metrics['kl']:.3f} len {metrics['response_length']:.1f} "
+                      f"({metrics['seconds_iteration']:.1f}s)", flush=True)
+                if self.iteration % self.cfg.run.checkpoint_every == 0 or self.iteration == self.cfg.run.iterations:
+                    self.save()
+                if on_iteration:
+                    on_iteration(self, metrics)
+            self.export(mlflow)
+        finally:
+            if mlflow and mlflow.active_run():
+                mlflow.end_run()
+        return self.history
+
+    def _start_mlflow(self):
+        if not self.cfg.tracking.enabled:
+            return None
+        from app.tracking.mlflow_store import configure_mlflow
+
+        mlflow = configure_mlflow(self.cfg.tracking)
+        run = mlflow.start_run(run_id=self.mlflow_run_id, run_name=None if self.mlflow_run_id else self.run_dir.name)
+        if self.mlflow_run_id is None:
+            self.mlflow_run_id = run.info.run_id
+            mlflow.log_params({"method": self.cfg.algo.estimator, "config_hash": config_hash(self.cfg),
+                               "model": self.cfg.model.source, "rollout": self.cfg.rollout.backend,
+                               "lora_r": self.cfg.lora.r, "lr": self.cfg.algo.lr})
+        return mlflow
+
+    def export(self, mlflow=None) -> Path:
+        """Write the final adapter (peft layout + rayalign_lineage.json) and the reward/KL plot."""
+        from app.ppo.plot import plot_history
+
+        out = self.run_dir / "adapter"
+        plot = plot_history(self.history, self.run_dir / "ppo_curves.png", target_kl=self.cfg.algo.target_kl)
+        if not self.cfg.lora.enabled:
+            return plot
+        ray.get(self.policy.call_one("save_adapter", str(out)))
+        last = self.history[-1] if self.history else {}
+        lineage = {
+            "base_model_source": self.cfg.model.source, "base_sha": self.model.base_sha,
+            "dataset_id": str(self.cfg.prompts.path), "config_hash": config_hash(self.cfg),
+            "method": {"gae": "ppo", "grpo": "grpo", "rloo": "rloo"}[self.cfg.algo.estimator],
+            "lora": {"r": self.cfg.lora.r, "alpha": self.cfg.lora.alpha, "target_modules": self.cfg.lora.target_modules},
+            "metrics": {k: last[k] for k in ("reward_mean", "kl", "response_length") if k in last}
+                       | {"iterations": self.iteration},
+            "created_at": datetime.now(timezone.utc).isoformat(),
+        }
+        (out / "rayalign_lineage.json").write_text(json.dumps(lineage, indent=1), encoding="utf-8")
+        if mlflow:
+            mlflow.log_artifact(str(plot))
+            mlflow.log_artifacts(str(out), artifact_path="adapter")
+        return out
+
+    def shutdown(self) -> None:
+        self.stop_actors()

@@ -1,0 +1,145 @@
+"""PPO iteration time split per phase, and GRPO iteration time vs TRL's GRPOTrainer on the same tiny model and prompts.
+
+    python benchmarks/ppo_iteration.py [--iterations 4] [--model tiny:llama]
+
+Runs in one process: (1) our PPO (GAE + critic) loop, (2) our GRPO loop, both on a local Ray actor group;
+(3) trl.GRPOTrainer with the same LoRA, prompts, group size, completion length, KL beta and one optimizer step per
+generation batch. Prints seconds per phase and the TRL/ours ratio; writes benchmarks/results/ppo_iteration.json.
+The first iteration of every run is warm-up and excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PHASES = ("seconds_generation", "seconds_scoring", "seconds_training", "seconds_sync", "seconds_iteration")
+
+
+def write_prompts(path: Path, n: int = 32) -> Path:
+    rows = [{"question": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
+             "answer": f"#### {a + b}"} for a in range(1, n // 4 + 1) for b in (2, 3, 5, 7)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:n]), encoding="utf-8")
+    return path
+
+
+def run_ours(estimator: str, args, prompts: Path, out: Path) -> dict:
+    from app.config.loader import validate_config
+    from app.config.ppo import PPOConfig
+    from app.ppo.driver import PPODriver
+
+    group = args.group if estimator != "gae" else 1
+    cfg = validate_config({
+        "model": {"source": args.model},
+        "prompts": {"path": str(prompts), "system_prompt": "", "max_prompt_tokens": 64},
+        "rollout": {"samples_per_prompt": group, "max_new_tokens": args.max_new_tokens},
+        "algo": {"estimator": estimator, "ppo_epochs": 1, "minibatch_size": args.prompts * group,
+                 "init_kl_coef": args.beta, "target_kl": None},
+        "placement": {"policy_cpus": 0.5, "value_cpus": 0.25, "reward_cpus": 0.1, "torch_threads": 2},
+        "run": {"iterations": args.iterations, "prompts_per_iteration": args.prompts * (group if estimator == "gae" else 1),
+                "checkpoint_every": 1000, "output_dir": str(out / estimator)},
+        "tracking": {"enabled": False},
+    }, PPOConfig, f"benchmark:{estimator}")
+    driver = PPODriver(cfg, out / estimator)
+    try:
+        history = driver.run()
+    finally:
+        driver.shutdown()
+    steady = history[1:]
+    return {k: statistics.mean(h[k] for h in steady) for k in PHASES} | {"iterations_timed": len(steady)}
+
+
+def run_trl(args, prompts: Path, out: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from app.core.rewards import RULE_REWARDS
+    from app.models.loader import resolve_model
+
+    torch.set_num_threads(2)
+    path = resolve_model(args.model).path
+    rows = [json.loads(line) for line in prompts.read_text().splitlines()]
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["question"]}], "reference": r["answer"]} for r in rows])
+    rule = RULE_REWARDS["gsm8k"]
+
+    def reward(prompts, completions, reference, **_):
+        return [rule(c[-1]["content"] if isinstance(c, list) else c, ref) for c, ref in zip(completions, reference)]
+
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *a, **k):
+            stamps.append(time.perf_counter())
+
+    tok = AutoTokenizer.from_pretrained(path)
+    cfg = GRPOConfig(
+        output_dir=str(out / "trl"), per_device_train_batch_size=args.prompts * args.group, num_generations=args.group,
+        max_completion_length=args.max_new_tokens, beta=args.beta, num_iterations=1, max_steps=args.iterations,
+        learning_rate=1e-4, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, temperature=1.0,
+        top_k=0, seed=0, dataloader_num_workers=0,
+    )
+    trainer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), reward_funcs=reward, args=cfg,
+        train_dataset=data, processing_class=tok, callbacks=[Clock()],
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM"),
+    )
+    start = time.perf_counter()
+    trainer.train()
+    steps = [b - a for a, b in zip([start, *stamps], stamps)][1:]
+    return {"seconds_iteration": statistics.mean(steps), "iterations_timed": len(steps)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tiny:llama")
+    p.add_argument("--iterations", type=int, default=4)
+    p.add_argument("--prompts", type=int, default=4, help="prompts per iteration")
+    p.add_argument("--group", type=int, default=4, help="GRPO samples per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--beta", type=float, default=0.05, help="KL coefficient (both: reference model in use)")
+    args = p.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from app.config.common import RaySpec
+    from app.launch.runtime import init_ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        prompts = write_prompts(out / "prompts.jsonl")
+        init_ray(RaySpec(num_cpus=2))
+        ppo = run_ours("gae", args, prompts, out)
+        grpo = run_ours("grpo", args, prompts, out)
+        import ray
+
+        ray.shutdown()
+        trl = run_trl(args, prompts, out)
+    result = {
+        "model": args.model, "prompts_per_iteration": args.prompts, "group": args.group,
+        "max_new_tokens": args.max_new_tokens, "ppo_gae": ppo, "grpo_ours": grpo, "grpo_trl": trl,
+        "trl_over_ours_iteration_time": trl["seconds_iteration"] / grpo["seconds_iteration"],
+        "load_average_1m": os.getloadavg()[0],
+    }
+    print(f"{'phase':<22}{'PPO (GAE)':>12}{'GRPO ours':>12}")
+    for k in PHASES:
+        print(f"{k:<22}{ppo[k]:>12.3f}{grpo[k]:>12.3f}")
+    print(f"GRPO iteration: ours {grpo['seconds_iteration']:.3f}s, TRL GRPOTrainer {trl['seconds_iteration']:.3f}s "
+          f"-> TRL/ours = {result['trl_over_ours_iteration_time']:.2f}x")
+    dest = ROOT / "benchmarks" / "results" / "ppo_iteration.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"wrote {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

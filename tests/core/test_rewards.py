@@ -1,0 +1,33 @@
+"""Rule rewards: GSM8K answer extraction, exact match and format."""
+
+import pytest
+
+from app.core.rewards import RULE_REWARDS, exact_match_reward, extract_answer, format_reward, gsm8k_reward, reference_answer
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("so she has 3 + 4 = 7 apples.\n#### 7", "7"),
+    ("The answer is $1,250.", "1250"),
+    ("I think 12 then 15", "15"),
+    ("The answer is -3.50", "-3.5"),
+    ("no numbers here", None),
+])
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_reference_answer_reads_gsm8k_field():
+    assert reference_answer("Natalia sold 48/2 = 24 clips.\n#### 72") == "72"
+    assert reference_answer("1,000") == "1000"
+
+
+def test_exact_match_and_format():
+    gold = "She pays 5*3 = 15\n#### 15"
+    assert exact_match_reward("The answer is 15.", gold) == 1.0
+    assert exact_match_reward("The answer is 16.", gold) == 0.0
+    assert exact_match_reward("15.0 dollars", gold) == 1.0
+    assert format_reward("The answer is 16.") == 1.0
+    assert format_reward("it is 16") == 0.0
+    assert gsm8k_reward("The answer is 15.", gold) == 1.5
+    assert gsm8k_reward("it is 15", gold) == 1.0
+    assert set(RULE_REWARDS) >= {"exact_match", "format", "gsm8k"}

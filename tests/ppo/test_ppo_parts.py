@@ -1,0 +1,66 @@
+"""PPO pieces without Ray: batch layout, prompt loading/cursor, placement planning, config rules."""
+
+import pytest
+import torch
+
+from app.config.errors import ConfigError
+from app.config.loader import validate_config
+from app.config.ppo import PPOConfig
+from app.ppo.batch import build_batch, trim_response
+from app.ppo.group import RoleResources, plan_bundles, split_evenly
+from app.ppo.prompts import PromptCursor, load_prompts
+
+
+def test_build_batch_layout_and_select():
+    b = build_batch([[5, 6], [7]], [[1, 2, 3], [4]], pad_id=0)
+    assert b.input_ids.tolist() == [[5, 6, 1, 2, 3], [0, 7, 4, 0, 0]]
+    assert b.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 0, 0]]
+    assert b.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 1, 1, 1]]
+    assert b.response_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    sub = b.select(torch.tensor([1]))  # trims shared padding on both sides
+    assert sub.input_ids.tolist() == [[7, 4]] and sub.prompt_len == 1 and sub.response_ids.tolist() == [[4]]
+
+
+def test_trim_response_keeps_first_eos():
+    assert trim_response([3, 4, 9, 5, 9], {9}, pad_id=0) == [3, 4, 9]
+    assert trim_response([3, 4, 0, 0], {9}, pad_id=0) == [3, 4]
+
+
+def test_prompt_cursor_is_a_resumable_fixed_order():
+    a = PromptCursor(5, seed=1)
+    first = a.take(7)
+    assert sorted(first[:5]) == list(range(5))  # one epoch covers every prompt once
+    b = PromptCursor(**a.state_dict())
+    assert b.take(4) == PromptCursor(5, seed=1).take(11)[7:]
+
+
+def test_load_prompts_renders_chat_and_names_bad_rows(prompt_file, tmp_path, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = load_prompts(str(prompt_file), tok, system_prompt="Be brief.", max_prompts=3)
+    assert len(prompts) == 3 and prompts[0].text.startswith("<|im_start|>system\nBe brief.")
+    assert prompts[0].text.endswith("<|im_start|>assistant\n") and prompts[0].reference.endswith("#### 3")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "ok", "answer": "1"}\n{"answer": "2"}\n')
+    with pytest.raises(ConfigError, match=r"bad.jsonl row 2: field 'question'"):
+        load_prompts(str(bad), tok)
+
+
+def test_plan_bundles_colocated_vs_disaggregated():
+    roles = {"policy": RoleResources(1.0, 0.5), "value": RoleResources(0.5, 0.5), "reward": RoleResources(0.25, 0, 2)}
+    bundles, where = plan_bundles(roles, colocate=True)
+    assert bundles == [{"CPU": 2.0, "GPU": 1.0}] and where["reward"] == [0, 0]
+    bundles, where = plan_bundles(roles, colocate=False)
+    assert len(bundles) == 4 and where == {"policy": [0], "value": [1], "reward": [2, 3]}
+    assert bundles[2] == {"CPU": 0.25}
+    assert split_evenly(list(range(5)), 2) == [[0, 1, 2], [3, 4]]
+
+
+def test_config_rules():
+    with pytest.raises(ConfigError, match="samples_per_prompt >= 2"):
+        validate_config({"algo": {"estimator": "grpo"}}, PPOConfig)
+    with pytest.raises(ConfigError, match="full fine-tuning"):
+        validate_config({"lora": {"enabled": False}}, PPOConfig)
+    with pytest.raises(ConfigError, match="unknown key 'algo.gama'"):
+        validate_config({"algo": {"gama": 0.9}}, PPOConfig)
