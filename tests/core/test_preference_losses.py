@@ -86,7 +86,7 @@ def _naive_sequence_logprobs(logits, labels):
                 probs = torch.softmax(logits[b, t - 1].double(), -1)
                 total += math.log(probs[labels[b, t]].item())
         out.append(total)
-    return torch.tensor(out)
+    return torch.tensor(out, dtype=torch.float64)
 
 
 def test_sequence_logprobs_matches_naive_loop():
@@ -97,11 +97,11 @@ def test_sequence_logprobs_matches_naive_loop():
     labels[1, 5:] = -100  # padding
     labels[2, :] = -100  # nothing to score -> 0
     got = sequence_logprobs(logits, labels)
-    want = _naive_sequence_logprobs(logits, labels)
+    want = _naive_sequence_logprobs(logits, labels).double()
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
     assert got[2].item() == 0.0
-    counts = torch.tensor([4.0, 4.0, 1.0])  # label tokens at t >= 1 (row 2: none -> clamp 1)
-    torch.testing.assert_close(sequence_logprobs(logits, labels, average=True).double(), want / counts.double(), atol=1e-5, rtol=0)
+    counts = torch.tensor([4.0, 4.0, 1.0], dtype=torch.float64)  # label tokens at t >= 1 (row 2: none -> clamp 1)
+    torch.testing.assert_close(sequence_logprobs(logits, labels, average=True).double(), (want / counts.double()), atol=1e-5, rtol=0)
 
 
 def test_selected_logprobs_matches_log_softmax():
