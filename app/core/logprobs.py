@@ -7,6 +7,9 @@ predicts token t+1 from position t, so logits are shifted by one against labels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -48,3 +51,74 @@ def selected_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     Used by the DPO loop, which applies the LM head only at label positions instead of all B·T.
     """
     return -F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+@dataclass(frozen=True)
+class PackedSequences:
+    """Several variable-length sequences concatenated into one padding-free row.
+
+    input_ids, position_ids, labels: [1, N] int64 (position_ids restart at 0 per sequence, which makes
+    transformers' SDPA/eager attention block-diagonal when no attention_mask is passed and use_cache=False);
+    seq_index: [N] which sequence each token belongs to; n_seqs: number of sequences.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    labels: torch.Tensor
+    seq_index: torch.Tensor
+    n_seqs: int
+
+    @property
+    def last_token_index(self) -> torch.Tensor:
+        """[n_seqs] position in the row of each sequence's last token (what a reward head pools)."""
+        ends = torch.zeros(self.n_seqs, dtype=torch.long)
+        return ends.scatter_reduce(0, self.seq_index, torch.arange(self.seq_index.numel()), reduce="amax")
+
+
+def pack_sequences(input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None = None) -> PackedSequences:
+    """Concatenate sequences (lists of token ids, with aligned labels or none) into one :class:`PackedSequences`."""
+    if labels is None:
+        labels = [[IGNORE_INDEX] * len(x) for x in input_ids]
+    lengths = [len(x) for x in input_ids]
+    if any(n == 0 for n in lengths):
+        raise ValueError("cannot pack an empty sequence")
+    for i, (x, y) in enumerate(zip(input_ids, labels)):
+        if len(x) != len(y):
+            raise ValueError(f"sequence {i}: input_ids ({len(x)}) and labels ({len(y)}) differ in length")
+    flat = lambda seqs: torch.tensor([t for s in seqs for t in s], dtype=torch.long)[None]  # noqa: E731
+    lengths_t = torch.tensor(lengths)
+    return PackedSequences(
+        input_ids=flat(input_ids),
+        position_ids=torch.cat([torch.arange(n) for n in lengths])[None],
+        labels=flat(labels),
+        seq_index=torch.repeat_interleave(torch.arange(len(lengths)), lengths_t),
+        n_seqs=len(lengths),
+    )
+
+
+def causal_lm_parts(model) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(decoder backbone, LM head) of a transformers causal LM, also through a peft wrapper (LoRA layers stay active)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def packed_sequence_logprobs(model, packed: PackedSequences, average: bool = False) -> torch.Tensor:
+    """log π(y|x) per sequence of a packed row, applying the LM head only where a label exists.
+
+    One backbone pass over [1, N] tokens (no padding), then the [H → V] head on just the M ≤ N label positions:
+    for chat preference data the prompt is most of the tokens, so this skips most of the B·T·V logits a padded
+    forward computes. Returns [n_seqs] float32 (sum, or per-token mean with ``average=True``).
+    """
+    backbone, head = causal_lm_parts(model)
+    hidden = backbone(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False).last_hidden_state[0]
+    # position t predicts labels[t+1], unless t+1 starts the next sequence
+    targets = packed.labels[0, 1:].clone()
+    targets[packed.position_ids[0, 1:] == 0] = IGNORE_INDEX
+    where = (targets != IGNORE_INDEX).nonzero(as_tuple=True)[0]
+    token_lp = selected_logprobs(head(hidden[where]), targets[where])
+    seq = packed.seq_index[where]
+    total = torch.zeros(packed.n_seqs, dtype=token_lp.dtype, device=token_lp.device).index_add(0, seq, token_lp)
+    if not average:
+        return total
+    count = torch.zeros(packed.n_seqs, dtype=token_lp.dtype).index_add(0, seq, torch.ones_like(token_lp))
+    return total / count.clamp(min=1)
