@@ -8,7 +8,8 @@ from pydantic import Field
 
 from app.config.base import StrictModel
 from app.config.common import ModelSpec, RaySpec, TrackingSpec
-from app.config.reward import LoraSpec, PreferenceDataSpec, PreferenceTrainSpec
+from app.config.reward import PreferenceDataSpec, PreferenceTrainSpec
+from app.config.sft import LoraSpec
 
 
 class DPOSpec(StrictModel):

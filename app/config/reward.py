@@ -1,15 +1,18 @@
 """RewardConfig: train a scalar-head reward model (Bradley–Terry) on a preference dataset artifact.
 
-Also home of the sub-schemas every preference job shares (DPO, sweeps): which artifact and split, the LoRA
-adapter, and the optimisation loop.
+Also home of the sub-schemas every preference job shares (DPO, sweeps): which artifact and split, and the optimisation loop
+(the LoRA shape is SFT's ``LoraSpec``).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
 from app.config.base import StrictModel
 from app.config.common import ModelSpec, RaySpec, TrackingSpec
+from app.config.sft import LoraSpec
 
 
 class PreferenceDataSpec(StrictModel):
@@ -22,18 +25,6 @@ class PreferenceDataSpec(StrictModel):
     max_pairs: int | None = Field(None, ge=1, description="use at most this many training pairs (None: all)")
     max_eval_pairs: int | None = Field(None, ge=1, description="evaluate on at most this many held-out pairs (None: all)")
     max_length: int | None = Field(None, ge=8, description="drop pairs whose chosen or rejected sequence is longer (None: keep all)")
-
-
-class LoraSpec(StrictModel):
-    """A LoRA adapter (peft); disabled = train all weights."""
-
-    enabled: bool = Field(True, description="train a LoRA adapter (False: full fine-tuning)")
-    r: int = Field(8, ge=1, le=256, description="LoRA rank")
-    alpha: int = Field(16, ge=1, description="LoRA alpha (scale = alpha / r)")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="module names that get adapters"
-    )
 
 
 class PreferenceTrainSpec(StrictModel):
@@ -69,7 +60,8 @@ class RewardConfig(StrictModel):
 
     model: ModelSpec = Field(default_factory=ModelSpec, description="base model")
     data: PreferenceDataSpec = Field(default_factory=PreferenceDataSpec, description="preference data")
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter (the scalar head is always trained fully)")
+    method: Literal["lora", "full"] = Field("lora", description="train a LoRA adapter (+ the full scalar head) or all weights")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA adapter shape (method 'lora')")
     train: PreferenceTrainSpec = Field(default_factory=PreferenceTrainSpec, description="optimisation loop")
     reward: RewardSpec = Field(default_factory=RewardSpec, description="reward-model specifics")
     output_dir: str | None = Field(None, description="where the final reward model is written (None: <home>/adapters/<run name>)")

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from app.core.losses import IGNORE_INDEX, shift_packed_labels
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -34,9 +34,10 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, average: bool = False) -> torch.Tensor:
     """Sum (or mean, ``average=True``) of label-token log-probs per sequence: log π(y|x) of DPO eq. 7.
 
-    logits: [B, T, V]; labels: [B, T]. Returns [B] (float32). A row with no label tokens gets 0.
+    logits: [B, T, V]; labels: [B, T]. Returns [B] float64 (token log-probs are float32; summing them in float64
+    keeps two computations of the same sum within 1e-5 even for long responses). A row with no label tokens gets 0.
     """
-    per_token = token_logprobs(logits, labels)
+    per_token = token_logprobs(logits, labels).double()
     total = per_token.sum(-1)
     if not average:
         return total
@@ -107,15 +108,15 @@ def packed_sequence_logprobs(model, packed: PackedSequences, average: bool = Fal
 
     One backbone pass over [1, N] tokens (no padding), then the [H → V] head on just the M ≤ N label positions:
     for chat preference data the prompt is most of the tokens, so this skips most of the B·T·V logits a padded
-    forward computes. Returns [n_seqs] float32 (sum, or per-token mean with ``average=True``).
+    forward computes. Returns [n_seqs] float64 (float32 token log-probs summed in float64; sum, or per-token
+    mean with ``average=True``).
     """
     backbone, head = causal_lm_parts(model)
     hidden = backbone(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False).last_hidden_state[0]
     # position t predicts labels[t+1], unless t+1 starts the next sequence
-    targets = packed.labels[0, 1:].clone()
-    targets[packed.position_ids[0, 1:] == 0] = IGNORE_INDEX
+    targets = shift_packed_labels(packed.labels, packed.position_ids)[0]
     where = (targets != IGNORE_INDEX).nonzero(as_tuple=True)[0]
-    token_lp = selected_logprobs(head(hidden[where]), targets[where])
+    token_lp = selected_logprobs(head(hidden[where]), targets[where]).double()
     seq = packed.seq_index[where]
     total = torch.zeros(packed.n_seqs, dtype=token_lp.dtype, device=token_lp.device).index_add(0, seq, token_lp)
     if not average:

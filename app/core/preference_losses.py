@@ -33,18 +33,21 @@ class PreferenceStats:
     """Per-batch metrics shared by reward modelling and DPO (all Python floats)."""
 
     loss: float
-    accuracy: float  # fraction of pairs with chosen score > rejected score
+    accuracy: float  # fraction of pairs with chosen score > rejected score (a tie counts 1/2)
     margin: float  # mean (chosen − rejected) score
     chosen: float  # mean chosen score (DPO: implicit reward β(π_c − ρ_c))
     rejected: float  # mean rejected score
 
 
 def pair_stats(loss: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> PreferenceStats:
-    """Detach and summarise a batch: accuracy = mean[chosen > rejected], margin = mean(chosen − rejected)."""
+    """Detach and summarise a batch: accuracy = mean(1[c > r] + ½·1[c = r]), margin = mean(c − r).
+
+    Ties count one half (a coin flip), so an untrained DPO policy (all implicit rewards 0) scores 0.5, not 0.
+    """
     chosen, rejected = chosen.detach().float(), rejected.detach().float()
     return PreferenceStats(
         loss=float(loss.detach()),
-        accuracy=float((chosen > rejected).float().mean()),
+        accuracy=float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean()),
         margin=float((chosen - rejected).mean()),
         chosen=float(chosen.mean()),
         rejected=float(rejected.mean()),

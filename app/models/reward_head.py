@@ -32,21 +32,21 @@ LINEAGE_FILE = "rayalign_lineage.json"
 
 
 def build_reward_model(base_path: str | Path, lora: Any | None, pad_token_id: int | None, dtype: str = "float32"):
-    """A scalar-head classifier on top of ``base_path``; wrapped with a trainable LoRA (+ full head) when ``lora.enabled``.
+    """A scalar-head classifier on top of ``base_path``; wrapped with a trainable LoRA (+ full head) when ``lora`` is given.
 
-    ``lora``: an app.config.reward.LoraSpec (or None for full fine-tuning).
+    ``lora``: an app.config.sft.LoraSpec, or None for full fine-tuning.
     """
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=getattr(torch, dtype))
     model.config.pad_token_id = pad_token_id
-    if lora is None or not lora.enabled:
+    if lora is None:
         return model
     from peft import LoraConfig, TaskType, get_peft_model
 
     peft_cfg = LoraConfig(
         task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
+        target_modules=lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules),
     )
     return get_peft_model(model, peft_cfg)
 

@@ -73,6 +73,7 @@ def test_dpo_gradient_pushes_chosen_up():
 def test_pair_stats():
     stats = pair_stats(torch.tensor(0.5), torch.tensor([1.0, 0.0, 3.0]), torch.tensor([0.0, 1.0, 1.0]))
     assert stats.accuracy == pytest.approx(2 / 3)
+    assert pair_stats(torch.tensor(0.0), torch.zeros(4), torch.zeros(4)).accuracy == 0.5  # ties: a coin flip
     assert stats.margin == pytest.approx((1 - 1 + 2) / 3)
     assert stats.chosen == pytest.approx(4 / 3) and stats.rejected == pytest.approx(2 / 3)
 
@@ -98,10 +99,10 @@ def test_sequence_logprobs_matches_naive_loop():
     labels[2, :] = -100  # nothing to score -> 0
     got = sequence_logprobs(logits, labels)
     want = _naive_sequence_logprobs(logits, labels).double()
-    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     assert got[2].item() == 0.0
     counts = torch.tensor([4.0, 4.0, 1.0], dtype=torch.float64)  # label tokens at t >= 1 (row 2: none -> clamp 1)
-    torch.testing.assert_close(sequence_logprobs(logits, labels, average=True).double(), (want / counts.double()), atol=1e-5, rtol=0)
+    torch.testing.assert_close(sequence_logprobs(logits, labels, average=True), (want / counts.double()), atol=1e-5, rtol=0)
 
 
 def test_selected_logprobs_matches_log_softmax():
