@@ -34,6 +34,7 @@ class DPOMethod:
 
     name = "dpo"
     columns = list(REF_COLUMNS)
+    score_name = "rewards"  # β·(log π − log π_ref): DPO's implicit rewards
 
     def __init__(self, cfg: DPOConfig, config_hash: str):
         from app.models.loader import load_tokenizer, resolve_model

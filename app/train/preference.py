@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,6 +46,7 @@ class PreferenceMethod(Protocol):
 
     name: str
     columns: list[str]  # artifact columns the method reads besides PAIR_COLUMNS
+    score_name: str  # what chosen/rejected scores are called in metrics: "rewards" (DPO implicit rewards) or "scores"
 
     def build_model(self) -> torch.nn.Module: ...
 
@@ -124,10 +124,18 @@ def evaluate(method: PreferenceMethod, model: torch.nn.Module, data: dict[str, l
     for start in range(0, n, batch_size):
         rows = select_rows(data, range(start, min(n, start + batch_size)))
         _, stats = method.loss(model, rows)
-        for k, v in asdict(stats).items():
+        for k, v in stat_metrics(stats, method.score_name, "eval/").items():
             totals[k] = totals.get(k, 0.0) + v * n_rows(rows)
     model.train()
-    return {f"eval/{k}": v / max(n, 1) for k, v in totals.items()} | {"eval/pairs": float(n)}
+    return {k: v / max(n, 1) for k, v in totals.items()} | {"eval/pairs": float(n)}
+
+
+def stat_metrics(stats: PreferenceStats, score_name: str, prefix: str) -> dict[str, float]:
+    """{prefix}loss, accuracy, margin, {score_name}/chosen, {score_name}/rejected."""
+    return {
+        f"{prefix}loss": stats.loss, f"{prefix}accuracy": stats.accuracy, f"{prefix}margin": stats.margin,
+        f"{prefix}{score_name}/chosen": stats.chosen, f"{prefix}{score_name}/rejected": stats.rejected,
+    }
 
 
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
@@ -230,7 +238,7 @@ def train_preference(cfg, method: PreferenceMethod, config_hash: str, tracker=No
             state.step += 1
             state.batch_in_epoch += 1
             tokens += sum(len(x) for x in rows["chosen_input_ids"]) + sum(len(x) for x in rows["rejected_input_ids"])
-            last = {f"train/{k}": v for k, v in asdict(stats).items()} | {
+            last = stat_metrics(stats, method.score_name, "train/") | {
                 "train/grad_norm": grad_norm, "train/lr": scheduler.get_last_lr()[0], "step": float(state.step),
                 "epoch": float(state.epoch), "train/tokens_per_s": tokens * world / (time.perf_counter() - t0),
             }

@@ -46,6 +46,7 @@ class RewardMethod:
 
     name = "reward"
     columns: list[str] = []
+    score_name = "scores"
 
     def __init__(self, cfg: RewardConfig, config_hash: str):
         from app.models.loader import load_tokenizer, resolve_model

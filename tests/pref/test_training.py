@@ -53,7 +53,7 @@ def test_dpo_learns_and_resumes_exactly(ray_local, tiny_preference_artifact, tmp
     straight = fit_preference("dpo", tiny_config("dpo_sigmoid.yaml", DPOConfig, tiny_preference_artifact, tmp_path,
                                                   "train.max_steps=8", "ray.run_name=straight", f"output_dir={tmp_path / 'a'}", *common))
     m = straight["metrics"]
-    assert m["eval_before/accuracy"] == 0.5 and abs(m["eval_before/margin"]) < 1e-6  # policy == reference: all ties
+    assert abs(m["eval_before/margin"]) < 1e-4  # policy == reference (LoRA B = 0): implicit rewards ~ 0
     assert m["eval/accuracy"] > 0.6 and m["eval/margin"] > 0, m
     assert m["train/rewards/chosen"] > m["train/rewards/rejected"]
     # stop after 4 steps, then re-run under the same run name with the full budget: resumes from step 3's checkpoint
