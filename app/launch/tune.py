@@ -123,7 +123,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
         scheduler = ASHAScheduler(time_attr="step", max_t=a.max_t, grace_period=a.grace_period, reduction_factor=a.reduction_factor)
     trainable = tune.with_parameters(run_trial, sweep_dict=sweep.model_dump(mode="json"), parent_run_id=parent.run_id if parent else None)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"CPU": 0}),  # the trial only waits; its TorchTrainer workers reserve the CPUs
+        tune.with_resources(trainable, {"CPU": 0.01}),  # the trial only waits (Tune refuses 0); its TorchTrainer workers reserve the CPUs
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=sweep.metric, mode=sweep.mode, scheduler=scheduler, search_alg=search_alg,
