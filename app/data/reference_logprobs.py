@@ -1,0 +1,164 @@
+"""Reference log-probs for DPO, precomputed ONCE as a Ray Data ``map_batches`` stage and stored in the artifact.
+
+For every pair the frozen reference model's log π_ref(chosen|prompt) and log π_ref(rejected|prompt) (sums over
+response tokens, the label != -100 positions) are added as float64 columns ``ref_chosen_logp`` /
+``ref_rejected_logp`` to each split's Parquet shards. DPO training then holds one model (the policy) instead of
+two and skips the reference forward on every step.
+
+The artifact's manifest records which reference produced the columns (``reference_logprobs``: model source, base
+weights SHA, adapter and its SHA, dtype). Precomputing again with the same reference is a no-op; a different
+reference recomputes. The data rows and the artifact ``id`` stay the same: the id names the data, the manifest
+entry names the reference.
+
+    precompute_reference_logprobs("artifacts/hh", ModelSpec(source="bundled:smollm2-135m-instruct"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from app.config.common import ModelSpec
+from app.data.artifact import load_artifact
+from app.data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("ref_chosen_logp", "ref_rejected_logp")
+MANIFEST_KEY = "reference_logprobs"
+
+
+def reference_identity(model: ModelSpec, adapter: str | None) -> dict[str, Any]:
+    """What identifies a reference model: base source + weights SHA, optional adapter + its weights SHA, dtype."""
+    from app.models.loader import resolve_model
+
+    resolved = resolve_model(model)
+    ident: dict[str, Any] = {"model_source": model.source, "base_sha": resolved.base_sha, "dtype": model.dtype, "adapter": None, "adapter_sha": None}
+    if adapter:
+        weights = Path(adapter).expanduser() / "adapter_model.safetensors"
+        if not weights.is_file():
+            raise DataError(f"reference adapter {adapter}: no adapter_model.safetensors (not a peft adapter folder)")
+        ident["adapter"] = str(Path(adapter).expanduser().resolve())
+        ident["adapter_sha"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return ident
+
+
+def load_reference_model(model_path: str, adapter: str | None, dtype: str):
+    """The frozen reference: base causal LM, with an SFT adapter merged in when given. Eval mode, no grads."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval().requires_grad_(False)
+    return model
+
+
+def pair_logprobs(model, batch: dict[str, list], prefix: str = "") -> tuple[Any, Any]:
+    """(log π(chosen), log π(rejected)) for a batch of pairs in one packed forward. Returns two float32 tensors [B].
+
+    ``batch`` has the preference columns ``chosen_input_ids``, ``chosen_labels``, ``rejected_input_ids``,
+    ``rejected_labels`` as lists of token-id lists. Shared by this precompute and the live check in tests.
+    """
+    from app.core.logprobs import pack_sequences, packed_sequence_logprobs
+
+    ids = list(batch["chosen_input_ids"]) + list(batch["rejected_input_ids"])
+    labels = list(batch["chosen_labels"]) + list(batch["rejected_labels"])
+    logps = packed_sequence_logprobs(model, pack_sequences(ids, labels))
+    n = len(batch["chosen_input_ids"])
+    return logps[:n], logps[n:]
+
+
+class ReferenceScorer:
+    """Ray Data callable class: loads the reference once per actor, appends the two log-prob columns to each batch."""
+
+    def __init__(self, model_path: str, adapter: str | None, dtype: str, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.model = load_reference_model(model_path, adapter, dtype)
+
+    def __call__(self, batch):
+        import pyarrow as pa
+        import torch
+
+        split = [Path(p).parent.name for p in batch.column("path").to_pylist()]
+        table = batch.drop_columns([c for c in (*COLUMNS, "path") if c in batch.column_names])
+        cols = {c: table.column(c).to_pylist() for c in ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")}
+        with torch.inference_mode():
+            chosen, rejected = pair_logprobs(self.model, cols)
+        table = table.append_column(COLUMNS[0], pa.array(chosen.numpy(), pa.float64()))
+        table = table.append_column(COLUMNS[1], pa.array(rejected.numpy(), pa.float64()))
+        return table.append_column("split", pa.array(split, pa.string()))
+
+
+def has_reference_logprobs(artifact_path: str | Path, identity: dict[str, Any]) -> bool:
+    """True when the artifact already carries log-prob columns from exactly this reference."""
+    entry = load_artifact(artifact_path).manifest.get(MANIFEST_KEY)
+    return bool(entry) and {k: entry.get(k) for k in identity} == identity
+
+
+def precompute_reference_logprobs(
+    artifact_path: str | Path,
+    model: ModelSpec,
+    adapter: str | None = None,
+    batch_size: int = 8,
+    num_cpus: float = 1.0,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Add ``ref_chosen_logp`` / ``ref_rejected_logp`` to every split of a preference artifact (in place, atomically per split).
+
+    Runs on the current Ray cluster (call ``init_ray`` first). Returns the manifest's ``reference_logprobs`` entry.
+    """
+    import ray
+
+    from app.models.loader import resolve_model
+
+    artifact = load_artifact(artifact_path)
+    if artifact.manifest["record_type"] != "preference":
+        raise DataError(f"{artifact.path}: record_type is {artifact.manifest['record_type']!r}, DPO needs 'preference'")
+    identity = reference_identity(model, adapter)
+    if not force and has_reference_logprobs(artifact.path, identity):
+        log.info("reference log-probs already present in %s (same reference)", artifact.path)
+        return artifact.manifest[MANIFEST_KEY]
+    t0 = time.perf_counter()
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # keep shard row order: diffs and spot checks stay readable
+    splits = list(artifact.manifest["splits"])
+    # one pipeline (one reference actor) over every split; rows remember their split through their file path
+    ds = ray.data.read_parquet([str(artifact.split_path(s)) for s in splits], file_extensions=["parquet"], include_paths=True)
+    ds = ds.map_batches(
+        ReferenceScorer,
+        fn_constructor_kwargs=dict(model_path=str(resolve_model(model).path), adapter=identity["adapter"], dtype=model.dtype, threads=max(1, int(num_cpus))),
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        concurrency=1,
+        num_cpus=num_cpus,
+    )
+    staged = artifact.path / ".reflogp.tmp"
+    shutil.rmtree(staged, ignore_errors=True)
+    ds.write_parquet(str(staged), partition_cols=["split"])
+    for split in splits:
+        src, new, old = artifact.split_path(split), staged / f"split={split}", artifact.path / f".{split}.old"
+        if not new.is_dir():  # an empty split produces no rows and no folder
+            new.mkdir(parents=True)
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(src, old)
+        os.replace(new, src)
+        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staged, ignore_errors=True)
+    entry = {**identity, "columns": list(COLUMNS), "seconds": round(time.perf_counter() - t0, 1), "created_at": time.time()}
+    manifest = dict(artifact.manifest, **{MANIFEST_KEY: entry})
+    tmp = artifact.path / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, artifact.path / "manifest.json")
+    return entry

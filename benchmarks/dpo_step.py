@@ -1,0 +1,146 @@
+"""DPO step time: rayalign (reference log-probs precomputed once, packed, head only on response tokens) vs TRL
+DPOTrainer with its default live reference (adapter disabled), same model, LoRA, data, batch and threads, one run.
+
+    python benchmarks/dpo_step.py                      # tiny model, synthetic learnable pairs (what CI-sized runs use)
+    python benchmarks/dpo_step.py --model bundled:smollm2-135m-instruct --pairs 48 --batch 4
+
+Prints median seconds per optimizer step for both and the ratio rayalign / TRL (goal <= 0.6); also the one-time
+cost of the precompute. Writes benchmarks/results/dpo_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "pref"))
+
+
+def make_pairs(source: str, n: int):
+    from conftest import synthetic_pairs  # the tests' learnable synthetic pairs (tokenized with this model's template)
+
+    from app.models.loader import load_tokenizer
+
+    tok = load_tokenizer(source)
+    return tok, synthetic_pairs(tok, n, seed=0)
+
+
+def rayalign_steps(model_path: str, tok, rows: list[dict], batch: int, steps: int, lr: float) -> tuple[list[float], float]:
+    """Our DPO step: one packed policy forward+backward per batch; reference read from precomputed columns."""
+    from app.config.dpo import DPOConfig
+    from app.data.reference_logprobs import load_reference_model, pair_logprobs
+    from app.train.dpo import DPOMethod
+
+    t0 = time.perf_counter()
+    ref = load_reference_model(model_path, None, "float32")
+    with torch.inference_mode():
+        for i in range(0, len(rows), batch):
+            chunk = rows[i : i + batch]
+            c, r = pair_logprobs(ref, {k: [x[k] for x in chunk] for k in chunk[0]})
+            for x, lc, lr_ in zip(chunk, c.tolist(), r.tolist()):
+                x["ref_chosen_logp"], x["ref_rejected_logp"] = lc, lr_
+    precompute_s = time.perf_counter() - t0
+    del ref
+    cfg = DPOConfig.model_validate({"model": {"source": model_path}, "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+                                    "train": {"lr": lr, "batch_size": batch}, "dpo": {"beta": 0.1}})
+    method = DPOMethod(cfg, "bench")
+    model = method.build_model()
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    times = []
+    for s in range(steps):
+        chunk = [rows[(s * batch + j) % len(rows)] for j in range(batch)]
+        t = time.perf_counter()
+        loss, _ = method.loss(model, {k: [x[k] for x in chunk] for k in chunk[0]})
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        times.append(time.perf_counter() - t)
+    return times, precompute_s
+
+
+def trl_steps(model_path: str, tok, rows: list[dict], batch: int, steps: int, lr: float) -> list[float]:
+    """TRL DPOTrainer, defaults: live reference = the same model with the LoRA adapter disabled, padded batches."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    data = Dataset.from_list([{
+        "prompt": tok.decode([t for t, y in zip(x["chosen_input_ids"], x["chosen_labels"]) if y == -100]),
+        "chosen": tok.decode([t for t in x["chosen_labels"] if t != -100]),
+        "rejected": tok.decode([t for t in x["rejected_labels"] if t != -100]),
+    } for x in rows])
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.times, self.t = [], 0.0
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.times.append(time.perf_counter() - self.t)
+
+    timer = StepTimer()
+    with tempfile.TemporaryDirectory() as out:
+        args = DPOConfig(output_dir=out, per_device_train_batch_size=batch, max_steps=steps, learning_rate=lr, beta=0.1,
+                         logging_steps=10_000, save_strategy="no", report_to="none", use_cpu=True, max_length=1024,
+                         dataloader_num_workers=0, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0)
+        trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), args=args, train_dataset=data,
+                             processing_class=tok, peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0,
+                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM"),
+                             callbacks=[timer])
+        trainer.train()
+    return timer.times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny:llama")
+    ap.add_argument("--pairs", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3, help="steps excluded from the median (allocator, lazy init)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    from app.models.loader import resolve_model
+
+    model_path = str(resolve_model(args.model).path)
+    tok, rows = make_pairs(args.model, args.pairs)
+    torch.manual_seed(0)
+    ours, precompute_s = rayalign_steps(model_path, tok, [dict(r) for r in rows], args.batch, args.steps + args.warmup, 5e-4)
+    torch.manual_seed(0)
+    theirs = trl_steps(model_path, tok, rows, args.batch, args.steps + args.warmup, 5e-4)
+    med = lambda xs: statistics.median(xs[args.warmup:])  # noqa: E731
+    result = {
+        "model": args.model, "pairs": args.pairs, "batch": args.batch, "steps_timed": args.steps, "threads": args.threads,
+        "rayalign_step_s": med(ours), "trl_step_s": med(theirs), "ratio_rayalign_over_trl": med(ours) / med(theirs),
+        "rayalign_precompute_once_s": precompute_s,
+        "mean_tokens_per_pair": sum(len(r["chosen_input_ids"]) + len(r["rejected_input_ids"]) for r in rows) / len(rows),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"rayalign {result['rayalign_step_s'] * 1e3:.1f} ms/step vs TRL {result['trl_step_s'] * 1e3:.1f} ms/step "
+          f"-> ratio {result['ratio_rayalign_over_trl']:.2f} (goal <= 0.6)")
+    out = ROOT / "benchmarks" / "results" / "dpo_step.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(out.read_text()) if out.is_file() else {}
+    existing[args.model] = result
+    out.write_text(json.dumps(existing, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""A 4-trial lr x rank DPO sweep with ASHA on real Ray Tune (tiny model): every trial in MLflow, best adapter kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.config.errors import ConfigError
+from app.config.paths import REPO_ROOT
+from app.config.sweep import SweepConfig
+
+
+def test_trial_configs_are_revalidated_through_the_job_schema(tmp_path):
+    from app.launch.tune import load_sweep, trial_config
+
+    sweep = load_sweep(REPO_ROOT / "configs" / "tiny" / "sweep_dpo.yaml")
+    cfg = trial_config(sweep, {"train.lr": 0.002, "lora.r": 8})
+    assert cfg.train.lr == 0.002 and cfg.lora.r == 8 and cfg.train.max_steps == 6
+    with pytest.raises(ConfigError, match="lora.r"):
+        trial_config(sweep, {"lora.r": 0})  # a sampled value the schema refuses fails loudly
+    with pytest.raises(ConfigError, match="unknown key"):
+        trial_config(sweep, {"train.learning_rate": 0.1})
+    with pytest.raises(ValueError, match="grid"):
+        SweepConfig(base_config="x.yaml", search="grid", search_space={"train.lr": {"kind": "loguniform", "low": 1e-5, "high": 1e-3}})
+
+
+@pytest.mark.ray
+def test_tiny_sweep_runs_all_trials_with_asha_and_mlflow(ray_local, tiny_preference_artifact, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from app.launch.tune import load_sweep, run_sweep
+    from app.tracking.mlflow_store import configure_mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = load_sweep(REPO_ROOT / "configs" / "tiny" / "sweep_dpo.yaml", [
+        f"output_dir={tmp_path / 'sweep'}", f"ray.storage_path={tmp_path / 'runs'}", f"tracking.mlflow_uri={uri}",
+        "tracking.experiment=sweep-test",
+    ])
+    sweep = sweep.model_copy(update={"overrides": [*sweep.overrides, f"data.artifact={tiny_preference_artifact}",
+                                                  f"tracking.mlflow_uri={uri}", "tracking.enabled=true", "tracking.experiment=sweep-test"]})
+    summary = run_sweep(SweepConfig.model_validate(sweep.model_dump()))
+    out = tmp_path / "sweep"
+    assert summary["trials"] == 4
+    rows = (out / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 5 and "train.lr" in rows[0] and "lora.r" in rows[0]
+    assert (out / "eval_loss_vs_params.png").stat().st_size > 1000
+    best = json.loads((out / "best_adapter" / "rayalign_lineage.json").read_text())
+    assert best["method"] == "dpo" and best["sweep"]["trial_id"] == summary["best"]["trial_id"]
+    assert best["lora"]["r"] == best["sweep"]["params"]["lora.r"]
+    configure_mlflow(sweep.tracking)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("sweep-test")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if r.info.run_id == summary["parent_run_id"]]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary["parent_run_id"]]
+    assert len(parent) == 1 and len(children) == 4
+    assert {float(c.data.params["train.lr"]) for c in children} == {1e-3, 5e-3}
+    assert all("eval_before/loss" in c.data.metrics for c in children)

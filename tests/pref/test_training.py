@@ -1,0 +1,71 @@
+"""Reward model and DPO on real Ray Train (tiny model, tiny artifact): they learn, save loadable outputs, resume exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from app.config.dpo import DPOConfig
+from app.config.loader import load_config
+from app.config.paths import REPO_ROOT
+from app.config.reward import RewardConfig
+
+pytestmark = pytest.mark.ray
+
+
+def tiny_config(name, schema, artifact, tmp_path, *overrides):
+    return load_config(
+        REPO_ROOT / "configs" / "tiny" / name, schema,
+        [f"data.artifact={artifact}", f"ray.storage_path={tmp_path / 'runs'}", *overrides],
+    )
+
+
+def test_reward_model_learns_and_loads(ray_local, tiny_preference_artifact, tmp_path):
+    from app.launch.preference import fit_preference
+    from app.models.reward_head import load_reward_model
+
+    cfg = tiny_config("reward_lora.yaml", RewardConfig, tiny_preference_artifact, tmp_path, f"output_dir={tmp_path / 'rm'}", "train.epochs=3")
+    summary = fit_preference("reward", cfg)
+    m = summary["metrics"]
+    assert m["eval/pairs"] == 16  # the artifact's validation split
+    assert m["eval/accuracy"] > m["eval_before/accuracy"] and m["eval/accuracy"] >= 0.8, m
+    assert m["eval/margin"] > m["eval_before/margin"]
+    rm = load_reward_model(summary["output_dir"])
+    lineage = rm.lineage
+    assert lineage["method"] == "reward" and lineage["dataset_id"].startswith("preference-") and lineage["lora"]["r"] == 4
+    assert set(lineage) >= {"base_model_source", "base_sha", "config_hash", "metrics", "created_at"}
+    from app.data.artifact import load_artifact
+
+    val = load_artifact(tiny_preference_artifact).read_table("validation").to_pylist()
+    chosen = rm.score([r["chosen_input_ids"] for r in val])
+    rejected = rm.score([r["rejected_input_ids"] for r in val])
+    # the reloaded model reproduces the held-out accuracy the run reported
+    assert (chosen > rejected).float().mean().item() == pytest.approx(m["eval/accuracy"], abs=1e-6)
+
+
+def test_dpo_learns_and_resumes_exactly(ray_local, tiny_preference_artifact, tmp_path):
+    from app.launch.preference import fit_preference
+
+    common = ("train.checkpoint_every=3", "train.epochs=5")
+    straight = fit_preference("dpo", tiny_config("dpo_sigmoid.yaml", DPOConfig, tiny_preference_artifact, tmp_path,
+                                                  "train.max_steps=8", "ray.run_name=straight", f"output_dir={tmp_path / 'a'}", *common))
+    m = straight["metrics"]
+    assert abs(m["eval_before/margin"]) < 1e-4  # policy == reference (LoRA B = 0): implicit rewards ~ 0
+    assert m["eval/accuracy"] > 0.6 and m["eval/margin"] > 0, m
+    assert m["train/rewards/chosen"] > m["train/rewards/rejected"]
+    # stop after 4 steps, then re-run under the same run name with the full budget: resumes from step 3's checkpoint
+    fit_preference("dpo", tiny_config("dpo_sigmoid.yaml", DPOConfig, tiny_preference_artifact, tmp_path,
+                                      "train.max_steps=4", "ray.run_name=resumed", f"output_dir={tmp_path / 'b0'}", *common))
+    resumed = fit_preference("dpo", tiny_config("dpo_sigmoid.yaml", DPOConfig, tiny_preference_artifact, tmp_path,
+                                                "train.max_steps=8", "ray.run_name=resumed", f"output_dir={tmp_path / 'b'}", *common))
+    assert resumed["metrics"]["step"] == 8
+    a = load_file(tmp_path / "a" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "b" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
+    lineage = json.loads((tmp_path / "b" / "rayalign_lineage.json").read_text())
+    assert lineage["method"] == "dpo" and lineage["dpo"]["loss_type"] == "sigmoid"
