@@ -1,0 +1,1 @@
+"""Ray Data pipelines: read, validate (quarantine), dedup, contamination scan, tokenize+mask+pack, dataset artifact."""

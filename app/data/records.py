@@ -1,0 +1,240 @@
+"""Input record formats → one normalized record per record type, with per-row validation.
+
+Input formats (``input_format``; ``auto`` picks per row from its keys):
+
+===========  ======================================================  =====================================
+format       keys                                                    usable as record types
+===========  ======================================================  =====================================
+gsm8k        question, answer ("… #### 72")                          sft, prompt (reference = final number)
+hh_rlhf      chosen, rejected ("\\n\\nHuman: …\\n\\nAssistant: …")   preference, sft (chosen), prompt
+sft          instruction[, input], response  |  prompt, completion    sft, prompt
+chat         messages [{role, content}]                              sft, prompt (messages end with user)
+preference   prompt (str | messages), chosen, rejected (str | msgs)  preference
+prompt       prompt (str) | messages, optional reference             prompt
+===========  ======================================================  =====================================
+
+Normalized records: sft → ``{"messages"}`` ending with an assistant turn; preference → ``{"prompt_messages",
+"chosen", "rejected"}``; prompt → ``{"prompt_messages", "reference"}``. Every problem raises RowError(field, reason).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from app.data.errors import RowError
+
+INPUT_FORMATS = ("auto", "gsm8k", "hh_rlhf", "sft", "chat", "preference", "prompt")
+ROLES = ("system", "user", "assistant")
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+_GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
+
+
+def decode_json_line(raw: bytes) -> dict[str, Any]:
+    """One JSONL line → dict; non-UTF-8 bytes, bad JSON or a non-object are RowErrors."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RowError("<line>", f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RowError("<line>", f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise RowError("<line>", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def require_text(row: dict[str, Any], field: str, allow_empty: bool = False) -> str:
+    """row[field] as a non-empty, UTF-8-encodable string."""
+    if field not in row or row[field] is None:
+        raise RowError(field, "missing")
+    value = row[field]
+    if not isinstance(value, str):
+        raise RowError(field, f"expected a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise RowError(field, "empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowError(field, "contains invalid unicode (lone surrogate)") from None
+    return value
+
+
+def validate_messages(value: Any, field: str, must_end_with: str | None) -> list[dict[str, str]]:
+    """A chat: list of {role, content}; system only first; user/assistant alternate from user; optional last role."""
+    if value is None:
+        raise RowError(field, "missing")
+    if not isinstance(value, list):
+        raise RowError(field, f"expected a list of messages, got {type(value).__name__}")
+    if not value:
+        raise RowError(field, "empty")
+    out: list[dict[str, str]] = []
+    for i, msg in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(msg, dict):
+            raise RowError(where, f"expected an object with role and content, got {type(msg).__name__}")
+        extra = set(msg) - {"role", "content", "name"}
+        if extra:
+            raise RowError(where, f"unknown keys {sorted(extra)}")
+        role = msg.get("role")
+        if role not in ROLES:
+            raise RowError(f"{where}.role", f"must be one of {ROLES}, got {role!r}")
+        content = require_text(msg, "content")  # raises with field 'content'
+        out.append({"role": role, "content": content})
+    turns = out[1:] if out[0]["role"] == "system" else out
+    for i, msg in enumerate(turns):
+        want = "user" if i % 2 == 0 else "assistant"
+        if msg["role"] != want:
+            pos = i + (len(out) - len(turns))
+            reason = "system is only allowed first" if msg["role"] == "system" else f"expected {want} (turns alternate from user)"
+            raise RowError(f"{field}[{pos}].role", reason)
+    if not turns:
+        raise RowError(field, "only a system message")
+    if must_end_with and out[-1]["role"] != must_end_with:
+        raise RowError(field, f"must end with a {must_end_with} turn, ends with {out[-1]['role']}")
+    return out
+
+
+def parse_hh_transcript(text: str, field: str) -> list[dict[str, str]]:
+    """'\\n\\nHuman: …\\n\\nAssistant: …' → messages (user/assistant), validated to alternate."""
+    parts = _HH_TURN.split(text)
+    if len(parts) < 3 or parts[0].strip():
+        raise RowError(field, "not an HH-RLHF transcript (expected '\\n\\nHuman: …\\n\\nAssistant: …')")
+    msgs = []
+    for role, content in zip(parts[1::2], parts[2::2]):
+        msgs.append({"role": "user" if role == "Human" else "assistant", "content": content.strip()})
+    if any(not m["content"] for m in msgs[:-1]):
+        raise RowError(field, "a turn has empty content")
+    return msgs
+
+
+def detect_format(row: dict[str, Any]) -> str:
+    keys = set(row)
+    if "question" in keys and "answer" in keys:
+        return "gsm8k"
+    if {"chosen", "rejected"} <= keys:
+        return "preference" if "prompt" in keys else "hh_rlhf"
+    if "messages" in keys:
+        return "chat"
+    if "instruction" in keys or {"prompt", "completion"} <= keys or "response" in keys:
+        return "sft"
+    if "prompt" in keys:
+        return "prompt"
+    raise RowError("<row>", f"cannot tell the format from keys {sorted(keys)[:8]}")
+
+
+def _gsm8k_reference(answer: str) -> str:
+    m = _GSM8K_FINAL.search(answer)
+    if not m:
+        raise RowError("answer", "GSM8K answer has no final '#### <number>'")
+    return m.group(1).replace(",", "").strip()
+
+
+def _prompt_messages_field(row: dict[str, Any], field: str) -> list[dict[str, str]]:
+    value = row.get(field)
+    if isinstance(value, list):
+        return validate_messages(value, field, must_end_with="user")
+    return [{"role": "user", "content": require_text(row, field)}]
+
+
+def _response_field(row: dict[str, Any], field: str) -> str:
+    """A preference response: a string, or a chat list whose last message is the assistant response."""
+    value = row.get(field)
+    if isinstance(value, list):
+        if not value or not isinstance(value[-1], dict) or value[-1].get("role") != "assistant":
+            raise RowError(field, "a chat-form response must end with an assistant message")
+        return require_text(value[-1], "content")
+    return require_text(row, field)
+
+
+def normalize(row: dict[str, Any], record_type: str, input_format: str = "auto") -> dict[str, Any]:
+    """Validate one input row and convert it to the normalized record of ``record_type``."""
+    fmt = detect_format(row) if input_format == "auto" else input_format
+    if fmt == "gsm8k":
+        q, a = require_text(row, "question"), require_text(row, "answer")
+        if record_type == "sft":
+            return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        if record_type == "prompt":
+            return {"prompt_messages": [{"role": "user", "content": q}], "reference": _gsm8k_reference(a)}
+    elif fmt == "hh_rlhf":
+        chosen = parse_hh_transcript(require_text(row, "chosen"), "chosen")
+        rejected = parse_hh_transcript(require_text(row, "rejected"), "rejected")
+        prompt = validate_messages(chosen[:-1], "chosen", must_end_with="user")
+        if record_type == "preference":
+            if rejected[:-1] != chosen[:-1]:
+                raise RowError("rejected", "does not share the chosen transcript's prompt")
+            for name, msgs in (("chosen", chosen), ("rejected", rejected)):
+                if msgs[-1]["role"] != "assistant" or not msgs[-1]["content"]:
+                    raise RowError(name, "must end with a non-empty Assistant turn")
+            return {"prompt_messages": prompt, "chosen": chosen[-1]["content"], "rejected": rejected[-1]["content"]}
+        if record_type == "sft":
+            return {"messages": validate_messages(chosen, "chosen", must_end_with="assistant")}
+        if record_type == "prompt":
+            return {"prompt_messages": prompt, "reference": ""}
+    elif fmt == "sft":
+        if "instruction" in row:
+            instr = require_text(row, "instruction")
+            extra = row.get("input") or ""
+            if not isinstance(extra, str):
+                raise RowError("input", f"expected a string, got {type(extra).__name__}")
+            user = instr if not extra.strip() else f"{instr}\n\n{extra}"
+            answer = require_text(row, "response" if "response" in row else "output")
+        else:
+            user, answer = require_text(row, "prompt"), require_text(row, "completion")
+        if record_type == "sft":
+            return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+        if record_type == "prompt":
+            return {"prompt_messages": [{"role": "user", "content": user}], "reference": answer}
+    elif fmt == "chat":
+        if record_type == "sft":
+            return {"messages": validate_messages(row.get("messages"), "messages", must_end_with="assistant")}
+        if record_type == "prompt":
+            return {"prompt_messages": validate_messages(row.get("messages"), "messages", must_end_with="user"), "reference": _reference(row)}
+    elif fmt == "preference":
+        if record_type == "preference":
+            prompt = _prompt_messages_field(row, "prompt")
+            chosen, rejected = _response_field(row, "chosen"), _response_field(row, "rejected")
+            if chosen == rejected:
+                raise RowError("rejected", "identical to chosen")
+            return {"prompt_messages": prompt, "chosen": chosen, "rejected": rejected}
+        if record_type == "prompt":
+            return {"prompt_messages": _prompt_messages_field(row, "prompt"), "reference": ""}
+    elif fmt == "prompt":
+        if record_type == "prompt":
+            field = "messages" if "messages" in row else "prompt"
+            return {"prompt_messages": _prompt_messages_field(row, field), "reference": _reference(row)}
+    else:
+        raise RowError("<row>", f"unknown input format {fmt!r}")
+    raise RowError("<row>", f"format {fmt!r} cannot make a {record_type!r} record")
+
+
+def _reference(row: dict[str, Any]) -> str:
+    ref = row.get("reference", "")
+    if ref is None:
+        return ""
+    if not isinstance(ref, (str, int, float)):
+        raise RowError("reference", f"expected a string, got {type(ref).__name__}")
+    return str(ref)
+
+
+def canonical_text(record: dict[str, Any]) -> str:
+    """Canonical JSON of a normalized record (exact dedup key: whitespace-normalized, case kept, sorted keys)."""
+    def norm(x):
+        if isinstance(x, str):
+            return " ".join(x.split())
+        if isinstance(x, list):
+            return [norm(v) for v in x]
+        if isinstance(x, dict):
+            return {k: norm(v) for k, v in x.items()}
+        return x
+
+    return json.dumps(norm(record), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def dedup_text(record: dict[str, Any]) -> str:
+    """The text near-dup dedup and contamination look at: every message / response joined by newlines."""
+    parts = [m["content"] for m in record.get("messages", record.get("prompt_messages", []))]
+    parts += [record[k] for k in ("chosen", "rejected") if k in record]
+    return "\n".join(parts)
