@@ -29,6 +29,9 @@ from app.config.sft import SFTConfig  # noqa: E402
 from app.models.loader import load_tokenizer, resolve_model  # noqa: E402
 
 N_TRAIN, MAX_LEN = 600, 512
+# a 2-core CPU budget for the suites (the config's defaults are larger)
+EVAL_BUDGET = ["data.task_limit=8", "generation.task_max_new_tokens=96", "data.benchmark_limit=24",
+               "data.redteam_limit=8", "judge.limit=8", "generation.batch_size=8"]
 _spec = importlib.util.spec_from_file_location("sft_gsm8k", ROOT / "benchmarks" / "sft_gsm8k.py")
 sft_bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sft_bench)
@@ -95,7 +98,7 @@ def main(overrides: list[str]) -> None:
     for label in ("good", "shuffled"):
         ecfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig,
                            [f"adapter={result[label]['adapter']}", f"registry.url={url}", f"registry.name=gsm8k-{label}",
-                            f"output_dir={home / 'eval_reports' / label}", "tracking.enabled=false"])
+                            f"output_dir={home / 'eval_reports' / label}", "tracking.enabled=false", *EVAL_BUDGET])
         t0 = time.time()
         ev = run_eval(ecfg)
         result[label].update(eval_seconds=round(time.time() - t0, 1), passed=ev.decision.passed,
