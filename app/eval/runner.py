@@ -42,20 +42,21 @@ def load_gates(cfg: EvalConfig) -> GatesConfig:
     return load_config(path if path.is_absolute() else REPO_ROOT / path, GatesConfig)
 
 
-def build_suite_rows(cfg: EvalConfig, gates: GatesConfig, with_benchmark_base: bool) -> list[dict[str, str]]:
+def build_suite_rows(cfg: EvalConfig, gates: GatesConfig) -> list[dict[str, str]]:
     """One row per scored item: {"suite": name, "payload": JSON}. Perplexity takes the file's tail, task its head."""
     rows: list[dict[str, str]] = []
 
     def add(suite: str, items: list[dict]) -> None:
         rows.extend({"suite": suite, "payload": json.dumps({"id": i, **item})} for i, item in enumerate(items))
 
-    need_task = gates.task.enabled or (gates.judge.enabled and cfg.judge.kind != "none")
+    judged = gates.judge.enabled and cfg.judge.kind != "none"
+    need_task = gates.task.enabled or judged
     if gates.perplexity.enabled or need_task:
         qa = read_qa(resolve_data_path(cfg.data.heldout))
         if gates.perplexity.enabled:
             add("ppl", qa[-cfg.data.perplexity_limit:])
         if need_task:
-            add("task", qa[: max(cfg.data.task_limit, cfg.judge.limit if gates.judge.enabled else 0)])
+            add("task", qa[: max(cfg.data.task_limit, cfg.judge.limit if judged else 0)])
     if gates.regression.enabled:
         add("benchmark", read_preference_pairs(resolve_data_path(cfg.data.benchmark), cfg.data.benchmark_offset,
                                                cfg.data.benchmark_limit))
@@ -155,7 +156,7 @@ def run_eval(cfg: EvalConfig, *, judge_factory: Callable | None = None) -> EvalR
 
     bench_key = benchmark_key(cfg)
     stored = registry.base_score(ref.tenant, base_sha, bench_key) if registry and gates.regression.enabled else None
-    rows = build_suite_rows(cfg, gates, with_benchmark_base=stored is None)
+    rows = build_suite_rows(cfg, gates)
     init_ray(cfg.ray)
     log.info("eval: %d suite rows on %s + %s", len(rows), resolved.path, adapter_dir)
     agg = _aggregate(run_suites(rows, cfg, str(resolved.path), adapter_dir, base_benchmark=stored is None))

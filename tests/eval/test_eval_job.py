@@ -21,14 +21,14 @@ class FirstAnswerJudge:
         return [True] * len(prompts)
 
 
-def _cfg(tmp_path, adapter, data, url, name) -> EvalConfig:
+def _cfg(tmp_path, adapter, data, url, name, judge="causal_lm") -> EvalConfig:
     return EvalConfig.model_validate({
         "model": {"source": "tiny:llama"}, "adapter": str(adapter),
         "data": {"heldout": str(data["qa"]), "perplexity_limit": 6, "task_limit": 4, "benchmark": str(data["hh"]),
                  "benchmark_offset": 0, "benchmark_limit": 6, "redteam": str(data["hh"]), "redteam_limit": 4,
                  "max_length": 96},
         "generation": {"task_max_new_tokens": 8, "safety_max_new_tokens": 8, "batch_size": 8},
-        "judge": {"kind": "causal_lm", "limit": 4},
+        "judge": {"kind": judge, "limit": 4},
         "registry": {"url": url, "tenant": "acme", "name": name},
         "output_dir": str(tmp_path / name), "ray": {"num_cpus": 2}, "tracking": {"enabled": False},
     })
@@ -39,7 +39,7 @@ def test_gates_pass_identity_adapter_and_block_broken_one(ray_local, tiny_adapte
 
     url = f"sqlite:///{tmp_path / 'reg.db'}"
     good = run_eval(_cfg(tmp_path, tiny_adapters["good"], tiny_eval_data, url, "good"))
-    bad = run_eval(_cfg(tmp_path, tiny_adapters["broken"], tiny_eval_data, url, "broken"))
+    bad = run_eval(_cfg(tmp_path, tiny_adapters["broken"], tiny_eval_data, url, "broken", judge="none"))
 
     assert good.decision.passed, good.decision.reason
     assert good.metrics["ppl_adapter"] == pytest.approx(good.metrics["ppl_base"], rel=1e-4)
