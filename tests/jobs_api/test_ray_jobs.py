@@ -10,7 +10,7 @@ import pytest
 
 from tests.jobs_api.conftest import KEY_A, TENANTS, free_port, gsm8k_lines
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,7 @@ def test_errors_on_the_real_path(vllm_app):
             model="alpha", messages=QUESTION, max_tokens=4)
 
 
+@pytest.mark.e2e
 def test_fifty_concurrent_mixed_adapter_requests(vllm_app):
     c = openai.AsyncOpenAI(base_url=vllm_app, api_key=KEYS["acme"], max_retries=0, timeout=900)
     models = [BASE, "alpha", "beta", "promo"]
