@@ -161,13 +161,16 @@ def serve_and_ask(ctx: RunContext) -> dict[str, Any]:
     from openai import OpenAI
 
     from app.serve.app import run_app
+    from app.serve.auth import hash_key
 
     spec, promote_spec = ctx.cfg.serve, ctx.cfg.promote
     if not ctx.outputs.get("promoted"):
         return {"passed": False, "detail": "nothing promoted, nothing to serve"}
     key = os.environ.get("RAYALIGN_API_KEY") or "ra-" + secrets.token_hex(16)
     os.environ["RAYALIGN_API_KEY"] = key
-    tenants = f"tenants=[{{name: {promote_spec.tenant}, api_key_env: RAYALIGN_API_KEY}}]"
+    # Pass the key's digest, not an env-var name: Serve replicas run in Ray workers started before this stage,
+    # which never see an environment variable set now.
+    tenants = f"tenants=[{{name: {promote_spec.tenant}, api_key_sha256: ['{hash_key(key)}']}}]"
     cfg = load_stage_config(ctx, spec, [tenants])
     url = run_app(cfg)
     try:
