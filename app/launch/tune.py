@@ -103,6 +103,8 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    # Tune runs each trial with its own working directory, so a relative base_config would not resolve there.
+    sweep = sweep.model_copy(update={"base_config": str(Path(sweep.base_config).resolve())})
     trial_config(sweep, {}, [])  # the base config must validate before any trial starts
     out = sweep_output_dir(sweep)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ def test_trial_configs_are_revalidated_through_the_job_schema(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.e2e  # 4 TorchTrainer trials: minutes on 2 cores; opt in with -m e2e
 def test_tiny_sweep_runs_all_trials_with_asha_and_mlflow(ray_local, tiny_preference_artifact, tmp_path):
     from mlflow.tracking import MlflowClient
 
