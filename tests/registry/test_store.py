@@ -146,8 +146,8 @@ def test_concurrent_promotions_leave_exactly_one_production(registry_url, make_a
     pbarrier, results = ctx.Barrier(4), ctx.Queue()
     procs = [ctx.Process(target=_promote_in_process, args=(registry_url, v, pbarrier, results)) for v in versions[:4]]
     [p.start() for p in procs]
-    outcomes = [results.get(timeout=120) for _ in procs]
-    [p.join(timeout=60) for p in procs]
+    outcomes = [results.get(timeout=600) for _ in procs]  # generous: each process imports SQLAlchemy on a 2-core box
+    [p.join(timeout=120) for p in procs]
     assert all(kind == "ok" for kind, _ in outcomes), outcomes
     prod = reg.list("acme", "math", stage="production")
     assert len(prod) == 1 and prod[0].version in versions[:4]
