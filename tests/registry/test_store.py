@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from app.registry import BaseShaMismatch, GateNotPassed, Registry, RegistryError
 
 PASS = {"passed": True, "decided_by": None, "reason": "all gates passed", "outcomes": []}
+REPO = Path(__file__).resolve().parents[2]
 FAIL = {"passed": False, "decided_by": "perplexity", "reason": "blocked by 'perplexity': ppl too high", "outcomes": []}
 
 
@@ -107,19 +111,27 @@ def test_database_rejects_two_productions(registry_url, make_adapter):
     reg.close()
 
 
-def _promote_in_process(url: str, version: int, barrier, results) -> None:
-    reg = Registry(url, create=False)
-    barrier.wait()
-    try:
-        reg.promote("acme", "math", version)
-        results.put(("ok", version))
-    except Exception as exc:  # noqa: BLE001 - reported back to the test
-        results.put(("error", repr(exc)))
-    finally:
-        reg.close()
+# A separate interpreter per promoter: it waits for a "go" file so all of them hit the database together, then prints
+# one JSON line. (Not multiprocessing: spawn children must unpickle the target by module name, and test modules are
+# not importable under --import-mode=importlib.)
+_PROMOTER = """
+import json, os, sys, time
+from app.registry import Registry
+url, version, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+reg = Registry(url, create=False)
+while not os.path.exists(go):
+    time.sleep(0.01)
+try:
+    reg.promote("acme", "math", version)
+    print(json.dumps(["ok", version]))
+except Exception as exc:
+    print(json.dumps(["error", repr(exc)]))
+finally:
+    reg.close()
+"""
 
 
-def test_concurrent_promotions_leave_exactly_one_production(registry_url, make_adapter):
+def test_concurrent_promotions_leave_exactly_one_production(registry_url, make_adapter, tmp_path):
     reg = Registry(registry_url)
     versions = [_passing(reg, "acme", "math", make_adapter(f"v{i}")) for i in range(6)]
 
@@ -142,12 +154,16 @@ def test_concurrent_promotions_leave_exactly_one_production(registry_url, make_a
     assert len(reg.list("acme", "math", stage="archived")) == len(versions) - 1
 
     # separate processes (separate connections and interpreters)
-    ctx = mp.get_context("spawn")
-    pbarrier, results = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_promote_in_process, args=(registry_url, v, pbarrier, results)) for v in versions[:4]]
-    [p.start() for p in procs]
-    outcomes = [results.get(timeout=600) for _ in procs]  # generous: each process imports SQLAlchemy on a 2-core box
-    [p.join(timeout=120) for p in procs]
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _PROMOTER, registry_url, str(v), str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO) for v in versions[:4]]
+    time.sleep(1.0)
+    go.touch()
+    outcomes = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)  # generous: each interpreter imports SQLAlchemy on a 2-core box
+        assert p.returncode == 0, err[-2000:]
+        outcomes.append(tuple(json.loads(out.strip().splitlines()[-1])))
     assert all(kind == "ok" for kind, _ in outcomes), outcomes
     prod = reg.list("acme", "math", stage="production")
     assert len(prod) == 1 and prod[0].version in versions[:4]
