@@ -5,25 +5,26 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from jobs.entry import join_submitting_cluster, run_job
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="DPO YAML")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    args = parser.parse_args(argv)
 
+def dpo(args) -> int:
     from app.config.dpo import DPOConfig
     from app.config.loader import load_config
     from app.launch.preference import fit_preference
 
     cfg = load_config(args.config, DPOConfig, args.overrides)
+    join_submitting_cluster(cfg)
     summary = fit_preference("dpo", cfg)
     print(json.dumps({"run_name": summary["run_name"], "output_dir": summary["output_dir"]}))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("jobs.dpo", __doc__, dpo, argv)
 
 
 if __name__ == "__main__":

@@ -7,24 +7,19 @@ Exit code 0 when the adapter passed every blocking gate, 1 when a gate blocked i
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from app.config.errors import ConfigError
+from jobs.entry import run_job
+
+
+def evaluate(args) -> int:
+    from app.commands.eval import run
+
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    from app.commands.eval import run
-
-    try:
-        return run(args)
-    except ConfigError as exc:
-        print(f"jobs.eval: error: {exc}", file=sys.stderr)
-        return 2
+    return run_job("jobs.eval", __doc__, evaluate, argv)
 
 
 if __name__ == "__main__":

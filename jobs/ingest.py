@@ -8,29 +8,29 @@ id and path as the last line (JSON).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from app.config.ingest import IngestConfig
-from app.config.loader import load_config
+from jobs.entry import join_submitting_cluster, run_job
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobs.ingest", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--out", default=None, help="parent folder of the artifact")
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, IngestConfig, args.overrides)
-
+def ingest(args) -> int:
+    from app.config.ingest import IngestConfig
+    from app.config.loader import load_config
     from app.data.pipeline import run_ingest
     from app.launch.runtime import init_ray
 
+    cfg = load_config(args.config, IngestConfig, args.overrides)
+    join_submitting_cluster(cfg)
     init_ray(cfg.ray)
     artifact = run_ingest(cfg, out_dir=args.out)
     print(json.dumps({"id": artifact.id, "path": str(artifact.path), "splits": artifact.splits}))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("jobs.ingest", __doc__, ingest, argv,
+                   add_arguments=lambda p: p.add_argument("--out", default=None, help="parent folder of the artifact"))
 
 
 if __name__ == "__main__":

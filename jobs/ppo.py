@@ -5,29 +5,25 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from app.config.errors import ConfigError
-from app.config.loader import load_config
-from app.config.ppo import PPOConfig
+from jobs.entry import join_submitting_cluster, run_job
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobs.ppo", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML under configs/ppo/")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, PPOConfig, args.overrides)
-    except ConfigError as exc:
-        print(f"jobs.ppo: error: {exc}", file=sys.stderr)
-        return 2
+def ppo(args) -> int:
+    from app.config.loader import load_config
+    from app.config.ppo import PPOConfig
     from app.ppo.launch import run_ppo
 
+    cfg = load_config(args.config, PPOConfig, args.overrides)
+    join_submitting_cluster(cfg)
     run_dir, history = run_ppo(cfg)
     print(f"run: {run_dir}  iterations: {len(history)}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("jobs.ppo", __doc__, ppo, argv)
 
 
 if __name__ == "__main__":

@@ -8,25 +8,24 @@ prefer `serve deploy` with the file from ``rayalign serve --config … --deploy-
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
-from app.config.loader import load_config
-from app.config.serve import ServeConfig
-from app.serve.app import run_app
+from jobs.entry import join_submitting_cluster, run_job
+
+
+def serve(args) -> int:
+    from app.config.loader import load_config
+    from app.config.serve import ServeConfig
+    from app.serve.app import run_app
+
+    cfg = load_config(args.config, ServeConfig, args.overrides)
+    join_submitting_cluster(cfg)
+    run_app(cfg, blocking=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, ServeConfig, args.overrides)
-    if cfg.ray.address == "local" and os.environ.get("RAY_ADDRESS"):
-        cfg.ray.address = "auto"  # inside `ray job submit` the cluster already exists
-    run_app(cfg, blocking=True)
-    return 0
+    return run_job("jobs.serve", __doc__, serve, argv)
 
 
 if __name__ == "__main__":

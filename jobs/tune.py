@@ -5,22 +5,23 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
+from jobs.entry import join_submitting_cluster, run_job
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="sweep YAML")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides of the sweep config")
-    args = parser.parse_args(argv)
 
+def tune(args) -> int:
     from app.launch.tune import load_sweep, run_sweep
 
-    summary = run_sweep(load_sweep(args.config, args.overrides))
-    print(json.dumps(summary))
+    sweep = load_sweep(args.config, args.overrides)
+    join_submitting_cluster(sweep)
+    print(json.dumps(run_sweep(sweep)))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("jobs.tune", __doc__, tune, argv)
 
 
 if __name__ == "__main__":
