@@ -64,3 +64,19 @@ def test_config_rules():
         validate_config({"lora": {"enabled": False}}, PPOConfig)
     with pytest.raises(ConfigError, match="unknown key 'algo.gama'"):
         validate_config({"algo": {"gama": 0.9}}, PPOConfig)
+
+
+def test_run_checkpoints_are_atomic_pruned_and_skip_corrupt(tmp_path):
+    from app.train.checkpoint import (
+        TrainState, commit_run_checkpoint, latest_run_checkpoint, read_manifest, stage_run_checkpoint,
+    )
+
+    for step in (1, 2, 3):
+        (stage_run_checkpoint(tmp_path, step) / "policy.pt").write_bytes(bytes([step]) * 64)
+        commit_run_checkpoint(tmp_path, TrainState(step=step), {"cursor": {"position": 4 * step}}, keep=2)
+    stage_run_checkpoint(tmp_path, 4)  # a crash mid-save leaves only a .tmp folder behind
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_000002", "iter_000003", "iter_000004.tmp"]
+    assert latest_run_checkpoint(tmp_path).name == "iter_000003"
+    (tmp_path / "checkpoints" / "iter_000003" / "policy.pt").write_bytes(b"x" * 64)  # same size, corrupt bytes
+    latest = latest_run_checkpoint(tmp_path)
+    assert latest.name == "iter_000002" and read_manifest(latest)["extra"]["cursor"]["position"] == 8
