@@ -41,6 +41,9 @@ def test_load_prompts_renders_chat_and_names_bad_rows(prompt_file, tmp_path, tin
     prompts = load_prompts(str(prompt_file), tok, system_prompt="Be brief.", max_prompts=3)
     assert len(prompts) == 3 and prompts[0].text.startswith("<|im_start|>system\nBe brief.")
     assert prompts[0].text.endswith("<|im_start|>assistant\n") and prompts[0].reference.endswith("#### 3")
+    hard = tmp_path / "steps.jsonl"
+    hard.write_text('{"question": "a", "answer": "<<1+1=2>>2<<2*3=6>>6 #### 6"}\n{"question": "b", "answer": "<<1+2=3>>3 #### 3"}\n')
+    assert [q.reference[-1] for q in load_prompts(str(hard), tok, max_solution_steps=1)] == ["3"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "ok", "answer": "1"}\n{"answer": "2"}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl row 2: field 'question'"):
