@@ -23,6 +23,7 @@ from ray.exceptions import RayActorError
 from app.config.loader import config_hash, dump_config
 from app.config.ppo import PPOConfig
 from app.core.advantages import AdaptiveKLController, compute_gae, group_advantages, kl_estimate, shape_rewards, whiten
+from app.core.rewards import exact_match_reward, format_reward
 from app.models.loader import resolve_model
 from app.ppo.actors import PolicyActor, ReferenceActor, RewardActor, ValueActor
 from app.ppo.batch import build_batch
@@ -46,7 +47,8 @@ class PPODriver:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model.path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         p = cfg.prompts
-        self.prompts = load_prompts(p.path, self.tokenizer, p.system_prompt, p.split, p.max_prompts, p.max_prompt_tokens)
+        self.prompts = load_prompts(p.path, self.tokenizer, p.system_prompt, p.split, p.max_prompts, p.max_prompt_tokens,
+                                    p.max_solution_steps)
         self.restarts = 0
         self.placement = None
         self._reset_loop_state()
@@ -202,6 +204,9 @@ class PPODriver:
             "seconds_generation": t_gen - t0, "seconds_scoring": t_score - t_gen, "seconds_training": t_train - t_score,
             "seconds_sync": t_sync, "seconds_iteration": time.perf_counter() - t0,
         }
+        if c.reward.kind == "rule":  # components of the verifiable reward: is it learning the answer or only the format?
+            metrics["exact_match"] = sum(exact_match_reward(t, p.reference) for t, p in zip(texts, rep)) / len(rep)
+            metrics["format_ok"] = sum(format_reward(t) for t in texts) / len(rep)
         metrics["sample"] = texts[0][:200]
         return metrics
 
