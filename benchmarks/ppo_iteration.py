@@ -5,8 +5,8 @@
 Runs in one process: (1) our PPO (GAE + critic) loop, (2) our GRPO loop, both on a local Ray actor group;
 (3) trl.GRPOTrainer with the same LoRA, prompts, group size, completion length, KL beta and one optimizer step per
 generation batch. Prints seconds per phase and the TRL/ours ratio; writes benchmarks/results/ppo_iteration.json.
-The first ``--warmup`` iterations of every run are excluded (one-time costs: TRL's first step took 3-17x its steady time here); per-phase
-figures are medians over the rest, and the raw per-iteration times are kept in the JSON.
+The first ``--warmup`` iterations of every run are excluded (one-time costs: TRL's first step took 3-17x its steady
+time here); per-phase figures are medians over the rest, and the raw per-iteration times are kept in the JSON.
 """
 
 from __future__ import annotations
