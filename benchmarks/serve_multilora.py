@@ -117,11 +117,13 @@ def main() -> int:
               "ingress_deployment.num_cpus=0.1"]
     adapters = [f"a{i}" for i in range(4)]
     results: dict = {"config": vars(args), "model": "bundled:smollm2-135m-instruct", "cpu_count": os.cpu_count()}
+    out = Path(__file__).parent / "results" / "serve_multilora.json"
 
     def measure(label: str, models: list[str]) -> dict:
         asyncio.run(run_load(url, adapters, 4, 4, 4))  # warm-up: every adapter loaded before timing
         res = asyncio.run(run_load(url, models, args.requests, args.concurrency, args.max_tokens))
         print(f"{label:<28} {res['tokens_per_s']:7.1f} tok/s  p50 {res['p50_s']:.2f}s  p99 {res['p99_s']:.2f}s  errors {res['errors']}", flush=True)
+        out.write_text(json.dumps(results | {label: res, "complete": False}, indent=2))  # a cut-short run keeps its numbers
         return res
 
     t0 = time.perf_counter()
@@ -144,8 +146,7 @@ def main() -> int:
     if "hf_4_adapters_mixed" in results:
         results["ratio_vllm_vs_hf_mixed"] = round(mixed / results["hf_4_adapters_mixed"]["tokens_per_s"], 3)
         print(f"vLLM / HF-peft, 4 adapters mixed: {results['ratio_vllm_vs_hf_mixed']:.2f}x")
-    out = Path(__file__).parent / "results" / "serve_multilora.json"
-    out.write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps(results | {"complete": True}, indent=2))
     print(f"wrote {out}")
     return 0
 

@@ -25,6 +25,10 @@ class PromptSpec(StrictModel):
         description="system message prepended to every prompt ('' for none)",
     )
     max_prompt_tokens: int = Field(256, ge=8, description="prompts longer than this are left-truncated")
+    max_solution_steps: int | None = Field(
+        None, ge=0, description="keep only rows whose reference solution has at most N GSM8K calculator steps "
+        "('<<a+b=c>>'; applied before max_prompts): an easy curriculum for small models (None: all rows)",
+    )
     shuffle_seed: int = Field(0, description="seed of the prompt order (the cursor walks this fixed order)")
 
 

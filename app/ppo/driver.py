@@ -23,13 +23,14 @@ from ray.exceptions import RayActorError
 from app.config.loader import config_hash, dump_config
 from app.config.ppo import PPOConfig
 from app.core.advantages import AdaptiveKLController, compute_gae, group_advantages, kl_estimate, shape_rewards, whiten
+from app.core.rewards import exact_match_reward, format_reward
 from app.models.loader import resolve_model
-from app.ppo import checkpoint as ckpt
 from app.ppo.actors import PolicyActor, ReferenceActor, RewardActor, ValueActor
 from app.ppo.batch import build_batch
 from app.ppo.group import RayActorGroup, RoleResources, plan_placement, split_evenly
 from app.ppo.prompts import PromptCursor, load_prompts
 from app.ppo.rollout import VLLMEngineActor
+from app.train import checkpoint as ckpt
 
 
 class PPODriver:
@@ -46,12 +47,13 @@ class PPODriver:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model.path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         p = cfg.prompts
-        self.prompts = load_prompts(p.path, self.tokenizer, p.system_prompt, p.split, p.max_prompts, p.max_prompt_tokens)
+        self.prompts = load_prompts(p.path, self.tokenizer, p.system_prompt, p.split, p.max_prompts, p.max_prompt_tokens,
+                                    p.max_solution_steps)
         self.restarts = 0
         self.placement = None
         self._reset_loop_state()
         self.start_actors()
-        self.restore(ckpt.latest_checkpoint(self.run_dir))
+        self.restore(ckpt.latest_run_checkpoint(self.run_dir))
 
     # ----- actors -------------------------------------------------------------------------------------------------
     def _reset_loop_state(self) -> None:
@@ -102,14 +104,16 @@ class PPODriver:
 
     # ----- checkpoints --------------------------------------------------------------------------------------------
     def save(self) -> Path:
-        stage = ckpt.staging_dir(self.run_dir, self.iteration)
+        """Actors write their weights + optimizers into a staging folder; the manifest (driver state) goes last."""
+        stage = ckpt.stage_run_checkpoint(self.run_dir, self.iteration)
         refs = [self.policy.call_one("save_state", str(stage))]
         if self.value:
             refs.append(self.value.call_one("save_state", str(stage)))
         ray.get(refs)
-        state = {"iteration": self.iteration, "cursor": self.cursor.state_dict(), "kl_ctl": self.kl_ctl.state_dict(),
-                 "history": self.history, "mlflow_run_id": self.mlflow_run_id}
-        return ckpt.commit_checkpoint(self.run_dir, self.iteration, state, self.cfg.run.keep_checkpoints)
+        state = ckpt.TrainState(config_hash=config_hash(self.cfg), step=self.iteration, history=self.history,
+                                tracking_run_id=self.mlflow_run_id)
+        extra = {"cursor": self.cursor.state_dict(), "kl_ctl": self.kl_ctl.state_dict()}
+        return ckpt.commit_run_checkpoint(self.run_dir, state, extra, self.cfg.run.keep_checkpoints)
 
     def restore(self, folder: Path | None) -> str | None:
         """Load actors + loop state from ``folder`` (None: fresh start). Returns the policy weights digest."""
@@ -117,11 +121,11 @@ class PPODriver:
         if folder is None:
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
             return None
-        state = ckpt.read_driver_state(folder)
-        self.iteration = state["iteration"]
-        self.cursor = PromptCursor(**state["cursor"])
-        self.kl_ctl = AdaptiveKLController.from_state_dict(state["kl_ctl"])
-        self.history, self.mlflow_run_id = state["history"], state["mlflow_run_id"]
+        state, extra = ckpt.load_state(folder), ckpt.read_manifest(folder)["extra"]
+        self.iteration = state.step
+        self.cursor = PromptCursor(**extra["cursor"])
+        self.kl_ctl = AdaptiveKLController.from_state_dict(extra["kl_ctl"])
+        self.history, self.mlflow_run_id = state.history, state.tracking_run_id
         refs = [self.policy.call_one("load_state", str(folder))]
         if self.value:
             refs.append(self.value.call_one("load_state", str(folder)))
@@ -200,6 +204,9 @@ class PPODriver:
             "seconds_generation": t_gen - t0, "seconds_scoring": t_score - t_gen, "seconds_training": t_train - t_score,
             "seconds_sync": t_sync, "seconds_iteration": time.perf_counter() - t0,
         }
+        if c.reward.kind == "rule":  # components of the verifiable reward: is it learning the answer or only the format?
+            metrics["exact_match"] = sum(exact_match_reward(t, p.reference) for t, p in zip(texts, rep)) / len(rep)
+            metrics["format_ok"] = sum(format_reward(t) for t in texts) / len(rep)
         metrics["sample"] = texts[0][:200]
         return metrics
 
@@ -220,7 +227,7 @@ class PPODriver:
                           f"(restart {self.restarts}/{self.cfg.run.max_actor_restarts})", flush=True)
                     self.stop_actors()
                     self.start_actors()
-                    self.restore(ckpt.latest_checkpoint(self.run_dir))
+                    self.restore(ckpt.latest_run_checkpoint(self.run_dir))
                     continue
                 self.history.append(metrics)
                 with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as fh:

@@ -78,9 +78,18 @@ def _rows_from_artifact(folder: Path, split: str) -> list[tuple[list[dict], str]
     return rows
 
 
+def solution_steps(reference: str) -> int:
+    """Calculator steps ``<<a+b=c>>`` in a GSM8K reference solution (0 for a bare answer): a difficulty proxy."""
+    return reference.count("<<")
+
+
 def load_prompts(path: str, tokenizer, system_prompt: str = "", split: str = "train", max_prompts: int | None = None,
-                 max_prompt_tokens: int = 256) -> list[Prompt]:
-    """Read, render (chat template + generation prompt) and tokenize prompts; long prompts keep their last tokens."""
+                 max_prompt_tokens: int = 256, max_solution_steps: int | None = None) -> list[Prompt]:
+    """Read, render (chat template + generation prompt) and tokenize prompts; long prompts keep their last tokens.
+
+    ``max_solution_steps`` keeps only rows whose reference needs at most that many calculator steps (applied before
+    ``max_prompts``): an easy curriculum where a small model's sampled answers are sometimes right.
+    """
     p = expand_path(path)
     if p.is_dir():
         rows = _rows_from_artifact(p, split)
@@ -88,6 +97,8 @@ def load_prompts(path: str, tokenizer, system_prompt: str = "", split: str = "tr
         rows = _rows_from_jsonl(p)
     else:
         raise ConfigError(f"prompts.path not found: {p}")
+    if max_solution_steps is not None:
+        rows = [r for r in rows if solution_steps(r[1]) <= max_solution_steps]
     if max_prompts:
         rows = rows[:max_prompts]
     if not rows:

@@ -18,6 +18,11 @@ Preemption: ``install_sigterm_handler`` must run on the worker's main thread (Ra
 thread; app/launch/trainer.py installs it from the backend's ``on_start``). The loop polls
 ``preemption_requested()`` at each step boundary (all ranks agree via ``any_rank``), checkpoints, and returns
 status ``preempted``. Keeping the K newest is Ray's ``CheckpointConfig(num_to_keep=K)``.
+
+Run-folder checkpoints (PPO: several independent actors plus driver state, no Ray Train) use the same manifest and
+validity rules: actors write into ``stage_run_checkpoint(run, step)``; ``commit_run_checkpoint`` writes the manifest
+(driver state as ``extra``) last, renames the folder into ``<run>/checkpoints/iter_<step>`` and prunes;
+``latest_run_checkpoint`` returns the newest folder that passes ``checkpoint_problem``.
 """
 
 from __future__ import annotations
@@ -242,6 +247,37 @@ def staged_checkpoint(rank: int, step: int) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- run-folder checkpoints (no Ray Train)
+def run_checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"iter_{step:06d}"
+
+
+def stage_run_checkpoint(run_dir: str | Path, step: int) -> Path:
+    """An empty ``iter_<step>.tmp`` folder for the actors' files; invisible to resume until committed."""
+    stage = run_checkpoint_dir(run_dir, step).with_suffix(".tmp")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def commit_run_checkpoint(run_dir: str | Path, state: TrainState, extra: dict[str, Any], keep: int) -> Path:
+    """Manifest last (digests of every staged file, ``state``, ``extra``), rename into place, keep the ``keep`` newest."""
+    stage = run_checkpoint_dir(run_dir, state.step).with_suffix(".tmp")
+    finalize_checkpoint(stage, state, rank=0, extra=extra)
+    final = run_checkpoint_dir(run_dir, state.step)
+    shutil.rmtree(final, ignore_errors=True)
+    stage.rename(final)
+    done = sorted(p for p in final.parent.glob("iter_*") if p.suffix != ".tmp")
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_run_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest committed checkpoint of ``run_dir`` whose files match its manifest (corrupt ones skipped), or None."""
+    return newest_valid([p for p in (Path(run_dir) / "checkpoints").glob("iter_*") if p.suffix != ".tmp"])
 
 
 # ---------------------------------------------------------------- preemption

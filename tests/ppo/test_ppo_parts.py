@@ -41,6 +41,9 @@ def test_load_prompts_renders_chat_and_names_bad_rows(prompt_file, tmp_path, tin
     prompts = load_prompts(str(prompt_file), tok, system_prompt="Be brief.", max_prompts=3)
     assert len(prompts) == 3 and prompts[0].text.startswith("<|im_start|>system\nBe brief.")
     assert prompts[0].text.endswith("<|im_start|>assistant\n") and prompts[0].reference.endswith("#### 3")
+    hard = tmp_path / "steps.jsonl"
+    hard.write_text('{"question": "a", "answer": "<<1+1=2>>2<<2*3=6>>6 #### 6"}\n{"question": "b", "answer": "<<1+2=3>>3 #### 3"}\n')
+    assert [q.reference[-1] for q in load_prompts(str(hard), tok, max_solution_steps=1)] == ["3"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "ok", "answer": "1"}\n{"answer": "2"}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl row 2: field 'question'"):
@@ -64,3 +67,19 @@ def test_config_rules():
         validate_config({"lora": {"enabled": False}}, PPOConfig)
     with pytest.raises(ConfigError, match="unknown key 'algo.gama'"):
         validate_config({"algo": {"gama": 0.9}}, PPOConfig)
+
+
+def test_run_checkpoints_are_atomic_pruned_and_skip_corrupt(tmp_path):
+    from app.train.checkpoint import (
+        TrainState, commit_run_checkpoint, latest_run_checkpoint, read_manifest, stage_run_checkpoint,
+    )
+
+    for step in (1, 2, 3):
+        (stage_run_checkpoint(tmp_path, step) / "policy.pt").write_bytes(bytes([step]) * 64)
+        commit_run_checkpoint(tmp_path, TrainState(step=step), {"cursor": {"position": 4 * step}}, keep=2)
+    stage_run_checkpoint(tmp_path, 4)  # a crash mid-save leaves only a .tmp folder behind
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["iter_000002", "iter_000003", "iter_000004.tmp"]
+    assert latest_run_checkpoint(tmp_path).name == "iter_000003"
+    (tmp_path / "checkpoints" / "iter_000003" / "policy.pt").write_bytes(b"x" * 64)  # same size, corrupt bytes
+    latest = latest_run_checkpoint(tmp_path)
+    assert latest.name == "iter_000002" and read_manifest(latest)["extra"]["cursor"]["position"] == 8

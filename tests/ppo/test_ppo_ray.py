@@ -8,8 +8,8 @@ import math
 import pytest
 import ray
 
-from app.ppo.checkpoint import latest_checkpoint, read_driver_state
 from app.ppo.driver import PPODriver
+from app.train.checkpoint import latest_run_checkpoint, load_state, read_manifest
 
 pytestmark = pytest.mark.ray
 
@@ -67,13 +67,14 @@ def test_killed_policy_actor_resumes_from_checkpoint(ray_local, tiny_cfg):
     assert driver.restarts == 1
     assert restored["folder"].name == "iter_000002" and restored["digest"] == saved["digest"]
     assert [h["iteration"] for h in history] == [1, 2, 3]
-    state = read_driver_state(latest_checkpoint(driver.run_dir))
-    assert state["iteration"] == 3 and state["cursor"]["position"] == saved["cursor"] + cfg.run.prompts_per_iteration
+    last = latest_run_checkpoint(driver.run_dir)
+    cursor = read_manifest(last)["extra"]["cursor"]["position"]
+    assert load_state(last).step == 3 and cursor == saved["cursor"] + cfg.run.prompts_per_iteration
 
     # a new driver process on the same run folder continues where the last one stopped
     again = PPODriver(cfg.model_copy(update={"run": cfg.run.model_copy(update={"iterations": 4})}), driver.run_dir)
     try:
-        assert again.iteration == 3 and again.cursor.position == state["cursor"]["position"]
+        assert again.iteration == 3 and again.cursor.position == cursor
         assert again.run()[-1]["iteration"] == 4
     finally:
         again.shutdown()

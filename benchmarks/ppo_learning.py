@@ -1,0 +1,102 @@
+"""Learning result: GRPO on SmolLM2-135M-Instruct + easy GSM8K prompts with the verifiable reward (exact match + format).
+
+    python benchmarks/ppo_learning.py [--run-dir /tmp/ppo-learn] [key=value overrides …]
+
+Runs (or resumes: same ``--run-dir``) ``configs/ppo/smollm2_gsm8k_grpo_cpu.yaml`` through the normal PPO driver, then
+compares the mean reward of the first and last ``--window`` iterations (the baseline is the same run's start, i.e.
+the base model's own samples) and the largest sequence KL against ``algo.target_kl``. Writes
+benchmarks/results/ppo_learning_smollm2.json and the run's reward/KL plot as ppo_learning_smollm2.png.
+A CPU-sized run can be split over several invocations: each resumes from the last checkpoint, and
+``--budget-minutes`` stops (checkpoint + plot + summary) after the iteration that crosses the wall-clock budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "ppo" / "smollm2_gsm8k_grpo_cpu.yaml"))
+    p.add_argument("--run-dir", default="/tmp/rayalign-ppo-learning")
+    p.add_argument("--window", type=int, default=4, help="iterations averaged at the start and at the end")
+    p.add_argument("--budget-minutes", type=float, default=None, help="stop cleanly after this much wall time")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides of the config")
+    args = p.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from app.config.loader import load_config
+    from app.config.ppo import PPOConfig
+    from app.launch.runtime import init_ray
+    from app.ppo.driver import PPODriver
+    from app.ppo.launch import run_dir_for
+
+    deadline = time.monotonic() + 60 * args.budget_minutes if args.budget_minutes else float("inf")
+
+    class OverBudget(Exception):
+        pass
+
+    def stop_when_over_budget(driver, metrics):
+        if time.monotonic() > deadline:
+            raise OverBudget
+
+    cfg = load_config(args.config, PPOConfig, [f"run.output_dir={args.run_dir}", *args.overrides])
+    init_ray(cfg.ray)
+    run_dir = run_dir_for(cfg)
+    driver = PPODriver(cfg, run_dir)
+    try:
+        try:
+            driver.run(on_iteration=stop_when_over_budget)
+        except OverBudget:
+            print(f"[ppo] wall-clock budget reached at iteration {driver.iteration}; checkpoint + plot", flush=True)
+            driver.save()
+            driver.export()
+        history = driver.history
+    finally:
+        driver.shutdown()
+    import ray
+
+    ray.shutdown()
+    w = min(args.window, len(history) // 2)
+    first, last = history[:w], history[-w:]
+
+    def mean(rows, key):
+        return round(statistics.mean(h[key] for h in rows), 4)
+
+    target = cfg.algo.target_kl
+    result = {
+        "config": str(Path(args.config).relative_to(ROOT)), "overrides": args.overrides, "iterations": len(history),
+        "samples_per_iteration": cfg.run.prompts_per_iteration * cfg.rollout.samples_per_prompt,
+        "window": w,
+        "reward_first": mean(first, "reward_mean"), "reward_last": mean(last, "reward_mean"),
+        "exact_match_first": mean(first, "exact_match"), "exact_match_last": mean(last, "exact_match"),
+        "format_ok_first": mean(first, "format_ok"), "format_ok_last": mean(last, "format_ok"),
+        "kl_max": round(max(h["kl"] for h in history), 4), "target_kl": target,
+        "kl_under_target": target is None or max(h["kl"] for h in history) < target,
+        "seconds_per_iteration_median": round(statistics.median(h["seconds_iteration"] for h in history), 2),
+        "history": [{k: v for k, v in h.items() if k != "sample"} for h in history],
+        "last_sample": history[-1]["sample"],
+    }
+    result["reward_ratio_last_vs_first"] = round(result["reward_last"] / max(result["reward_first"], 1e-9), 3)
+    print(f"reward {result['reward_first']:.3f} (first {w}) -> {result['reward_last']:.3f} (last {w}) "
+          f"= {result['reward_ratio_last_vs_first']:.2f}x; exact match {result['exact_match_first']:.3f} -> "
+          f"{result['exact_match_last']:.3f}; format {result['format_ok_first']:.3f} -> {result['format_ok_last']:.3f}; "
+          f"max KL {result['kl_max']:.3f} (target {target})")
+    out = ROOT / "benchmarks" / "results"
+    (out / "ppo_learning_smollm2.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    shutil.copyfile(run_dir / "ppo_curves.png", out / "ppo_learning_smollm2.png")
+    print(f"wrote {out / 'ppo_learning_smollm2.json'} and ppo_learning_smollm2.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
