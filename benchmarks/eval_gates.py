@@ -35,8 +35,8 @@ from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
 
 # a 2-core CPU budget for the suites (the config's defaults are larger)
-EVAL_BUDGET = ["data.task_limit=8", "generation.task_max_new_tokens=96", "data.benchmark_limit=24",
-               "data.redteam_limit=8", "judge.limit=8", "generation.batch_size=8"]
+EVAL_BUDGET = ["data.perplexity_limit=24", "data.task_limit=8", "generation.task_max_new_tokens=96", "data.benchmark_limit=16",
+               "data.redteam_limit=8", "judge.limit=6", "generation.batch_size=8"]
 
 
 def write_sources(work: Path, n: int, seed: int = 0) -> dict[str, Path]:
