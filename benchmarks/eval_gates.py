@@ -1,20 +1,26 @@
 """Must-show: a deliberately worse adapter is blocked by the eval gates, a good SFT adapter passes.
 
-Both adapters are trained with the platform's SFT (app.train.run.run_sft, configs/sft/smollm2_lora_gsm8k.yaml) on
-SmolLM2-135M-Instruct with the same budget and data size; the only difference is the labels:
-  good      GSM8K train question -> its real answer
-  shuffled  GSM8K train question -> its answer with the answer tokens randomly shuffled (labels carry no language)
-Then `run_eval` (configs/eval/smollm2_gates.yaml) scores each against the base, registers it, decides, and writes
-the gate report (markdown + PNG). Prints which gate decided and writes benchmarks/results/eval_gates.json.
+Both adapters are LoRA SFTs of SmolLM2-135M-Instruct with the platform's own path and the same budget
+(configs/sft/smollm2_lora_gsm8k.yaml, train.max_steps=--steps) on the same GSM8K train questions; only the labels differ:
+  good       each question -> its real answer
+  permuted   each question -> the answer of ANOTHER question (answers permuted across prompts: right format, wrong content)
+  scrambled  each question -> its own answer with the words shuffled (labels carry no language)   [--bad scrambled]
+The training sets go through the real ingest (app.data.pipeline.run_ingest: validate, exact dedup, contamination
+check against GSM8K test, tokenize + mask + best-fit pack, dataset artifact), then `run_sft`, then `run_eval`
+(configs/eval/smollm2_gates.yaml, suites shrunk to a 2-core budget below): score vs the base, register, decide, and
+write the gate report (markdown + PNG). Prints which gate decided and why; writes benchmarks/results/eval_gates.json
+and copies each report to benchmarks/results/eval_gates/<label>/.
 
-    python benchmarks/eval_gates.py [train.max_steps=30]
+    python benchmarks/eval_gates.py                      # good vs permuted, 12 SFT steps each
+    python benchmarks/eval_gates.py --bad scrambled --stage eval   # reuse trained adapters, gates only
 """
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,94 +29,128 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.config.eval import EvalConfig  # noqa: E402
+from app.config.ingest import IngestConfig  # noqa: E402
 from app.config.loader import load_config  # noqa: E402
 from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
-from app.models.loader import load_tokenizer, resolve_model  # noqa: E402
 
-N_TRAIN, MAX_LEN = 600, 512
 # a 2-core CPU budget for the suites (the config's defaults are larger)
-EVAL_BUDGET = ["data.task_limit=8", "generation.task_max_new_tokens=96", "data.benchmark_limit=24",
-               "data.redteam_limit=8", "judge.limit=8", "generation.batch_size=8"]
-_spec = importlib.util.spec_from_file_location("sft_gsm8k", ROOT / "benchmarks" / "sft_gsm8k.py")
-sft_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sft_bench)
+EVAL_BUDGET = ["data.perplexity_limit=24", "data.task_limit=8", "generation.task_max_new_tokens=96", "data.benchmark_limit=16",
+               "data.redteam_limit=8", "judge.limit=6", "generation.batch_size=8"]
 
 
-def write_artifact(out: Path, tok, shuffle_labels: bool) -> Path:
-    """Packed SFT artifact (data contract columns); with ``shuffle_labels`` the answer tokens are permuted per example."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def write_sources(work: Path, n: int, seed: int = 0) -> dict[str, Path]:
+    """The first ``n`` GSM8K train rows as JSONL, once with real answers and once per deliberately bad labelling."""
+    rows = []
+    with open(shared_dir() / "data/gsm8k/train.jsonl", encoding="utf-8") as f:
+        for line in f:
+            rows.append(json.loads(line))
+            if len(rows) == n:
+                break
+    rng = random.Random(seed)
+    order = list(range(n))
+    rng.shuffle(order)
+    donor = {order[i]: order[(i + 1) % n] for i in range(n)}  # a cycle through a random order: no answer stays home
 
-    if (out / "manifest.json").is_file():
-        return out
-    rng = random.Random(0)
-    rows, cur = [], {"input_ids": [], "labels": [], "position_ids": []}
-    for r in sft_bench.read_jsonl(shared_dir() / "data/gsm8k/train.jsonl", N_TRAIN):
-        ids, labels = sft_bench.encode(tok, r["question"], r["answer"])
-        if shuffle_labels:
-            start = next(i for i, l in enumerate(labels) if l != -100)
-            answer = ids[start:-1]  # keep the final end-of-turn token in place
-            rng.shuffle(answer)
-            ids = ids[:start] + answer + ids[-1:]
-            labels = labels[:start] + answer + labels[-1:]
-        ids, labels = ids[:MAX_LEN], labels[:MAX_LEN]
-        if len(cur["input_ids"]) + len(ids) > MAX_LEN:
-            rows.append(cur)
-            cur = {"input_ids": [], "labels": [], "position_ids": []}
-        cur["input_ids"] += ids
-        cur["labels"] += labels
-        cur["position_ids"] += list(range(len(ids)))
-    rows.append(cur)
-    (out / "train").mkdir(parents=True, exist_ok=True)
-    table = pa.table({k: pa.array([r[k] for r in rows], type=pa.list_(pa.int32()))
-                      for k in ("input_ids", "labels", "position_ids")})
-    table = table.append_column("seq_len", pa.array([len(r["input_ids"]) for r in rows], type=pa.int32()))
-    pq.write_table(table, out / "train" / "part-00000.parquet")
-    tokens = sum(len(r["input_ids"]) for r in rows)
-    kind = "shuffled" if shuffle_labels else "real"
-    (out / "manifest.json").write_text(json.dumps({
-        "id": f"gsm8k-{kind}-{N_TRAIN}-{MAX_LEN}", "record_type": "sft", "max_length": MAX_LEN,
-        "splits": {"train": len(rows)}, "tokens": tokens}))
-    return out
+    def scramble(answer: str) -> str:
+        words = answer.split()
+        rng.shuffle(words)
+        return " ".join(words)
+
+    variants = {
+        "good": rows,
+        "permuted": [{"question": r["question"], "answer": rows[donor[i]]["answer"]} for i, r in enumerate(rows)],
+        "scrambled": [{"question": r["question"], "answer": scramble(r["answer"])} for r in rows],
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for label, items in variants.items():
+        paths[label] = work / f"gsm8k-train-{n}-{label}.jsonl"
+        paths[label].write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
+    return paths
 
 
-def main(overrides: list[str]) -> None:
-    from app.eval.runner import run_eval
-    from app.train.run import run_sft
+def ingest(label: str, source: Path, out_parent: Path):
+    """The platform's ingest on one labelling (near-dup MinHash off: both sets hold the same questions)."""
+    from app.data.pipeline import run_ingest
 
-    resolved = resolve_model("bundled:smollm2-135m-instruct")
-    tok = load_tokenizer(resolved)
+    cfg = load_config(ROOT / "configs/ingest/smollm2_gsm8k_sft.yaml", IngestConfig, [
+        f"name=evalgates-{label}", "validation_fraction=0", "dedup.near=false",
+        f"sources=[{{path: '{source}', input_format: gsm8k}}]"])
+    return run_ingest(cfg, out_dir=out_parent, progress=False)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=12, help="SFT optimizer steps per adapter (same for both)")
+    ap.add_argument("--n-train", type=int, default=200, help="GSM8K train questions in each training set")
+    ap.add_argument("--bad", choices=["permuted", "scrambled"], default="permuted", help="how the worse adapter's labels are broken")
+    ap.add_argument("--stage", choices=["all", "train", "eval"], default="all", help="train adapters, gate them, or both")
+    args = ap.parse_args()
+
+    from app.config.common import RaySpec
+    from app.launch.runtime import init_ray
+
     home = rayalign_home()
-    url = f"sqlite:///{home / 'eval_gates_registry.db'}"
-    result: dict = {"registry": url}
-    for label, shuffle in (("good", False), ("shuffled", True)):
-        artifact = write_artifact(home / "datasets" / f"gsm8k-{label}-{N_TRAIN}", tok, shuffle)
-        cfg = load_config(ROOT / "configs/sft/smollm2_lora_gsm8k.yaml", SFTConfig,
-                          [f"data.artifact={artifact}", f"ray.run_name=evalgates-{label}", "tracking.enabled=false",
-                           f"output.dir={home / 'adapters' / label}", *overrides])
-        t0 = time.time()
-        outcome = run_sft(cfg)
-        result[label] = {"adapter": str(outcome.output_dir), "train_steps": outcome.step,
-                         "train_seconds": round(time.time() - t0, 1),
-                         "train_loss_first": outcome.history[0]["loss"], "train_loss_last": outcome.history[-1]["loss"]}
-        print(label, json.dumps(result[label]), flush=True)
-    for label in ("good", "shuffled"):
-        ecfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig,
-                           [f"adapter={result[label]['adapter']}", f"registry.url={url}", f"registry.name=gsm8k-{label}",
-                            f"output_dir={home / 'eval_reports' / label}", "tracking.enabled=false", *EVAL_BUDGET])
-        t0 = time.time()
-        ev = run_eval(ecfg)
-        result[label].update(eval_seconds=round(time.time() - t0, 1), passed=ev.decision.passed,
-                             decided_by=ev.decision.decided_by, reason=ev.decision.reason, metrics=ev.metrics,
-                             report_md=str(ev.report_md), report_png=str(ev.report_png),
-                             gates=[o.to_dict() for o in ev.decision.outcomes])
-        print(label, "PASSED" if ev.decision.passed else f"BLOCKED by {ev.decision.decided_by}", ev.decision.reason,
-              flush=True)
-    out = ROOT / "benchmarks" / "results" / "eval_gates.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    state_path = home / "eval_gates_state.json"
+    labels = ("good", args.bad)
+    result: dict = json.loads(state_path.read_text()) if args.stage == "eval" and state_path.is_file() else {}
+    result["settings"] = vars(args)
+    init_ray(RaySpec(address="local", num_cpus=2))
+    if args.stage in ("all", "train"):
+        from app.train.run import run_sft
+
+        sources = write_sources(home / "eval_gates_data", args.n_train)
+        for label in labels:
+            t0 = time.time()
+            art = ingest(label, sources[label], home / "datasets")
+            m = art.manifest
+            entry = {"artifact": str(art.path), "artifact_id": art.id, "rows_kept": m["rows_kept"],
+                     "contaminated_dropped": m["contaminated_dropped"], "packed_windows": m["packed_windows"],
+                     "ingest_seconds": round(time.time() - t0, 1)}
+            cfg = load_config(ROOT / "configs/sft/smollm2_lora_gsm8k.yaml", SFTConfig, [
+                f"data.artifact={art.path}", f"ray.run_name=evalgates-{label}-{art.id[-8:]}-s{args.steps}",
+                "tracking.enabled=false", f"output.dir={home / 'adapters' / ('evalgates-' + label)}",
+                f"train.max_steps={args.steps}"])
+            t0 = time.time()
+            outcome = run_sft(cfg)
+            entry |= {"adapter": str(outcome.output_dir), "train_steps": outcome.step, "train_seconds": round(time.time() - t0, 1),
+                      "train_loss_first": outcome.history[0]["loss"], "train_loss_last": outcome.history[-1]["loss"]}
+            result[label] = entry
+            print(label, json.dumps(entry), flush=True)
+        state_path.write_text(json.dumps(result, indent=2))
+    if args.stage in ("all", "eval"):
+        from app.eval.runner import run_eval
+
+        db = home / "eval_gates_registry.db"
+        db.unlink(missing_ok=True)  # a fresh registry: the base's benchmark score is measured in this run
+        result["registry"] = f"sqlite:///{db}"
+        for label in labels:
+            ecfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, [
+                f"adapter={result[label]['adapter']}", f"registry.url={result['registry']}", f"registry.name=gsm8k-{label}",
+                f"output_dir={home / 'eval_reports' / label}", "tracking.enabled=false", *EVAL_BUDGET])
+            t0 = time.time()
+            ev = run_eval(ecfg)
+            keep = ROOT / "benchmarks" / "results" / "eval_gates" / label
+            shutil.rmtree(keep, ignore_errors=True)
+            keep.mkdir(parents=True)
+            for f in (ev.report_md, ev.report_png):
+                shutil.copyfile(f, keep / Path(f).name)
+            result[label].update(eval_seconds=round(time.time() - t0, 1), passed=ev.decision.passed,
+                                 decided_by=ev.decision.decided_by, reason=ev.decision.reason, metrics=ev.metrics,
+                                 report_md=str((keep / Path(ev.report_md).name).relative_to(ROOT)),
+                                 report_png=str((keep / Path(ev.report_png).name).relative_to(ROOT)),
+                                 gates=[o.to_dict() for o in ev.decision.outcomes])
+            print(label, "PASSED" if ev.decision.passed else f"BLOCKED by {ev.decision.decided_by}:", ev.decision.reason, flush=True)
+        out = ROOT / "benchmarks" / "results" / "eval_gates.json"
+        out.write_text(json.dumps(result, indent=2))
+        print(json.dumps({k: {kk: v.get(kk) for kk in ("passed", "decided_by", "reason")} for k, v in result.items()
+                          if isinstance(v, dict) and "passed" in v}, indent=2))
+    import ray
+
+    ray.shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

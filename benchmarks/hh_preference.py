@@ -1,15 +1,25 @@
-"""Learning result on HH-RLHF harmless (80/20 split), SmolLM2-135M, CPU-sized budget: reward-model held-out pair
-accuracy, and DPO held-out preference accuracy + margin, before vs after. One driver, one Ray start.
+"""Learning result on HH-RLHF harmless (80/20 split), SmolLM2-135M-Instruct, CPU-sized budget: reward-model held-out
+pair accuracy, and DPO held-out preference accuracy + margin, before vs after training.
 
-    python benchmarks/hh_preference.py                       # defaults below; ~minutes on an idle 2-core machine
-    python benchmarks/hh_preference.py --train-pairs 400 --eval-pairs 200 --epochs 2
+Data: the first --pairs transcripts of ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz go through the platform's
+ingest (configs/ingest/smollm2_hh_preference.yaml) with validation_fraction=0.2 and length_policy=reject at
+--max-length: a pair longer than that is quarantined, never truncated — HH pairs share a long prefix and differ only
+in the final Assistant turn, so cutting the tail could leave two identical "responses". Ingesting a subset (not the
+whole file) keeps DPO's reference log-prob precompute (one Ray Data pass over the artifact) to the pairs used.
+Then `fit_preference` trains the reward model (LoRA + scalar head, Bradley-Terry) and DPO (LoRA policy, reference =
+base, sigmoid loss) on the train split and evaluates on the held-out split before and after.
 
-Writes benchmarks/results/hh_preference.json.
+    python benchmarks/hh_preference.py --only reward     # ~minutes each on an idle 2-core machine
+    python benchmarks/hh_preference.py --only dpo
+    python benchmarks/hh_preference.py --pairs 600 --max-length 160 --epochs 1
+
+Writes/updates benchmarks/results/hh_preference.json (one key per method, with its settings).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import time
@@ -19,60 +29,81 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def build_artifact(parent: Path, pairs: int, max_length: int):
+    """Ingest the first ``pairs`` HH-RLHF harmless transcripts (80/20 split, over-long pairs rejected)."""
+    from app.config.ingest import IngestConfig
+    from app.config.loader import load_config
+    from app.config.paths import shared_dir
+    from app.data.artifact import load_artifact
+    from app.data.pipeline import run_ingest
+
+    name = f"hh-harmless-{pairs}-L{max_length}"
+    if (parent / name / "manifest.json").is_file():
+        return load_artifact(parent / name)
+    src = parent / f"{name}.jsonl"
+    parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(shared_dir() / "data/hh-rlhf/harmless-base-test.jsonl.gz", "rt", encoding="utf-8") as f, \
+            open(src, "w", encoding="utf-8") as out:
+        for k, line in enumerate(f):
+            if k == pairs:
+                break
+            out.write(line)
+    cfg = load_config(ROOT / "configs/ingest/smollm2_hh_preference.yaml", IngestConfig, [
+        f"name={name}", "validation_fraction=0.2", f"max_length={max_length}", "length_policy=reject",
+        f"sources=[{{path: '{src}', input_format: hh_rlhf}}]"])
+    return run_ingest(cfg, out_dir=parent, progress=False)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--artifact-parent", default=str(ROOT / ".rayalign" / "datasets"))
-    ap.add_argument("--max-length", type=int, default=192, help="keep only pairs this short (CPU budget)")
-    ap.add_argument("--train-pairs", type=int, default=96)
-    ap.add_argument("--eval-pairs", type=int, default=64)
+    ap.add_argument("--pairs", type=int, default=400, help="HH-RLHF harmless transcripts read (before the length filter)")
+    ap.add_argument("--max-length", type=int, default=160, help="pairs with a longer side are rejected at ingest (CPU budget)")
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--reward-lr", type=float, default=5e-4)
     ap.add_argument("--dpo-lr", type=float, default=5e-4)
+    ap.add_argument("--dpo-beta", type=float, default=0.1)
     ap.add_argument("--only", choices=["reward", "dpo"], default=None)
     args = ap.parse_args()
 
     from app.config.common import RaySpec
     from app.config.dpo import DPOConfig
-    from app.config.ingest import IngestConfig
     from app.config.loader import load_config
     from app.config.reward import RewardConfig
     from app.launch.preference import fit_preference
     from app.launch.runtime import init_ray
 
-    for attempt in range(5):  # a loaded shared machine can miss Ray's 30 s raylet start-up deadline
-        try:
-            init_ray(RaySpec(address="local", num_cpus=2))
-            break
-        except Exception as exc:  # noqa: BLE001
-            print(f"ray start attempt {attempt + 1} failed: {exc}", flush=True)
-    artifact = Path(args.artifact_parent) / "hh-preference"
+    init_ray(RaySpec(address="local", num_cpus=2))
     t0 = time.perf_counter()
-    if not (artifact / "manifest.json").is_file():
-        from app.data.pipeline import run_ingest
-
-        cfg = load_config(ROOT / "configs/ingest/smollm2_hh_preference.yaml", IngestConfig, ["validation_fraction=0.2", "max_length=384"])
-        run_ingest(cfg, out_dir=args.artifact_parent)
-    ingest_s = time.perf_counter() - t0
-    common = [f"data.artifact={artifact}", f"data.max_length={args.max_length}", f"data.max_pairs={args.train_pairs}",
-              f"data.max_eval_pairs={args.eval_pairs}", f"train.epochs={args.epochs}", f"train.batch_size={args.batch}",
-              "train.checkpoint_every=1000", "train.log_every=2", "ray.address=local"]
-    result = {"artifact": str(artifact), "ingest_s": ingest_s, "settings": vars(args)}
-    if args.only in (None, "reward"):
-        t = time.perf_counter()
-        rm = fit_preference("reward", load_config(ROOT / "configs/reward/smollm2_hh_lora.yaml", RewardConfig, [*common, f"train.lr={args.reward_lr}"]))
-        result["reward"] = {k: rm["metrics"].get(k) for k in ("eval_before/accuracy", "eval/accuracy", "eval_before/margin", "eval/margin", "eval/pairs", "step")}
-        result["reward"] |= {"seconds": time.perf_counter() - t, "output_dir": rm["output_dir"]}
-        print(json.dumps(result["reward"], indent=2), flush=True)
-    if args.only in (None, "dpo"):
-        t = time.perf_counter()
-        dpo = fit_preference("dpo", load_config(ROOT / "configs/dpo/smollm2_hh_lora.yaml", DPOConfig, [*common, f"train.lr={args.dpo_lr}"]))
-        result["dpo"] = {k: dpo["metrics"].get(k) for k in ("eval_before/accuracy", "eval/accuracy", "eval_before/margin", "eval/margin", "eval/pairs", "step")}
-        result["dpo"] |= {"seconds": time.perf_counter() - t, "output_dir": dpo["output_dir"]}
-        print(json.dumps(result["dpo"], indent=2), flush=True)
+    artifact = build_artifact(Path(args.artifact_parent), args.pairs, args.max_length)
     out = ROOT / "benchmarks" / "results" / "hh_preference.json"
+    result = json.loads(out.read_text()) if out.is_file() else {}
+    result["artifact"] = {"id": artifact.id, "splits": artifact.splits, "rows_read": artifact.manifest["rows_read"],
+                          "rows_rejected": artifact.manifest["rows_rejected"], "ingest_s": round(time.perf_counter() - t0, 1)}
+    print(json.dumps(result["artifact"]), flush=True)
+    common = [f"data.artifact={artifact.path}", f"train.epochs={args.epochs}", f"train.batch_size={args.batch}",
+              "train.checkpoint_every=1000", "train.log_every=5", "ray.address=local", "data.max_length=null"]
+    if args.max_steps:
+        common.append(f"train.max_steps={args.max_steps}")
+    keys = ("eval_before/accuracy", "eval/accuracy", "eval_before/margin", "eval/margin", "eval_before/loss", "eval/loss",
+            "eval/pairs", "step")
+    jobs = {"reward": (RewardConfig, "configs/reward/smollm2_hh_lora.yaml", [f"train.lr={args.reward_lr}"]),
+            "dpo": (DPOConfig, "configs/dpo/smollm2_hh_lora.yaml", [f"train.lr={args.dpo_lr}", f"dpo.beta={args.dpo_beta}"])}
+    for kind, (schema, path, extra) in jobs.items():
+        if args.only not in (None, kind):
+            continue
+        t = time.perf_counter()
+        fit = fit_preference(kind, load_config(ROOT / path, schema, [*common, *extra]))
+        result[kind] = {k: fit["metrics"].get(k) for k in keys}
+        result[kind] |= {"seconds": round(time.perf_counter() - t, 1), "config": path, "overrides": [*common[1:], *extra],
+                         "train_pairs": artifact.splits.get("train")}
+        print(kind, json.dumps(result[kind], indent=2), flush=True)
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(json.dumps(result, indent=2))
+    import ray
+
+    ray.shutdown()
     return 0
 
 

@@ -66,7 +66,7 @@ def run_trial(sampled: dict[str, Any], sweep_dict: dict[str, Any], parent_run_id
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from app.launch.preference import build_preference_trainer, export_model
+    from app.launch.preference import build_preference_trainer
 
     sweep = SweepConfig.model_validate(sweep_dict)
     trial_id = tune.get_context().get_trial_id()
@@ -81,7 +81,8 @@ def run_trial(sampled: dict[str, Any], sweep_dict: dict[str, Any], parent_run_id
     result = trainer.fit()
     if result.error is not None:
         raise result.error
-    export_model(result.checkpoint, out)
+    # The model is exported by the driver (results_table) from the last reported checkpoint: a trial that Tune
+    # stops when it reaches ASHA's last rung is killed before it could get here.
 
 
 def build_search(sweep: SweepConfig):
@@ -103,6 +104,8 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from app.launch.placement import ReleaseOrphanedPlacementGroups
+
     # Tune runs each trial with its own working directory, so a relative base_config would not resolve there.
     sweep = sweep.model_copy(update={"base_config": str(Path(sweep.base_config).resolve())})
     trial_config(sweep, {}, [])  # the base config must validate before any trial starts
@@ -122,7 +125,9 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     scheduler = None
     if sweep.asha.enabled:
         a = sweep.asha
-        scheduler = ASHAScheduler(time_attr="step", max_t=a.max_t, grace_period=a.grace_period, reduction_factor=a.reduction_factor)
+        # Tune kills a trial whose step reaches ASHA's max_t; one past the budget lets trials that survive every rung
+        # end on their own, so their TorchTrainer shuts down cleanly (the rungs are the same: grace * rf^k < max_t).
+        scheduler = ASHAScheduler(time_attr="step", max_t=a.max_t + 1, grace_period=a.grace_period, reduction_factor=a.reduction_factor)
     trainable = tune.with_parameters(run_trial, sweep_dict=sweep.model_dump(mode="json"), parent_run_id=parent.run_id if parent else None)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"CPU": 0.01}),  # the trial only waits (Tune refuses 0); its TorchTrainer workers reserve the CPUs
@@ -131,14 +136,16 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             metric=sweep.metric, mode=sweep.mode, scheduler=scheduler, search_alg=search_alg,
             num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials,
         ),
-        run_config=tune.RunConfig(name=validate_run_name(sweep.name), storage_path=storage_root(sweep.ray)),
+        run_config=tune.RunConfig(name=validate_run_name(sweep.name), storage_path=storage_root(sweep.ray),
+                                  callbacks=[ReleaseOrphanedPlacementGroups()]),
     )
     grid = tuner.fit()
     rows = results_table(grid, sweep)
     write_table(rows, sweep, out)
     png = plot_metric_vs_params(rows, sweep, out / f"{sweep.metric.replace('/', '_')}_vs_params.png")
     best = keep_best_adapter(rows, sweep, out)
-    summary = {"trials": len(rows), "best": best, "output_dir": str(out), "png": str(png), "parent_run_id": parent.run_id if parent else None}
+    summary = {"trials": len(rows), "statuses": {s: sum(r["status"] == s for r in rows) for s in ("finished", "stopped early", "error")},
+               "best": best, "output_dir": str(out), "png": str(png), "parent_run_id": parent.run_id if parent else None}
     if parent is not None:
         if best:
             parent.log_metrics({f"best/{sweep.metric}": best["metric"]}, 0)
@@ -149,6 +156,21 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
     return summary
 
 
+def export_final_model(checkpoint_path: str | None, out: Path) -> bool:
+    """Copy a trial's model out of its last reported checkpoint; False when that checkpoint is not a final one."""
+    from ray.train import Checkpoint
+
+    from app.launch.preference import export_model
+
+    if not checkpoint_path:
+        return False
+    try:
+        export_model(Checkpoint(checkpoint_path), out)
+    except RuntimeError:  # an intermediate checkpoint (trial stopped early): no model/ folder
+        return False
+    return True
+
+
 def results_table(grid, sweep: SweepConfig) -> list[dict[str, Any]]:
     """One row per trial: id, status, sampled params, last step, metric, held-out accuracy/margin, model folder."""
     rows = []
@@ -156,7 +178,7 @@ def results_table(grid, sweep: SweepConfig) -> list[dict[str, Any]]:
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name
         model_dir = sweep_output_dir(sweep) / "trials" / str(trial_id)
-        finished = (model_dir / "rayalign_lineage.json").is_file()
+        finished = export_final_model(metrics.get("checkpoint_path"), model_dir)
         row = {"trial_id": trial_id, "status": "finished" if finished else ("error" if result.error else "stopped early")}
         row |= {key: (result.config or {}).get(key) for key in sweep.search_space}
         row |= {"step": metrics.get("step"), sweep.metric: metrics.get(sweep.metric)}
