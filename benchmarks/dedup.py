@@ -1,6 +1,6 @@
 """Near-duplicate dedup: rayalign (Ray Data + vectorized MinHash) vs datasketch (MinHash + MinHashLSH), one corpus.
 
-    python benchmarks/dedup.py [--docs 120000] [--variant-fraction 0.1] [--num-cpus 2]
+    python benchmarks/dedup.py [--docs 80000] [--variant-fraction 0.1] [--num-cpus 2]
 
 Corpus (built from GSM8K train+test, deterministic): the 8,792 real items (question + answer), recombined items
 (question i + the answer of another item j: distinct documents that share a third to a half of their text with
@@ -139,7 +139,7 @@ def precision_recall(found: set[int], truth: set[int]) -> tuple[float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--docs", type=int, default=120_000)
+    ap.add_argument("--docs", type=int, default=80_000)
     ap.add_argument("--variant-fraction", type=float, default=0.1)
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--threshold", type=float, default=0.8)
