@@ -7,16 +7,18 @@ the first N_EVAL test problems, base vs base+adapter, same tokenization.
     python benchmarks/sft_gsm8k.py --adapter DIR      # evaluate an already trained adapter only
     # writes benchmarks/results/sft_gsm8k.json; RAYALIGN_EVAL_N sets the number of held-out problems
 
-The packed training artifact is written by a small stand-in packer below (chat template, prompt tokens masked,
-greedy packing to max_length, the data contract's columns) until the data area's writer is merged.
+The training artifact comes from the real ingest pipeline (configs/ingest/smollm2_gsm8k_sft.yaml: GSM8K train,
+dedup, contamination drop against GSM8K test, assistant-only labels, packing), written once under
+``$RAYALIGN_HOME/datasets``; the held-out problems are tokenized by the same ChatTokenizer.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -31,8 +33,8 @@ from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
 from app.models.loader import load_tokenizer, resolve_model  # noqa: E402
 
-N_TRAIN, MAX_LEN = 1500, 512
 N_EVAL = int(os.environ.get("RAYALIGN_EVAL_N", "80"))
+INGEST = ROOT / "configs/ingest/smollm2_gsm8k_sft.yaml"
 
 
 def read_jsonl(path: Path, n: int) -> list[dict]:
@@ -45,50 +47,37 @@ def read_jsonl(path: Path, n: int) -> list[dict]:
     return rows
 
 
-def encode(tok, question: str, answer: str) -> tuple[list[int], list[int]]:
-    """(input_ids, labels): labels -100 on the prompt, the assistant answer (with <|im_end|>) is learned."""
-    prompt = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False)
-    full = tok.apply_chat_template([{"role": "user", "content": question}, {"role": "assistant", "content": answer}], tokenize=False)
-    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    ids = tok(full, add_special_tokens=False)["input_ids"]
-    return ids, [-100] * len(p_ids) + ids[len(p_ids):]
+def ingest_gsm8k(out_root: Path):
+    """GSM8K train → packed SFT artifact through the real ingest pipeline (``INGEST``): validation, exact + near
+    dedup, contamination drop against GSM8K test, chat-template tokenization, ``pack_sequences``. Reused when the
+    folder already holds it (same input and settings → same artifact id)."""
+    import ray
 
+    from app.config.ingest import IngestConfig
+    from app.data.artifact import load_artifact
+    from app.data.pipeline import run_ingest
+    from app.launch.runtime import init_ray
 
-def write_gsm8k_artifact(out: Path, tok) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if (out / "manifest.json").is_file():
-        return out
-    examples = [encode(tok, r["question"], r["answer"]) for r in read_jsonl(shared_dir() / "data/gsm8k/train.jsonl", N_TRAIN)]
-    rows, cur = [], {"input_ids": [], "labels": [], "position_ids": []}
-    for ids, labels in examples:
-        ids, labels = ids[:MAX_LEN], labels[:MAX_LEN]
-        if len(cur["input_ids"]) + len(ids) > MAX_LEN:
-            rows.append(cur)
-            cur = {"input_ids": [], "labels": [], "position_ids": []}
-        cur["input_ids"] += ids
-        cur["labels"] += labels
-        cur["position_ids"] += list(range(len(ids)))
-    rows.append(cur)
-    (out / "train").mkdir(parents=True, exist_ok=True)
-    table = pa.table({k: pa.array([r[k] for r in rows], type=pa.list_(pa.int32())) for k in ("input_ids", "labels", "position_ids")})
-    table = table.append_column("seq_len", pa.array([len(r["input_ids"]) for r in rows], type=pa.int32()))
-    pq.write_table(table, out / "train" / "part-00000.parquet")
-    tokens = sum(len(r["input_ids"]) for r in rows)
-    (out / "manifest.json").write_text(json.dumps({
-        "id": f"gsm8k-standin-{N_TRAIN}-{MAX_LEN}", "record_type": "sft", "max_length": MAX_LEN, "splits": {"train": len(rows)},
-        "tokens": tokens, "packing_efficiency": tokens / (len(rows) * MAX_LEN)}))
-    return out
+    cfg = load_config(INGEST, IngestConfig, [])
+    if (out_root / cfg.name / "manifest.json").is_file():
+        return load_artifact(out_root / cfg.name)
+    init_ray(cfg.ray)
+    try:
+        return run_ingest(cfg, out_dir=out_root, progress=False)
+    finally:
+        ray.shutdown()
 
 
 @torch.no_grad()
-def answer_perplexity(model, tok, problems: list[dict]) -> float:
+def answer_perplexity(model, chat, problems: list[dict]) -> float:
+    """exp(mean NLL of the answer tokens), tokenized exactly as ingest does (labels -100 outside the answer)."""
+    from app.data.records import normalize
+
     nll, count = 0.0, 0
     for r in problems:
-        ids, labels = encode(tok, r["question"], r["answer"])
-        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
-        target = torch.tensor(labels[1:])
+        enc = chat.sft(normalize(r, "sft", "gsm8k"))
+        logits = model(input_ids=torch.tensor([enc["input_ids"]]), use_cache=False).logits[0, :-1].float()
+        target = torch.tensor(enc["labels"][1:])
         mask = target != -100
         nll += float(torch.nn.functional.cross_entropy(logits[mask], target[mask], reduction="sum"))
         count += int(mask.sum())
@@ -102,12 +91,16 @@ def main(overrides: list[str]) -> None:
     from app.train.run import run_sft
 
     torch.set_num_threads(2)
+    from app.data.tokenization import ChatTokenizer
+
     resolved = resolve_model("bundled:smollm2-135m-instruct")
-    tok = load_tokenizer(resolved)
-    artifact = write_gsm8k_artifact(rayalign_home() / "datasets" / f"gsm8k-standin-{N_TRAIN}-{MAX_LEN}", tok)
+    t0 = time.time()
+    artifact = ingest_gsm8k(rayalign_home() / "datasets")
+    ingest_s = time.time() - t0
+    chat = ChatTokenizer(load_tokenizer(resolved), artifact.manifest["max_length"])
     adapter_only = overrides[:1] == ["--adapter"]
     cfg = load_config(ROOT / "configs/sft/smollm2_lora_gsm8k.yaml", SFTConfig,
-                      [f"data.artifact={artifact}", *([] if adapter_only else overrides)])
+                      [f"data.artifact={artifact.path}", *([] if adapter_only else overrides)])
     if adapter_only:
         adapter_dir = Path(overrides[1])
         hist = []
@@ -117,9 +110,9 @@ def main(overrides: list[str]) -> None:
         (adapter_dir / "train_history.json").write_text(json.dumps(hist))
     problems = read_jsonl(shared_dir() / "data/gsm8k/test.jsonl", N_EVAL)
     base = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch.float32).eval()
-    ppl_base = answer_perplexity(base, tok, problems)
+    ppl_base = answer_perplexity(base, chat, problems)
     tuned = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-    ppl_tuned = answer_perplexity(tuned, tok, problems)
+    ppl_tuned = answer_perplexity(tuned, chat, problems)
     if adapter_only:  # the history of the run that wrote the adapter: its newest checkpoint manifest
         manifests = [json.loads(p.read_text()) for p in adapter_dir.parent.glob("checkpoint_*/rayalign_checkpoint.json")]
         hist = max(manifests, key=lambda m: m["step"])["state"]["history"] if manifests else []
@@ -131,7 +124,11 @@ def main(overrides: list[str]) -> None:
         "train_loss_first": hist[0]["loss"] if hist else None, "train_loss_last": lineage["metrics"]["final_loss"],
         "heldout_problems": N_EVAL, "answer_ppl_base": ppl_base, "answer_ppl_lora": ppl_tuned,
         "ppl_ratio_lora_over_base": ppl_tuned / ppl_base,
-        "config_hash": lineage["config_hash"], "lora": lineage["lora"], "max_length": MAX_LEN,
+        "config_hash": lineage["config_hash"], "lora": lineage["lora"],
+        "dataset": {k: artifact.manifest.get(k) for k in ("id", "max_length", "rows_read", "rows_accepted",
+                                                          "contaminated_dropped", "tokens", "packing_efficiency",
+                                                          "splits")},
+        "ingest_s": ingest_s, "windows_per_step": cfg.train.micro_batch_size * cfg.train.grad_accum,
         "lr_schedule": [h["lr"] for h in hist],
     }
     print(json.dumps(result, indent=2))

@@ -58,7 +58,7 @@ class IngestConfig(StrictModel):
     model: ModelSpec = Field(default_factory=ModelSpec, description="base model whose tokenizer and chat template are used")
     max_length: int = Field(512, ge=16, le=131072, description="max tokens per example (and per packed window for sft)")
     length_policy: Literal["truncate", "reject"] = Field("truncate", description="over-long examples: truncate or quarantine")
-    pack: bool = Field(True, description="sft only: pack examples into max_length windows (best-fit-decreasing)")
+    pack: bool = Field(True, description="sft only: pack whole examples into max_length windows (app.core.packing.pack_sequences)")
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of kept rows held out as 'validation'")
     seed: int = Field(0, description="seed of the train/validation split")
     dedup: DedupSpec = Field(default_factory=DedupSpec, description="exact + near-duplicate removal")

@@ -3,8 +3,9 @@
 - Shingles: character k-grams (default 5) or word k-grams, hashed to uint32 with a vectorized polynomial rolling hash.
 - Signatures: ``num_perm`` multiply-add-shift hash functions h_i(x) = ((a_i·x + b_i) mod 2^64) >> 32
   (Dietzfelbinger 1996, a universal family from 32-bit keys to 32-bit values: 3 vector ops per element);
-  signature[i] = min over the document's shingles. All documents of a batch are processed at once with
-  ``np.minimum.reduceat`` over a flat shingle array, no Python loop per shingle.
+  signature[i] = min over the document's shingles. All documents of a batch are processed at once: shingles
+  hashed over the concatenated batch, then a cache-sized [num_perm, S] block reduced by ``np.minimum.reduceat``;
+  no Python loop per shingle or per permutation.
 - LSH: the signature is cut into ``bands`` × ``rows``; documents sharing any band key are candidates. The (b, r)
   split minimizes weighted false-positive + false-negative probability at the threshold (as datasketch does).
 - Jaccard verification on the exact shingle sets decides the merge; union-find builds clusters.
@@ -66,36 +67,89 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def minhash_signatures(
-    shingle_sets: Sequence[np.ndarray], num_perm: int = 128, seed: int = 1, chunk: int = 1 << 16
-) -> np.ndarray:
-    """MinHash signatures for many documents at once: shape [n_docs, num_perm] uint32.
+def shingle_hashes_batch(texts: Sequence[str], k: int = 5, unit: str = "char") -> tuple[np.ndarray, np.ndarray]:
+    """``shingle_hashes`` of many texts at once, flat: (hashes uint32 [S], offsets int64 [n_docs + 1]).
 
-    h_i(x) = ((a_i·x + b_i) mod 2^64) >> 32. An empty document gets all 0xFFFFFFFF.
+    Document d's hashes are ``hashes[offsets[d]:offsets[d + 1]]``, sorted and unique, equal to
+    ``shingle_hashes(texts[d], k, unit)``. For char shingles the rolling hash runs once over the concatenation of
+    all normalized texts (windows that cross a document boundary are dropped) and one sort of
+    (doc << 32 | hash) keys dedups every document: a handful of numpy calls per batch instead of ~15 per document.
+    """
+    n_docs = len(texts)
+    if unit != "char":
+        sets = [shingle_hashes(t, k, unit) for t in texts]
+        offsets = np.zeros(n_docs + 1, dtype=np.int64)
+        np.cumsum([x.size for x in sets], out=offsets[1:])
+        return (np.concatenate(sets) if sets else np.empty(0, np.uint32)), offsets
+    norms = [normalize_text(t) for t in texts]
+    lens = np.fromiter((len(x) for x in norms), dtype=np.int64, count=n_docs)
+    codes = np.frombuffer("".join(norms).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    keys = []
+    per_doc = np.maximum(lens - k + 1, 0)  # full k-windows inside each document
+    if per_doc.sum() > 0:
+        n = codes.size - k + 1
+        acc = np.zeros(n, dtype=np.uint64)
+        base = np.uint64(1_000_003)
+        for j in range(k):  # the same polynomial hash and mix as shingle_hashes
+            acc = acc * base + codes[j : j + n]
+        acc ^= acc >> np.uint64(29)
+        acc *= np.uint64(0xBF58476D1CE4E5B9)
+        acc ^= acc >> np.uint64(32)
+        starts = np.cumsum(lens) - lens
+        doc = np.repeat(np.arange(n_docs, dtype=np.uint64), per_doc)
+        first = np.cumsum(per_doc) - per_doc  # index in `doc` where each document's windows begin
+        pos = np.arange(doc.size, dtype=np.int64) + np.repeat(starts - first, per_doc)
+        keys.append((doc << np.uint64(32)) | (acc[pos] & _MAX32))
+    for d in np.flatnonzero((lens > 0) & (lens < k)):  # shorter than k: one whole-text shingle
+        keys.append(np.array([(int(d) << 32) | int(shingle_hashes(texts[d], k)[0])], dtype=np.uint64))
+    if not keys:
+        return np.empty(0, np.uint32), np.zeros(n_docs + 1, dtype=np.int64)
+    key = np.sort(np.concatenate(keys))  # np.sort (SIMD) then an adjacent-difference mask: ~5x faster than np.unique
+    key = key[np.r_[True, key[1:] != key[:-1]]]
+    offsets = np.searchsorted(key >> np.uint64(32), np.arange(n_docs + 1, dtype=np.uint64)).astype(np.int64)
+    return (key & _MAX32).astype(np.uint32), offsets
+
+
+def minhash_signatures_flat(
+    hashes: np.ndarray, offsets: np.ndarray, num_perm: int = 128, seed: int = 1, chunk: int = 1 << 13
+) -> np.ndarray:
+    """MinHash signatures from flat shingle hashes (as ``shingle_hashes_batch`` returns): [n_docs, num_perm] uint32.
+
+    h_i(x) = ((a_i·x + b_i) mod 2^64) >> 32; an empty document gets all 0xFFFFFFFF. Computed as a [num_perm, S]
+    block over whole documents of about ``chunk`` shingles, written into one reused buffer (8 MiB at the defaults;
+    a much larger block is memory-bound), reduced with ``np.minimum.reduceat`` along its contiguous axis. The
+    ``>> 32`` is applied after the min (a monotone map commutes with min), saving a pass over the block.
     """
     a, b = permutations(num_perm, seed)
-    n = len(shingle_sets)
-    out = np.full((n, num_perm), 0xFFFFFFFF, dtype=np.uint32)
-    sizes = np.array([len(s) for s in shingle_sets], dtype=np.int64)
+    a, b = a[:, None], b[:, None]
+    sizes = np.diff(offsets)
+    out = np.full((sizes.size, num_perm), 0xFFFFFFFF, dtype=np.uint32)
     nonempty = np.flatnonzero(sizes)
-    if nonempty.size == 0:
-        return out
-    # process documents in groups whose shingles total about `chunk`, to bound the [S, num_perm] temporary
+    buf = np.empty(0, dtype=np.uint64)
     start = 0
     while start < nonempty.size:
-        total, stop = 0, start
-        while stop < nonempty.size and (total == 0 or total + sizes[nonempty[stop]] <= chunk):
-            total += sizes[nonempty[stop]]
-            stop += 1
+        # documents nonempty[start:stop], about `chunk` shingles in all (at least one document)
+        stop = max(start + 1, int(np.searchsorted(offsets[nonempty + 1], offsets[nonempty[start]] + chunk, "right")))
         docs = nonempty[start:stop]
-        flat = np.concatenate([shingle_sets[d] for d in docs]).astype(np.uint64)
-        hv = flat[:, None] * a[None, :]
-        hv += b[None, :]
-        hv >>= np.uint64(32)
-        offsets = np.concatenate([[0], np.cumsum(sizes[docs])[:-1]])
-        out[docs] = np.minimum.reduceat(hv, offsets, axis=0).astype(np.uint32)
+        lo, hi = offsets[docs[0]], offsets[docs[-1] + 1]
+        if buf.size < num_perm * (hi - lo):
+            buf = np.empty(num_perm * (hi - lo), dtype=np.uint64)
+        hv = np.multiply(a, hashes[lo:hi].astype(np.uint64)[None, :], out=buf[: num_perm * (hi - lo)].reshape(num_perm, -1))
+        hv += b
+        out[docs] = (np.minimum.reduceat(hv, offsets[docs] - lo, axis=1) >> np.uint64(32)).T
         start = stop
     return out
+
+
+def minhash_signatures(
+    shingle_sets: Sequence[np.ndarray], num_perm: int = 128, seed: int = 1, chunk: int = 1 << 13
+) -> np.ndarray:
+    """MinHash signatures for many documents at once: shape [n_docs, num_perm] uint32 (see
+    ``minhash_signatures_flat``; an empty document gets all 0xFFFFFFFF)."""
+    offsets = np.zeros(len(shingle_sets) + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in shingle_sets], out=offsets[1:])
+    flat = np.concatenate([np.asarray(x, dtype=np.uint32) for x in shingle_sets]) if len(shingle_sets) else None
+    return minhash_signatures_flat(flat if flat is not None else np.empty(0, np.uint32), offsets, num_perm, seed, chunk)
 
 
 def _false_probabilities(threshold: float, b: int, r: int, steps: int = 200) -> tuple[float, float]:

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.core.minhash import UnionFind, band_keys, jaccard, minhash_signatures, optimal_bands, shingle_hashes
+from app.core.minhash import (
+    UnionFind,
+    band_keys,
+    jaccard,
+    minhash_signatures_flat,
+    optimal_bands,
+    shingle_hashes_batch,
+)
 
 _ALL_PAIRS_UP_TO = 16  # buckets up to this size emit every pair; larger ones a star on the first id + a chain
 
@@ -52,8 +59,8 @@ class NearDupResult:
 
 def bucket_rows(batch: dict[str, np.ndarray], p: MinHashParams, bands: int, rows: int) -> dict[str, np.ndarray]:
     """Documents {id, text} → one row per (document, band): {bucket int64, id int64}."""
-    shingles = [shingle_hashes(str(t), p.shingle_size, p.shingle) for t in batch["text"]]
-    keys = band_keys(minhash_signatures(shingles, p.num_perm, p.seed), bands, rows)  # [n, bands] uint64
+    hashes, offsets = shingle_hashes_batch([str(t) for t in batch["text"]], p.shingle_size, p.shingle)
+    keys = band_keys(minhash_signatures_flat(hashes, offsets, p.num_perm, p.seed), bands, rows)  # [n, bands] uint64
     band_salt = (np.arange(bands, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
     return {
         "bucket": (keys ^ band_salt[None, :]).reshape(-1).view(np.int64),
@@ -62,7 +69,11 @@ def bucket_rows(batch: dict[str, np.ndarray], p: MinHashParams, bands: int, rows
 
 
 def candidate_pairs(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """All (bucket, id) rows of some buckets → unique candidate pairs (a < b) of ids sharing a bucket."""
+    """All (bucket, id) rows of some buckets → unique candidate pairs (a < b) of ids sharing a bucket.
+
+    Buckets of exactly two rows (nearly all the multi-member ones) are turned into pairs in one vectorized step;
+    only larger buckets take the per-bucket path.
+    """
     bucket, ids = np.asarray(block["bucket"]), np.asarray(block["id"])
     if bucket.size < 2:
         return {"a": np.empty(0, np.int64), "b": np.empty(0, np.int64)}
@@ -70,34 +81,43 @@ def candidate_pairs(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     bucket, ids = bucket[order], ids[order]
     starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
     sizes = np.diff(np.r_[starts, bucket.size])
-    a, b = [], []
-    for s, n in zip(starts[sizes > 1], sizes[sizes > 1]):
+    two = starts[sizes == 2]
+    a, b = [ids[two]], [ids[two + 1]]  # sorted by id within a bucket, so a <= b
+    for s, n in zip(starts[sizes > 2], sizes[sizes > 2]):
         members = np.unique(ids[s : s + n])
-        if members.size < 2:
-            continue
         if members.size <= _ALL_PAIRS_UP_TO:
             i, j = np.triu_indices(members.size, k=1)
             a.append(members[i]), b.append(members[j])
         else:
             a.append(np.r_[np.repeat(members[0], members.size - 1), members[1:-1]])
             b.append(np.r_[members[1:], members[2:]])
-    if not a:
+    a, b = np.concatenate(a), np.concatenate(b)
+    keep = a != b
+    if not keep.any():
         return {"a": np.empty(0, np.int64), "b": np.empty(0, np.int64)}
-    pairs = np.unique(np.stack([np.concatenate(a), np.concatenate(b)], axis=1), axis=0)
+    pairs = np.unique(np.stack([a[keep], b[keep]], axis=1), axis=0)
     return {"a": pairs[:, 0], "b": pairs[:, 1]}
 
 
 def verify_pairs(pairs: np.ndarray, texts: dict[int, str], p: MinHashParams) -> np.ndarray:
     """Keep the pairs (shape [n, 2]) whose exact shingle Jaccard ≥ threshold; returns shape [m, 2]."""
-    cache: dict[int, np.ndarray] = {}
+    if not len(pairs):
+        return pairs
+    docs = np.unique(pairs)
+    hashes, offsets = shingle_hashes_batch([texts[int(i)] for i in docs], p.shingle_size, p.shingle)
+    row = {int(d): k for k, d in enumerate(docs)}
 
     def sh(i: int) -> np.ndarray:
-        if i not in cache:
-            cache[i] = shingle_hashes(texts[i], p.shingle_size, p.shingle)
-        return cache[i]
+        k = row[i]
+        return hashes[offsets[k] : offsets[k + 1]]
 
     keep = [jaccard(sh(int(x)), sh(int(y))) >= p.threshold for x, y in pairs]
-    return pairs[np.asarray(keep, dtype=bool)] if len(pairs) else pairs
+    return pairs[np.asarray(keep, dtype=bool)]
+
+
+def _rows_with_ids(batch: dict[str, np.ndarray], ids: np.ndarray) -> dict[str, np.ndarray]:
+    keep = np.isin(np.asarray(batch["id"], dtype=np.int64), ids)
+    return {"id": np.asarray(batch["id"])[keep], "text": np.asarray(batch["text"])[keep]}
 
 
 def _remote_classes():
@@ -152,9 +172,10 @@ def find_near_duplicates(ds, params: MinHashParams, num_partitions: int | None =
     if not len(pairs):
         return result
     t1 = time.perf_counter()
-    involved = set(np.unique(pairs).tolist())
-    needed = ds.filter(lambda r: int(r["id"]) in involved).to_pandas()
-    texts_ref = ray.put({int(i): str(t) for i, t in zip(needed["id"], needed["text"])})
+    involved = np.unique(pairs)
+    needed = ds.map_batches(_rows_with_ids, fn_kwargs={"ids": involved}, batch_size=4096, batch_format="numpy")
+    texts_ref = ray.put({int(i): str(t) for b in needed.iter_batches(batch_size=None, batch_format="numpy")
+                         for i, t in zip(b["id"], b["text"])})
     UnionFindActor, verify_task = _remote_classes()
     n_chunks = max(1, min(64, len(pairs) // 2000))
     edges = ray.get([verify_task.remote(chunk, texts_ref, params) for chunk in np.array_split(pairs, n_chunks)])

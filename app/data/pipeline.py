@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from app.config.ingest import IngestConfig
-from app.core.packing import concat_packed, pack_best_fit_decreasing, packing_efficiency, padded_efficiency
+from app.core.packing import concat_packed, pack_sequences, packing_efficiency, padded_efficiency
 from app.data.artifact import DatasetArtifact, write_artifact
 from app.data.errors import DataError, RowError
 from app.data.readers import expand_source, read_sources
@@ -107,7 +107,7 @@ def _sha256_file(path: str) -> str:
 
 def _pack_split(rows: list[dict[str, Any]], max_length: int) -> tuple[list[dict[str, Any]], list[int]]:
     lengths = [len(r["input_ids"]) for r in rows]
-    bins = pack_best_fit_decreasing(lengths, max_length)
+    bins = pack_sequences(lengths, max_length)
     packed = []
     for members in sorted(bins, key=lambda m: min(m)):  # stable order: by earliest example in the window
         members = sorted(members)

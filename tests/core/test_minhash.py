@@ -9,8 +9,10 @@ from app.core.minhash import (
     band_keys,
     jaccard,
     minhash_signatures,
+    minhash_signatures_flat,
     optimal_bands,
     shingle_hashes,
+    shingle_hashes_batch,
 )
 
 
@@ -71,3 +73,15 @@ def test_union_find_smallest_id_is_root():
     for a, b in [(5, 3), (3, 9), (7, 8)]:
         uf.union(a, b)
     assert uf.clusters() == {3: [3, 5, 9], 7: [7, 8]}
+
+
+def test_batch_shingles_equal_per_document():
+    texts = ["The cat  sat on the mat", "", "abc", "abcd", "x", "Héllo wörld ✓✓ héllo", "a dog ran in the park"]
+    for unit, k in (("char", 5), ("char", 3), ("word", 2)):
+        hashes, offsets = shingle_hashes_batch(texts, k, unit)
+        assert offsets.tolist()[0] == 0 and offsets[-1] == hashes.size
+        for d, t in enumerate(texts):
+            assert np.array_equal(hashes[offsets[d] : offsets[d + 1]], shingle_hashes(t, k, unit))
+    sig = minhash_signatures_flat(*shingle_hashes_batch(texts), num_perm=32, seed=5, chunk=4)  # tiny chunk: many blocks
+    assert np.array_equal(sig, minhash_signatures([shingle_hashes(t) for t in texts], 32, seed=5))
+    assert (sig[1] == 0xFFFFFFFF).all()  # the empty document
