@@ -73,6 +73,26 @@ def plot_lineage(nodes: list[tuple[str, str]], path: Path) -> Path:
     return path
 
 
+# eval metric prefix -> (label, format); the eval stage reports <prefix>_base / <prefix>_adapter (+ <prefix>_n)
+EVAL_PAIRS = (("ppl", "held-out perplexity (GSM8K test answers)", "{:.3f}"),
+              ("gsm8k_em", "GSM8K exact match", "{:.3f}"),
+              ("bench_acc", "HH-RLHF preference accuracy", "{:.3f}"),
+              ("refusal_rate", "red-team refusal rate", "{:.3f}"))
+
+
+def base_vs_adapter(metrics: dict[str, float]) -> list[tuple[str, str, str, str]]:
+    """Rows (metric, base, adapter, n) for every eval metric measured on both variants."""
+    rows = []
+    for prefix, label, fmt in EVAL_PAIRS:
+        base, adapter = metrics.get(f"{prefix}_base"), metrics.get(f"{prefix}_adapter")
+        if base is None or adapter is None:
+            continue
+        n = metrics.get("ppl_tokens" if prefix == "ppl" else f"{prefix}_n")
+        unit = " tokens" if prefix == "ppl" else ""
+        rows.append((label, fmt.format(base), fmt.format(adapter), f"{int(n)}{unit}" if n is not None else ""))
+    return rows
+
+
 def write_report(ctx: RunContext, result: PipelineResult) -> Path:
     """Write ``report.md`` (+ PNGs) into the run's report folder and return its path."""
     out, o = ctx.report_dir, ctx.outputs
@@ -97,6 +117,11 @@ def write_report(ctx: RunContext, result: PipelineResult) -> Path:
         rows = [(name, len(pts), f"{pts[0][1]:.4f}", f"{pts[-1][1]:.4f}") for name, pts in histories.items() if pts]
         parts += ["## Training", _table(rows, ("stage", "points", "first loss", "last loss")),
                   "![loss curves](loss_curves.png)"]
+
+    rows = base_vs_adapter(o.get("eval_metrics") or {})
+    if rows:
+        parts += ["## Learning result (held-out)", "Same prompts, same tokens; base = the adapter switched off.",
+                  _table(rows, ("metric", "base", "adapter", "n"))]
 
     gates = o.get("gates")
     if gates:

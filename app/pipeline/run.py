@@ -116,6 +116,9 @@ def summary_lines(result: PipelineResult) -> list[str]:
     lines = [f"pipeline {'PASSED' if result.ok else 'STOPPED'} in {result.seconds / 60:.1f} min"]
     for r in result.results:
         lines.append(f"  {r.name:<9} {r.status:<8} {r.seconds:7.1f}s  {r.detail}".rstrip())
+    metrics = result.outputs.get("eval_metrics") or {}
+    if "ppl_base" in metrics and "ppl_adapter" in metrics:
+        lines.append(f"  held-out perplexity: base {metrics['ppl_base']:.3f} -> adapter {metrics['ppl_adapter']:.3f}")
     for key in ("dataset_id", "adapter_path", "registry_version", "served_model", "sample_response"):
         if key in result.outputs:
             value = str(result.outputs[key]).replace("\n", " ")
