@@ -96,6 +96,10 @@ class JobsAPIConfig(StrictModel):
     pipeline_template: str = Field(
         "configs/tiny/pipeline_job.yaml", description="pipeline YAML each API job starts from (method picks stages)"
     )
+    upload_ingest: str = Field(
+        "configs/tiny/ingest_sft.yaml",
+        description="ingest YAML every upload is run through (as a Ray job; its model tokenizes; record type guessed)",
+    )
     tenants: list[TenantSpec] = Field(
         default_factory=list, description="API keys and tenants, as in the serving app (empty: every call is 401)"
     )

@@ -9,6 +9,7 @@ progress (step, loss, tokens/s, checkpoint) straight into the store.
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -48,7 +49,8 @@ class JobRunner:
         return self._client
 
     def tick(self) -> None:
-        """Poll live jobs, then submit queued ones while there is room."""
+        """Ingest new uploads, poll live jobs, then submit queued ones while there is room."""
+        self._ingest_files()
         live = self.store.list_jobs(statuses=set(LIVE), limit=1000)
         for job in live:
             self._poll(job)
@@ -96,6 +98,63 @@ class JobRunner:
                                   f"{fresh['checkpoint_path'] or 'the start'}",
                        "requeue": f"attempt {fresh['attempts'] + 1} of {self.cfg.max_attempts}"}.get(event, "")
             self.store.apply(job["id"], event, message)
+
+    def _ingest_files(self) -> None:
+        """Uploads become dataset artifacts: each is ingested by its own Ray job (validate, dedup, contamination,
+        tokenize, pack with ``cfg.upload_ingest``); the file then reads ``processed`` with its ``dataset_id``."""
+        for f in self.store.list_files(statuses={"ingesting"}, limit=1000):
+            self._poll_ingest(f)
+        for f in self.store.list_files(statuses={"uploaded"}, limit=1000):
+            self._submit_ingest(f)
+
+    def _submit_ingest(self, f: dict) -> None:
+        from app.jobs_api.uploads import guess_record_type
+
+        path = Path(f["path"])
+        try:
+            record_type = guess_record_type(path, f["format"])
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is the uploader's problem, not the runner's
+            self.store.update_file(f["id"], status="error", status_details=f"cannot read {f['filename']}: {exc}")
+            return
+        overrides = [f"sources=[{{path: '{path}', input_format: auto}}]", f"record_type={record_type}",
+                     f"name={f['id']}", f"output_dir={path.parent / 'datasets'}", "ray.address=auto"]
+        submission_id = f"{f['id']}-ingest"
+        self.client.submit_job(
+            entrypoint=f"{sys.executable} -m jobs.ingest --config {REPO_ROOT / self.cfg.upload_ingest} "
+                       + " ".join(shlex.quote(o) for o in overrides),
+            submission_id=submission_id, entrypoint_num_cpus=self.cfg.job_num_cpus,
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "RAYALIGN_HOME": str(rayalign_home()),
+                                      "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}},
+            metadata={"rayalign_file_id": f["id"], "tenant": f["tenant"]},
+        )
+        self.store.update_file(f["id"], status="ingesting", record_type=record_type, ingest_job=submission_id,
+                               dataset_path=str(path.parent / "datasets" / f["id"]))
+
+    def _poll_ingest(self, f: dict) -> None:
+        from app.data.artifact import load_artifact
+
+        status = str(self.client.get_job_status(f["ingest_job"]).value)
+        if status not in _DONE:
+            return
+        if status == "SUCCEEDED":
+            try:
+                artifact = load_artifact(f["dataset_path"])
+            except Exception as exc:  # noqa: BLE001 - recorded on the file
+                self.store.update_file(f["id"], status="error", status_details=f"no dataset artifact: {exc}")
+                return
+            m = artifact.manifest
+            details = (f"{m.get('rows_accepted')} of {m.get('rows_read')} rows kept (rejected "
+                       f"{m.get('rows_rejected')}, duplicates {m.get('exact_dups_removed', 0)}+"
+                       f"{m.get('near_dups_removed', 0)}, contaminated {m.get('contaminated_dropped', 0)}); "
+                       f"{m.get('tokens')} tokens for {m.get('model_source')}")
+            if not m.get("rows_accepted"):  # every record was quarantined: nothing to train on
+                self.store.update_file(f["id"], status="error", status_details=f"no usable records: {details}")
+                return
+            self.store.update_file(f["id"], status="processed", dataset_id=artifact.id, status_details=details)
+            return
+        logs = self.client.get_job_logs(f["ingest_job"]) or ""
+        reason = next((line for line in reversed(logs.strip().splitlines()) if line.strip()), status)
+        self.store.update_file(f["id"], status="error", status_details=f"ingestion {status}: {reason[-500:]}")
 
     def run_forever(self) -> None:
         """The scheduler loop (a daemon thread in the API replica)."""

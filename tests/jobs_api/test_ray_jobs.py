@@ -94,6 +94,28 @@ def upload_sample(a) -> str:
     return r.json()["id"]
 
 
+def test_upload_is_ingested_into_a_dataset_artifact(served_api):
+    """POST /v1/files -> uploaded -> (Ray ingest job) -> processed with a dataset artifact id; bad records -> error."""
+    _, a, ray_client, _ = served_api
+    t0 = time.time()
+    file_id = upload_sample(a)
+    deadline = time.time() + 240
+    while (f := a.get(f"/v1/files/{file_id}").json())["status"] not in {"processed", "error"}:
+        assert time.time() < deadline, f
+        time.sleep(0.5)
+    assert f["status"] == "processed", f
+    assert f["record_type"] == "sft" and f["dataset_id"].startswith("sft-"), f
+    assert "40 of 40 rows kept" in f["status_details"], f
+    assert ray_client.get_job_status(f"{file_id}-ingest").value == "SUCCEEDED"
+    print(f"upload -> processed in {time.time() - t0:.1f}s: {f['dataset_id']} ({f['status_details']})")
+    # well-formed JSON whose records no reader accepts: the file is stored, ingestion reports why it failed
+    bad = a.post("/v1/files", params={"filename": "odd.jsonl"}, content=b'{"foo": 1}\n{"foo": 2}\n').json()
+    while (f := a.get(f"/v1/files/{bad['id']}").json())["status"] not in {"processed", "error"}:
+        assert time.time() < deadline + 120, f
+        time.sleep(0.5)
+    assert f["status"] == "error" and f["dataset_id"] is None and f["status_details"], f
+
+
 def kill_job_process(job_id: str) -> list[int]:
     """SIGKILL the job's entrypoint process (what a lost node or a spot reclaim does to it)."""
     import os
