@@ -32,6 +32,19 @@ def jobs_root() -> Path:
     return root
 
 
+def reusable_dataset(file: dict, base_model: str) -> str | None:
+    """The file's upload-time artifact when it was tokenized for ``base_model`` (else the job ingests it itself)."""
+    from app.data.artifact import load_artifact
+
+    if file["status"] != "processed" or not file["dataset_path"]:
+        return None
+    try:
+        artifact = load_artifact(file["dataset_path"])
+    except Exception:  # noqa: BLE001 - a vanished artifact just means ingesting again
+        return None
+    return str(artifact.path) if artifact.manifest.get("model_source") == base_model else None
+
+
 class JobRunner:
     """Submits queued jobs to Ray and folds Ray job states back into the job store."""
 
@@ -68,8 +81,15 @@ class JobRunner:
         if any(f is None for f in files.values()):
             self.store.apply(job["id"], "fail", "training/validation file no longer exists")
             return
+        if any(f["status"] in ("uploaded", "ingesting") for f in files.values()):
+            return  # stays queued until upload-time ingestion of its files is done
+        bad = next((f for f in files.values() if f["status"] == "error"), None)
+        if bad is not None:
+            self.store.apply(job["id"], "fail", f"file {bad['id']} could not be ingested: {bad['status_details']}")
+            return
         pipeline = pipeline_for_job(job, {k: f["path"] for k, f in files.items()}, job_dir, self.store.url,
-                                    REPO_ROOT / self.cfg.pipeline_template)
+                                    REPO_ROOT / self.cfg.pipeline_template,
+                                    dataset=reusable_dataset(files["training_file"], job["request"]["base_model"]))
         config_path = job_dir / "pipeline.yaml"
         config_path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
         submission_id = f"{job['id']}-a{attempt}"

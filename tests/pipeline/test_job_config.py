@@ -48,3 +48,20 @@ def test_every_request_knob_maps_to_a_real_sft_key():
         for part in key.split("."):
             field = node.model_fields[part]
             node = field.annotation
+
+
+def test_every_request_knob_maps_to_a_real_dpo_key():
+    from app.config.dpo import DPOConfig
+    from app.pipeline.job_config import PREFERENCE_HYPER_KEYS
+
+    assert set(PREFERENCE_HYPER_KEYS) == set(HYPER_KEYS)
+    for key in PREFERENCE_HYPER_KEYS.values():
+        node = DPOConfig
+        for part in key.split("."):
+            node = node.model_fields[part].annotation
+
+
+def test_processed_upload_is_reused_instead_of_ingesting_again(tmp_path):
+    data = pipeline_for_job(job(), {"training_file": "/f/train.jsonl"}, tmp_path, "sqlite:///x.db",
+                            REPO_ROOT / "configs/tiny/pipeline_job.yaml", dataset="/d/file-1")
+    assert validate_config(data, PipelineConfig).dataset == "/d/file-1"
