@@ -122,10 +122,12 @@ class JobRunner:
     def _ingest_files(self) -> None:
         """Uploads become dataset artifacts: each is ingested by its own Ray job (validate, dedup, contamination,
         tokenize, pack with ``cfg.upload_ingest``); the file then reads ``processed`` with its ``dataset_id``."""
-        for f in self.store.list_files(statuses={"ingesting"}, limit=1000):
-            self._poll_ingest(f)
-        for f in self.store.list_files(statuses={"uploaded"}, limit=1000):
-            self._submit_ingest(f)
+        for status, step in (("ingesting", self._poll_ingest), ("uploaded", self._submit_ingest)):
+            for f in self.store.list_files(statuses={status}, limit=1000):
+                try:
+                    step(f)
+                except Exception:  # noqa: BLE001 - one file's trouble must not stop the jobs' polling
+                    log.exception("ingestion of %s: %s failed; retried next tick", f["id"], step.__name__)
 
     def _submit_ingest(self, f: dict) -> None:
         from app.jobs_api.uploads import guess_record_type
