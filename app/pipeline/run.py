@@ -77,10 +77,13 @@ def run_pipeline(cfg: PipelineConfig, report_dir: str | Path | None = None) -> P
     from app.pipeline.report import write_report
 
     t0 = time.perf_counter()
+    from app.pipeline.stages import check_stage_configs
+
     out_dir = Path(report_dir or cfg.report_dir or default_report_dir(cfg))
+    ctx = RunContext(cfg=cfg, report_dir=out_dir, progress=JobProgress(cfg.job))
+    check_stage_configs(ctx)  # before anything runs or is written
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out_dir / "pipeline.resolved.yaml")
-    ctx = RunContext(cfg=cfg, report_dir=out_dir, progress=JobProgress(cfg.job))
     ctx.outputs["pipeline_config_hash"] = config_hash(cfg)
     ok, error = True, None
     for name, enabled, fn in plan(cfg):

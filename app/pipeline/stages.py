@@ -37,6 +37,20 @@ def load_stage_config(ctx: RunContext, stage: StageSpec, extra: list[str] = (), 
     return load_config(path, schema, [*shared, *extra, *stage.overrides])
 
 
+def check_stage_configs(ctx: RunContext) -> None:
+    """Load every enabled stage's YAML + overrides up front, so a typo fails in a second, not after the stages
+    before it ran for minutes (values known only at run time, e.g. the artifact path, are filled in later)."""
+    c = ctx.cfg
+    stages = [(c.ingest, c.ingest.enabled and not c.dataset), (c.sft, c.sft.enabled),
+              (c.preference.ingest, c.preference.enabled and c.preference.ingest.enabled),
+              (c.preference, c.preference.enabled and c.preference.method == "dpo"), (c.serve, c.serve.enabled)]
+    for spec, enabled in stages:
+        if enabled and spec.config:
+            load_stage_config(ctx, spec)
+    if c.eval.enabled:
+        load_stage_config(ctx, c.eval, default_schema="eval")
+
+
 def registry(ctx: RunContext):
     from app.registry.store import Registry
 

@@ -70,3 +70,15 @@ def test_failing_stage_is_reported_then_raised(tmp_path, monkeypatch):
         run_pipeline(PipelineConfig(name="t"), report_dir=tmp_path)
     report = (tmp_path / "report.md").read_text()
     assert "| ingest | failed |" in report and "disk full" in report and "| sft | stopped |" in report
+
+
+def test_a_typo_in_a_stage_config_fails_before_anything_runs(tmp_path, monkeypatch):
+    from app.config.errors import ConfigError
+    from app.config.loader import load_config
+
+    calls: list[str] = []
+    monkeypatch.setattr(run_mod, "plan", lambda cfg: standin_stages(True, calls))
+    cfg = load_config("configs/tiny/pipeline_smoke.yaml", PipelineConfig, ["sft.overrides=[train.bogus=1]"])
+    with pytest.raises(ConfigError, match="train.bogus"):
+        run_pipeline(cfg, report_dir=tmp_path / "r")
+    assert calls == [] and not (tmp_path / "r").exists()
