@@ -127,7 +127,8 @@ def write_report(ctx: RunContext, result: PipelineResult) -> Path:
     histories = o.get("loss_histories", {})
     if plot_losses(histories, out / "loss_curves.png"):
         rows = [(name, len(pts), f"{pts[0][1]:.4f}", f"{pts[-1][1]:.4f}",
-                 f"{sum(p[1] for p in pts[:5]) / len(pts[:5]):.4f}", f"{sum(p[1] for p in pts[-5:]) / len(pts[-5:]):.4f}")
+                 *((f"{sum(p[1] for p in pts[:5]) / 5:.4f}", f"{sum(p[1] for p in pts[-5:]) / 5:.4f}")
+                   if len(pts) >= 10 else ("", "")))
                 for name, pts in histories.items() if pts]
         parts += ["## Training", _table(rows, ("stage", "steps", "first loss", "last loss", "mean first 5",
                                                 "mean last 5")),
@@ -151,6 +152,9 @@ def write_report(ctx: RunContext, result: PipelineResult) -> Path:
         parts += ["## Lineage", _table(rows, ("field", "value"))]
         nodes = [("base", str(lineage.get("base_sha", ""))[:10]), ("dataset", str(lineage.get("dataset_id", ""))[:14]),
                  ("adapter", str(lineage.get("method", ""))), ("registry", str(o.get("registry_version", "-")))]
+        if o.get("sft_adapter_path"):  # DPO from the SFT adapter: show both trainings and both datasets
+            nodes[1:1] = [("dataset", str(o.get("dataset_id", ""))[:14]), ("adapter", "sft")]
+            nodes[3] = ("pairs", nodes[3][1])
         plot_lineage(nodes, out / "lineage.png")
         parts.append("![lineage](lineage.png)")
 

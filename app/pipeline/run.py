@@ -104,7 +104,7 @@ def run_pipeline(cfg: PipelineConfig, report_dir: str | Path | None = None) -> P
         ctx.outputs.update(outputs)
         passed = outputs.get("passed", True)
         ctx.results.append(StageResult(name, "ok" if passed else "failed", time.perf_counter() - start, outputs,
-                                       detail="" if passed else outputs.get("detail", "gate failed")))
+                                       detail=outputs.get("detail", "") if passed else outputs.get("detail", "gate failed")))
         ctx.progress.event("stage", f"{name} {'done' if passed else 'failed'} in {time.perf_counter() - start:.1f}s")
         ok = ok and passed
     result = PipelineResult(ok, out_dir / "report.md", ctx.results, ctx.outputs, time.perf_counter() - t0)
