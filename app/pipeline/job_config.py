@@ -63,7 +63,8 @@ def pipeline_for_job(job: dict[str, Any], file_paths: dict[str, str], job_dir: P
         "ray": {"address": "auto"},
         "ingest": {"overrides": base.get("ingest", {}).get("overrides", []) + ingest_over},
         "eval": {"enabled": bool(req.get("eval_config", {}).get("enabled", base.get("eval", {}).get("enabled", True)))},
-        "promote": {"name": f"ft-{(req.get('suffix') or job['id'].split('-', 1)[1]).lower()}"},
+        # registered under the job's tenant: /v1/models lists only the caller's tenant
+        "promote": {"name": f"ft-{(req.get('suffix') or job['id'].split('-', 1)[1]).lower()}", "tenant": job["tenant"]},
         "serve": {"enabled": False},
         "report_dir": str(job_dir / "report"),
         "job": {"job_id": job["id"], "db_url": db_url},

@@ -26,6 +26,7 @@ def test_lora_job_pipeline(tmp_path):
     assert "train.max_steps=7" in cfg.sft.overrides and "checkpoint.every_steps=3" in cfg.sft.overrides
     assert f"ray.run_name={job()['id']}-sft" in cfg.sft.overrides
     assert cfg.job.job_id == job()["id"] and cfg.promote.name == "ft-0123456789abcdef0123"
+    assert cfg.promote.tenant == "alpha"  # the adapter is the job owner's: GET /v1/models filters by tenant
     assert any("'/f/train.jsonl'" in o for o in cfg.ingest.overrides)
     # same job, same config: a re-queued attempt re-runs the same Ray Train run (and resumes)
     assert pipeline_for_job(job(), {"training_file": "/f/train.jsonl"}, tmp_path, "sqlite:///x.db",
