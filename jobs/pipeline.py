@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         failed = next((r for r in result.results if r.status == "failed"), None)
         progress.finish("failed", error=f"stage {failed.name}: {failed.detail}" if failed else "stopped")
-    print("\n".join(summary_lines(result)))
+    print("\n" + "\n".join(summary_lines(result)))  # own line: Ray's progress bars leave the cursor mid-line
     return 0 if result.ok else 1
 
 

@@ -1,4 +1,4 @@
-"""`rayalign jobs api|submit|status|cancel|list|upload`: run the fine-tuning job API, or talk to it.
+"""`rayalign jobs api|submit|status|cancel|list|upload|file`: run the fine-tuning job API, or talk to it.
 
     rayalign jobs api --address local                     # API on Ray Serve at http://127.0.0.1:8000 (+ dashboard)
     export RAYALIGN_API_URL=http://127.0.0.1:8000 RAYALIGN_API_KEY=...
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from app.config.errors import ConfigError
 
-HELP = "fine-tuning job API: serve it (api) or use it (submit, status, cancel, list, upload)"
+HELP = "fine-tuning job API: serve it (api) or use it (submit, status, cancel, list, upload, file)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for name in ("status", "cancel", "events"):
         sub.add_parser(name, help=f"{name} of a job").add_argument("job_id")
     sub.add_parser("list", help="your jobs")
+    sub.add_parser("file", help="an uploaded file: ingestion status and dataset id").add_argument("file_id")
 
 
 def _client(args):
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.action == "upload":
             return _show(_upload(client, args.file))
+        if args.action == "file":
+            return _show(client.get(f"/v1/files/{args.file_id}"))
         if args.action == "submit":
             file_id = args.training_file
             if args.file:

@@ -20,5 +20,5 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, PipelineConfig, args.overrides)
     result = run_pipeline(cfg)
-    print("\n".join(summary_lines(result)))
+    print("\n" + "\n".join(summary_lines(result)))  # own line: Ray's progress bars leave the cursor mid-line
     return 0 if result.ok else 1

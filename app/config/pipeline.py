@@ -69,6 +69,10 @@ class PipelineConfig(StrictModel):
     ray: RaySpec = Field(default_factory=RaySpec, description="where Ray runs and stores checkpoints")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking")
     ingest: StageSpec = Field(default_factory=StageSpec, description="raw data -> dataset artifact")
+    dataset: str | None = Field(
+        None, description="an already-ingested dataset artifact folder to train on instead of running ingest "
+                          "(the job API passes a processed upload's artifact when its model matches the job's)"
+    )
     sft: StageSpec = Field(default_factory=StageSpec, description="SFT LoRA on the ingested artifact")
     preference: PreferenceStage = Field(default_factory=PreferenceStage, description="optional DPO or PPO stage")
     eval: StageSpec = Field(default_factory=StageSpec, description="eval suite + gates deciding promotion")
@@ -95,6 +99,10 @@ class JobsAPIConfig(StrictModel):
     max_concurrent_jobs: int = Field(1, ge=1, description="jobs running at once; the rest wait queued")
     pipeline_template: str = Field(
         "configs/tiny/pipeline_job.yaml", description="pipeline YAML each API job starts from (method picks stages)"
+    )
+    upload_ingest: str = Field(
+        "configs/tiny/ingest_sft.yaml",
+        description="ingest YAML every upload is run through (as a Ray job; its model tokenizes; record type guessed)",
     )
     tenants: list[TenantSpec] = Field(
         default_factory=list, description="API keys and tenants, as in the serving app (empty: every call is 401)"

@@ -1,6 +1,7 @@
 """The fine-tuning job API (FastAPI), served on Ray Serve by ``deployment()`` or by uvicorn in-process.
 
-    POST /v1/files?filename=x.jsonl          raw JSONL/Parquet body, streamed, size-bounded  -> {id, rows, ...}
+    POST /v1/files?filename=x.jsonl          raw JSONL/Parquet body, streamed, size-bounded  -> {id, rows, status}
+    GET  /v1/files[/{id}]                    status uploaded -> ingesting -> processed (dataset_id) | error
     POST /v1/fine-tuning/jobs                {base_model, training_file, method, hyperparameters, ...}
                                              (header Idempotency-Key: a repeat returns the first job)
     GET  /v1/fine-tuning/jobs[/{id}]         status, step, loss, tokens_per_sec, checkpoint_path
@@ -39,6 +40,13 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
     out.update(object="fine_tuning.job", job_id=job["id"], base_model=job["request"]["base_model"],
                training_file=job["request"]["training_file"], hyperparameters=job["request"]["hyperparameters"])
     return out
+
+
+def file_view(row: dict[str, Any], purpose: str = "fine-tune") -> dict[str, Any]:
+    """OpenAI's file object plus what ingestion found: status uploaded -> ingesting -> processed (dataset_id) | error."""
+    return {"id": row["id"], "object": "file", "filename": row["filename"], "bytes": row["bytes"], "rows": row["rows"],
+            "sha256": row["sha256"], "purpose": purpose, "status": row["status"], "record_type": row["record_type"],
+            "dataset_id": row["dataset_id"], "status_details": row["status_details"], "created_at": row["created_at"]}
 
 
 def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = True) -> FastAPI:
@@ -85,10 +93,21 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
             raise HTTPException(413, str(exc)) from None
         except UploadInvalid as exc:
             raise HTTPException(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from None
+        # stored and well-formed; the scheduler now ingests it (a Ray job) -> status processed + dataset_id
         row = store.add_file(who, stored.file_id, filename=filename, format=stored.format, path=str(stored.path),
-                             bytes=stored.bytes, sha256=stored.sha256, rows=stored.rows, status="processed")
-        return {"id": row["id"], "object": "file", "filename": filename, "bytes": row["bytes"], "rows": row["rows"],
-                "sha256": row["sha256"], "purpose": purpose, "status": row["status"], "dataset_id": row["dataset_id"]}
+                             bytes=stored.bytes, sha256=stored.sha256, rows=stored.rows, status="uploaded")
+        return file_view(row, purpose)
+
+    @app.get("/v1/files")
+    def list_files(who: str = Depends(tenant), limit: int = Query(20, ge=1, le=100)):
+        return {"object": "list", "data": [file_view(f) for f in store.list_files(who, limit=limit)]}
+
+    @app.get("/v1/files/{file_id}")
+    def get_file(file_id: str, who: str = Depends(tenant)):
+        row = store.get_file(who, file_id)
+        if row is None:
+            raise HTTPException(404, f"file {file_id!r} not found")
+        return file_view(row)
 
     @app.post("/v1/fine-tuning/jobs")
     def create_job(body: CreateJob, who: str = Depends(tenant),

@@ -9,6 +9,7 @@ progress (step, loss, tokens/s, checkpoint) straight into the store.
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -31,6 +32,19 @@ def jobs_root() -> Path:
     return root
 
 
+def reusable_dataset(file: dict, base_model: str) -> str | None:
+    """The file's upload-time artifact when it was tokenized for ``base_model`` (else the job ingests it itself)."""
+    from app.data.artifact import load_artifact
+
+    if file["status"] != "processed" or not file["dataset_path"]:
+        return None
+    try:
+        artifact = load_artifact(file["dataset_path"])
+    except Exception:  # noqa: BLE001 - a vanished artifact just means ingesting again
+        return None
+    return str(artifact.path) if artifact.manifest.get("model_source") == base_model else None
+
+
 class JobRunner:
     """Submits queued jobs to Ray and folds Ray job states back into the job store."""
 
@@ -48,7 +62,8 @@ class JobRunner:
         return self._client
 
     def tick(self) -> None:
-        """Poll live jobs, then submit queued ones while there is room."""
+        """Ingest new uploads, poll live jobs, then submit queued ones while there is room."""
+        self._ingest_files()
         live = self.store.list_jobs(statuses=set(LIVE), limit=1000)
         for job in live:
             self._poll(job)
@@ -66,8 +81,15 @@ class JobRunner:
         if any(f is None for f in files.values()):
             self.store.apply(job["id"], "fail", "training/validation file no longer exists")
             return
+        if any(f["status"] in ("uploaded", "ingesting") for f in files.values()):
+            return  # stays queued until upload-time ingestion of its files is done
+        bad = next((f for f in files.values() if f["status"] == "error"), None)
+        if bad is not None:
+            self.store.apply(job["id"], "fail", f"file {bad['id']} could not be ingested: {bad['status_details']}")
+            return
         pipeline = pipeline_for_job(job, {k: f["path"] for k, f in files.items()}, job_dir, self.store.url,
-                                    REPO_ROOT / self.cfg.pipeline_template)
+                                    REPO_ROOT / self.cfg.pipeline_template,
+                                    dataset=reusable_dataset(files["training_file"], job["request"]["base_model"]))
         config_path = job_dir / "pipeline.yaml"
         config_path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
         submission_id = f"{job['id']}-a{attempt}"
@@ -96,6 +118,65 @@ class JobRunner:
                                   f"{fresh['checkpoint_path'] or 'the start'}",
                        "requeue": f"attempt {fresh['attempts'] + 1} of {self.cfg.max_attempts}"}.get(event, "")
             self.store.apply(job["id"], event, message)
+
+    def _ingest_files(self) -> None:
+        """Uploads become dataset artifacts: each is ingested by its own Ray job (validate, dedup, contamination,
+        tokenize, pack with ``cfg.upload_ingest``); the file then reads ``processed`` with its ``dataset_id``."""
+        for status, step in (("ingesting", self._poll_ingest), ("uploaded", self._submit_ingest)):
+            for f in self.store.list_files(statuses={status}, limit=1000):
+                try:
+                    step(f)
+                except Exception:  # noqa: BLE001 - one file's trouble must not stop the jobs' polling
+                    log.exception("ingestion of %s: %s failed; retried next tick", f["id"], step.__name__)
+
+    def _submit_ingest(self, f: dict) -> None:
+        from app.jobs_api.uploads import guess_record_type
+
+        path = Path(f["path"])
+        try:
+            record_type = guess_record_type(path, f["format"])
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is the uploader's problem, not the runner's
+            self.store.update_file(f["id"], status="error", status_details=f"cannot read {f['filename']}: {exc}")
+            return
+        overrides = [f"sources=[{{path: '{path}', input_format: auto}}]", f"record_type={record_type}",
+                     f"name={f['id']}", f"output_dir={path.parent / 'datasets'}", "ray.address=auto"]
+        submission_id = f"{f['id']}-ingest"
+        self.client.submit_job(
+            entrypoint=f"{sys.executable} -m jobs.ingest --config {REPO_ROOT / self.cfg.upload_ingest} "
+                       + " ".join(shlex.quote(o) for o in overrides),
+            submission_id=submission_id, entrypoint_num_cpus=self.cfg.job_num_cpus,
+            runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "RAYALIGN_HOME": str(rayalign_home()),
+                                      "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}},
+            metadata={"rayalign_file_id": f["id"], "tenant": f["tenant"]},
+        )
+        self.store.update_file(f["id"], status="ingesting", record_type=record_type, ingest_job=submission_id,
+                               dataset_path=str(path.parent / "datasets" / f["id"]))
+
+    def _poll_ingest(self, f: dict) -> None:
+        from app.data.artifact import load_artifact
+
+        status = str(self.client.get_job_status(f["ingest_job"]).value)
+        if status not in _DONE:
+            return
+        if status == "SUCCEEDED":
+            try:
+                artifact = load_artifact(f["dataset_path"])
+            except Exception as exc:  # noqa: BLE001 - recorded on the file
+                self.store.update_file(f["id"], status="error", status_details=f"no dataset artifact: {exc}")
+                return
+            m = artifact.manifest
+            details = (f"{m.get('rows_accepted')} of {m.get('rows_read')} rows kept (rejected "
+                       f"{m.get('rows_rejected')}, duplicates {m.get('exact_dups_removed', 0)}+"
+                       f"{m.get('near_dups_removed', 0)}, contaminated {m.get('contaminated_dropped', 0)}); "
+                       f"{m.get('tokens')} tokens for {m.get('model_source')}")
+            if not m.get("rows_accepted"):  # every record was quarantined: nothing to train on
+                self.store.update_file(f["id"], status="error", status_details=f"no usable records: {details}")
+                return
+            self.store.update_file(f["id"], status="processed", dataset_id=artifact.id, status_details=details)
+            return
+        logs = self.client.get_job_logs(f["ingest_job"]) or ""
+        reason = next((line for line in reversed(logs.strip().splitlines()) if line.strip()), status)
+        self.store.update_file(f["id"], status="error", status_details=f"ingestion {status}: {reason[-500:]}")
 
     def run_forever(self) -> None:
         """The scheduler loop (a daemon thread in the API replica)."""

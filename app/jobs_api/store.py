@@ -70,8 +70,12 @@ files = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("dataset_id", sa.String(128), nullable=True),
-    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # uploaded -> ingesting -> processed | error
     sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("record_type", sa.String(16), nullable=True),
+    sa.Column("ingest_job", sa.String(64), nullable=True),  # Ray submission id of the ingestion job
+    sa.Column("dataset_path", sa.Text, nullable=True),
+    sa.Column("status_details", sa.Text, nullable=True),  # ingestion summary, or why it failed
 )
 
 JOB_FIELDS = ("step", "loss", "tokens_per_sec", "checkpoint_path", "adapter_path", "fine_tuned_model",
@@ -205,6 +209,17 @@ class JobStore:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(files).where(files.c.id == file_id, files.c.tenant == tenant)).first()
         return dict(row._mapping) if row else None
+
+    def list_files(self, tenant: str | None = None, statuses: set[str] | None = None,
+                   limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first; ``tenant=None`` lists every tenant's (the runner's view)."""
+        query = sa.select(files).order_by(files.c.created_at.desc()).limit(limit)
+        if tenant is not None:
+            query = query.where(files.c.tenant == tenant)
+        if statuses:
+            query = query.where(files.c.status.in_(sorted(statuses)))
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
 
     def update_file(self, file_id: str, **fields: Any) -> None:
         with self.engine.begin() as conn:

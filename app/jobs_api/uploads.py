@@ -94,3 +94,20 @@ async def store_upload(chunks: AsyncIterator[bytes], filename: str, folder: Path
     finally:
         part.unlink(missing_ok=True)
     return StoredUpload(file_id, final, fmt, size, digest.hexdigest(), rows)
+
+
+def guess_record_type(path: Path, fmt: str) -> str:
+    """'preference' when records carry chosen+rejected, 'prompt' when only a prompt, else 'sft' (first record)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        keys = set(pq.ParquetFile(path).schema_arrow.names)
+    else:
+        with path.open("rb") as fh:
+            first = next((line for line in fh if line.strip()), b"{}")
+        keys = set(json.loads(first))
+    if {"chosen", "rejected"} <= keys:
+        return "preference"
+    if keys <= {"prompt", "id", "metadata"} and "prompt" in keys:
+        return "prompt"
+    return "sft"

@@ -82,4 +82,5 @@ def fit_preference(kind: str, cfg, parent_run_id: str | None = None, callbacks: 
         raise result.error
     out = Path(cfg.output_dir) if cfg.output_dir else rayalign_home() / "adapters" / run_name
     exported = export_model(result.checkpoint, out)
-    return {"run_name": run_name, "output_dir": str(exported), "metrics": dict(result.metrics or {})}
+    return {"run_name": run_name, "output_dir": str(exported), "metrics": dict(result.metrics or {}),
+            "checkpoint_path": result.checkpoint.path}

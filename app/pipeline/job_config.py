@@ -21,6 +21,15 @@ HYPER_KEYS: dict[str, str] = {
     "checkpoint_every": "checkpoint.every_steps",
     "seed": "train.seed",
 }
+# the same knobs in the DPO stage config (app.config.dpo: PreferenceTrainSpec)
+PREFERENCE_HYPER_KEYS: dict[str, str] = {
+    "max_steps": "train.max_steps",
+    "learning_rate": "train.lr",
+    "batch_size": "train.batch_size",
+    "lora_r": "lora.r",
+    "checkpoint_every": "train.checkpoint_every",
+    "seed": "train.seed",
+}
 # request method -> (stage that trains, overrides that select the method there)
 METHOD_STAGES: dict[str, tuple[str, list[str]]] = {
     "sft": ("sft", ["method=lora"]),  # hosted APIs' "sft" is adapter SFT; full weights are not served multi-tenant
@@ -34,11 +43,16 @@ METHOD_STAGES: dict[str, tuple[str, list[str]]] = {
 
 
 def pipeline_for_job(job: dict[str, Any], file_paths: dict[str, str], job_dir: Path, db_url: str,
-                     template: Path) -> dict[str, Any]:
-    """The PipelineConfig (as a plain dict) that runs ``job``; validated by jobs/pipeline.py before anything runs."""
+                     template: Path, dataset: str | None = None) -> dict[str, Any]:
+    """The PipelineConfig (as a plain dict) that runs ``job``; validated by jobs/pipeline.py before anything runs.
+
+    ``dataset``: the training file's artifact from upload-time ingestion, when it was tokenized for this job's base
+    model; the job then trains on it instead of ingesting the file again.
+    """
     req = job["request"]
     stage, method_overrides = METHOD_STAGES[req["method"]]
-    hyper = [f"{HYPER_KEYS[k]}={v}" for k, v in sorted(req.get("hyperparameters", {}).items()) if k in HYPER_KEYS]
+    keys = HYPER_KEYS if stage == "sft" else PREFERENCE_HYPER_KEYS
+    hyper = [f"{keys[k]}={v}" for k, v in sorted(req.get("hyperparameters", {}).items()) if k in keys]
     run = [f"ray.run_name={job['id']}-{stage}", f"ray.storage_path={job_dir / 'runs'}"]
     base = read_yaml(template)
     ingest_over = [f"sources=[{{path: '{file_paths['training_file']}', input_format: auto}}]",
@@ -49,10 +63,12 @@ def pipeline_for_job(job: dict[str, Any], file_paths: dict[str, str], job_dir: P
         "ray": {"address": "auto"},
         "ingest": {"overrides": base.get("ingest", {}).get("overrides", []) + ingest_over},
         "eval": {"enabled": bool(req.get("eval_config", {}).get("enabled", base.get("eval", {}).get("enabled", True)))},
-        "promote": {"name": f"ft-{(req.get('suffix') or job['id'].split('-', 1)[1]).lower()}"},
+        # registered under the job's tenant: /v1/models lists only the caller's tenant
+        "promote": {"name": f"ft-{(req.get('suffix') or job['id'].split('-', 1)[1]).lower()}", "tenant": job["tenant"]},
         "serve": {"enabled": False},
         "report_dir": str(job_dir / "report"),
         "job": {"job_id": job["id"], "db_url": db_url},
+        "dataset": dataset,
     }
     if stage == "sft":
         sft_over = base.get("sft", {}).get("overrides", []) + hyper + run

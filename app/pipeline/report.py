@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from app.pipeline.run import PipelineResult, RunContext
@@ -21,7 +21,10 @@ MANIFEST_KEYS = ("id", "record_type", "model_source", "max_length", "rows_read",
 
 def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
     def cell(v: Any) -> str:
-        text = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+        if isinstance(v, float):
+            text = f"{v:.4g}"
+        else:
+            text = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
         return text.replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -42,7 +45,11 @@ def plot_losses(histories: dict[str, list[tuple[int, float]]], path: Path) -> Pa
     fig, axes = plt.subplots(1, len(histories), figsize=(5 * len(histories), 3.2), squeeze=False)
     for ax, (name, points) in zip(axes[0], histories.items()):
         steps, losses = zip(*points)
-        ax.plot(steps, losses, marker="o", markersize=2)
+        ax.plot(steps, losses, marker="o", markersize=2, alpha=0.5, label="per step")
+        if len(points) >= 6:  # one packed batch per step is noisy: the trend is what shows learning
+            smooth = moving_average(losses, 5)
+            ax.plot(steps[len(steps) - len(smooth):], smooth, linewidth=2, label="mean of last 5")
+            ax.legend(fontsize=8)
         ax.set_title(f"{name} loss")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -50,6 +57,11 @@ def plot_losses(histories: dict[str, list[tuple[int, float]]], path: Path) -> Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over ``window`` points (the first full window onwards)."""
+    return [sum(values[i - window:i]) / window for i in range(window, len(values) + 1)]
 
 
 def plot_lineage(nodes: list[tuple[str, str]], path: Path) -> Path:
@@ -73,6 +85,26 @@ def plot_lineage(nodes: list[tuple[str, str]], path: Path) -> Path:
     return path
 
 
+# eval metric prefix -> (label, format); the eval stage reports <prefix>_base / <prefix>_adapter (+ <prefix>_n)
+EVAL_PAIRS = (("ppl", "held-out perplexity (GSM8K test answers)", "{:.3f}"),
+              ("gsm8k_em", "GSM8K exact match", "{:.3f}"),
+              ("bench_acc", "HH-RLHF preference accuracy", "{:.3f}"),
+              ("refusal_rate", "red-team refusal rate", "{:.3f}"))
+
+
+def base_vs_adapter(metrics: dict[str, float]) -> list[tuple[str, str, str, str]]:
+    """Rows (metric, base, adapter, n) for every eval metric measured on both variants."""
+    rows = []
+    for prefix, label, fmt in EVAL_PAIRS:
+        base, adapter = metrics.get(f"{prefix}_base"), metrics.get(f"{prefix}_adapter")
+        if base is None or adapter is None:
+            continue
+        n = metrics.get("ppl_tokens" if prefix == "ppl" else f"{prefix}_n")
+        unit = " tokens" if prefix == "ppl" else ""
+        rows.append((label, fmt.format(base), fmt.format(adapter), f"{int(n)}{unit}" if n is not None else ""))
+    return rows
+
+
 def write_report(ctx: RunContext, result: PipelineResult) -> Path:
     """Write ``report.md`` (+ PNGs) into the run's report folder and return its path."""
     out, o = ctx.report_dir, ctx.outputs
@@ -94,9 +126,18 @@ def write_report(ctx: RunContext, result: PipelineResult) -> Path:
 
     histories = o.get("loss_histories", {})
     if plot_losses(histories, out / "loss_curves.png"):
-        rows = [(name, len(pts), f"{pts[0][1]:.4f}", f"{pts[-1][1]:.4f}") for name, pts in histories.items() if pts]
-        parts += ["## Training", _table(rows, ("stage", "points", "first loss", "last loss")),
+        rows = [(name, len(pts), f"{pts[0][1]:.4f}", f"{pts[-1][1]:.4f}",
+                 *((f"{sum(p[1] for p in pts[:5]) / 5:.4f}", f"{sum(p[1] for p in pts[-5:]) / 5:.4f}")
+                   if len(pts) >= 10 else ("", "")))
+                for name, pts in histories.items() if pts]
+        parts += ["## Training", _table(rows, ("stage", "steps", "first loss", "last loss", "mean first 5",
+                                                "mean last 5")),
                   "![loss curves](loss_curves.png)"]
+
+    rows = base_vs_adapter(o.get("eval_metrics") or {})
+    if rows:
+        parts += ["## Learning result (held-out)", "Same prompts, same tokens; base = the adapter switched off.",
+                  _table(rows, ("metric", "base", "adapter", "n"))]
 
     gates = o.get("gates")
     if gates:
@@ -111,6 +152,9 @@ def write_report(ctx: RunContext, result: PipelineResult) -> Path:
         parts += ["## Lineage", _table(rows, ("field", "value"))]
         nodes = [("base", str(lineage.get("base_sha", ""))[:10]), ("dataset", str(lineage.get("dataset_id", ""))[:14]),
                  ("adapter", str(lineage.get("method", ""))), ("registry", str(o.get("registry_version", "-")))]
+        if o.get("sft_adapter_path"):  # DPO from the SFT adapter: show both trainings and both datasets
+            nodes[1:1] = [("dataset", str(o.get("dataset_id", ""))[:14]), ("adapter", "sft")]
+            nodes[3] = ("pairs", nodes[3][1])
         plot_lineage(nodes, out / "lineage.png")
         parts.append("![lineage](lineage.png)")
 

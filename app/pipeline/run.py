@@ -77,10 +77,13 @@ def run_pipeline(cfg: PipelineConfig, report_dir: str | Path | None = None) -> P
     from app.pipeline.report import write_report
 
     t0 = time.perf_counter()
+    from app.pipeline.stages import check_stage_configs
+
     out_dir = Path(report_dir or cfg.report_dir or default_report_dir(cfg))
+    ctx = RunContext(cfg=cfg, report_dir=out_dir, progress=JobProgress(cfg.job))
+    check_stage_configs(ctx)  # before anything runs or is written
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out_dir / "pipeline.resolved.yaml")
-    ctx = RunContext(cfg=cfg, report_dir=out_dir, progress=JobProgress(cfg.job))
     ctx.outputs["pipeline_config_hash"] = config_hash(cfg)
     ok, error = True, None
     for name, enabled, fn in plan(cfg):
@@ -101,7 +104,7 @@ def run_pipeline(cfg: PipelineConfig, report_dir: str | Path | None = None) -> P
         ctx.outputs.update(outputs)
         passed = outputs.get("passed", True)
         ctx.results.append(StageResult(name, "ok" if passed else "failed", time.perf_counter() - start, outputs,
-                                       detail="" if passed else outputs.get("detail", "gate failed")))
+                                       detail=outputs.get("detail", "") if passed else outputs.get("detail", "gate failed")))
         ctx.progress.event("stage", f"{name} {'done' if passed else 'failed'} in {time.perf_counter() - start:.1f}s")
         ok = ok and passed
     result = PipelineResult(ok, out_dir / "report.md", ctx.results, ctx.outputs, time.perf_counter() - t0)
@@ -116,6 +119,9 @@ def summary_lines(result: PipelineResult) -> list[str]:
     lines = [f"pipeline {'PASSED' if result.ok else 'STOPPED'} in {result.seconds / 60:.1f} min"]
     for r in result.results:
         lines.append(f"  {r.name:<9} {r.status:<8} {r.seconds:7.1f}s  {r.detail}".rstrip())
+    metrics = result.outputs.get("eval_metrics") or {}
+    if "ppl_base" in metrics and "ppl_adapter" in metrics:
+        lines.append(f"  held-out perplexity: base {metrics['ppl_base']:.3f} -> adapter {metrics['ppl_adapter']:.3f}")
     for key in ("dataset_id", "adapter_path", "registry_version", "served_model", "sample_response"):
         if key in result.outputs:
             value = str(result.outputs[key]).replace("\n", " ")

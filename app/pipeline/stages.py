@@ -37,6 +37,20 @@ def load_stage_config(ctx: RunContext, stage: StageSpec, extra: list[str] = (), 
     return load_config(path, schema, [*shared, *extra, *stage.overrides])
 
 
+def check_stage_configs(ctx: RunContext) -> None:
+    """Load every enabled stage's YAML + overrides up front, so a typo fails in a second, not after the stages
+    before it ran for minutes (values known only at run time, e.g. the artifact path, are filled in later)."""
+    c = ctx.cfg
+    stages = [(c.ingest, c.ingest.enabled and not c.dataset), (c.sft, c.sft.enabled),
+              (c.preference.ingest, c.preference.enabled and c.preference.ingest.enabled),
+              (c.preference, c.preference.enabled and c.preference.method == "dpo"), (c.serve, c.serve.enabled)]
+    for spec, enabled in stages:
+        if enabled and spec.config:
+            load_stage_config(ctx, spec)
+    if c.eval.enabled:
+        load_stage_config(ctx, c.eval, default_schema="eval")
+
+
 def registry(ctx: RunContext):
     from app.registry.store import Registry
 
@@ -67,6 +81,13 @@ def ingest(ctx: RunContext) -> dict[str, Any]:
     """Raw files → dataset artifact (app.data: validate, dedup, contamination, tokenize, pack)."""
     from app.data.pipeline import run_ingest
 
+    if ctx.cfg.dataset:  # ingested before (an uploaded file the job API already processed): reuse it
+        from app.data.artifact import load_artifact
+
+        start_ray(ctx.cfg.ray)
+        artifact = load_artifact(ctx.cfg.dataset)
+        ctx.progress.event("stage", f"ingest: reusing dataset {artifact.id}")
+        return {"artifact_path": str(artifact.path), "dataset_id": artifact.id, "manifest": artifact.manifest}
     cfg = load_stage_config(ctx, ctx.cfg.ingest)
     start_ray(cfg.ray)  # the first stage starts (or joins) the cluster; later stages' init_ray reuse it
     artifact = run_ingest(cfg, progress=False)
@@ -94,7 +115,60 @@ def sft(ctx: RunContext) -> dict[str, Any]:
 
 
 def preference(ctx: RunContext) -> dict[str, Any]:
-    raise ConfigError(f"preference stage '{ctx.cfg.preference.method}' is not wired into the pipeline yet")
+    """DPO on preference pairs (app.launch.preference), starting from the SFT adapter when there is one.
+
+    The pairs come from the stage's own ingest (``preference.ingest``, e.g. HH-RLHF) or, when that is off, from
+    the pipeline's ingest if it produced a preference artifact (a job-API DPO job uploads pairs). The SFT adapter is
+    both the policy's starting point and the frozen reference (``dpo.reference_adapter``); the DPO adapter then
+    replaces it as the one that is registered (lineage method ``dpo``), gated, promoted and served.
+    """
+    from app.data.artifact import load_artifact
+    from app.launch.preference import fit_preference
+
+    spec = ctx.cfg.preference
+    if spec.method != "dpo":
+        raise ConfigError(f"pipeline '{ctx.cfg.name}': preference.method '{spec.method}' is not wired into the "
+                          "pipeline (only 'dpo'); run it with its own command (rayalign ppo / rayalign reward)")
+    if spec.ingest.enabled:
+        from app.data.pipeline import run_ingest
+
+        icfg = load_stage_config(ctx, spec.ingest)
+        start_ray(icfg.ray)
+        pairs = run_ingest(icfg, progress=False)
+        artifact, dataset_id = str(pairs.path), pairs.id
+    elif ctx.outputs.get("artifact_path"):
+        artifact, dataset_id = ctx.outputs["artifact_path"], ctx.outputs.get("dataset_id")
+    else:
+        raise ConfigError(f"pipeline '{ctx.cfg.name}': the dpo stage has no data (enable preference.ingest)")
+    kind = load_artifact(artifact).record_type
+    if kind != "preference":
+        raise ConfigError(f"pipeline '{ctx.cfg.name}': dpo needs a 'preference' dataset artifact, {artifact} is "
+                          f"'{kind}' (set preference.ingest to an ingest config with record_type: preference)")
+    extra = [f"data.artifact={artifact}", f"output_dir={ctx.report_dir / 'dpo-adapter'}"]
+    if ctx.outputs.get("adapter_path"):
+        extra.append(f"dpo.reference_adapter={ctx.outputs['adapter_path']}")
+    cfg = load_stage_config(ctx, spec, extra)
+    start_ray(cfg.ray)
+    ctx.progress.event("stage", f"dpo on {artifact}" + (" from the SFT adapter" if cfg.dpo.reference_adapter else ""))
+    summary = fit_preference("dpo", cfg)
+    out = Path(summary["output_dir"])
+    history = preference_history(summary.get("checkpoint_path"))
+    metrics = summary.get("metrics", {})
+    return {"adapter_path": str(out), "lineage": json.loads((out / "rayalign_lineage.json").read_text()),
+            "sft_adapter_path": ctx.outputs.get("adapter_path"), "preference_dataset_id": dataset_id,
+            "dpo_metrics": {k: float(v) for k, v in metrics.items() if k.startswith(("eval", "train/"))},
+            "loss_histories": {**ctx.outputs.get("loss_histories", {}), "dpo": history}}
+
+
+def preference_history(checkpoint_path: str | None) -> list[tuple[int, float]]:
+    """(step, loss) points from the final checkpoint's manifest (the preference loop keeps its history there)."""
+    if not checkpoint_path:
+        return []
+    from app.train.checkpoint import read_manifest
+
+    manifest = read_manifest(Path(checkpoint_path)) or {}
+    history = manifest.get("state", {}).get("history", [])
+    return [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h and "step" in h]
 
 
 def register(ctx: RunContext) -> dict[str, Any]:

@@ -209,14 +209,37 @@ def newest_valid(folders: list[Path]) -> Path | None:
     return None
 
 
+def unregistered_checkpoint(run_dir: str | Path | None):
+    """A ray.train.Checkpoint for the newest ``checkpoint_*`` folder with a manifest in a local run folder, or None.
+
+    Ray Train registers a checkpoint only when its controller next collects the workers' reports; a run killed in
+    between (driver SIGKILLed right after its first save) leaves that checkpoint on disk but out of Ray's snapshot,
+    so ``ray.train.get_checkpoint()`` is None on the re-run although a valid checkpoint exists.
+    """
+    if not run_dir or "://" in str(run_dir) or not Path(run_dir).is_dir():
+        return None
+    found = [f for f in Path(run_dir).glob("checkpoint_*") if (f / MANIFEST).is_file()]
+    if not found:
+        return None
+    from ray.train import Checkpoint
+
+    newest = max(found, key=lambda f: (read_manifest(f) or {}).get("step", -1))
+    return Checkpoint.from_directory(str(newest))
+
+
 @contextlib.contextmanager
-def restore_checkpoint(checkpoint) -> Iterator[Path | None]:
+def restore_checkpoint(checkpoint, run_dir: str | Path | None = None) -> Iterator[Path | None]:
     """Local folder of the newest VALID checkpoint of this run (Ray's latest, else its older siblings), or None.
 
     ``checkpoint`` is what ``ray.train.get_checkpoint()`` returned (a ray.train.Checkpoint or None). Siblings are
     found next to it on the same (local or remote) filesystem, so a corrupt newest checkpoint falls back to the
-    previous one.
+    previous one. When Ray has none, ``run_dir`` (the run's local storage folder) is searched for checkpoints Ray
+    never registered (see ``unregistered_checkpoint``).
     """
+    if checkpoint is None:
+        checkpoint = unregistered_checkpoint(run_dir)
+        if checkpoint is not None:
+            log.warning("Ray has no registered checkpoint for this run; resuming from %s found on disk", checkpoint.path)
     if checkpoint is None:
         yield None
         return

@@ -73,6 +73,7 @@ def run_sft(cfg: SFTConfig) -> SFTOutcome:
         "cfg": cfg.model_dump(mode="json"),
         "config_hash": cfg_hash,
         "run_name": run_name,
+        "run_dir": f"{storage}/{run_name}",  # where a checkpoint Ray never registered (killed driver) is found
         "model_dir": str(resolved.path),
         "dataset_id": manifest.get("id", ""),
         "base_sha": resolved.base_sha,

@@ -93,7 +93,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     seed_everything(cfg.train.seed + 1 + rank)  # per-rank dropout stream
 
     state = TrainState(config_hash=cfg_hash)
-    with restore_checkpoint(ray.train.get_checkpoint()) as folder:
+    with restore_checkpoint(ray.train.get_checkpoint(), config.get("run_dir")) as folder:
         if folder is not None:
             state = load_state(folder)
             if state.config_hash != cfg_hash:

@@ -30,7 +30,11 @@ def test_upload_submit_idempotent_and_tenant_isolated(api):
     up = upload(a, gsm8k_lines(20))
     assert up.status_code == 200, up.text
     assert up.json()["rows"] == 20
+    assert up.json()["status"] == "uploaded" and up.json()["record_type"] is None  # ingestion is the runner's
     file_id = up.json()["id"]
+    assert a.get(f"/v1/files/{file_id}").json()["sha256"] == up.json()["sha256"]
+    assert [f["id"] for f in a.get("/v1/files").json()["data"]] == [file_id]
+    assert b.get(f"/v1/files/{file_id}").status_code == 404 and b.get("/v1/files").json()["data"] == []
 
     first = a.post("/v1/fine-tuning/jobs", json=job_body(file_id), headers={"Idempotency-Key": "k-1"})
     assert first.status_code == 201, first.text

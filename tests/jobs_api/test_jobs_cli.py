@@ -31,6 +31,8 @@ def test_cli_submit_status_list_cancel(api, tmp_path, monkeypatch, capsys):
     rc, again = run_cli(capsys, "jobs", "--url", url, "submit", "--training-file", job["training_file"],
                         "--base-model", "tiny:llama", "--idempotency-key", "cli-1")
     assert again["job_id"] == job["job_id"]
+    rc, upload = run_cli(capsys, "jobs", "--url", url, "file", job["training_file"])
+    assert rc == 0 and upload["rows"] == 6 and upload["status"] == "uploaded"  # no scheduler here: not ingested
     rc, status = run_cli(capsys, "jobs", "--url", url, "status", job["job_id"])
     assert rc == 0 and status["job_id"] == job["job_id"]
     rc, listing = run_cli(capsys, "jobs", "--url", url, "list")

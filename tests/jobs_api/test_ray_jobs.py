@@ -94,6 +94,28 @@ def upload_sample(a) -> str:
     return r.json()["id"]
 
 
+def test_upload_is_ingested_into_a_dataset_artifact(served_api):
+    """POST /v1/files -> uploaded -> (Ray ingest job) -> processed with a dataset artifact id; bad records -> error."""
+    _, a, ray_client, _ = served_api
+    t0 = time.time()
+    file_id = upload_sample(a)
+    deadline = time.time() + 240
+    while (f := a.get(f"/v1/files/{file_id}").json())["status"] not in {"processed", "error"}:
+        assert time.time() < deadline, f
+        time.sleep(0.5)
+    assert f["status"] == "processed", f
+    assert f["record_type"] == "sft" and f["dataset_id"].startswith("sft-"), f
+    assert "40 of 40 rows kept" in f["status_details"], f
+    assert ray_client.get_job_status(f"{file_id}-ingest").value == "SUCCEEDED"
+    print(f"upload -> processed in {time.time() - t0:.1f}s: {f['dataset_id']} ({f['status_details']})")
+    # well-formed JSON whose records no reader accepts: the file is stored, ingestion reports why it failed
+    bad = a.post("/v1/files", params={"filename": "odd.jsonl"}, content=b'{"foo": 1}\n{"foo": 2}\n').json()
+    while (f := a.get(f"/v1/files/{bad['id']}").json())["status"] not in {"processed", "error"}:
+        assert time.time() < deadline + 120, f
+        time.sleep(0.5)
+    assert f["status"] == "error" and f["dataset_id"] is None and f["status_details"], f
+
+
 def kill_job_process(job_id: str) -> list[int]:
     """SIGKILL the job's entrypoint process (what a lost node or a spot reclaim does to it)."""
     import os
@@ -111,7 +133,9 @@ def test_killed_job_is_preempted_requeued_resumes_and_succeeds(served_api):
     """submit → running → (checkpoint) → SIGKILL → preempted → queued → running → resumes → succeeded + registered."""
     _, a, ray_client, _ = served_api
     body = {"base_model": "tiny:llama", "training_file": upload_sample(a), "method": "lora",
-            "hyperparameters": {"max_steps": 12, "checkpoint_every": 3}, "suffix": "resume"}
+            # batch_size 1: the 40 rows pack into ~23 windows, 5 steps an epoch on 2 workers; 3 epochs reach step 12
+            "hyperparameters": {"max_steps": 12, "checkpoint_every": 3, "batch_size": 1}, "suffix": "resume"}
+    t0 = time.time()
     job_id = a.post("/v1/fine-tuning/jobs", json=body, headers={"Idempotency-Key": "resume-1"}).json()["job_id"]
     deadline = time.time() + 400
     while True:  # wait for a real checkpoint, then kill the job's process
@@ -121,7 +145,7 @@ def test_killed_job_is_preempted_requeued_resumes_and_succeeds(served_api):
             break
         assert time.time() < deadline, job
         time.sleep(0.5)
-    killed_at = job["step"]
+    killed_at, t_kill = job["step"], time.time()
     assert kill_job_process(job_id)
     done = wait_for(a, job_id, {"succeeded", "failed"}, timeout=600)
     assert done["status"] == "succeeded", done
@@ -137,6 +161,15 @@ def test_killed_job_is_preempted_requeued_resumes_and_succeeds(served_api):
     final = read_manifest(Path(done["checkpoint_path"]))
     resumed = final["state"]["resumed_from"]
     assert resumed and killed_at - resumed[0] <= 3 and resumed[0] >= 3, (resumed, killed_at)
+    # steps lost = the last step attempt 1 reported (its Ray job log) minus the step attempt 2 resumed from
+    import re
+
+    reported = [int(n) for n in re.findall(r"'step': (\d+)", ray_client.get_job_logs(f"{job_id}-a1"))]
+    assert reported, "attempt 1's Ray job log has no per-step training reports"
+    reached = max(reported)
+    assert 0 <= reached - resumed[0] <= 3, (reached, resumed)
+    print(f"killed at step {reached} ({t_kill - t0:.0f}s after submit), resumed from step {resumed[0]}: "
+          f"{reached - resumed[0]} steps lost (checkpoint every 3); succeeded at step 12 {time.time() - t0:.0f}s after submit")
     models = a.get("/v1/models").json()["data"]
     assert any(m["id"] == "ft-resume" and m["method"] == "lora" for m in models), models
     # the duplicate key returns the first job, even after it finished

@@ -26,6 +26,7 @@ def test_lora_job_pipeline(tmp_path):
     assert "train.max_steps=7" in cfg.sft.overrides and "checkpoint.every_steps=3" in cfg.sft.overrides
     assert f"ray.run_name={job()['id']}-sft" in cfg.sft.overrides
     assert cfg.job.job_id == job()["id"] and cfg.promote.name == "ft-0123456789abcdef0123"
+    assert cfg.promote.tenant == "alpha"  # the adapter is the job owner's: GET /v1/models filters by tenant
     assert any("'/f/train.jsonl'" in o for o in cfg.ingest.overrides)
     # same job, same config: a re-queued attempt re-runs the same Ray Train run (and resumes)
     assert pipeline_for_job(job(), {"training_file": "/f/train.jsonl"}, tmp_path, "sqlite:///x.db",
@@ -48,3 +49,20 @@ def test_every_request_knob_maps_to_a_real_sft_key():
         for part in key.split("."):
             field = node.model_fields[part]
             node = field.annotation
+
+
+def test_every_request_knob_maps_to_a_real_dpo_key():
+    from app.config.dpo import DPOConfig
+    from app.pipeline.job_config import PREFERENCE_HYPER_KEYS
+
+    assert set(PREFERENCE_HYPER_KEYS) == set(HYPER_KEYS)
+    for key in PREFERENCE_HYPER_KEYS.values():
+        node = DPOConfig
+        for part in key.split("."):
+            node = node.model_fields[part].annotation
+
+
+def test_processed_upload_is_reused_instead_of_ingesting_again(tmp_path):
+    data = pipeline_for_job(job(), {"training_file": "/f/train.jsonl"}, tmp_path, "sqlite:///x.db",
+                            REPO_ROOT / "configs/tiny/pipeline_job.yaml", dataset="/d/file-1")
+    assert validate_config(data, PipelineConfig).dataset == "/d/file-1"

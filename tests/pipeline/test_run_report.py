@@ -29,7 +29,9 @@ def standin_stages(gate_passes: bool, calls: list[str]):
         ("dpo", False, stage("dpo", {})),
         ("register", True, stage("register", {"registry_version": 1})),
         ("eval", True, stage("eval", {"gates": gates, "gates_passed": gate_passes, "passed": gate_passes,
-                                      "detail": "gate gsm8k failed"})),
+                                      "detail": "gate gsm8k failed",
+                                      "eval_metrics": {"ppl_base": 3.21, "ppl_adapter": 2.5, "ppl_tokens": 640.0,
+                                                       "gsm8k_em_base": 0.0, "gsm8k_em_adapter": 0.125}})),
         ("promote", True, stage("promote", {})),
         ("serve", True, stage("serve", {"sample_response": "72", "served_model": "m", "served_url": "http://x"})),
     ]
@@ -52,6 +54,10 @@ def test_pipeline_sequences_stages_and_writes_report(tmp_path, monkeypatch, gate
     assert (tmp_path / "loss_curves.png").stat().st_size > 1000 and (tmp_path / "lineage.png").is_file()
     assert ("> **response:** 72" in report) is gate_passes
     assert str(result.report_path) in summary_lines(result)[-1]
+    # the learning result: base vs adapter on held-out data, in the report and in the printed summary
+    assert "| held-out perplexity (GSM8K test answers) | 3.210 | 2.500 | 640 tokens |" in report
+    assert "| GSM8K exact match | 0.000 | 0.125 |" in report
+    assert "  held-out perplexity: base 3.210 -> adapter 2.500" in summary_lines(result)
 
 
 def test_failing_stage_is_reported_then_raised(tmp_path, monkeypatch):
@@ -64,3 +70,15 @@ def test_failing_stage_is_reported_then_raised(tmp_path, monkeypatch):
         run_pipeline(PipelineConfig(name="t"), report_dir=tmp_path)
     report = (tmp_path / "report.md").read_text()
     assert "| ingest | failed |" in report and "disk full" in report and "| sft | stopped |" in report
+
+
+def test_a_typo_in_a_stage_config_fails_before_anything_runs(tmp_path, monkeypatch):
+    from app.config.errors import ConfigError
+    from app.config.loader import load_config
+
+    calls: list[str] = []
+    monkeypatch.setattr(run_mod, "plan", lambda cfg: standin_stages(True, calls))
+    cfg = load_config("configs/tiny/pipeline_smoke.yaml", PipelineConfig, ["sft.overrides=[train.bogus=1]"])
+    with pytest.raises(ConfigError, match="train.bogus"):
+        run_pipeline(cfg, report_dir=tmp_path / "r")
+    assert calls == [] and not (tmp_path / "r").exists()

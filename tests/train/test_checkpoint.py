@@ -76,6 +76,17 @@ def test_no_valid_checkpoint_means_fresh_start(tmp_path):
         assert folder is None
 
 
+def test_checkpoint_ray_never_registered_is_found_in_the_run_folder(tmp_path):
+    """A driver killed right after its first save: Ray's get_checkpoint() is None, the folder holds checkpoints."""
+    make_checkpoint(tmp_path / "run" / "checkpoint_2026-01-01_00-00-01", 3)
+    make_checkpoint(tmp_path / "run" / "checkpoint_2026-01-01_00-00-02", 6)
+    (tmp_path / "run" / "checkpoint_2026-01-01_00-00-03").mkdir()  # being written when killed: no manifest
+    with restore_checkpoint(None, tmp_path / "run") as folder:
+        assert folder is not None and load_state(folder).step == 6
+    with restore_checkpoint(None, tmp_path / "missing") as folder:
+        assert folder is None
+
+
 def test_rng_state_round_trip():
     state = capture_rng_state()
     a = (random.random(), np.random.rand(), torch.rand(3))
