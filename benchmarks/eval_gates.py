@@ -13,6 +13,10 @@ and copies each report to benchmarks/results/eval_gates/<label>/.
 
     python benchmarks/eval_gates.py                      # good vs permuted, 12 SFT steps each
     python benchmarks/eval_gates.py --bad scrambled --stage eval   # reuse trained adapters, gates only
+    python benchmarks/eval_gates.py --bad scrambled --only scrambled   # one more bad adapter; keeps earlier results
+
+Entries are merged into the state file and benchmarks/results/eval_gates.json per label, so a run over a subset of
+labels (--only) keeps the others' measured results (each entry records the settings it was produced with).
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ def main() -> int:
     ap.add_argument("--n-train", type=int, default=200, help="GSM8K train questions in each training set")
     ap.add_argument("--bad", choices=["permuted", "scrambled"], default="permuted", help="how the worse adapter's labels are broken")
     ap.add_argument("--stage", choices=["all", "train", "eval"], default="all", help="train adapters, gate them, or both")
+    ap.add_argument("--only", nargs="+", choices=["good", "permuted", "scrambled"],
+                    help="labels to train/gate (default: good and --bad); others already measured are kept")
     args = ap.parse_args()
 
     from app.config.common import RaySpec
@@ -93,8 +99,10 @@ def main() -> int:
 
     home = rayalign_home()
     state_path = home / "eval_gates_state.json"
-    labels = ("good", args.bad)
-    result: dict = json.loads(state_path.read_text()) if args.stage == "eval" and state_path.is_file() else {}
+    labels = tuple(args.only) if args.only else ("good", args.bad)
+    out = ROOT / "benchmarks" / "results" / "eval_gates.json"
+    # merge, don't overwrite: labels not in this run keep their earlier (trained / measured) entries
+    result: dict = json.loads(state_path.read_text()) if state_path.is_file() else {}
     result["settings"] = vars(args)
     init_ray(RaySpec(address="local", num_cpus=2))
     if args.stage in ("all", "train"):
@@ -116,7 +124,7 @@ def main() -> int:
             outcome = run_sft(cfg)
             entry |= {"adapter": str(outcome.output_dir), "train_steps": outcome.step, "train_seconds": round(time.time() - t0, 1),
                       "train_loss_first": outcome.history[0]["loss"], "train_loss_last": outcome.history[-1]["loss"]}
-            result[label] = entry
+            result[label] = entry | {"settings": vars(args)}
             print(label, json.dumps(entry), flush=True)
         state_path.write_text(json.dumps(result, indent=2))
     if args.stage in ("all", "eval"):
@@ -136,14 +144,18 @@ def main() -> int:
             keep.mkdir(parents=True)
             for f in (ev.report_md, ev.report_png):
                 shutil.copyfile(f, keep / Path(f).name)
-            result[label].update(eval_seconds=round(time.time() - t0, 1), passed=ev.decision.passed,
+            result[label].update(eval_settings=vars(args), eval_seconds=round(time.time() - t0, 1), passed=ev.decision.passed,
                                  decided_by=ev.decision.decided_by, reason=ev.decision.reason, metrics=ev.metrics,
                                  report_md=str((keep / Path(ev.report_md).name).relative_to(ROOT)),
                                  report_png=str((keep / Path(ev.report_png).name).relative_to(ROOT)),
                                  gates=[o.to_dict() for o in ev.decision.outcomes])
             print(label, "PASSED" if ev.decision.passed else f"BLOCKED by {ev.decision.decided_by}:", ev.decision.reason, flush=True)
-        out = ROOT / "benchmarks" / "results" / "eval_gates.json"
-        out.write_text(json.dumps(result, indent=2))
+        measured = json.loads(out.read_text()) if out.is_file() else {}
+        for label in labels:
+            measured[label] = result[label]
+        measured["settings"], measured["registry"] = result["settings"], result["registry"]
+        out.write_text(json.dumps(measured, indent=2))
+        result = measured
         print(json.dumps({k: {kk: v.get(kk) for kk in ("passed", "decided_by", "reason")} for k, v in result.items()
                           if isinstance(v, dict) and "passed" in v}, indent=2))
     import ray

@@ -54,14 +54,26 @@ def _plot(path: Path, title: str, decision: GateDecision, metrics: dict[str, flo
     for ax, (label, key) in zip(axes[0], panels):
         gate = status.get(gate_of[key])
         color = _COLORS[gate.status] if gate else "#9e9e9e"
-        if key == "judge_win_rate":
+        if key == "judge_win_rate":  # the bound applies to the win rate: it carries the gate's colour
             names, vals = ["win rate", "consistency"], [metrics[key], metrics.get("judge_consistency", 0.0)]
+            colors = [color, "#90a4ae"]
         else:
             names, vals = ["base", "adapter"], [metrics.get(f"{key}_base", float("nan")), metrics[f"{key}_adapter"]]
-        ax.bar(names, vals, color=["#90a4ae", color])
-        if gate and gate.bound is not None:
-            ax.axhline(gate.bound, color="black", linestyle="--", linewidth=1, label="bound")
+            colors = ["#90a4ae", color]
+        bars = ax.bar(names, vals, color=colors)
+        # value labels: a zero bar (e.g. exact match 0 vs 0) is otherwise an empty panel
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in vals], fontsize=8, padding=2)
+        bound = gate.bound if gate and gate.bound is not None else None
+        if bound is not None:
+            ax.axhline(bound, color="black", linestyle="--", linewidth=1, label=f"bound {bound:.3g}")
             ax.legend(loc="lower right", fontsize=7)
+        # y range: zero, every bar and the bound, with headroom for the labels (the bound can sit at the auto top edge)
+        finite = [v for v in (*vals, bound) if v is not None and v == v]
+        lo, hi = min([0.0, *finite]), max([0.0, *finite])
+        span = (hi - lo) or 1.0
+        ax.set_ylim(lo - 0.08 * span if lo < 0 else 0.0, hi + 0.2 * span if hi > 0 else 0.5 * span)
+        if lo < 0:
+            ax.axhline(0.0, color="#616161", linewidth=0.8)
         ax.set_title(f"{label}\n[{gate.status if gate else 'n/a'}]", fontsize=9, color=color)
         ax.tick_params(labelsize=8)
     verdict = "PASSED" if decision.passed else f"BLOCKED by {decision.decided_by}"
