@@ -3,29 +3,26 @@
     ray job submit --working-dir . -- python -m jobs.pipeline --config configs/pipeline/demo.yaml
     python -m jobs.pipeline --config configs/tiny/pipeline_smoke.yaml name=try-1
 
-Parses ``--config FILE key=value…``, validates it as a PipelineConfig, runs it, prints the summary. A job-API run
-reports its own outcome into the job store before exiting, so the runner can tell a failure from a preemption.
+Validates the YAML as a PipelineConfig, runs it, prints the summary. A job-API run reports its own outcome into the
+job store before exiting, so the runner can tell a failure from a preemption. Inside ``ray job submit`` a config's
+``ray.address: local`` joins the submitting cluster instead of starting a private one.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from app.config.loader import load_config
-from app.config.pipeline import PipelineConfig
-from app.pipeline.progress import JobProgress
-from app.pipeline.run import run_pipeline, summary_lines
+from jobs.entry import join_submitting_cluster, run_job
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jobs.pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="pipeline YAML")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def pipeline(args) -> int:
+    from app.config.loader import load_config
+    from app.config.pipeline import PipelineConfig
+    from app.pipeline.progress import JobProgress
+    from app.pipeline.run import run_pipeline, summary_lines
+
     cfg = load_config(args.config, PipelineConfig, args.overrides)
+    join_submitting_cluster(cfg)
     progress = JobProgress(cfg.job)
     try:
         result = run_pipeline(cfg)
@@ -41,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         progress.finish("failed", error=f"stage {failed.name}: {failed.detail}" if failed else "stopped")
     print("\n" + "\n".join(summary_lines(result)))  # own line: Ray's progress bars leave the cursor mid-line
     return 0 if result.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("jobs.pipeline", __doc__, pipeline, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 from app.config.common import RaySpec
 from jobs.entry import join_submitting_cluster
 
-JOBS = ["dpo", "eval", "ingest", "ppo", "reward", "serve", "sft", "tune"]
+JOBS = ["dpo", "eval", "ingest", "pipeline", "ppo", "reward", "serve", "sft", "tune"]
 
 
 @pytest.mark.parametrize("job", JOBS)
@@ -21,7 +21,7 @@ def test_missing_config_is_one_line_and_exit_2(job, tmp_path, capsys):
     assert err == [f"jobs.{job}: error: config file not found: {missing}"]
 
 
-@pytest.mark.parametrize("job", ["sft", "dpo"])
+@pytest.mark.parametrize("job", ["sft", "dpo", "pipeline"])
 def test_unknown_key_names_the_key(job, tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("no_such_key: 1\n")
