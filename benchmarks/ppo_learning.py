@@ -1,4 +1,4 @@
-"""Learning result: GRPO on SmolLM2-135M-Instruct + easy GSM8K prompts with the verifiable reward (exact match + format).
+"""Learning result: GRPO on SmolLM2-135M-Instruct + easy GSM8K prompts with a verifiable reward (exact match + format).
 
     python benchmarks/ppo_learning.py [--run-dir /tmp/ppo-learn] [key=value overrides …]
 
@@ -73,8 +73,13 @@ def main() -> int:
         return round(statistics.mean(h[key] for h in rows), 4)
 
     target = cfg.algo.target_kl
+    from app.core.rewards import RULE_REWARDS
+
     result = {
         "config": str(Path(args.config).relative_to(ROOT)), "overrides": args.overrides, "iterations": len(history),
+        "reward_rule": cfg.reward.rule, "reward_definition": " ".join(RULE_REWARDS[cfg.reward.rule].__doc__.split()),
+        "response_prefix": cfg.prompts.response_prefix, "max_new_tokens": cfg.rollout.max_new_tokens,
+        "lr": cfg.algo.lr,
         "samples_per_iteration": cfg.run.prompts_per_iteration * cfg.rollout.samples_per_prompt,
         "window": w,
         "reward_first": mean(first, "reward_mean"), "reward_last": mean(last, "reward_mean"),
@@ -83,6 +88,8 @@ def main() -> int:
         "kl_max": round(max(h["kl"] for h in history), 4), "target_kl": target,
         "kl_under_target": target is None or max(h["kl"] for h in history) < target,
         "seconds_per_iteration_median": round(statistics.median(h["seconds_iteration"] for h in history), 2),
+        "per_iteration": {k: [round(h[k], 4) for h in history]
+                          for k in ("reward_mean", "exact_match", "format_ok", "kl", "truncated_frac") if k in history[0]},
         "history": [{k: v for k, v in h.items() if k != "sample"} for h in history],
         "last_sample": history[-1]["sample"],
     }

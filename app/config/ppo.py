@@ -24,6 +24,11 @@ class PromptSpec(StrictModel):
         "Solve the math problem. End your reply with 'The answer is <number>.'",
         description="system message prepended to every prompt ('' for none)",
     )
+    response_prefix: str = Field(
+        "", description="text the assistant turn starts with (pre-filled after the chat template's generation prompt): "
+        "generation continues from it and the reward scores prefix + generated text, e.g. 'The answer is' for "
+        "answer-first rewards ('' for none)",
+    )
     max_prompt_tokens: int = Field(256, ge=8, description="prompts longer than this are left-truncated")
     max_solution_steps: int | None = Field(
         None, ge=0, description="keep only rows whose reference solution has at most N GSM8K calculator steps "

@@ -13,6 +13,7 @@ _NUMBER = r"-?[\d,]*\.?\d+"
 _HASH_ANSWER = re.compile(rf"####\s*\$?\s*({_NUMBER})")
 _SAYS_ANSWER = re.compile(rf"answer is[:\s]*\$?\s*({_NUMBER})", re.IGNORECASE)
 _ANY_NUMBER = re.compile(_NUMBER)
+_ANSWER_ONLY = re.compile(rf"\s*the answer is\s*\$?\s*{_NUMBER}\s*\.?\s*", re.IGNORECASE)
 
 
 def normalize_number(text: str) -> str | None:
@@ -54,13 +55,40 @@ def format_reward(response: str, reference: str = "") -> float:
     return float(bool(_HASH_ANSWER.search(response) or _SAYS_ANSWER.search(response)))
 
 
+def answer_only_format_reward(response: str, reference: str = "") -> float:
+    """1.0 when the whole response is the answer sentence 'The answer is <number>.' and nothing else.
+
+    A response cut by the generation cap still has text after the number (or no number), so this also means "a
+    parseable answer that ended within the cap".
+    """
+    del reference
+    return float(_ANSWER_ONLY.fullmatch(response) is not None)
+
+
 def gsm8k_reward(response: str, reference: str) -> float:
     """Exact match plus a 0.5 format bonus: a shaped, still verifiable reward (range 0 .. 1.5)."""
     return exact_match_reward(response, reference) + 0.5 * format_reward(response)
 
 
+def gsm8k_answer_only_reward(response: str, reference: str) -> float:
+    """Exact match (1.0) plus 0.2 when the response is only the answer sentence (range 0 .. 1.2).
+
+    Made for answer-first prompts (the assistant turn pre-filled with 'The answer is'): correctness dominates, the
+    small format term rewards stopping right after the number.
+    """
+    return exact_match_reward(response, reference) + 0.2 * answer_only_format_reward(response)
+
+
 RULE_REWARDS: dict[str, Callable[[str, str], float]] = {
     "exact_match": exact_match_reward,
     "format": format_reward,
+    "answer_only_format": answer_only_format_reward,
     "gsm8k": gsm8k_reward,
+    "gsm8k_answer_only": gsm8k_answer_only_reward,
+}
+
+# The components of each composite rule, reported separately per PPO iteration (fractions of samples).
+RULE_COMPONENTS: dict[str, dict[str, Callable[[str, str], float]]] = {
+    "gsm8k": {"exact_match": exact_match_reward, "format_ok": format_reward},
+    "gsm8k_answer_only": {"exact_match": exact_match_reward, "format_ok": answer_only_format_reward},
 }

@@ -23,7 +23,7 @@ from ray.exceptions import RayActorError
 from app.config.loader import config_hash, dump_config
 from app.config.ppo import PPOConfig
 from app.core.advantages import AdaptiveKLController, compute_gae, group_advantages, kl_estimate, shape_rewards, whiten
-from app.core.rewards import exact_match_reward, format_reward
+from app.core.rewards import RULE_COMPONENTS
 from app.models.loader import resolve_model
 from app.ppo.actors import PolicyActor, ReferenceActor, RewardActor, ValueActor
 from app.ppo.batch import build_batch
@@ -48,7 +48,7 @@ class PPODriver:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         p = cfg.prompts
         self.prompts = load_prompts(p.path, self.tokenizer, p.system_prompt, p.split, p.max_prompts, p.max_prompt_tokens,
-                                    p.max_solution_steps)
+                                    p.max_solution_steps, p.response_prefix)
         self.restarts = 0
         self.placement = None
         self._reset_loop_state()
@@ -157,7 +157,8 @@ class PPODriver:
                                                r.temperature, r.top_p, seed))
         rep = [p for p in prompts for _ in range(n)]
         batch = build_batch([p.ids for p in rep], responses, self.pad_id)
-        texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        # the reward sees the whole assistant turn: the pre-filled prefix plus what the policy generated
+        texts = [c.prompts.response_prefix + t for t in self.tokenizer.batch_decode(responses, skip_special_tokens=True)]
         t_gen = time.perf_counter()
 
         shards = list(zip(*(split_evenly(x, len(self.reward)) for x in
@@ -205,8 +206,8 @@ class PPODriver:
             "seconds_sync": t_sync, "seconds_iteration": time.perf_counter() - t0,
         }
         if c.reward.kind == "rule":  # components of the verifiable reward: is it learning the answer or only the format?
-            metrics["exact_match"] = sum(exact_match_reward(t, p.reference) for t, p in zip(texts, rep)) / len(rep)
-            metrics["format_ok"] = sum(format_reward(t) for t in texts) / len(rep)
+            for name, fn in RULE_COMPONENTS.get(c.reward.rule, {}).items():
+                metrics[name] = sum(fn(t, p.reference) for t, p in zip(texts, rep)) / len(rep)
         metrics["sample"] = texts[0][:200]
         return metrics
 

@@ -84,8 +84,12 @@ def solution_steps(reference: str) -> int:
 
 
 def load_prompts(path: str, tokenizer, system_prompt: str = "", split: str = "train", max_prompts: int | None = None,
-                 max_prompt_tokens: int = 256, max_solution_steps: int | None = None) -> list[Prompt]:
+                 max_prompt_tokens: int = 256, max_solution_steps: int | None = None,
+                 response_prefix: str = "") -> list[Prompt]:
     """Read, render (chat template + generation prompt) and tokenize prompts; long prompts keep their last tokens.
+
+    ``response_prefix`` pre-fills the assistant turn (e.g. 'The answer is'): it is appended after the generation
+    prompt, so sampling continues from it; the reward must then score ``response_prefix + response``.
 
     ``max_solution_steps`` keeps only rows whose reference needs at most that many calculator steps (applied before
     ``max_prompts``): an easy curriculum where a small model's sampled answers are sometimes right.
@@ -107,7 +111,7 @@ def load_prompts(path: str, tokenizer, system_prompt: str = "", split: str = "tr
     for messages, reference in rows:
         if system_prompt:
             messages = [{"role": "system", "content": system_prompt}, *[m for m in messages if m["role"] != "system"]]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + response_prefix
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
         out.append(Prompt(text, ids, reference))
     return out

@@ -2,7 +2,10 @@
 
 import pytest
 
-from app.core.rewards import RULE_REWARDS, exact_match_reward, extract_answer, format_reward, gsm8k_reward, reference_answer
+from app.core.rewards import (
+    RULE_COMPONENTS, RULE_REWARDS, answer_only_format_reward, exact_match_reward, extract_answer, format_reward,
+    gsm8k_answer_only_reward, gsm8k_reward, reference_answer,
+)
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -31,3 +34,18 @@ def test_exact_match_and_format():
     assert gsm8k_reward("The answer is 15.", gold) == 1.5
     assert gsm8k_reward("it is 15", gold) == 1.0
     assert set(RULE_REWARDS) >= {"exact_match", "format", "gsm8k"}
+
+
+def test_answer_only_reward_pays_for_stopping_after_the_number():
+    gold = "She pays 5*3 = 15\n#### 15"
+    assert answer_only_format_reward("The answer is 15.") == 1.0
+    assert answer_only_format_reward("The answer is $1,250") == 1.0
+    assert answer_only_format_reward("The answer is 15 apples.") == 0.0  # more than the answer sentence
+    assert answer_only_format_reward("The answer is 4 * 2 = 8.") == 0.0  # cut-off / rambling responses
+    assert answer_only_format_reward("The answer is x.") == 0.0
+    assert gsm8k_answer_only_reward("The answer is 15.", gold) == pytest.approx(1.2)
+    assert gsm8k_answer_only_reward("The answer is 15 dollars, since 5*3", gold) == 1.0  # first stated number counts
+    assert gsm8k_answer_only_reward("The answer is 16.", gold) == pytest.approx(0.2)
+    assert gsm8k_answer_only_reward("The answer is 16 since", gold) == 0.0
+    for rule, parts in RULE_COMPONENTS.items():
+        assert rule in RULE_REWARDS and set(parts) == {"exact_match", "format_ok"}

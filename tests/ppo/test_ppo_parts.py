@@ -44,6 +44,10 @@ def test_load_prompts_renders_chat_and_names_bad_rows(prompt_file, tmp_path, tin
     hard = tmp_path / "steps.jsonl"
     hard.write_text('{"question": "a", "answer": "<<1+1=2>>2<<2*3=6>>6 #### 6"}\n{"question": "b", "answer": "<<1+2=3>>3 #### 3"}\n')
     assert [q.reference[-1] for q in load_prompts(str(hard), tok, max_solution_steps=1)] == ["3"]
+    filled = load_prompts(str(prompt_file), tok, max_prompts=1, response_prefix="The answer is")[0]
+    assert filled.text.endswith("<|im_start|>assistant\nThe answer is")  # generation continues the pre-filled turn
+    assert filled.ids[-len(tok("The answer is", add_special_tokens=False)["input_ids"]):] == \
+        tok("The answer is", add_special_tokens=False)["input_ids"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "ok", "answer": "1"}\n{"answer": "2"}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl row 2: field 'question'"):
