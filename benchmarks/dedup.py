@@ -1,6 +1,6 @@
 """Near-duplicate dedup: rayalign (Ray Data + vectorized MinHash) vs datasketch (MinHash + MinHashLSH), one corpus.
 
-    python benchmarks/dedup.py [--docs 80000] [--variant-fraction 0.1] [--num-cpus 2]
+    python benchmarks/dedup.py [--docs 80000] [--variant-fraction 0.1] [--num-cpus 2] [--only rayalign]
 
 Corpus (built from GSM8K train+test, deterministic): the 8,792 real items (question + answer), recombined items
 (question i + the answer of another item j: distinct documents that share a third to a half of their text with
@@ -13,15 +13,19 @@ Ground truth: exact Jaccard ≥ threshold over ALL pairs, found with the ℓ-pre
 Wang, Li & Feng 2012): with shingles ordered rarest first, a pair with J ≥ t has overlap ≥ ⌈t·|x|⌉, so its first
 ℓ common shingles lie within the first |x| − ⌈t·|x|⌉ + ℓ of each document; pairs sharing fewer than ℓ prefix
 shingles cannot qualify, so the candidate set is complete. Candidates are verified exactly; clusters by union-find.
+It takes minutes at 80k documents, so its result is cached under ``<rayalign home>/cache/dedup_truth/``, keyed by a
+hash of the corpus and the threshold (delete the folder to recompute).
 
 Timing: datasketch is one Python process (its MinHash/LSH are single-threaded). rayalign's figure is
 ``find_near_duplicates`` on a Ray Dataset already in the object store, on a cluster already started; Ray start-up
-and the dataset upload are reported separately. Writes benchmarks/results/dedup.json.
+and the dataset upload are reported separately. Writes benchmarks/results/dedup.json (not with ``--only rayalign``,
+the quick loop for working on rayalign's side: no datasketch, so no ratio).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -113,6 +117,24 @@ def ground_truth(texts: list[str], threshold: float, ell: int = 3) -> tuple[set[
     return removed_from_edges(edges.tolist()), int(len(edges)), int(len(cand))
 
 
+def cached_ground_truth(texts: list[str], threshold: float) -> tuple[set[int], int, int, float]:
+    """``ground_truth`` plus its seconds, from the on-disk cache when this corpus and threshold were seen before."""
+    from app.config.paths import rayalign_home
+
+    key = hashlib.sha256(json.dumps([threshold, texts]).encode()).hexdigest()[:16]
+    path = rayalign_home() / "cache" / "dedup_truth" / f"{key}.json"
+    if path.exists():
+        c = json.loads(path.read_text())
+        return set(c["removed"]), c["pairs"], c["candidates"], c["seconds"]
+    t = time.perf_counter()
+    removed, pairs, candidates = ground_truth(texts, threshold)
+    seconds = time.perf_counter() - t
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"removed": sorted(removed), "pairs": pairs, "candidates": candidates,
+                                "seconds": seconds}))
+    return removed, pairs, candidates, seconds
+
+
 def run_datasketch(texts: list[str], threshold: float, num_perm: int) -> set[int]:
     from datasketch import MinHash, MinHashLSH
 
@@ -144,6 +166,7 @@ def main() -> int:
     ap.add_argument("--num-cpus", type=int, default=2)
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--num-perm", type=int, default=128)
+    ap.add_argument("--only", choices=["rayalign"], help="skip datasketch and write no JSON (quick iteration)")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from app.config.paths import shared_dir
@@ -156,10 +179,11 @@ def main() -> int:
     n = len(texts)
     print(f"corpus: {n} documents, {sum(len(t) for t in texts) / n:.0f} chars on average")
 
-    t = time.perf_counter()
-    ds_removed = run_datasketch(texts, args.threshold, args.num_perm)
-    ds_s = time.perf_counter() - t
-    print(f"datasketch: {ds_s:.1f}s", flush=True)
+    if args.only is None:
+        t = time.perf_counter()
+        ds_removed = run_datasketch(texts, args.threshold, args.num_perm)
+        ds_s = time.perf_counter() - t
+        print(f"datasketch: {ds_s:.1f}s", flush=True)
 
     import ray
 
@@ -184,13 +208,14 @@ def main() -> int:
     print(f"rayalign: {ra_s:.1f}s (+ Ray start {ray_start_s:.1f}s, upload {upload_s:.1f}s, warm-up {warm_s:.1f}s) "
           f"{res.seconds}", flush=True)
 
-    t = time.perf_counter()
-    truth, n_edges, n_cand = ground_truth(texts, args.threshold)
-    truth_s = time.perf_counter() - t
+    truth, n_edges, n_cand, truth_s = cached_ground_truth(texts, args.threshold)
     print(f"ground truth (exact Jaccard, all pairs by prefix filtering: {n_cand} candidates): {n_edges} pairs >= "
           f"{args.threshold}, {len(truth)} docs to remove ({truth_s:.1f}s)")
 
     ra_p, ra_r = precision_recall(res.removed, truth)
+    if args.only is not None:
+        print(f"rayalign {n / ra_s:.0f} docs/s, removed {len(res.removed)}, precision {ra_p:.4f} recall {ra_r:.4f}")
+        return 0
     ds_p, ds_r = precision_recall(ds_removed, truth)
     out = {
         "docs": n,

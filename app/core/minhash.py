@@ -1,11 +1,12 @@
 """MinHash near-duplicate detection, vectorized with numpy (Broder 1997; LSH banding per Leskovec et al., MMDS ch. 3).
 
 - Shingles: character k-grams (default 5) or word k-grams, hashed to uint32 with a vectorized polynomial rolling hash.
+  A batch of texts is hashed as one array of code points (``shingle_windows``).
 - Signatures: ``num_perm`` multiply-add-shift hash functions h_i(x) = ((a_i·x + b_i) mod 2^64) >> 32
   (Dietzfelbinger 1996, a universal family from 32-bit keys to 32-bit values: 3 vector ops per element);
-  signature[i] = min over the document's shingles. All documents of a batch are processed at once: shingles
-  hashed over the concatenated batch, then a cache-sized [num_perm, S] block reduced by ``np.minimum.reduceat``;
-  no Python loop per shingle or per permutation.
+  signature[i] = min over the document's shingles (every window of a batch, repeats kept: a minimum ignores
+  them, so no per-document sort). All documents of a batch are processed at once: a cache-sized
+  [num_perm, S] block reduced by ``np.minimum.reduceat``; no Python loop per shingle or per permutation.
 - LSH: the signature is cut into ``bands`` × ``rows``; documents sharing any band key are candidates. The (b, r)
   split minimizes weighted false-positive + false-negative probability at the threshold (as datasketch does).
 - Jaccard verification on the exact shingle sets decides the merge; union-find builds clusters.
@@ -46,17 +47,7 @@ def shingle_hashes(text: str, k: int = 5, unit: str = "char") -> np.ndarray:
         raise ValueError(f"unknown shingle unit {unit!r} (char or word)")
     if codes.size == 0:
         return np.empty(0, dtype=np.uint32)
-    k_eff = min(k, codes.size)
-    n = codes.size - k_eff + 1
-    # polynomial hash sum_j codes[i+j] * B^(k-1-j) mod 2^64, then mixed down to 32 bits
-    acc = np.zeros(n, dtype=np.uint64)
-    base = np.uint64(1_000_003)
-    for j in range(k_eff):
-        acc = acc * base + codes[j : j + n]
-    acc ^= acc >> np.uint64(29)
-    acc *= np.uint64(0xBF58476D1CE4E5B9)
-    acc ^= acc >> np.uint64(32)
-    return np.unique((acc & _MAX32).astype(np.uint32))
+    return np.unique(_window_hashes(codes, min(k, codes.size)))  # shorter than k: the whole text
 
 
 def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -67,13 +58,55 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def _window_hashes(codes: np.ndarray, k: int) -> np.ndarray:
+    """Polynomial hash sum_j codes[i+j]·B^(k-1-j) mod 2^64 of every k-window, mixed down to uint32 [len - k + 1]."""
+    c = codes.astype(np.uint64)
+    n = c.size - k + 1
+    acc = c[:n].copy()
+    base = np.uint64(1_000_003)
+    for j in range(1, k):
+        acc *= base
+        acc += c[j : j + n]
+    acc ^= acc >> np.uint64(29)
+    acc *= np.uint64(0xBF58476D1CE4E5B9)
+    acc ^= acc >> np.uint64(32)
+    return (acc & _MAX32).astype(np.uint32)
+
+
+def shingle_windows(texts: Sequence[str], k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Char k-shingle hashes of every window of every text, repeats kept: (hashes uint32 [W], offsets int64 [n + 1]).
+
+    Document d's windows are ``hashes[offsets[d]:offsets[d + 1]]``; as a set they equal ``shingle_hashes(texts[d],
+    k)``. Enough for MinHash (a minimum ignores repeats) and cheaper than deduplicating: the rolling hash runs once
+    over the concatenated normalized texts and windows crossing a document boundary are skipped.
+    """
+    norms = [normalize_text(t) for t in texts]  # str methods in C: faster here than array masks over code points
+    lens = np.fromiter((len(x) for x in norms), dtype=np.int64, count=len(norms))
+    codes = np.frombuffer("".join(norms).encode("utf-32-le"), dtype=np.uint32)
+    per_doc = np.where(lens >= k, lens - k + 1, (lens > 0).astype(np.int64))  # shorter than k: the whole text
+    offsets = np.zeros(lens.size + 1, dtype=np.int64)
+    np.cumsum(per_doc, out=offsets[1:])
+    if codes.size == 0:
+        return np.empty(0, np.uint32), offsets
+    starts = np.cumsum(lens) - lens
+    full = lens >= k
+    hashes = np.empty(offsets[-1], dtype=np.uint32)
+    if full.any():
+        acc = _window_hashes(codes, k) if codes.size >= k else np.empty(0, np.uint32)
+        n_full = np.where(full, per_doc, 0)
+        gather = np.arange(n_full.sum(), dtype=np.int64) + np.repeat(starts - (np.cumsum(n_full) - n_full), n_full)
+        hashes[np.repeat(full, per_doc)] = acc[gather]
+    for d in np.flatnonzero((lens > 0) & ~full):
+        hashes[offsets[d]] = _window_hashes(codes[starts[d] : starts[d] + lens[d]], int(lens[d]))[0]
+    return hashes, offsets
+
+
 def shingle_hashes_batch(texts: Sequence[str], k: int = 5, unit: str = "char") -> tuple[np.ndarray, np.ndarray]:
     """``shingle_hashes`` of many texts at once, flat: (hashes uint32 [S], offsets int64 [n_docs + 1]).
 
     Document d's hashes are ``hashes[offsets[d]:offsets[d + 1]]``, sorted and unique, equal to
-    ``shingle_hashes(texts[d], k, unit)``. For char shingles the rolling hash runs once over the concatenation of
-    all normalized texts (windows that cross a document boundary are dropped) and one sort of
-    (doc << 32 | hash) keys dedups every document: a handful of numpy calls per batch instead of ~15 per document.
+    ``shingle_hashes(texts[d], k, unit)``. For char shingles: ``shingle_windows``, then one sort of
+    (doc << 32 | hash) keys dedups every document.
     """
     n_docs = len(texts)
     if unit != "char":
@@ -81,31 +114,10 @@ def shingle_hashes_batch(texts: Sequence[str], k: int = 5, unit: str = "char") -
         offsets = np.zeros(n_docs + 1, dtype=np.int64)
         np.cumsum([x.size for x in sets], out=offsets[1:])
         return (np.concatenate(sets) if sets else np.empty(0, np.uint32)), offsets
-    norms = [normalize_text(t) for t in texts]
-    lens = np.fromiter((len(x) for x in norms), dtype=np.int64, count=n_docs)
-    codes = np.frombuffer("".join(norms).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    keys = []
-    per_doc = np.maximum(lens - k + 1, 0)  # full k-windows inside each document
-    if per_doc.sum() > 0:
-        n = codes.size - k + 1
-        acc = np.zeros(n, dtype=np.uint64)
-        base = np.uint64(1_000_003)
-        for j in range(k):  # the same polynomial hash and mix as shingle_hashes
-            acc = acc * base + codes[j : j + n]
-        acc ^= acc >> np.uint64(29)
-        acc *= np.uint64(0xBF58476D1CE4E5B9)
-        acc ^= acc >> np.uint64(32)
-        starts = np.cumsum(lens) - lens
-        doc = np.repeat(np.arange(n_docs, dtype=np.uint64), per_doc)
-        first = np.cumsum(per_doc) - per_doc  # index in `doc` where each document's windows begin
-        pos = np.arange(doc.size, dtype=np.int64) + np.repeat(starts - first, per_doc)
-        keys.append((doc << np.uint64(32)) | (acc[pos] & _MAX32))
-    for d in np.flatnonzero((lens > 0) & (lens < k)):  # shorter than k: one whole-text shingle
-        keys.append(np.array([(int(d) << 32) | int(shingle_hashes(texts[d], k)[0])], dtype=np.uint64))
-    if not keys:
-        return np.empty(0, np.uint32), np.zeros(n_docs + 1, dtype=np.int64)
-    key = np.sort(np.concatenate(keys))  # np.sort (SIMD) then an adjacent-difference mask: ~5x faster than np.unique
-    key = key[np.r_[True, key[1:] != key[:-1]]]
+    windows, win_offsets = shingle_windows(texts, k)
+    doc = np.repeat(np.arange(n_docs, dtype=np.uint64), np.diff(win_offsets))
+    key = np.sort((doc << np.uint64(32)) | windows)  # np.sort (SIMD) + adjacent-difference mask: ~5x np.unique
+    key = key[np.r_[True, key[1:] != key[:-1]]] if key.size else key
     offsets = np.searchsorted(key >> np.uint64(32), np.arange(n_docs + 1, dtype=np.uint64)).astype(np.int64)
     return (key & _MAX32).astype(np.uint32), offsets
 
@@ -193,6 +205,30 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
         return 1.0
     inter = np.intersect1d(a, b, assume_unique=True).size
     return inter / float(a.size + b.size - inter)
+
+
+def pair_jaccards(hashes: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of many document pairs at once: float64 [n_pairs].
+
+    ``hashes``/``offsets``: sorted unique shingle sets, flat (as ``shingle_hashes_batch`` returns); ``pairs``: [n, 2]
+    row indices into them. The two sets of every pair are concatenated under key (pair << 32 | hash); after one sort
+    a shared shingle is an adjacent equal key, so |A∩B| is a count and |A∪B| = |A| + |B| − |A∩B|. Two empty sets
+    have Jaccard 1.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    sizes = np.diff(offsets)
+    left, right = sizes[pairs[:, 0]], sizes[pairs[:, 1]]
+    inter = np.zeros(len(pairs), dtype=np.int64)
+    if len(pairs):
+        docs = pairs.ravel()  # a0, b0, a1, b1, ...: each pair's two sets side by side
+        n = sizes[docs]
+        gather = np.arange(n.sum(), dtype=np.int64) + np.repeat(offsets[docs] - (np.cumsum(n) - n), n)
+        pair = np.repeat(np.arange(len(pairs), dtype=np.uint64), left + right)
+        key = np.sort((pair << np.uint64(32)) | hashes[gather].astype(np.uint64))
+        dup = np.flatnonzero(key[1:] == key[:-1])  # within one set hashes are unique, so a repeat is shared
+        inter = np.bincount((key[dup] >> np.uint64(32)).astype(np.int64), minlength=len(pairs))
+    union = left + right - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 class UnionFind:

@@ -1,12 +1,14 @@
 """Distributed MinHash near-duplicate detection on Ray Data (the math lives in app.core.minhash).
 
 1. ``map_batches``: shingles → vectorized MinHash signatures → LSH band keys; one (bucket, id) row per band.
-2. hash-shuffle on bucket (``repartition(keys=["bucket"])``) so every bucket lies in one block; a vectorized pass
-   per block (sort by bucket, find runs of ≥2) emits candidate pairs. Only (bucket, id) pairs travel, no text.
+2. hash partitioning on bucket: one Ray task per shard (one shard per CPU) takes its share (bucket mod shards) of
+   every block straight from the object store, sorts it by bucket and emits the pairs of ids sharing a bucket
+   (sort-based grouping in numpy). Only (bucket, id) pairs travel, no text. (Ray Data's keyed ``repartition``
+   does the same job through aggregator actors it starts on every call: seconds of fixed cost on a small cluster.)
 3. the texts of the documents in some candidate pair (usually a small fraction) go to the object store once; Ray
-   tasks verify each unique pair with the exact Jaccard of its shingle sets.
-4. verified edges go into a ``UnionFind`` Ray actor; each cluster keeps its smallest id (deterministic: the
-   earliest input row) and removes the rest.
+   tasks verify the unique pairs with the exact Jaccard of their shingle sets (``pair_jaccards``, vectorized).
+4. verified edges go into a ``UnionFind`` Ray actor (started with step 1, so its start-up overlaps the work);
+   each cluster keeps its smallest id (deterministic: the earliest input row) and removes the rest.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import numpy as np
 from app.core.minhash import (
     UnionFind,
     band_keys,
-    jaccard,
     minhash_signatures_flat,
     optimal_bands,
+    pair_jaccards,
     shingle_hashes_batch,
+    shingle_windows,
 )
 
 _ALL_PAIRS_UP_TO = 16  # buckets up to this size emit every pair; larger ones a star on the first id + a chain
@@ -59,7 +62,11 @@ class NearDupResult:
 
 def bucket_rows(batch: dict[str, np.ndarray], p: MinHashParams, bands: int, rows: int) -> dict[str, np.ndarray]:
     """Documents {id, text} → one row per (document, band): {bucket int64, id int64}."""
-    hashes, offsets = shingle_hashes_batch([str(t) for t in batch["text"]], p.shingle_size, p.shingle)
+    texts = [str(t) for t in batch["text"]]
+    if p.shingle == "char":  # every window, repeats kept: a minimum ignores them, and no per-document sort
+        hashes, offsets = shingle_windows(texts, p.shingle_size)
+    else:
+        hashes, offsets = shingle_hashes_batch(texts, p.shingle_size, p.shingle)
     keys = band_keys(minhash_signatures_flat(hashes, offsets, p.num_perm, p.seed), bands, rows)  # [n, bands] uint64
     band_salt = (np.arange(bands, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
     return {
@@ -99,20 +106,22 @@ def candidate_pairs(block: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"a": pairs[:, 0], "b": pairs[:, 1]}
 
 
+def shard_candidate_pairs(shard: int, shards: int, *blocks: dict[str, np.ndarray]) -> np.ndarray:
+    """This shard's rows (bucket mod shards == shard) of every (bucket, id) block → its candidate pairs [n, 2]."""
+    bucket = np.concatenate([np.asarray(b["bucket"]) for b in blocks] or [np.empty(0, np.int64)])
+    ids = np.concatenate([np.asarray(b["id"]) for b in blocks] or [np.empty(0, np.int64)])
+    mine = bucket.view(np.uint64) % np.uint64(shards) == np.uint64(shard)
+    pairs = candidate_pairs({"bucket": bucket[mine], "id": ids[mine]})
+    return np.stack([pairs["a"], pairs["b"]], axis=1)
+
+
 def verify_pairs(pairs: np.ndarray, texts: dict[int, str], p: MinHashParams) -> np.ndarray:
     """Keep the pairs (shape [n, 2]) whose exact shingle Jaccard ≥ threshold; returns shape [m, 2]."""
     if not len(pairs):
         return pairs
-    docs = np.unique(pairs)
+    docs, rows = np.unique(pairs, return_inverse=True)
     hashes, offsets = shingle_hashes_batch([texts[int(i)] for i in docs], p.shingle_size, p.shingle)
-    row = {int(d): k for k, d in enumerate(docs)}
-
-    def sh(i: int) -> np.ndarray:
-        k = row[i]
-        return hashes[offsets[k] : offsets[k + 1]]
-
-    keep = [jaccard(sh(int(x)), sh(int(y))) >= p.threshold for x, y in pairs]
-    return pairs[np.asarray(keep, dtype=bool)]
+    return pairs[pair_jaccards(hashes, offsets, rows.reshape(-1, 2)) >= p.threshold]
 
 
 def _rows_with_ids(batch: dict[str, np.ndarray], ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -142,49 +151,64 @@ def _remote_classes():
     def verify_task(pairs: np.ndarray, texts: dict[int, str], p: MinHashParams) -> np.ndarray:
         return verify_pairs(pairs, texts, p)
 
-    return UnionFindActor, verify_task
+    @ray.remote(num_cpus=1)
+    def shard_task(shard: int, shards: int, *blocks: dict[str, np.ndarray]) -> np.ndarray:
+        return shard_candidate_pairs(shard, shards, *blocks)
+
+    return UnionFindActor, verify_task, shard_task
 
 
-def find_near_duplicates(ds, params: MinHashParams, num_partitions: int | None = None) -> NearDupResult:
+def find_near_duplicates(ds, params: MinHashParams, num_partitions: int | None = None,
+                         batch_size: int = 4096) -> NearDupResult:
     """Near-duplicate clusters of a Ray Dataset with columns ``id`` (int64, unique) and ``text`` (str).
 
-    ``num_partitions``: hash-shuffle partitions of the bucket grouping (None: 2 per cluster CPU; more partitions
-    than cores only adds task overhead).
+    ``num_partitions``: shards of the bucket grouping (None: one per cluster CPU). ``batch_size``: documents per
+    signature batch (large batches amortize the per-task cost; the kernels stay cache-sized inside).
     """
     import time
 
     import ray
 
     t0 = time.perf_counter()
-    bands, rows = params.bands_rows
     if num_partitions is None:
-        num_partitions = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        num_partitions = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    UnionFindActor, verify_task, shard_task = _remote_classes()
+    uf = UnionFindActor.remote()  # starts while the signatures are computed
+    try:
+        return _find(ds, params, num_partitions, batch_size, uf, verify_task, shard_task, t0)
+    finally:
+        ray.kill(uf)
+
+
+def _find(ds, params, num_partitions, batch_size, uf, verify_task, shard_task, t0) -> NearDupResult:
+    """Steps 1–4 of the module docstring, given the union-find actor and the remote functions."""
+    import time
+
+    import ray
+
+    bands, rows = params.bands_rows
     buckets = ds.map_batches(bucket_rows, fn_kwargs={"p": params, "bands": bands, "rows": rows},
-                             batch_size=1024, batch_format="numpy")
-    pair_ds = buckets.repartition(num_partitions, keys=["bucket"]).map_batches(
-        candidate_pairs, batch_size=None, batch_format="numpy")
-    parts = [(b["a"], b["b"]) for b in pair_ds.iter_batches(batch_size=None, batch_format="numpy")]
+                             batch_size=batch_size, batch_format="numpy")
+    blocks = buckets.to_numpy_refs()
+    parts = ray.get([shard_task.remote(s, num_partitions, *blocks) for s in range(num_partitions)])
+    del blocks
     result = NearDupResult()
-    pairs = np.unique(np.stack([np.concatenate([a for a, _ in parts] or [np.empty(0, np.int64)]),
-                                np.concatenate([b for _, b in parts] or [np.empty(0, np.int64)])], axis=1), axis=0)
+    pairs = np.unique(np.concatenate(parts), axis=0)
     result.candidates = int(len(pairs))
     result.seconds["signatures_and_buckets_s"] = time.perf_counter() - t0
     if not len(pairs):
         return result
     t1 = time.perf_counter()
     involved = np.unique(pairs)
-    needed = ds.map_batches(_rows_with_ids, fn_kwargs={"ids": involved}, batch_size=4096, batch_format="numpy")
+    needed = ds.map_batches(_rows_with_ids, fn_kwargs={"ids": involved}, batch_size=batch_size, batch_format="numpy")
     texts_ref = ray.put({int(i): str(t) for b in needed.iter_batches(batch_size=None, batch_format="numpy")
                          for i, t in zip(b["id"], b["text"])})
-    UnionFindActor, verify_task = _remote_classes()
-    n_chunks = max(1, min(64, len(pairs) // 2000))
-    edges = ray.get([verify_task.remote(chunk, texts_ref, params) for chunk in np.array_split(pairs, n_chunks)])
-    edges = np.concatenate(edges)
+    n_chunks = max(1, min(4 * num_partitions, len(pairs) // 2000))
+    edges = np.concatenate(ray.get([verify_task.remote(chunk, texts_ref, params)
+                                    for chunk in np.array_split(pairs, n_chunks)]))
     result.verified = int(len(edges))
-    uf = UnionFindActor.remote()
     ray.get(uf.add_edges.remote(edges))
     clusters = ray.get(uf.clusters.remote())
-    ray.kill(uf)
     result.clusters = {int(root): [int(m) for m in members if m != root] for root, members in clusters.items()}
     result.seconds["verify_and_union_s"] = time.perf_counter() - t1
     return result

@@ -11,8 +11,11 @@ from app.core.minhash import (
     minhash_signatures,
     minhash_signatures_flat,
     optimal_bands,
+    pair_jaccards,
+    permutations,
     shingle_hashes,
     shingle_hashes_batch,
+    shingle_windows,
 )
 
 
@@ -85,3 +88,50 @@ def test_batch_shingles_equal_per_document():
     sig = minhash_signatures_flat(*shingle_hashes_batch(texts), num_perm=32, seed=5, chunk=4)  # tiny chunk: many blocks
     assert np.array_equal(sig, minhash_signatures([shingle_hashes(t) for t in texts], 32, seed=5))
     assert (sig[1] == 0xFFFFFFFF).all()  # the empty document
+
+
+def test_signatures_equal_plain_python_reference():
+    # independent reference: signature[d][i] = min over x of ((a_i * x + b_i) mod 2^64) >> 32, Python ints
+    rng = np.random.default_rng(1)
+    docs = [np.unique(rng.integers(0, 1 << 32, n, dtype=np.uint64).astype(np.uint32)) for n in (1, 7, 300, 50)]
+    a, b = permutations(16, seed=9)
+    expected = [[min(((int(ai) * int(x) + int(bi)) % (1 << 64)) >> 32 for x in d) for ai, bi in zip(a, b)]
+                for d in docs]
+    assert np.array_equal(minhash_signatures(docs, 16, seed=9, chunk=64), np.array(expected, dtype=np.uint32))
+    assert (a % 2 == 1).all()
+
+
+def test_signatures_are_unbiased_with_binomial_spread():
+    # each of the 128 hash functions must behave like an independent random permutation: agreement ~ Binomial(128, J)
+    rng = np.random.default_rng(2)
+    est, true = [], []
+    for _ in range(300):
+        a = rng.choice(1 << 32, 400, replace=False).astype(np.uint32)
+        shared = rng.integers(150, 400)
+        b = np.unique(np.concatenate([a[:shared], rng.choice(1 << 32, 400 - shared).astype(np.uint32)]))
+        sig = minhash_signatures([np.unique(a), b], num_perm=128)
+        est.append((sig[0] == sig[1]).mean())
+        true.append(np.intersect1d(a, b).size / np.union1d(a, b).size)
+    est, true = np.array(est), np.array(true)
+    z = (est - true) / np.sqrt(true * (1 - true) / 128)
+    assert abs(np.mean(est - true)) < 0.01  # unbiased
+    assert 0.8 < np.std(z) < 1.25  # spread of independent permutations (correlated hashes would widen it)
+
+
+def test_shingle_windows_as_sets_equal_shingle_hashes():
+    texts = ["The cat  sat on the mat the cat", "", "abc", "abcd", "abcde", "Héllo wörld ✓✓ héllo"]
+    windows, offsets = shingle_windows(texts, 5)
+    for d, t in enumerate(texts):
+        assert np.array_equal(np.unique(windows[offsets[d] : offsets[d + 1]]), shingle_hashes(t, 5))
+    expected = minhash_signatures([shingle_hashes(t) for t in texts], 32)
+    assert np.array_equal(minhash_signatures_flat(windows, offsets, 32), expected)
+
+
+def test_pair_jaccards_equal_one_by_one():
+    texts = ["the cat sat on the mat", "the cat sat on a mat", "", "", "a dog ran in the park", "abc"]
+    hashes, offsets = shingle_hashes_batch(texts)
+    pairs = np.array([[0, 1], [1, 0], [2, 3], [0, 2], [4, 0], [5, 5], [0, 0]])
+    sets = [hashes[offsets[d] : offsets[d + 1]] for d in range(len(texts))]
+    expected = [jaccard(sets[a], sets[b]) for a, b in pairs]
+    assert np.allclose(pair_jaccards(hashes, offsets, pairs), expected)
+    assert pair_jaccards(hashes, offsets, np.empty((0, 2), np.int64)).size == 0
