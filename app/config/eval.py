@@ -27,6 +27,8 @@ class ConditioningGateSpec(StrictModel):
     enabled: bool = Field(True, description="run this gate (adds one scoring pass per perplexity row)")
     blocking: bool = Field(True, description="a failure blocks promotion (False: reported only)")
     min_ratio: float = Field(0.9, ge=0, description="adapter margin must be at least this fraction of the base model's margin")
+    min_base_margin: float = Field(0.05, ge=0, description="below this base margin (nats/token) the held-out set does not "
+                                   "measure conditioning (e.g. a random base): the gate is skipped and reported")
 
 
 class ProductionGateSpec(StrictModel):

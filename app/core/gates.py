@@ -73,14 +73,16 @@ def max_ratio_gate(name: str, metric: str, value: float, reference: float, max_r
 
 
 def min_ratio_gate(name: str, metric: str, value: float, reference: float, min_ratio: float,
-                   reference_label: str, blocking: bool = True) -> GateOutcome:
+                   reference_label: str, blocking: bool = True, min_reference: float = 0.0) -> GateOutcome:
     """Higher is better: ``value`` must reach ``min_ratio`` × ``reference`` (a positive reference, e.g. base's margin).
 
-    A non-positive reference means the measurement carries no signal on this data: the gate is skipped (reported).
+    A reference at or below ``min_reference`` (and never above 0) means the measurement carries no signal on this
+    data (e.g. a random base model does not use the question): the gate is skipped and reported, not decided on noise.
     """
-    if reference <= 0:
-        return skipped_gate(name, f"{reference_label} {metric} is {reference:.3f} <= 0: this held-out set does not "
-                                  "measure it")
+    floor = max(min_reference, 0.0)
+    if reference <= floor:
+        return skipped_gate(name, f"{reference_label} {metric} is {reference:.3f} <= {floor:g}: this held-out set "
+                                  "does not measure it")
     bound = reference * min_ratio
     ok = value >= bound
     reason = (f"{metric} {value:.3f} {'>=' if ok else '<'} {bound:.3f} "

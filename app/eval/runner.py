@@ -120,7 +120,8 @@ def evaluate_gates(gates: GatesConfig, metrics: dict[str, float], swap: G.SwapSt
     elif gates.conditioning.enabled:
         out.append(G.min_ratio_gate("conditioning", "question-conditioning margin (nats/token)",
                                     metrics["cond_margin_adapter"], metrics["cond_margin_base"],
-                                    gates.conditioning.min_ratio, "base", gates.conditioning.blocking))
+                                    gates.conditioning.min_ratio, "base", gates.conditioning.blocking,
+                                    min_reference=gates.conditioning.min_base_margin))
     if gates.production.enabled:
         out.extend(production_gates(gates, metrics, production or ProductionRef(skip_reason="no registry name")))
     if gates.task.enabled:

@@ -77,6 +77,8 @@ def test_ratio_gates_against_a_reference():
     # a base with no margin on this data measures nothing: skipped and non-blocking, never a silent pass
     skipped = min_ratio_gate("conditioning", "margin", 0.3, -0.01, 0.9, "base")
     assert skipped.status == "skipped" and not skipped.blocks
+    noise = min_ratio_gate("conditioning", "margin", 0.001, 0.01, 0.9, "base", min_reference=0.05)
+    assert noise.status == "skipped" and "0.010 <= 0.05" in noise.reason  # a near-random base: no signal to hold to
 
 
 def test_conditioning_margin_is_log_perplexity_ratio():
