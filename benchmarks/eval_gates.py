@@ -41,7 +41,7 @@ from app.config.loader import load_config  # noqa: E402
 from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
 
-# a 2-core CPU budget for the suites (the config's defaults are larger): three gated adapters in ~11 min. The
+# a 2-core CPU budget for the suites (the config's defaults are larger): three gated adapters in ~11 min (estimate). The
 # pairwise judge (advisory; the base model as judge is position-biased, consistency 0) is left out here: it costs
 # ~40 s per adapter; tests/eval/test_eval_job.py covers its position-swap logic.
 EVAL_BUDGET = ["data.perplexity_limit=24", "data.task_limit=8", "generation.task_max_new_tokens=128",
