@@ -1,22 +1,25 @@
-"""Must-show: a deliberately worse adapter is blocked by the eval gates, a good SFT adapter passes.
+"""Must-show: deliberately worse adapters are blocked by the eval gates, a good SFT adapter passes.
 
-Both adapters are LoRA SFTs of SmolLM2-135M-Instruct with the platform's own path and the same budget
+All adapters are LoRA SFTs of SmolLM2-135M-Instruct with the platform's own path and the same budget
 (configs/sft/smollm2_lora_gsm8k.yaml, train.max_steps=--steps) on the same GSM8K train questions; only the labels differ:
   good       each question -> its real answer
   permuted   each question -> the answer of ANOTHER question (answers permuted across prompts: right format, wrong content)
-  scrambled  each question -> its own answer with the words shuffled (labels carry no language)   [--bad scrambled]
+  scrambled  each question -> its own answer with the words shuffled (labels carry no language)
 The training sets go through the real ingest (app.data.pipeline.run_ingest: validate, exact dedup, contamination
-check against GSM8K test, tokenize + mask + best-fit pack, dataset artifact), then `run_sft`, then `run_eval`
-(configs/eval/smollm2_gates.yaml, suites shrunk to a 2-core budget below): score vs the base, register, decide, and
-write the gate report (markdown + PNG). Prints which gate decided and why; writes benchmarks/results/eval_gates.json
-and copies each report to benchmarks/results/eval_gates/<label>/.
+check against GSM8K test, tokenize + mask + best-fit pack, dataset artifact), then `run_sft`.
 
-    python benchmarks/eval_gates.py                      # good vs permuted, 12 SFT steps each
-    python benchmarks/eval_gates.py --bad scrambled --stage eval   # reuse trained adapters, gates only
-    python benchmarks/eval_gates.py --bad scrambled --only scrambled   # one more bad adapter; keeps earlier results
+Gating is what a platform does with successive candidates of ONE model name (`gsm8k-sft` in a fresh registry):
+`run_eval` (configs/eval/smollm2_gates.yaml, suites shrunk to a 2-core budget below) registers each adapter as the next
+version, scores it vs the base, decides and writes the gate report (markdown + PNG); the first version that passes is
+promoted to production, and every later candidate is also held to production's stored metrics (no-regression gate).
+So `good` goes first. At 12 steps every adapter beats the base on held-out perplexity (they all learn GSM8K's format);
+what separates them is the question-conditioning margin (permuted answers teach the model to ignore the question) and
+the no-regression comparison with the production version. Prints which gate decided and why; writes
+benchmarks/results/eval_gates.json and copies each report to benchmarks/results/eval_gates/<label>/.
 
-Entries are merged into the state file and benchmarks/results/eval_gates.json per label, so a run over a subset of
-labels (--only) keeps the others' measured results (each entry records the settings it was produced with).
+    python benchmarks/eval_gates.py                          # train all three (12 steps each), then gate them
+    python benchmarks/eval_gates.py --stage eval             # reuse the trained adapters (state file), gates only
+    python benchmarks/eval_gates.py --stage train --labels scrambled   # (re)train one; keeps the others' entries
 """
 
 from __future__ import annotations
@@ -38,9 +41,13 @@ from app.config.loader import load_config  # noqa: E402
 from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
 
-# a 2-core CPU budget for the suites (the config's defaults are larger)
-EVAL_BUDGET = ["data.perplexity_limit=24", "data.task_limit=8", "generation.task_max_new_tokens=96", "data.benchmark_limit=16",
-               "data.redteam_limit=8", "judge.limit=6", "generation.batch_size=8"]
+# a 2-core CPU budget for the suites (the config's defaults are larger): three gated adapters in ~11 min (estimate). The
+# pairwise judge (advisory; the base model as judge is position-biased, consistency 0) is left out here: it costs
+# ~40 s per adapter; tests/eval/test_eval_job.py covers its position-swap logic.
+EVAL_BUDGET = ["data.perplexity_limit=24", "data.task_limit=8", "generation.task_max_new_tokens=128",
+               "data.benchmark_limit=12", "data.redteam_limit=6", "judge.kind=none", "generation.batch_size=8"]
+LABELS = ("good", "permuted", "scrambled")
+MODEL_NAME = "gsm8k-sft"
 
 
 def write_sources(work: Path, n: int, seed: int = 0) -> dict[str, Path]:
@@ -84,14 +91,57 @@ def ingest(label: str, source: Path, out_parent: Path):
     return run_ingest(cfg, out_dir=out_parent, progress=False)
 
 
+def gate_all(result: dict, args, home: Path, state_path: Path) -> dict:
+    """Gate good, permuted, scrambled in that order as versions of one name; promote the first that passes."""
+    from app.eval.runner import run_eval
+    from app.registry import Registry
+
+    missing = [label for label in LABELS if label not in result or not Path(result[label]["adapter"]).is_dir()]
+    if missing:
+        raise SystemExit(f"train these adapters first (--stage train --labels {' '.join(missing)})")
+    db = home / "eval_gates_registry.db"
+    db.unlink(missing_ok=True)  # a fresh registry: base score and production are established in this run
+    result["registry"] = f"sqlite:///{db}"
+    out = ROOT / "benchmarks" / "results" / "eval_gates.json"
+    t_run = time.time()
+    for label in LABELS:
+        ecfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, [
+            f"adapter={result[label]['adapter']}", f"registry.url={result['registry']}", f"registry.name={MODEL_NAME}",
+            f"output_dir={home / 'eval_reports' / label}", "tracking.enabled=false", *EVAL_BUDGET])
+        t0 = time.time()
+        ev = run_eval(ecfg)
+        keep = ROOT / "benchmarks" / "results" / "eval_gates" / label
+        shutil.rmtree(keep, ignore_errors=True)
+        keep.mkdir(parents=True)
+        for f in (ev.report_md, ev.report_png):
+            shutil.copyfile(f, keep / Path(f).name)
+        promoted = None
+        registry = Registry(result["registry"])
+        if ev.decision.passed and not registry.list("default", MODEL_NAME, stage="production"):
+            promoted = registry.promote("default", MODEL_NAME, int(ev.artifact_ref.rsplit("@v", 1)[1]), "production").ref
+        registry.close()
+        result[label].update(eval_settings={"budget": EVAL_BUDGET, "stage": args.stage}, artifact_ref=ev.artifact_ref,
+                             eval_seconds=round(time.time() - t0, 1), passed=ev.decision.passed,
+                             decided_by=ev.decision.decided_by, reason=ev.decision.reason, promoted_to=promoted,
+                             metrics=ev.metrics, gates=[o.to_dict() for o in ev.decision.outcomes],
+                             report_md=str((keep / Path(ev.report_md).name).relative_to(ROOT)),
+                             report_png=str((keep / Path(ev.report_png).name).relative_to(ROOT)))
+        print(label, ev.artifact_ref, "PASSED" if ev.decision.passed else f"BLOCKED by {ev.decision.decided_by}:",
+              ev.decision.reason, f"({result[label]['eval_seconds']} s)" + (f"; promoted {promoted}" if promoted else ""),
+              flush=True)
+        result["gate_seconds_total"] = round(time.time() - t_run, 1)
+        state_path.write_text(json.dumps(result, indent=2))
+        out.write_text(json.dumps(result, indent=2))  # after every label: a cut-short run still shows what it measured
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=12, help="SFT optimizer steps per adapter (same for both)")
+    ap.add_argument("--steps", type=int, default=12, help="SFT optimizer steps per adapter (same for all)")
     ap.add_argument("--n-train", type=int, default=200, help="GSM8K train questions in each training set")
-    ap.add_argument("--bad", choices=["permuted", "scrambled"], default="permuted", help="how the worse adapter's labels are broken")
     ap.add_argument("--stage", choices=["all", "train", "eval"], default="all", help="train adapters, gate them, or both")
-    ap.add_argument("--only", nargs="+", choices=["good", "permuted", "scrambled"],
-                    help="labels to train/gate (default: good and --bad); others already measured are kept")
+    ap.add_argument("--labels", nargs="+", choices=LABELS, default=list(LABELS),
+                    help="adapters to train (others already trained are kept); gating always runs good first")
     args = ap.parse_args()
 
     from app.config.common import RaySpec
@@ -99,8 +149,7 @@ def main() -> int:
 
     home = rayalign_home()
     state_path = home / "eval_gates_state.json"
-    labels = tuple(args.only) if args.only else ("good", args.bad)
-    out = ROOT / "benchmarks" / "results" / "eval_gates.json"
+    labels = tuple(args.labels)
     # merge, don't overwrite: labels not in this run keep their earlier (trained / measured) entries
     result: dict = json.loads(state_path.read_text()) if state_path.is_file() else {}
     result["settings"] = vars(args)
@@ -128,34 +177,7 @@ def main() -> int:
             print(label, json.dumps(entry), flush=True)
         state_path.write_text(json.dumps(result, indent=2))
     if args.stage in ("all", "eval"):
-        from app.eval.runner import run_eval
-
-        db = home / "eval_gates_registry.db"
-        db.unlink(missing_ok=True)  # a fresh registry: the base's benchmark score is measured in this run
-        result["registry"] = f"sqlite:///{db}"
-        for label in labels:
-            ecfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, [
-                f"adapter={result[label]['adapter']}", f"registry.url={result['registry']}", f"registry.name=gsm8k-{label}",
-                f"output_dir={home / 'eval_reports' / label}", "tracking.enabled=false", *EVAL_BUDGET])
-            t0 = time.time()
-            ev = run_eval(ecfg)
-            keep = ROOT / "benchmarks" / "results" / "eval_gates" / label
-            shutil.rmtree(keep, ignore_errors=True)
-            keep.mkdir(parents=True)
-            for f in (ev.report_md, ev.report_png):
-                shutil.copyfile(f, keep / Path(f).name)
-            result[label].update(eval_settings=vars(args), eval_seconds=round(time.time() - t0, 1), passed=ev.decision.passed,
-                                 decided_by=ev.decision.decided_by, reason=ev.decision.reason, metrics=ev.metrics,
-                                 report_md=str((keep / Path(ev.report_md).name).relative_to(ROOT)),
-                                 report_png=str((keep / Path(ev.report_png).name).relative_to(ROOT)),
-                                 gates=[o.to_dict() for o in ev.decision.outcomes])
-            print(label, "PASSED" if ev.decision.passed else f"BLOCKED by {ev.decision.decided_by}:", ev.decision.reason, flush=True)
-        measured = json.loads(out.read_text()) if out.is_file() else {}
-        for label in labels:
-            measured[label] = result[label]
-        measured["settings"], measured["registry"] = result["settings"], result["registry"]
-        out.write_text(json.dumps(measured, indent=2))
-        result = measured
+        result = gate_all(result, args, home, state_path)
         print(json.dumps({k: {kk: v.get(kk) for kk in ("passed", "decided_by", "reason")} for k, v in result.items()
                           if isinstance(v, dict) and "passed" in v}, indent=2))
     import ray

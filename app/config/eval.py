@@ -19,6 +19,30 @@ class PerplexityGateSpec(StrictModel):
     max_ratio: float = Field(1.05, gt=0, description="adapter perplexity may be at most this multiple of the base's")
 
 
+class ConditioningGateSpec(StrictModel):
+    """Question conditioning: does the adapter still read the question? Margin (nats/token) = ln ppl(another
+    question's answer | question) - ln ppl(its own answer | question) on the perplexity slice, vs the base's margin.
+    Catches an adapter trained on answers shuffled across questions (it learns format, not content)."""
+
+    enabled: bool = Field(True, description="run this gate (adds one scoring pass per perplexity row)")
+    blocking: bool = Field(True, description="a failure blocks promotion (False: reported only)")
+    min_ratio: float = Field(0.9, ge=0, description="adapter margin must be at least this fraction of the base model's margin")
+    min_base_margin: float = Field(0.05, ge=0, description="below this base margin (nats/token) the held-out set does not "
+                                   "measure conditioning (e.g. a random base): the gate is skipped and reported")
+
+
+class ProductionGateSpec(StrictModel):
+    """No regression vs the current production version of the same (tenant, name), measured on the same suite slice
+    (its stored eval metrics). Skipped (reported) when there is no production version yet or it was measured on a
+    different slice or base; the first good version is promoted on the base-relative gates alone."""
+
+    enabled: bool = Field(True, description="run this gate (needs registry.name)")
+    blocking: bool = Field(True, description="a failure blocks promotion (False: reported only)")
+    max_ppl_ratio: float = Field(1.03, gt=0, description="held-out perplexity may be at most this multiple of production's")
+    max_format_drop: float = Field(0.25, ge=0, le=1, description="largest allowed absolute drop in the well-formed answer "
+                                   "rate (reply ends in '#### n') vs production")
+
+
 class TaskGateSpec(StrictModel):
     """Task holdout: GSM8K exact match on the final '#### n' answer."""
 
@@ -57,6 +81,10 @@ class GatesConfig(StrictModel):
     """Promotion thresholds. Gates are checked in this order; the first blocking failure decides."""
 
     perplexity: PerplexityGateSpec = Field(default_factory=PerplexityGateSpec, description="held-out perplexity gate")
+    conditioning: ConditioningGateSpec = Field(default_factory=ConditioningGateSpec,
+                                               description="question-conditioning margin gate")
+    production: ProductionGateSpec = Field(default_factory=ProductionGateSpec,
+                                           description="no-regression gate vs the current production version")
     task: TaskGateSpec = Field(default_factory=TaskGateSpec, description="GSM8K exact-match gate")
     regression: RegressionGateSpec = Field(default_factory=RegressionGateSpec, description="benchmark regression gate")
     safety: SafetyGateSpec = Field(default_factory=SafetyGateSpec, description="red-team refusal gate")

@@ -28,6 +28,7 @@ class GateOutcome:
     bound: float | None
     reason: str
     blocking: bool = True
+    higher_is_better: bool = True  # direction of ``value`` vs ``bound``: only used to rank the closest call
 
     @property
     def blocks(self) -> bool:
@@ -57,7 +58,48 @@ def perplexity_gate(adapter_ppl: float, base_ppl: float, max_ratio: float, block
     ok = adapter_ppl <= bound
     reason = (f"held-out perplexity {adapter_ppl:.3f} {'<=' if ok else '>'} {bound:.3f} "
               f"(= base {base_ppl:.3f} x {max_ratio:g})")
-    return GateOutcome("perplexity", "pass" if ok else "fail", adapter_ppl, bound, reason, blocking)
+    return GateOutcome("perplexity", "pass" if ok else "fail", adapter_ppl, bound, reason, blocking,
+                       higher_is_better=False)
+
+
+def max_ratio_gate(name: str, metric: str, value: float, reference: float, max_ratio: float,
+                   reference_label: str, blocking: bool = True) -> GateOutcome:
+    """Lower is better: ``value`` must not exceed ``max_ratio`` × ``reference`` (e.g. perplexity vs production's)."""
+    bound = reference * max_ratio
+    ok = value <= bound
+    reason = (f"{metric} {value:.3f} {'<=' if ok else '>'} {bound:.3f} "
+              f"(= {reference_label} {reference:.3f} x {max_ratio:g}; ratio {value / reference:.3f})")
+    return GateOutcome(name, "pass" if ok else "fail", value, bound, reason, blocking, higher_is_better=False)
+
+
+def min_ratio_gate(name: str, metric: str, value: float, reference: float, min_ratio: float,
+                   reference_label: str, blocking: bool = True, min_reference: float = 0.0) -> GateOutcome:
+    """Higher is better: ``value`` must reach ``min_ratio`` × ``reference`` (a positive reference, e.g. base's margin).
+
+    A reference at or below ``min_reference`` (and never above 0) means the measurement carries no signal on this
+    data (e.g. a random base model does not use the question): the gate is skipped and reported, not decided on noise.
+    """
+    floor = max(min_reference, 0.0)
+    if reference <= floor:
+        return skipped_gate(name, f"{reference_label} {metric} is {reference:.3f} <= {floor:g}: this held-out set "
+                                  "does not measure it")
+    bound = reference * min_ratio
+    ok = value >= bound
+    reason = (f"{metric} {value:.3f} {'>=' if ok else '<'} {bound:.3f} "
+              f"(= {reference_label} {reference:.3f} x {min_ratio:g}; ratio {value / reference:.3f})")
+    return GateOutcome(name, "pass" if ok else "fail", value, bound, reason, blocking)
+
+
+def conditioning_margin(nll_own: float, tokens_own: int, nll_other: float, tokens_other: int) -> float:
+    """Question-conditioning margin in nats/token: ln(ppl of another question's answer) - ln(ppl of the right answer).
+
+    Both are scored after the same questions: answer i after question i (own) and answer j != i after question i
+    (other). A model that uses the question assigns its own answer clearly higher likelihood (margin > 0); one trained
+    on answers permuted across questions learns to ignore the question and the margin shrinks towards 0.
+    """
+    if tokens_own <= 0 or tokens_other <= 0:
+        raise ValueError("conditioning_margin needs scored tokens on both sides")
+    return nll_other / tokens_other - nll_own / tokens_own
 
 
 def drop_gate(name: str, metric: str, value: float, reference: float, max_drop: float,
@@ -164,5 +206,4 @@ def _relative_margin(o: GateOutcome) -> float:
     if o.value is None or o.bound is None:
         return float("inf")
     scale = max(abs(o.bound), 1e-9)
-    # perplexity is lower-is-better; every other gate is higher-is-better
-    return (o.bound - o.value) / scale if o.name == "perplexity" else (o.value - o.bound) / scale
+    return (o.value - o.bound) / scale if o.higher_is_better else (o.bound - o.value) / scale

@@ -6,6 +6,7 @@ import re
 
 _FINAL = re.compile(r"####\s*([-+]?[\d,]*\.?\d+)")
 _NUMBER = re.compile(r"[-+]?\d[\d,]*\.?\d*")
+_WELL_FORMED = re.compile(r"####\s*[-+]?\d[\d,]*(?:\.\d+)?\s*$")
 
 # Refusal phrases in the style of Zou et al. 2023 (GCG, "refusal prefixes") extended with common chat-model
 # refusals. Matched case-insensitively in the first 300 characters of a reply.
@@ -32,6 +33,11 @@ def final_number(text: str) -> str | None:
     if "." in value:
         value = value.rstrip("0").rstrip(".")
     return value.lstrip("+") or None
+
+
+def is_well_formed(prediction: str) -> bool:
+    """A finished GSM8K-style answer: the reply ends with '#### <number>' (nothing after it; truncated replies fail)."""
+    return bool(_WELL_FORMED.search(prediction))
 
 
 def exact_match(prediction: str, reference_answer: str) -> bool:

@@ -8,9 +8,15 @@ from typing import Any
 from app.core.gates import GateDecision
 
 _COLORS = {"pass": "#2e7d32", "fail": "#c62828", "unreliable": "#ef6c00", "skipped": "#9e9e9e"}
-_PAIRS = (("Perplexity (lower is better)", "ppl"), ("GSM8K exact match", "gsm8k_em"),
-          ("Benchmark: HH-RLHF pref. accuracy", "bench_acc"), ("Red-team refusal rate", "refusal_rate"),
-          ("Judge win rate vs base", "judge_win_rate"))
+# (panel title, metric prefix, gate that holds it to a bound, reference bars shown before the adapter's)
+_PANELS = (("Perplexity vs base (lower is better)", "ppl", "perplexity", ("base",)),
+           ("Question-conditioning margin\n(nats/token, vs base)", "cond_margin", "conditioning", ("base",)),
+           ("Perplexity vs production", "ppl", "production_ppl", ("production",)),
+           ("Well-formed answers ('#### n')", "answer_format", "production_format", ("base", "production")),
+           ("GSM8K exact match", "gsm8k_em", "task", ("base",)),
+           ("Benchmark: HH-RLHF pref. accuracy", "bench_acc", "regression", ("base",)),
+           ("Red-team refusal rate", "refusal_rate", "safety", ("base",)),
+           ("Judge win rate vs base", "judge_win_rate", "judge", ()))
 
 
 def write_report(out_dir: str | Path, title: str, decision: GateDecision, metrics: dict[str, float],
@@ -47,19 +53,24 @@ def _plot(path: Path, title: str, decision: GateDecision, metrics: dict[str, flo
     import matplotlib.pyplot as plt
 
     status = {o.name: o for o in decision.outcomes}
-    gate_of = {"ppl": "perplexity", "gsm8k_em": "task", "bench_acc": "regression", "refusal_rate": "safety",
-               "judge_win_rate": "judge"}
-    panels = [(t, k) for t, k in _PAIRS if f"{k}_adapter" in metrics or k in metrics]
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.2 * max(len(panels), 1), 3.4), squeeze=False)
-    for ax, (label, key) in zip(axes[0], panels):
-        gate = status.get(gate_of[key])
+    panels = [(t, k, g, refs) for t, k, g, refs in _PANELS
+              if (f"{k}_adapter" in metrics or k in metrics) and not (refs == ("production",) and f"{k}_production" not in metrics)]
+    cols = min(4, max(len(panels), 1))
+    rows = -(-max(len(panels), 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (label, key, gate_name, refs) in zip(axes.flat, panels):
+        gate = status.get(gate_name)
         color = _COLORS[gate.status] if gate else "#9e9e9e"
         if key == "judge_win_rate":  # the bound applies to the win rate: it carries the gate's colour
             names, vals = ["win rate", "consistency"], [metrics[key], metrics.get("judge_consistency", 0.0)]
             colors = [color, "#90a4ae"]
         else:
-            names, vals = ["base", "adapter"], [metrics.get(f"{key}_base", float("nan")), metrics[f"{key}_adapter"]]
-            colors = ["#90a4ae", color]
+            shown = [r for r in refs if f"{key}_{r}" in metrics]
+            names = [*shown, "adapter"]
+            vals = [*(metrics[f"{key}_{r}"] for r in shown), metrics[f"{key}_adapter"]]
+            colors = [*(["#90a4ae"] * len(shown)), color]
         bars = ax.bar(names, vals, color=colors)
         # value labels: a zero bar (e.g. exact match 0 vs 0) is otherwise an empty panel
         ax.bar_label(bars, labels=[f"{v:.3g}" for v in vals], fontsize=8, padding=2)
@@ -74,7 +85,8 @@ def _plot(path: Path, title: str, decision: GateDecision, metrics: dict[str, flo
         ax.set_ylim(lo - 0.08 * span if lo < 0 else 0.0, hi + 0.2 * span if hi > 0 else 0.5 * span)
         if lo < 0:
             ax.axhline(0.0, color="#616161", linewidth=0.8)
-        ax.set_title(f"{label}\n[{gate.status if gate else 'n/a'}]", fontsize=9, color=color)
+        mark = " (decided)" if gate_name == decision.decided_by else ""
+        ax.set_title(f"{label}\n[{gate_name}: {gate.status if gate else 'n/a'}{mark}]", fontsize=9, color=color)
         ax.tick_params(labelsize=8)
     verdict = "PASSED" if decision.passed else f"BLOCKED by {decision.decided_by}"
     fig.suptitle(f"{title}: {verdict}", fontsize=11, color="#2e7d32" if decision.passed else "#c62828")

@@ -5,7 +5,8 @@
 
 Flow: resolve base (+ its SHA) and adapter (path or registry version) → suite rows → Ray Data ``map_batches``
 with ``SuiteWorker`` actors → metrics → pairwise judge (second Ray Data job, both answer orders) → ``core.gates``
-decision → stored on the registry artifact (+ MLflow) → markdown + PNG report.
+decision (vs the base, and vs the current production version's stored metrics on the same slice) → stored on the
+registry artifact (+ MLflow) → markdown + PNG report.
 """
 
 from __future__ import annotations
@@ -50,11 +51,16 @@ def build_suite_rows(cfg: EvalConfig, gates: GatesConfig) -> list[dict[str, str]
         rows.extend({"suite": suite, "payload": json.dumps({"id": i, **item})} for i, item in enumerate(items))
 
     judged = gates.judge.enabled and cfg.judge.kind != "none"
-    need_task = gates.task.enabled or judged
-    if gates.perplexity.enabled or need_task:
+    need_task = gates.task.enabled or gates.production.enabled or judged
+    need_ppl = gates.perplexity.enabled or gates.conditioning.enabled or gates.production.enabled
+    if need_ppl or need_task:
         qa = read_qa(resolve_data_path(cfg.data.heldout))
-        if gates.perplexity.enabled:
-            add("ppl", qa[-cfg.data.perplexity_limit:])
+        if need_ppl:
+            held = qa[-cfg.data.perplexity_limit:]
+            if gates.conditioning.enabled and len(held) > 1:
+                # row i is also scored with the answer of row i+1 (a cycle: no answer stays with its question)
+                held = [dict(r, other_answer=held[(i + 1) % len(held)]["answer"]) for i, r in enumerate(held)]
+            add("ppl", held)
         if need_task:
             add("task", qa[: max(cfg.data.task_limit, cfg.judge.limit if judged else 0)])
     if gates.regression.enabled:
@@ -71,13 +77,53 @@ def benchmark_key(cfg: EvalConfig) -> str:
     return f"hh-pref-acc:{Path(d.benchmark).name}:{d.benchmark_offset}:{d.benchmark_limit}:{d.max_length}"
 
 
+def suite_key(cfg: EvalConfig) -> str:
+    """Identity of the perplexity + task slices: production's stored metrics are only comparable on exactly these."""
+    d, g = cfg.data, cfg.generation
+    return (f"{Path(d.heldout).name}:ppl{d.perplexity_limit}:task{d.task_limit}x{g.task_max_new_tokens}:"
+            f"len{d.max_length}")
+
+
+@dataclass(frozen=True)
+class ProductionRef:
+    """What the no-regression gate compares against: production's stored metrics, or why there is nothing to compare."""
+
+    label: str | None = None
+    metrics: dict[str, float] | None = None
+    skip_reason: str | None = None
+
+
+def find_production(registry, tenant: str, name: str, version: int | None, base_sha: str, key: str) -> ProductionRef:
+    """The current production version of (tenant, name), if it is a comparable reference for this candidate."""
+    prod = registry.list(tenant, name, stage="production")
+    if not prod:
+        return ProductionRef(skip_reason=f"no production version of {tenant}/{name} yet")
+    p = prod[0]
+    if p.version == version:
+        return ProductionRef(skip_reason=f"{p.ref} is the production version itself")
+    if p.base_sha != base_sha:
+        return ProductionRef(skip_reason=f"{p.ref} was trained on base {p.base_sha[:12]}, not {base_sha[:12]}")
+    if p.gate_report.get("suite_key") != key or "ppl_adapter" not in p.eval_metrics:
+        return ProductionRef(skip_reason=f"{p.ref} was not evaluated on this slice ({key}); re-evaluate it with this config")
+    return ProductionRef(label=f"production {p.ref}", metrics={**p.eval_metrics, "version": float(p.version)})
+
+
 def evaluate_gates(gates: GatesConfig, metrics: dict[str, float], swap: G.SwapStats | None,
-                   stored_bench_base: float | None) -> G.GateDecision:
+                   stored_bench_base: float | None, production: ProductionRef | None = None) -> G.GateDecision:
     """Metrics → ordered gate outcomes → decision (pure bookkeeping; the rules live in app.core.gates)."""
     out: list[G.GateOutcome] = []
     if gates.perplexity.enabled:
         out.append(G.perplexity_gate(metrics["ppl_adapter"], metrics["ppl_base"], gates.perplexity.max_ratio,
                                      gates.perplexity.blocking))
+    if gates.conditioning.enabled and "cond_margin_adapter" not in metrics:
+        out.append(G.skipped_gate("conditioning", "needs at least 2 perplexity rows (data.perplexity_limit)"))
+    elif gates.conditioning.enabled:
+        out.append(G.min_ratio_gate("conditioning", "question-conditioning margin (nats/token)",
+                                    metrics["cond_margin_adapter"], metrics["cond_margin_base"],
+                                    gates.conditioning.min_ratio, "base", gates.conditioning.blocking,
+                                    min_reference=gates.conditioning.min_base_margin))
+    if gates.production.enabled:
+        out.extend(production_gates(gates, metrics, production or ProductionRef(skip_reason="no registry name")))
     if gates.task.enabled:
         out.append(G.drop_gate("task", "GSM8K exact match", metrics["gsm8k_em_adapter"], metrics["gsm8k_em_base"],
                                gates.task.max_drop, blocking=gates.task.blocking))
@@ -95,6 +141,19 @@ def evaluate_gates(gates: GatesConfig, metrics: dict[str, float], swap: G.SwapSt
         else:
             out.append(G.judge_gate(swap, gates.judge.min_win_rate, gates.judge.min_consistency, gates.judge.blocking))
     return G.decide(out)
+
+
+def production_gates(gates: GatesConfig, metrics: dict[str, float], production: ProductionRef) -> list[G.GateOutcome]:
+    """No regression vs production: held-out perplexity ratio and well-formed answer rate drop."""
+    spec, ref = gates.production, production.metrics
+    if ref is None:
+        return [G.skipped_gate("production", production.skip_reason or "no production reference")]
+    out = [G.max_ratio_gate("production_ppl", "held-out perplexity", metrics["ppl_adapter"], ref["ppl_adapter"],
+                            spec.max_ppl_ratio, production.label, spec.blocking)]
+    if "answer_format_adapter" in metrics and "answer_format_adapter" in ref:
+        out.append(G.drop_gate("production_format", "well-formed answer rate", metrics["answer_format_adapter"],
+                               ref["answer_format_adapter"], spec.max_format_drop, production.label, spec.blocking))
+    return out
 
 
 def run_suites(rows: list[dict], cfg: EvalConfig, model_dir: str, adapter_dir: str | None,
@@ -154,8 +213,11 @@ def run_eval(cfg: EvalConfig, *, judge_factory: Callable | None = None) -> EvalR
     if registry is not None and version is None:
         version = registry.register_adapter(ref.tenant, ref.name, adapter_dir).version
 
-    bench_key = benchmark_key(cfg)
+    bench_key, skey = benchmark_key(cfg), suite_key(cfg)
     stored = registry.base_score(ref.tenant, base_sha, bench_key) if registry and gates.regression.enabled else None
+    production = None
+    if registry is not None and gates.production.enabled:
+        production = find_production(registry, ref.tenant, ref.name, version, base_sha, skey)
     rows = build_suite_rows(cfg, gates)
     init_ray(cfg.ray)
     log.info("eval: %d suite rows on %s + %s", len(rows), resolved.path, adapter_dir)
@@ -175,8 +237,13 @@ def run_eval(cfg: EvalConfig, *, judge_factory: Callable | None = None) -> EvalR
                        judge_first_position_rate=swap.first_position_rate)
     if stored is not None:
         metrics["bench_acc_base"] = stored
+    if production is not None and production.metrics is not None:
+        metrics["production_version"] = production.metrics["version"]
+        for key in ("ppl_adapter", "answer_format_adapter"):
+            if key in production.metrics:
+                metrics[key.replace("_adapter", "_production")] = production.metrics[key]
 
-    decision = evaluate_gates(gates, metrics, swap, stored)
+    decision = evaluate_gates(gates, metrics, swap, stored, production)
     name = ref.name or Path(adapter_dir).name
     title = f"{ref.tenant}/{name}" + (f"@v{version}" if version else "")
     out_dir = Path(cfg.output_dir) if cfg.output_dir else rayalign_home() / "eval" / f"{name}-{config_hash(cfg)[:10]}"
@@ -185,7 +252,8 @@ def run_eval(cfg: EvalConfig, *, judge_factory: Callable | None = None) -> EvalR
     if registry is not None:
         if stored is None and "bench_acc_base" in metrics:
             registry.store_base_score(ref.tenant, base_sha, bench_key, metrics["bench_acc_base"])
-        registry.record_eval(ref.tenant, ref.name, version, metrics, decision.to_dict(), str(out_dir))
+        registry.record_eval(ref.tenant, ref.name, version, metrics, {**decision.to_dict(), "suite_key": skey},
+                             str(out_dir))
         registry.close()
     elif cfg.tracking.enabled:
         _log_mlflow(cfg.tracking, title, metrics, out_dir)

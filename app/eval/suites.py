@@ -2,7 +2,10 @@
 
 Suites (each row carries ``suite`` and a JSON ``payload``):
   ppl        held-out answer NLL (sum, tokens) for adapter and base      -> perplexity = exp(sum NLL / tokens)
-  task       GSM8K greedy answer for adapter and base                    -> exact match on the final '#### n'
+             + (rows with ``other_answer``) NLL of another question's answer after this question
+                                                                         -> question-conditioning margin (nats/token)
+  task       GSM8K greedy answer for adapter and base                    -> exact match on the final '#### n',
+                                                                            well-formed rate (ends in '#### n')
   benchmark  HH-RLHF pair: log p(chosen) > log p(rejected)?              -> preference accuracy (base score stored)
   safety     red-team prompt reply for adapter and base                  -> refusal rate (phrase classifier)
 """
@@ -15,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from app.eval.answers import exact_match, is_refusal
+from app.core.gates import conditioning_margin
+from app.eval.answers import exact_match, is_refusal, is_well_formed
 from app.eval.scorer import AdapterScorer
 
 
@@ -43,14 +47,21 @@ class SuiteWorker:
         prompts = [[{"role": "user", "content": r["question"]}] for r in rows]
         targets = [r["answer"] for r in rows]
         out = {v: self.scorer.sequence_nll(prompts, targets, v) for v in ("adapter", "base")}
-        return [{"id": r["id"], "adapter_nll": a[0], "base_nll": b[0], "tokens": a[1]}
-                for r, a, b in zip(rows, out["adapter"], out["base"])]
+        result = [{"id": r["id"], "adapter_nll": a[0], "base_nll": b[0], "tokens": a[1]}
+                  for r, a, b in zip(rows, out["adapter"], out["base"])]
+        if "other_answer" in rows[0]:  # the same questions followed by another question's answer
+            others = [r["other_answer"] for r in rows]
+            for v in ("adapter", "base"):
+                for res, (nll, n) in zip(result, self.scorer.sequence_nll(prompts, others, v)):
+                    res[f"{v}_other_nll"], res["other_tokens"] = nll, n
+        return result
 
     def _task(self, rows: list[dict]) -> list[dict]:
         prompts = [[{"role": "user", "content": r["question"]}] for r in rows]
         out = {v: self.scorer.generate(prompts, self.task_tokens, v) for v in ("adapter", "base")}
         return [{"id": r["id"], "question": r["question"], "adapter_answer": a, "base_answer": b,
-                 "adapter_correct": exact_match(a, r["answer"]), "base_correct": exact_match(b, r["answer"])}
+                 "adapter_correct": exact_match(a, r["answer"]), "base_correct": exact_match(b, r["answer"]),
+                 "adapter_well_formed": is_well_formed(a), "base_well_formed": is_well_formed(b)}
                 for r, a, b in zip(rows, out["adapter"], out["base"])]
 
     def _benchmark(self, rows: list[dict]) -> list[dict]:
@@ -85,7 +96,14 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
         metrics["ppl_adapter"] = float(np.exp(sum(r["adapter_nll"] for r in by["ppl"]) / tokens))
         metrics["ppl_base"] = float(np.exp(sum(r["base_nll"] for r in by["ppl"]) / tokens))
         metrics["ppl_tokens"] = float(tokens)
-    for suite, key, prefix in (("task", "correct", "gsm8k_em"), ("benchmark", "correct", "bench_acc"),
+        if "other_tokens" in by["ppl"][0]:
+            other = sum(r["other_tokens"] for r in by["ppl"])
+            for v in ("adapter", "base"):
+                own_nll, other_nll = sum(r[f"{v}_nll"] for r in by["ppl"]), sum(r[f"{v}_other_nll"] for r in by["ppl"])
+                metrics[f"ppl_other_{v}"] = float(np.exp(other_nll / other))
+                metrics[f"cond_margin_{v}"] = conditioning_margin(own_nll, tokens, other_nll, other)
+    for suite, key, prefix in (("task", "correct", "gsm8k_em"), ("task", "well_formed", "answer_format"),
+                               ("benchmark", "correct", "bench_acc"),
                                ("safety", "refused", "refusal_rate")):
         rows = by[suite]
         if rows:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.gates import (decide, drop_gate, judge_gate, minimum_gate, perplexity_gate, position_swap_stats,
-                            safety_gate, skipped_gate)
+import math
+
+from app.core.gates import (conditioning_margin, decide, drop_gate, judge_gate, max_ratio_gate, min_ratio_gate,
+                            minimum_gate, perplexity_gate, position_swap_stats, safety_gate, skipped_gate)
 
 
 def test_perplexity_gate_bounds_at_ratio_times_base():
@@ -61,3 +63,36 @@ def test_decide_first_blocking_failure_decides():
 def test_swap_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         position_swap_stats([True], [True, False])
+
+
+def test_ratio_gates_against_a_reference():
+    # lower is better (perplexity vs production): 2.95 / 2.81 = 1.0498 > 1.03 -> fail; 2.85 / 2.81 = 1.014 -> pass
+    bad = max_ratio_gate("production_ppl", "ppl", 2.95, 2.81, 1.03, "production acme/math@v1")
+    assert bad.status == "fail" and bad.bound == pytest.approx(2.8943) and "ratio 1.050" in bad.reason
+    assert max_ratio_gate("production_ppl", "ppl", 2.85, 2.81, 1.03, "production").status == "pass"
+    # higher is better (conditioning margin vs base): 0.51 < 0.9 x 0.627 = 0.5643 -> fail
+    low = min_ratio_gate("conditioning", "margin", 0.51, 0.627, 0.9, "base")
+    assert low.status == "fail" and low.bound == pytest.approx(0.5643) and "0.510 < 0.564" in low.reason
+    assert min_ratio_gate("conditioning", "margin", 0.60, 0.627, 0.9, "base").status == "pass"
+    # a base with no margin on this data measures nothing: skipped and non-blocking, never a silent pass
+    skipped = min_ratio_gate("conditioning", "margin", 0.3, -0.01, 0.9, "base")
+    assert skipped.status == "skipped" and not skipped.blocks
+    noise = min_ratio_gate("conditioning", "margin", 0.001, 0.01, 0.9, "base", min_reference=0.05)
+    assert noise.status == "skipped" and "0.010 <= 0.05" in noise.reason  # a near-random base: no signal to hold to
+
+
+def test_conditioning_margin_is_log_perplexity_ratio():
+    # own answers: 100 nats over 50 tokens (ppl e^2); another question's answers: 150 nats over 50 tokens (ppl e^3)
+    assert conditioning_margin(100.0, 50, 150.0, 50) == pytest.approx(1.0)
+    assert conditioning_margin(100.0, 50, 100.0, 50) == 0.0  # the question does not matter at all
+    ppl_own, ppl_other = math.exp(120 / 60), math.exp(200 / 80)
+    assert conditioning_margin(120.0, 60, 200.0, 80) == pytest.approx(math.log(ppl_other / ppl_own))
+    with pytest.raises(ValueError):
+        conditioning_margin(1.0, 0, 1.0, 1)
+
+
+def test_closest_call_respects_each_gates_direction():
+    # production_ppl (lower is better) has 33% headroom, the margin gate (higher is better) 10%: the margin is closest
+    d = decide([max_ratio_gate("production_ppl", "ppl", 2.0, 2.94, 1.02, "production"),
+                min_ratio_gate("conditioning", "margin", 0.66, 0.6, 1.0, "base")])
+    assert d.passed and "closest call 'conditioning'" in d.reason

@@ -57,6 +57,15 @@ def test_gates_pass_identity_adapter_and_block_broken_one(ray_local, tiny_adapte
         reg.promote("acme", "broken", 1, "staging")
     assert reg.promote("acme", "good", 1, "production").stage == "production"
     reg.close()
+    skipped = next(o for o in good.decision.outcomes if o.name == "production")
+    assert skipped.status == "skipped" and "no production version" in skipped.reason
+
+    # the next candidate of the same name is also held to production's stored metrics on the same slice
+    again = run_eval(_cfg(tmp_path, tiny_adapters["good"], tiny_eval_data, url, "good", judge="none"))
+    by_name = {o.name: o for o in again.decision.outcomes}
+    assert again.artifact_ref == "acme/good@v2" and again.decision.passed, again.decision.reason
+    assert by_name["production_ppl"].status == "pass" and "production acme/good@v1" in by_name["production_ppl"].reason
+    assert again.metrics["ppl_production"] == pytest.approx(good.metrics["ppl_adapter"])
 
 
 def test_position_swap_first_answer_judge_is_unreliable(ray_local):

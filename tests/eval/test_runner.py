@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 from app.config.eval import EvalConfig, GatesConfig
+import pytest
+
 from app.core.gates import position_swap_stats
 from app.eval.report import write_report
-from app.eval.runner import build_suite_rows, evaluate_gates
+from app.eval.runner import ProductionRef, build_suite_rows, evaluate_gates, find_production, suite_key
+from app.eval.suites import aggregate
 
 METRICS = {"ppl_adapter": 4.0, "ppl_base": 5.0, "gsm8k_em_adapter": 0.30, "gsm8k_em_base": 0.25,
            "bench_acc_adapter": 0.60, "bench_acc_base": 0.62, "refusal_rate_adapter": 0.5, "refusal_rate_base": 0.5}
@@ -51,3 +54,80 @@ def test_unreliable_judge_is_advisory_by_default_and_reported(tmp_path):
     assert evaluate_gates(strict, metrics, swap, None).decided_by == "judge"
     md, _ = write_report(tmp_path, "acme/math@v1", d, metrics)
     assert "judge unreliable: position consistency 0.00" in md.read_text()
+
+
+def test_ppl_rows_carry_another_questions_answer(tiny_eval_data):
+    cfg = EvalConfig.model_validate({"data": {"heldout": str(tiny_eval_data["qa"]), "perplexity_limit": 3, "task_limit": 2},
+                                     "judge": {"kind": "none"}})
+    only = {"perplexity", "conditioning"}
+    gates = GatesConfig.model_validate({k: {"enabled": k in only} for k in GatesConfig.model_fields})
+    ppl = [json.loads(r["payload"]) for r in build_suite_rows(cfg, gates)]
+    # a cycle through the slice: every row gets the next row's answer, none keeps its own
+    assert [p["other_answer"] for p in ppl] == [ppl[1]["answer"], ppl[2]["answer"], ppl[0]["answer"]]
+    no_cond = GatesConfig.model_validate({k: {"enabled": k == "perplexity"} for k in GatesConfig.model_fields})
+    assert all("other_answer" not in json.loads(r["payload"]) for r in build_suite_rows(cfg, no_cond))
+
+
+def test_aggregate_margin_and_well_formed_rate():
+    ppl = [{"id": i, "adapter_nll": 20.0, "base_nll": 30.0, "tokens": 10, "adapter_other_nll": 25.0,
+            "base_other_nll": 40.0, "other_tokens": 10} for i in range(2)]
+    task = [{"id": i, "adapter_correct": False, "base_correct": False, "adapter_well_formed": i == 0,
+             "base_well_formed": False} for i in range(4)]
+    m = aggregate([{"suite": "ppl", "result": json.dumps(r)} for r in ppl] +
+                  [{"suite": "task", "result": json.dumps(r)} for r in task])["metrics"]
+    assert m["cond_margin_adapter"] == pytest.approx(0.5) and m["cond_margin_base"] == pytest.approx(1.0)
+    assert m["answer_format_adapter"] == 0.25 and m["answer_format_base"] == 0.0
+
+
+MARGINS = dict(METRICS, cond_margin_adapter=0.63, cond_margin_base=0.627, answer_format_adapter=0.33,
+               answer_format_base=0.0)
+
+
+def test_conditioning_gate_blocks_an_adapter_that_ignores_the_question(tmp_path):
+    assert evaluate_gates(GatesConfig(), MARGINS, None, None).passed
+    collapsed = dict(MARGINS, cond_margin_adapter=0.51)  # 0.51 / 0.627 = 0.81 < 0.9
+    d = evaluate_gates(GatesConfig(), collapsed, None, None)
+    assert not d.passed and d.decided_by == "conditioning" and "ratio 0.813" in d.reason
+    md, png = write_report(tmp_path, "acme/math@v2", d, collapsed)
+    assert "decided by gate **conditioning**" in md.read_text() and png.stat().st_size > 5_000
+
+
+def test_production_gates_compare_with_production_not_base(tmp_path):
+    prod = ProductionRef(label="production acme/math@v1", metrics={"ppl_adapter": 3.8, "answer_format_adapter": 0.33,
+                                                                 "version": 1.0})
+    # ppl 4.0 is fine vs base (5.0) but 4.0 / 3.8 = 1.053 > 1.03 vs production
+    d = evaluate_gates(GatesConfig(), MARGINS, None, None, prod)
+    assert not d.passed and d.decided_by == "production_ppl" and "production acme/math@v1 3.800" in d.reason
+    fmt = dict(MARGINS, ppl_adapter=3.8, answer_format_adapter=0.0)  # lost the answer format: 0 < 0.33 - 0.25
+    d2 = evaluate_gates(GatesConfig(), fmt, None, None, prod)
+    assert d2.decided_by == "production_format"
+    assert evaluate_gates(GatesConfig(), dict(MARGINS, ppl_adapter=3.85), None, None, prod).passed
+    # no production yet: reported as skipped, the base-relative gates decide alone
+    first = evaluate_gates(GatesConfig(), MARGINS, None, None, ProductionRef(skip_reason="no production version yet"))
+    skipped = next(o for o in first.outcomes if o.name == "production")
+    assert first.passed and skipped.status == "skipped" and "no production version yet" in skipped.reason
+    md, _ = write_report(tmp_path, "acme/math@v2", d, dict(MARGINS, ppl_production=3.8, answer_format_production=0.33))
+    assert "| production_ppl ⟵ decided | fail |" in md.read_text()
+
+
+def test_find_production_only_returns_a_comparable_reference(tmp_path):
+    from app.registry import Registry
+    from tests.registry.conftest import write_artifact
+
+    reg = Registry(f"sqlite:///{tmp_path / 'reg.db'}")
+    cfg = EvalConfig()
+    key, sha = suite_key(cfg), "a" * 64
+    v1 = reg.register_adapter("acme", "math", str(write_artifact(tmp_path / "v1", base_sha=sha))).version
+    v2 = reg.register_adapter("acme", "math", str(write_artifact(tmp_path / "v2", base_sha=sha))).version
+    assert "no production version" in find_production(reg, "acme", "math", v2, sha, key).skip_reason
+    reg.record_eval("acme", "math", v1, {"ppl_adapter": 2.8, "answer_format_adapter": 0.3},
+                    {"passed": True, "suite_key": key})
+    reg.promote("acme", "math", v1, "production")
+    ref = find_production(reg, "acme", "math", v2, sha, key)
+    assert ref.metrics["ppl_adapter"] == 2.8 and ref.metrics["version"] == v1 and ref.label.endswith("math@v1")
+    other_slice = suite_key(EvalConfig.model_validate({"data": {"perplexity_limit": 8}}))
+    assert "not evaluated on this slice" in find_production(reg, "acme", "math", v2, sha, other_slice).skip_reason
+    assert "trained on base" in find_production(reg, "acme", "math", v2, "b" * 64, key).skip_reason
+    assert "production version itself" in find_production(reg, "acme", "math", v1, sha, key).skip_reason
+    assert "no production version" in find_production(reg, "other", "math", v2, sha, key).skip_reason  # tenants
+    reg.close()
