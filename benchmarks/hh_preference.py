@@ -13,7 +13,8 @@ base, sigmoid loss) on the train split and evaluates on the held-out split befor
     python benchmarks/hh_preference.py --only dpo
     python benchmarks/hh_preference.py --pairs 600 --max-length 160 --epochs 1
 
-Writes/updates benchmarks/results/hh_preference.json (one key per method, with its settings).
+Writes/updates benchmarks/results/hh_preference.json: one key per method (its latest run, with its settings) and
+``attempts`` (every run, newest last), so a re-run with other settings never loses an earlier measurement.
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def main() -> int:
                          "artifact_id": artifact.id, "pairs_read": args.pairs, "max_length": args.max_length,
                          "train_pairs": artifact.splits.get("train")}
         print(kind, json.dumps(result[kind], indent=2), flush=True)
+        result.setdefault("attempts", []).append({"method": kind, **result[kind]})  # every run kept, newest last
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     import ray
 
