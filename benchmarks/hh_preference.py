@@ -16,7 +16,7 @@ base, sigmoid loss) on the train split and evaluates on the held-out split befor
 
 Writes/updates benchmarks/results/hh_preference.json: one key per method (its latest run, with its settings) and
 ``attempts`` (every run, newest last), so a re-run with other settings never loses an earlier measurement; and
-hh_preference.png (held-out accuracy and margin, before vs after, per method).
+hh_preference.png (held-out accuracy and margin, before vs after, per run).
 """
 
 from __future__ import annotations
@@ -58,24 +58,28 @@ def build_artifact(parent: Path, pairs: int, max_length: int):
 
 
 def plot_results(result: dict, path: Path) -> None:
-    """Held-out accuracy and margin before vs after training, one pair of bars per method's latest run."""
+    """Held-out accuracy and margin before vs after training: one pair of bars per run in ``attempts``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = [k for k in ("reward", "dpo") if k in result]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    runs = result.get("attempts") or [{"method": k, **result[k]} for k in ("reward", "dpo") if k in result]
+
+    def label(run: dict) -> str:
+        lr = next((o.split("=", 1)[1] for o in run["overrides"] if o.startswith("train.lr=")), "?")
+        return f"{run['method']}\nlr {lr}, {run['step']:.0f} steps\n{run['eval/pairs']:.0f} held-out pairs"
+
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.6 * len(runs)), 4))
     for ax, metric in zip(axes, ("accuracy", "margin")):
-        for j, (when, label) in enumerate((("eval_before", "before"), ("eval", "after"))):
-            values = [result[k][f"{when}/{metric}"] for k in kinds]
-            bars = ax.bar([i + (j - 0.5) * 0.38 for i in range(len(kinds))], values, 0.38, label=label)
+        for j, (when, name) in enumerate((("eval_before", "before"), ("eval", "after"))):
+            bars = ax.bar([i + (j - 0.5) * 0.38 for i in range(len(runs))], [r[f"{when}/{metric}"] for r in runs], 0.38, label=name)
             ax.bar_label(bars, fmt="%.3f", fontsize=8)
         if metric == "accuracy":
             ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
             ax.set_ylim(0, 1)
         ax.axhline(0, color="black", linewidth=0.5)
-        ax.set_xticks(range(len(kinds)), [f"{k}\n{result[k]['step']:.0f} steps\n{result[k]['eval/pairs']:.0f} held-out pairs" for k in kinds])
+        ax.set_xticks(range(len(runs)), [label(r) for r in runs], fontsize=8)
         ax.set_title("held-out pair accuracy" if metric == "accuracy" else "held-out margin (chosen − rejected score)")
         ax.legend(fontsize=8)
     fig.suptitle("SmolLM2-135M on HH-RLHF harmless (80/20), CPU budget", fontsize=10)
