@@ -12,8 +12,11 @@ base, sigmoid loss) on the train split and evaluates on the held-out split befor
     python benchmarks/hh_preference.py --only reward     # ~minutes each on an idle 2-core machine
     python benchmarks/hh_preference.py --only dpo
     python benchmarks/hh_preference.py --pairs 600 --max-length 160 --epochs 1
+    python benchmarks/hh_preference.py --plot-only       # re-draw the PNG from the JSON
 
-Writes/updates benchmarks/results/hh_preference.json (one key per method, with its settings).
+Writes/updates benchmarks/results/hh_preference.json: one key per method (its latest run, with its settings) and
+``attempts`` (every run, newest last), so a re-run with other settings never loses an earlier measurement; and
+hh_preference.png (held-out accuracy and margin, before vs after, per run).
 """
 
 from __future__ import annotations
@@ -54,6 +57,37 @@ def build_artifact(parent: Path, pairs: int, max_length: int):
     return run_ingest(cfg, out_dir=parent, progress=False)
 
 
+def plot_results(result: dict, path: Path) -> None:
+    """Held-out accuracy and margin before vs after training: one pair of bars per run in ``attempts``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result.get("attempts") or [{"method": k, **result[k]} for k in ("reward", "dpo") if k in result]
+
+    def label(run: dict) -> str:
+        lr = next((o.split("=", 1)[1] for o in run["overrides"] if o.startswith("train.lr=")), "?")
+        return f"{run['method']}\nlr {lr}, {run['step']:.0f} steps\n{run['eval/pairs']:.0f} held-out pairs"
+
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.6 * len(runs)), 4))
+    for ax, metric in zip(axes, ("accuracy", "margin")):
+        for j, (when, name) in enumerate((("eval_before", "before"), ("eval", "after"))):
+            bars = ax.bar([i + (j - 0.5) * 0.38 for i in range(len(runs))], [r[f"{when}/{metric}"] for r in runs], 0.38, label=name)
+            ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        if metric == "accuracy":
+            ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
+            ax.set_ylim(0, 1)
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_xticks(range(len(runs)), [label(r) for r in runs], fontsize=8)
+        ax.set_title("held-out pair accuracy" if metric == "accuracy" else "held-out margin (chosen − rejected score)")
+        ax.legend(fontsize=8)
+    fig.suptitle("SmolLM2-135M on HH-RLHF harmless (80/20), CPU budget", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--artifact-parent", default=str(ROOT / ".rayalign" / "datasets"))
@@ -66,7 +100,12 @@ def main() -> int:
     ap.add_argument("--dpo-lr", type=float, default=5e-4)
     ap.add_argument("--dpo-beta", type=float, default=0.1)
     ap.add_argument("--only", choices=["reward", "dpo"], default=None)
+    ap.add_argument("--plot-only", action="store_true", help="re-draw the PNG from the stored JSON, no training")
     args = ap.parse_args()
+    out = ROOT / "benchmarks" / "results" / "hh_preference.json"
+    if args.plot_only:
+        plot_results(json.loads(out.read_text()), out.with_suffix(".png"))
+        return 0
 
     from app.config.common import RaySpec
     from app.config.dpo import DPOConfig
@@ -78,10 +117,10 @@ def main() -> int:
     init_ray(RaySpec(address="local", num_cpus=2))
     t0 = time.perf_counter()
     artifact = build_artifact(Path(args.artifact_parent), args.pairs, args.max_length)
-    out = ROOT / "benchmarks" / "results" / "hh_preference.json"
     result = json.loads(out.read_text()) if out.is_file() else {}
-    result["artifact"] = {"id": artifact.id, "splits": artifact.splits, "rows_read": artifact.manifest["rows_read"],
-                          "rows_rejected": artifact.manifest["rows_rejected"], "ingest_s": round(time.perf_counter() - t0, 1)}
+    if result.get("artifact", {}).get("id") != artifact.id:  # keep the first run's ingest time when the artifact was reused
+        result["artifact"] = {"id": artifact.id, "splits": artifact.splits, "rows_read": artifact.manifest["rows_read"],
+                              "rows_rejected": artifact.manifest["rows_rejected"], "ingest_s": round(time.perf_counter() - t0, 1)}
     print(json.dumps(result["artifact"]), flush=True)
     common = [f"data.artifact={artifact.path}", f"train.epochs={args.epochs}", f"train.batch_size={args.batch}",
               "train.checkpoint_every=1000", "train.log_every=5", "ray.address=local", "data.max_length=null"]
@@ -98,9 +137,12 @@ def main() -> int:
         fit = fit_preference(kind, load_config(ROOT / path, schema, [*common, *extra]))
         result[kind] = {k: fit["metrics"].get(k) for k in keys}
         result[kind] |= {"seconds": round(time.perf_counter() - t, 1), "config": path, "overrides": [*common[1:], *extra],
+                         "artifact_id": artifact.id, "pairs_read": args.pairs, "max_length": args.max_length,
                          "train_pairs": artifact.splits.get("train")}
         print(kind, json.dumps(result[kind], indent=2), flush=True)
+        result.setdefault("attempts", []).append({"method": kind, **result[kind]})  # every run kept, newest last
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    plot_results(result, out.with_suffix(".png"))
     import ray
 
     ray.shutdown()

@@ -117,7 +117,8 @@ def precompute_reference_logprobs(
 ) -> dict[str, Any]:
     """Add ``ref_chosen_logp`` / ``ref_rejected_logp`` to every split of a preference artifact (in place, atomically per split).
 
-    Runs on the current Ray cluster (call ``init_ray`` first). Returns the manifest's ``reference_logprobs`` entry.
+    Runs on the current Ray cluster (call ``init_ray`` first). ``num_cpus``: torch threads of the one scoring actor,
+    which reserves at most all but one of the cluster's CPUs. Returns the manifest's ``reference_logprobs`` entry.
     """
     import ray
 
@@ -136,13 +137,16 @@ def precompute_reference_logprobs(
     splits = list(artifact.manifest["splits"])
     # one pipeline (one reference actor) over every split; rows remember their split through their file path
     ds = ray.data.read_parquet([str(artifact.split_path(s)) for s in splits], file_extensions=["parquet"], include_paths=True)
+    # The actor runs ``num_cpus`` torch threads but reserves at most all-but-one of the cluster's CPUs: an actor holding
+    # every CPU starves the pipeline's own read/write tasks, and the run hangs (seen: precompute_cpus=2 on 2 CPUs).
+    reserve = min(num_cpus, max(0.5, ray.cluster_resources().get("CPU", 0.0) - 1))
     ds = ds.map_batches(
         ReferenceScorer,
         fn_constructor_kwargs=dict(model_path=str(resolve_model(model).path), adapter=identity["adapter"], dtype=model.dtype, threads=max(1, int(num_cpus))),
         batch_size=batch_size,
         batch_format="pyarrow",
         concurrency=1,
-        num_cpus=num_cpus,
+        num_cpus=reserve,
     )
     staged = artifact.path / ".reflogp.tmp"
     shutil.rmtree(staged, ignore_errors=True)

@@ -34,13 +34,18 @@ def build_preference_trainer(kind: str, cfg, run_name: str, parent_run_id: str |
     from ray.train.torch import TorchTrainer
 
     t = cfg.train
+    storage = storage_root(cfg.ray)
+    loop_config = {
+        "config": resolved_dict(cfg), "config_hash": config_hash(cfg), "run_name": run_name, "parent_run_id": parent_run_id,
+        "run_dir": f"{storage}/{run_name}",  # where a checkpoint Ray never registered (killed driver) is found
+    }
     return TorchTrainer(
         loop_function(kind),
-        train_loop_config={"config": resolved_dict(cfg), "config_hash": config_hash(cfg), "run_name": run_name, "parent_run_id": parent_run_id},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=False, resources_per_worker={"CPU": t.cpus_per_worker}),
         run_config=RunConfig(
             name=run_name,
-            storage_path=storage_root(cfg.ray),
+            storage_path=storage,
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=t.max_failures),
             callbacks=list(callbacks),

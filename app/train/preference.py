@@ -155,10 +155,11 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
 
 
 # ---------------------------------------------------------------- the loop
-def train_preference(cfg, method: PreferenceMethod, config_hash: str, tracker=None) -> dict[str, Any]:
+def train_preference(cfg, method: PreferenceMethod, config_hash: str, tracker=None, run_dir: str | None = None) -> dict[str, Any]:
     """Run inside a Ray Train worker: train ``method`` under ``cfg`` (RewardConfig or DPOConfig); resume if a checkpoint exists.
 
-    ``tracker`` (rank 0 only, optional): object with ``log_metrics(dict, step)``. Returns the final metrics.
+    ``tracker`` (rank 0 only, optional): object with ``log_metrics(dict, step)``. ``run_dir``: the run's storage
+    folder, searched for checkpoints Ray never registered when it has none. Returns the final metrics.
     """
     import ray.train
     from ray.train import Checkpoint
@@ -178,7 +179,7 @@ def train_preference(cfg, method: PreferenceMethod, config_hash: str, tracker=No
     total_steps = min(t.max_steps or math.inf, steps_per_epoch * t.epochs)
 
     state = TrainState(config_hash=config_hash)
-    with restore_checkpoint(ray.train.get_checkpoint()) as folder:
+    with restore_checkpoint(ray.train.get_checkpoint(), run_dir) as folder:
         if folder is not None:
             state = load_state(folder)
             trainable = torch.load(folder / "trainable.pt", weights_only=True)

@@ -77,7 +77,7 @@ def reward_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = RewardConfig.model_validate(loop_config["config"])
     tracker = open_tracker(cfg.tracking, loop_config)
     try:
-        train_preference(cfg, RewardMethod(cfg, loop_config["config_hash"]), loop_config["config_hash"], tracker)
+        train_preference(cfg, RewardMethod(cfg, loop_config["config_hash"]), loop_config["config_hash"], tracker, loop_config["run_dir"])
     finally:
         if tracker is not None:
             tracker.close()

@@ -30,7 +30,9 @@ def test_precomputed_reference_logprobs_equal_live(ray_local, tiny_preference_ar
     from app.data.reference_logprobs import MANIFEST_KEY, has_reference_logprobs, precompute_reference_logprobs, reference_identity
 
     spec = ModelSpec(source=str(tiny_model_dir))
-    entry = precompute_reference_logprobs(tiny_preference_artifact, spec, batch_size=5, num_cpus=0.5)
+    # num_cpus = every CPU of the 2-CPU test cluster (what configs/dpo/smollm2_hh_lora.yaml asks for): the scoring
+    # actor must still leave room for the pipeline's read/write tasks, or this call never returns
+    entry = precompute_reference_logprobs(tiny_preference_artifact, spec, batch_size=5, num_cpus=2)
     artifact = load_artifact(tiny_preference_artifact)
     assert artifact.manifest[MANIFEST_KEY]["base_sha"] == entry["base_sha"]
     assert has_reference_logprobs(artifact.path, reference_identity(spec, None))
