@@ -7,7 +7,13 @@ One run measures, with the same prompts and settings:
 and prints completion tokens/s, request p50/p99 latency and the ratios; JSON goes to
 benchmarks/results/serve_multilora.json.
 
-    python benchmarks/serve_multilora.py [--requests 48] [--concurrency 16] [--max-tokens 32]
+    python benchmarks/serve_multilora.py [--requests 48] [--concurrency 16] [--max-tokens 32] [--hf-requests 48]
+                                         [--set vllm.dtype=bfloat16 ...]
+
+The engines run with the shipped configs/serve/smollm2_{vllm,hf}.yaml (one engine replica, the benchmark's adapters
+and key) plus ``--set`` overrides; vLLM's ``max_num_seqs`` and the HF batch size are sized to ``--concurrency``.
+``--hf-requests`` shortens the HF run when it is slow: tokens/s and per-request latency stay comparable at the same
+concurrency and max_tokens.
 
 (Set RAYALIGN_HOME to a home whose models/ already holds the converted SmolLM2, or the first run converts it.)
 """
@@ -27,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 KEY = "sk-bench"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "serve"  # the shipped serve configs, benchmarked as-is
 TOPICS = ["the sea", "a mountain", "a city at night", "an old library", "the first snow", "a train journey",
           "a small garden", "a thunderstorm"]
 
@@ -59,7 +66,8 @@ async def run_load(url: str, models: list[str], n: int, concurrency: int, max_to
     wall = time.perf_counter() - t0
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [latencies[0]] * 99
     return {"requests": n, "errors": errors, "completion_tokens": tokens, "wall_s": round(wall, 2),
-            "tokens_per_s": round(tokens / wall, 2), "p50_s": round(q[49], 3), "p99_s": round(q[98], 3)}
+            "tokens_per_s": round(tokens / wall, 2), "tokens_per_request": round(tokens / max(1, len(latencies)), 1),
+            "p50_s": round(q[49], 3), "p99_s": round(q[98], 3)}
 
 
 def free_port() -> int:
@@ -83,6 +91,9 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=48)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--hf-requests", type=int, default=None, help="requests for the HF/peft run (default: --requests)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra ServeConfig override for every engine (repeatable), e.g. vllm.dtype=bfloat16")
     ap.add_argument("--skip-hf", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -114,29 +125,39 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}/v1"
     common = [f"adapters.root={root}", f"tenants=[{{name: bench, api_key_sha256: [{hash_key(KEY)}]}}]",
               "limits.max_model_len=512", "limits.max_tokens=128", "engine_deployment.num_cpus=1",
-              "ingress_deployment.num_cpus=0.1"]
+              "engine_deployment.max_replicas=1",  # one engine replica: the numbers are per replica
+              "ingress_deployment.num_cpus=0.1", *args.overrides]
     adapters = [f"a{i}" for i in range(4)]
     results: dict = {"config": vars(args), "model": "bundled:smollm2-135m-instruct", "cpu_count": os.cpu_count()}
     out = Path(__file__).parent / "results" / "serve_multilora.json"
 
-    def measure(label: str, models: list[str]) -> dict:
+    def measure(label: str, models: list[str], n: int) -> dict:
         asyncio.run(run_load(url, adapters, 4, 4, 4))  # warm-up: every adapter loaded before timing
-        res = asyncio.run(run_load(url, models, args.requests, args.concurrency, args.max_tokens))
+        res = asyncio.run(run_load(url, models, n, args.concurrency, args.max_tokens))
         print(f"{label:<28} {res['tokens_per_s']:7.1f} tok/s  p50 {res['p50_s']:.2f}s  p99 {res['p99_s']:.2f}s  errors {res['errors']}", flush=True)
         out.write_text(json.dumps(results | {label: res, "complete": False}, indent=2))  # a cut-short run keeps its numbers
         return res
 
     t0 = time.perf_counter()
-    deploy(load_config(None, ServeConfig, ["engine=vllm", "vllm.max_loras=4", "vllm.max_lora_rank=8", *common]), "bench-vllm")
-    print(f"vLLM app up in {time.perf_counter() - t0:.0f}s", flush=True)
-    results["vllm_1_adapter"] = measure("vLLM, 1 adapter", ["a0"])
-    results["vllm_4_adapters_mixed"] = measure("vLLM, 4 adapters mixed", adapters)
+    vllm_cfg = load_config(CONFIGS / "smollm2_vllm.yaml", ServeConfig,
+                           ["vllm.max_loras=4", "vllm.max_lora_rank=8", f"vllm.max_num_seqs={args.concurrency}", *common])
+    results["vllm_settings"] = vllm_cfg.vllm.model_dump() | {
+        "env_VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND")}  # the env wins over the config
+    deploy(vllm_cfg, "bench-vllm")
+    results["vllm_startup_s"] = round(time.perf_counter() - t0, 1)
+    print(f"vLLM app up in {results['vllm_startup_s']:.0f}s", flush=True)
+    results["vllm_1_adapter"] = measure("vLLM, 1 adapter", ["a0"], args.requests)
+    results["vllm_4_adapters_mixed"] = measure("vLLM, 4 adapters mixed", adapters, args.requests)
     serve.delete("bench-vllm")
     if not args.skip_hf:
         t0 = time.perf_counter()
-        deploy(load_config(None, ServeConfig, ["engine=hf", "hf.max_batch_size=16", "hf.max_adapters_per_replica=4", "hf.num_threads=2", *common]), "bench-hf")
-        print(f"HF app up in {time.perf_counter() - t0:.0f}s", flush=True)
-        results["hf_4_adapters_mixed"] = measure("HF/peft, 4 adapters mixed", adapters)
+        hf_cfg = load_config(CONFIGS / "smollm2_hf.yaml", ServeConfig,
+                             [f"hf.max_batch_size={args.concurrency}", "hf.max_adapters_per_replica=4", "hf.num_threads=2", *common])
+        results["hf_settings"] = hf_cfg.hf.model_dump()
+        deploy(hf_cfg, "bench-hf")
+        results["hf_startup_s"] = round(time.perf_counter() - t0, 1)
+        print(f"HF app up in {results['hf_startup_s']:.0f}s", flush=True)
+        results["hf_4_adapters_mixed"] = measure("HF/peft, 4 adapters mixed", adapters, args.hf_requests or args.requests)
         serve.delete("bench-hf")
     serve.shutdown()
 

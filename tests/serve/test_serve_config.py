@@ -50,3 +50,13 @@ def test_committed_deploy_file_is_current():
 
     committed = yaml.safe_load((CONFIG.parent / "smollm2_vllm.deploy.yml").read_text())
     assert committed == serve_deploy_config(load_config(CONFIG, ServeConfig), "configs/serve/smollm2_vllm.yaml")
+
+
+def test_omp_threads_bind_all_means_every_allowed_cpu():
+    import os
+
+    from app.serve.engine_vllm import omp_threads_bind
+
+    assert ServeConfig().vllm.cpu_omp_threads_bind == "all"
+    assert [int(c) for c in omp_threads_bind("all").split(",")] == sorted(os.sched_getaffinity(0))
+    assert omp_threads_bind("auto") == "auto" and omp_threads_bind("0-3") == "0-3"

@@ -30,7 +30,8 @@ def vllm_app(serve_port, shared, tmp_path_factory):
     root = make_adapter_root(tmp_path_factory.mktemp("adapters"), base.path, std=0.05, r=8)
     cfg = load_config(None, ServeConfig, [
         "engine=vllm", f"adapters.root={root}", "limits.max_model_len=512", "limits.max_tokens=64",
-        "vllm.max_loras=4", "vllm.max_lora_rank=8", "vllm.max_num_seqs=32", "engine_deployment.num_cpus=1",
+        "vllm.max_loras=4", "vllm.max_lora_rank=8", "vllm.max_num_seqs=32", "vllm.dtype=float32",  # no AMX: fp32 is 2.5x bf16
+        "engine_deployment.num_cpus=1",
         "ingress_deployment.num_cpus=0.1", *tenants_override(),
     ])
     serve.run(build_app(cfg), name=APP, route_prefix="/", blocking=False)
