@@ -126,3 +126,12 @@ def test_serve_config_is_valid_and_embedded_verbatim_in_rayservice():
     embedded = yaml.safe_load(_load(RAYCLUSTER / "kuberay" / "rayservice.yaml")["spec"]["serveConfigV2"])
     assert embedded == serve_config
     assert serve_config["applications"][0]["import_path"] == "app.serve.app:app_builder"
+
+
+def test_gpu_serve_manifests_load_the_serve_config_in_bfloat16():
+    from app.config.loader import load_config
+    from app.config.serve import ServeConfig
+
+    args = _load(RAYCLUSTER / "serve" / "rayalign_serve.yaml")["applications"][0]["args"]
+    cfg = load_config(REPO_ROOT / args["config"], ServeConfig, args["overrides"])
+    assert cfg.vllm.dtype == "bfloat16"  # the CPU config's float32 would halve GPU throughput
