@@ -61,6 +61,9 @@ class RolloutSpec(StrictModel):
     vllm_max_lora_rank: int = Field(8, ge=1, description="vLLM: max LoRA rank (>= lora.r)")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="vLLM: GPU memory share (GPU only)")
     vllm_kv_cache_gb: int = Field(1, ge=1, description="vLLM CPU backend: KV cache GiB (VLLM_CPU_KVCACHE_SPACE)")
+    vllm_cpu_threads_bind: str = Field(
+        "all", description="vLLM CPU backend: VLLM_CPU_OMP_THREADS_BIND; 'all' = every CPU the engine actor may use, "
+        "or vLLM's own 'auto' / 'nobind' / '0-3' (vLLM's 'auto' left rollouts on one core here)")
 
 
 class RewardSpec(StrictModel):

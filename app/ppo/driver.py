@@ -88,7 +88,7 @@ class PPODriver:
         r = c.rollout
         self.engine = (RayActorGroup("engine", VLLMEngineActor, roles["engine"], self.placement, path, r.vllm_max_loras,
                                      r.vllm_max_lora_rank, c.prompts.max_prompt_tokens + r.max_new_tokens, seed,
-                                     r.vllm_gpu_memory_utilization, r.vllm_kv_cache_gb)
+                                     r.vllm_gpu_memory_utilization, r.vllm_kv_cache_gb, r.vllm_cpu_threads_bind)
                        if "engine" in roles else None)
         ray.get([ref for g in self.groups() for ref in g.call("ping")])
 

@@ -8,15 +8,15 @@ engine/trainer numerics never mix.
 
 from __future__ import annotations
 
-import os
-
 
 class VLLMEngineActor:
     """A vLLM ``LLM`` with LoRA enabled; ``generate`` samples with a given adapter version (None: base model)."""
 
     def __init__(self, model_path: str, max_loras: int, max_lora_rank: int, max_model_len: int, seed: int = 0,
-                 gpu_memory_utilization: float = 0.3, kv_cache_gb: int = 1):
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gb))
+                 gpu_memory_utilization: float = 0.3, kv_cache_gb: int = 1, cpu_threads_bind: str = "all"):
+        from app.models.vllm_cpu_env import set_vllm_cpu_env
+
+        set_vllm_cpu_env(kv_cache_gb, cpu_threads_bind)
         from vllm import LLM
 
         import torch

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from collections import OrderedDict
@@ -38,14 +37,6 @@ def vllm_model_dir(model_dir: Path, views_root: Path) -> Path:
     return view
 
 
-def omp_threads_bind(setting: str) -> str:
-    """The ``VLLM_CPU_OMP_THREADS_BIND`` value for ``setting``: ``"all"`` becomes every CPU this process may run on
-    (``"0,1"`` on a 2-core box); anything else (``"auto"``, ``"nobind"``, ``"0-3"``) is passed to vLLM unchanged."""
-    if setting != "all":
-        return setting
-    return ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
-
-
 class VLLMEngine:
     """A Serve deployment class wrapping ``vllm.v1.engine.async_llm.AsyncLLM``."""
 
@@ -53,11 +44,11 @@ class VLLMEngine:
         from app.config.paths import rayalign_home
         from app.config.serve import ServeConfig
         from app.models.loader import resolve_model
+        from app.models.vllm_cpu_env import set_vllm_cpu_env
         from app.serve.metrics import EngineMetrics
 
         self.cfg = cfg = ServeConfig.model_validate(config)
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.vllm.cpu_kvcache_gib))
-        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", omp_threads_bind(cfg.vllm.cpu_omp_threads_bind))
+        set_vllm_cpu_env(cfg.vllm.cpu_kvcache_gib, cfg.vllm.cpu_omp_threads_bind)
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

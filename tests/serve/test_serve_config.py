@@ -55,8 +55,22 @@ def test_committed_deploy_file_is_current():
 def test_omp_threads_bind_all_means_every_allowed_cpu():
     import os
 
-    from app.serve.engine_vllm import omp_threads_bind
+    from app.models.vllm_cpu_env import omp_threads_bind
 
     assert ServeConfig().vllm.cpu_omp_threads_bind == "all"
     assert [int(c) for c in omp_threads_bind("all").split(",")] == sorted(os.sched_getaffinity(0))
     assert omp_threads_bind("auto") == "auto" and omp_threads_bind("0-3") == "0-3"
+
+
+def test_vllm_cpu_env_is_set_once_and_never_overrides_the_operator(monkeypatch):
+    """Serve and the PPO rollout engine share one setter: 'all' binds every allowed CPU; an explicit env var wins."""
+    import os
+
+    from app.config.ppo import RolloutSpec
+    from app.models.vllm_cpu_env import set_vllm_cpu_env
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "7")
+    set_vllm_cpu_env(2, RolloutSpec().vllm_cpu_threads_bind)
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "7"
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
