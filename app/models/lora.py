@@ -9,17 +9,18 @@ import torch
 from app.config.sft import LoraSpec, QuantSpec
 
 
-def lora_config(spec: LoraSpec):
-    """A peft LoraConfig for a causal LM from our schema ('all-linear' is peft's own shorthand)."""
+def lora_config(spec: LoraSpec, task_type: str = "CAUSAL_LM"):
+    """A peft LoraConfig from our schema ('all-linear' is peft's own shorthand); ``task_type`` CAUSAL_LM or SEQ_CLS."""
     from peft import LoraConfig
 
     return LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
-        target_modules=spec.target_modules,
+        target_modules=spec.target_modules if isinstance(spec.target_modules, str) else list(spec.target_modules),
+        layers_to_transform=None if spec.layers_to_transform is None else list(spec.layers_to_transform),
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
 
 

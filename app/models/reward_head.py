@@ -42,13 +42,11 @@ def build_reward_model(base_path: str | Path, lora: Any | None, pad_token_id: in
     model.config.pad_token_id = pad_token_id
     if lora is None:
         return model
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
 
-    peft_cfg = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-        target_modules=lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules),
-    )
-    return get_peft_model(model, peft_cfg)
+    from app.models.lora import lora_config
+
+    return get_peft_model(model, lora_config(lora, "SEQ_CLS"))  # SEQ_CLS: the score head is trained and saved in full
 
 
 def score_packed(model, packed: PackedSequences) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from app.config.dpo import DPOConfig
 from app.core.logprobs import pack_sequences, packed_sequence_logprobs
-from app.core.preference_losses import PreferenceStats, dpo_loss, pair_stats
+from app.core.preference_losses import LOGPROB_TIE_TOL, PreferenceStats, dpo_loss, pair_stats
 from app.data.reference_logprobs import COLUMNS as REF_COLUMNS
 from app.train.reward import lineage_for
 
@@ -44,17 +44,15 @@ class DPOMethod:
         self.tokenizer = load_tokenizer(self.base)
 
     def build_model(self) -> torch.nn.Module:
-        from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+        from peft import PeftModel, get_peft_model
         from transformers import AutoModelForCausalLM
+
+        from app.models.lora import lora_config
 
         model = AutoModelForCausalLM.from_pretrained(self.base.path, dtype=getattr(torch, self.cfg.model.dtype))
         if self.cfg.dpo.reference_adapter:
             return PeftModel.from_pretrained(model, self.cfg.dpo.reference_adapter, is_trainable=True)
-        lora = self.cfg.lora
-        return get_peft_model(model, LoraConfig(
-            task_type=TaskType.CAUSAL_LM, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules),
-        ))
+        return get_peft_model(model, lora_config(self.cfg.lora, "CAUSAL_LM"))
 
     def loss(self, model, rows: dict[str, list]) -> tuple[torch.Tensor, PreferenceStats]:
         n = len(rows["chosen_input_ids"])
@@ -68,7 +66,7 @@ class DPOMethod:
             policy_c, policy_r, ref_c, ref_r = policy_c / count_c, policy_r / count_r, ref_c / count_c, ref_r / count_r
         d = self.cfg.dpo
         loss, rewards_c, rewards_r = dpo_loss(policy_c, policy_r, ref_c, ref_r, d.beta, d.loss_type, d.label_smoothing)
-        return loss, pair_stats(loss, rewards_c, rewards_r)
+        return loss, pair_stats(loss, rewards_c, rewards_r, tie_tol=d.beta * LOGPROB_TIE_TOL)
 
     def save_model(self, model, folder: Path, metrics: dict[str, float]) -> None:
         import json

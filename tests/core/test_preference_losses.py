@@ -110,3 +110,16 @@ def test_selected_logprobs_matches_log_softmax():
     targets = torch.tensor([0, 3, 8, 2, 2])
     want = torch.log_softmax(logits, -1)[torch.arange(5), targets]
     torch.testing.assert_close(selected_logprobs(logits, targets), want, atol=1e-6, rtol=0)
+
+
+def test_pair_stats_counts_float_noise_as_a_tie_only_within_the_tolerance():
+    """Policy == reference scored in other batches: implicit-reward margins of ±1e-7 are ties (0.5), not a 1/4 score."""
+    chosen, rejected = torch.tensor([1e-7, -1e-7, 2e-7, -3e-7]), torch.zeros(4)
+    assert pair_stats(torch.tensor(0.0), chosen, rejected).accuracy == 0.5  # exact comparison: 2 of 4 "win"
+    assert pair_stats(torch.tensor(0.0), chosen, rejected, tie_tol=0.1 * 1e-4).accuracy == 0.5
+    skew = torch.tensor([1e-7, -1e-7, -2e-7, -3e-7])
+    assert pair_stats(torch.tensor(0.0), skew, rejected).accuracy == 0.25
+    assert pair_stats(torch.tensor(0.0), skew, rejected, tie_tol=1e-5).accuracy == 0.5
+    # a real preference beyond the tolerance still counts: +0.3, −0.2 → 1 win, 1 loss
+    assert pair_stats(torch.tensor(0.0), torch.tensor([0.3, -0.2]), torch.zeros(2), tie_tol=1e-5).accuracy == 0.5
+    assert pair_stats(torch.tensor(0.0), torch.tensor([0.3, 2e-6]), torch.zeros(2), tie_tol=1e-5).accuracy == 0.75
