@@ -70,19 +70,22 @@ def plot_results(result: dict, path: Path) -> None:
 
     def label(run: dict) -> str:
         lr = next((o.split("=", 1)[1] for o in run["overrides"] if o.startswith("train.lr=")), "?")
-        return f"{run['method']}\nlr {lr}, {run['step']:.0f} steps\n{run['train_pairs']} train / {run['eval/pairs']:.0f} held-out"
+        return f"{run['method']}\nlr {lr}, {run['step']:.0f} steps\n{run['train_pairs']}/{run['eval/pairs']:.0f} pairs"
 
-    fig, axes = plt.subplots(1, 2, figsize=(max(10, 2.6 * len(runs)), 4))
+    fig, axes = plt.subplots(1, 2, figsize=(max(10, 3.0 * len(runs)), 4.2))
     for ax, metric in zip(axes, ("accuracy", "margin")):
         for j, (when, name) in enumerate((("eval_before", "before"), ("eval", "after"))):
-            bars = ax.bar([i + (j - 0.5) * 0.38 for i in range(len(runs))], [r[f"{when}/{metric}"] for r in runs], 0.38, label=name)
+            values = [r[f"{when}/{metric}"] for r in runs]
+            # accuracy: 95% normal-approximation interval of a proportion over the held-out pairs
+            err = ([1.96 * (v * (1 - v) / r["eval/pairs"]) ** 0.5 for v, r in zip(values, runs)] if metric == "accuracy" else None)
+            bars = ax.bar([i + (j - 0.5) * 0.38 for i in range(len(runs))], values, 0.38, yerr=err, capsize=3, label=name)
             ax.bar_label(bars, fmt="%.3f", fontsize=8)
         if metric == "accuracy":
             ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
             ax.set_ylim(0, 1)
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_xticks(range(len(runs)), [label(r) for r in runs], fontsize=8)
-        ax.set_title("held-out pair accuracy" if metric == "accuracy" else "held-out margin (chosen − rejected score)")
+        ax.set_title("held-out pair accuracy (95% interval; train/held-out pairs)" if metric == "accuracy" else "held-out margin (chosen − rejected score)")
         ax.legend(fontsize=8)
     fig.suptitle("SmolLM2-135M on HH-RLHF harmless (80/20), CPU budget", fontsize=10)
     fig.tight_layout()

@@ -142,7 +142,7 @@ def run_ingest(cfg: IngestConfig, out_dir: str | Path | None = None, progress: b
         RowProcessor,
         fn_constructor_kwargs=dict(record_type=cfg.record_type, formats=formats, model_path=model_path,
                                    max_length=cfg.max_length, policy=cfg.length_policy),
-        batch_size=256, batch_format="numpy", concurrency=(1, 2), num_cpus=1,
+        batch_size=256, batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=1,
     ).materialize()
     stages["read_validate_tokenize_s"] = time.perf_counter() - t0
     meta = processed.select_columns(["uid", "ok", "key", "n_tokens", "source", "line", "field", "reason", "preview"]).to_pandas()

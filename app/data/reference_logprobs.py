@@ -81,11 +81,23 @@ def pair_logprobs(model, batch: dict[str, list], prefix: str = "") -> tuple[Any,
 class ReferenceScorer:
     """Ray Data callable class: loads the reference once per actor, appends the two log-prob columns to each batch."""
 
-    def __init__(self, model_path: str, adapter: str | None, dtype: str, threads: int):
+    def __init__(self, model_path: str, adapter: str | None, dtype: str, threads: int, total_pairs: int = 0,
+                 progress_every_s: float = 30.0):
         import torch
 
         torch.set_num_threads(threads)
         self.model = load_reference_model(model_path, adapter, dtype)
+        # Ray Data's own progress counts blocks (one block = the whole artifact here): print pairs instead
+        self.total, self.every, self.done = total_pairs, progress_every_s, 0
+        self.t0 = self.last = time.perf_counter()
+
+    def _progress(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.done == self.total:
+            self.last, rate = now, self.done / max(now - self.t0, 1e-9)
+            eta = f", ~{(self.total - self.done) / rate / 60:.1f} min left" if self.total > self.done else ""
+            print(f"[reference log-probs] {self.done}/{self.total or '?'} pairs ({rate:.2f} pairs/s{eta})", flush=True)
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -96,6 +108,7 @@ class ReferenceScorer:
         cols = {c: table.column(c).to_pylist() for c in ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")}
         with torch.inference_mode():
             chosen, rejected = pair_logprobs(self.model, cols)
+        self._progress(len(chosen))
         table = table.append_column(COLUMNS[0], pa.array(chosen.numpy(), pa.float64()))
         table = table.append_column(COLUMNS[1], pa.array(rejected.numpy(), pa.float64()))
         return table.append_column("split", pa.array(split, pa.string()))
@@ -142,10 +155,11 @@ def precompute_reference_logprobs(
     reserve = min(num_cpus, max(0.5, ray.cluster_resources().get("CPU", 0.0) - 1))
     ds = ds.map_batches(
         ReferenceScorer,
-        fn_constructor_kwargs=dict(model_path=str(resolve_model(model).path), adapter=identity["adapter"], dtype=model.dtype, threads=max(1, int(num_cpus))),
+        fn_constructor_kwargs=dict(model_path=str(resolve_model(model).path), adapter=identity["adapter"], dtype=model.dtype, threads=max(1, int(num_cpus)),
+                                   total_pairs=sum(artifact.splits.values())),
         batch_size=batch_size,
         batch_format="pyarrow",
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
         num_cpus=reserve,
     )
     staged = artifact.path / ".reflogp.tmp"

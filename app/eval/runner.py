@@ -165,7 +165,7 @@ def run_suites(rows: list[dict], cfg: EvalConfig, model_dir: str, adapter_dir: s
 
     threads = max(1, (cfg.ray.num_cpus or os.cpu_count() or 1) // cfg.workers)
     ds = ray.data.from_items(rows).map_batches(
-        SuiteWorker, batch_size=cfg.generation.batch_size, concurrency=cfg.workers, num_cpus=1,
+        SuiteWorker, batch_size=cfg.generation.batch_size, compute=ray.data.ActorPoolStrategy(size=cfg.workers), num_cpus=1,
         fn_constructor_kwargs=dict(model_dir=model_dir, adapter_dir=adapter_dir, max_length=cfg.data.max_length,
                                    task_max_new_tokens=cfg.generation.task_max_new_tokens,
                                    safety_max_new_tokens=cfg.generation.safety_max_new_tokens,
@@ -179,7 +179,7 @@ def run_judge(pairs: list[dict], factory: Callable, batch_size: int) -> G.SwapSt
 
     from app.eval.judges import JudgeWorker
 
-    ds = ray.data.from_items(pairs).map_batches(JudgeWorker, batch_size=batch_size, concurrency=1, num_cpus=1,
+    ds = ray.data.from_items(pairs).map_batches(JudgeWorker, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1,
                                                 fn_constructor_kwargs={"factory": factory})
     rows = sorted(ds.take_all(), key=lambda r: int(r["id"]))
     return G.position_swap_stats([bool(r["adapter_first"]) for r in rows], [bool(r["base_first"]) for r in rows])
