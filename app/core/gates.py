@@ -54,12 +54,7 @@ class GateDecision:
 
 def perplexity_gate(adapter_ppl: float, base_ppl: float, max_ratio: float, blocking: bool = True) -> GateOutcome:
     """Held-out perplexity must not exceed ``max_ratio`` × the base model's perplexity on the same tokens."""
-    bound = base_ppl * max_ratio
-    ok = adapter_ppl <= bound
-    reason = (f"held-out perplexity {adapter_ppl:.3f} {'<=' if ok else '>'} {bound:.3f} "
-              f"(= base {base_ppl:.3f} x {max_ratio:g})")
-    return GateOutcome("perplexity", "pass" if ok else "fail", adapter_ppl, bound, reason, blocking,
-                       higher_is_better=False)
+    return max_ratio_gate("perplexity", "held-out perplexity", adapter_ppl, base_ppl, max_ratio, "base", blocking)
 
 
 def max_ratio_gate(name: str, metric: str, value: float, reference: float, max_ratio: float,

@@ -55,7 +55,7 @@ def pair_stats(loss: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor,
     return PreferenceStats(
         loss=float(loss.detach()),
         accuracy=float(((diff > tie_tol).float() + 0.5 * (diff.abs() <= tie_tol).float()).mean()),
-        margin=float((chosen - rejected).mean()),
+        margin=float(diff.mean()),
         chosen=float(chosen.mean()),
         rejected=float(rejected.mean()),
     )
