@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,10 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
 
     from app.launch.placement import ReleaseOrphanedPlacementGroups
 
-    # Tune runs each trial with its own working directory, so a relative base_config would not resolve there.
+    # Tune would chdir each trial into its own folder, and every relative path in the trial's config (data.artifact,
+    # output_dir, a model path) would then miss. Ray propagates this variable from the driver to the trial actors,
+    # which then keep the cwd Ray gave them (the driver's on a local cluster, the job's working_dir copy on a node).
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     sweep = sweep.model_copy(update={"base_config": str(Path(sweep.base_config).resolve())})
     trial_config(sweep, {}, [])  # the base config must validate before any trial starts
     out = sweep_output_dir(sweep)
@@ -151,9 +155,29 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             parent.log_metrics({f"best/{sweep.metric}": best["metric"]}, 0)
         for f in (out / "results.csv", out / "results.md", png):
             parent.client.log_artifact(parent.run_id, str(f))
+        tag_child_runs(parent, rows, sweep)
         parent.close()
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
+
+
+def tag_child_runs(parent, rows: list[dict[str, Any]], sweep: SweepConfig) -> None:
+    """Tag each trial's MLflow child run with its sweep outcome; end the runs of trials Tune killed as KILLED.
+
+    A trial that ASHA stops is killed mid-step, so its rank-0 worker never closes its run, which would otherwise
+    stay RUNNING in MLflow forever.
+    """
+    client = parent.client
+    experiment_id = client.get_run(parent.run_id).info.experiment_id
+    status_of = {f"{sweep.name}-{row['trial_id']}": row["status"] for row in rows}
+    children = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'")
+    for run in children:
+        outcome = status_of.get(run.info.run_name)
+        if outcome is None:
+            continue
+        client.set_tag(run.info.run_id, "rayalign.trial_status", outcome)
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "FAILED" if outcome == "error" else "KILLED")
 
 
 def export_final_model(checkpoint_path: str | None, out: Path) -> bool:

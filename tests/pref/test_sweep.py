@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 
 import pytest
 
@@ -38,13 +40,17 @@ def test_tiny_sweep_runs_all_trials_with_asha_and_mlflow(ray_local, tiny_prefere
         f"output_dir={tmp_path / 'sweep'}", f"ray.storage_path={tmp_path / 'runs'}", f"tracking.mlflow_uri={uri}",
         "tracking.experiment=sweep-test",
     ])
-    sweep = sweep.model_copy(update={"overrides": [*sweep.overrides, f"data.artifact={tiny_preference_artifact}",
+    # a RELATIVE artifact path, as configs/ and the README use: Tune must not chdir the trials away from it
+    artifact = os.path.relpath(tiny_preference_artifact)
+    sweep = sweep.model_copy(update={"overrides": [*sweep.overrides, f"data.artifact={artifact}",
                                                   f"tracking.mlflow_uri={uri}", "tracking.enabled=true", "tracking.experiment=sweep-test"]})
     summary = run_sweep(SweepConfig.model_validate(sweep.model_dump()))
     out = tmp_path / "sweep"
     assert summary["trials"] == 4
-    # ASHA may stop trials at its rungs (2, 4); a stopped trial is a clean outcome, never an error
+    # ASHA stops trials at its rungs (2, 4); a stopped trial is a clean outcome, never an error. With 2 trials at a
+    # time, the lr 1e-3 trials reach rung 2 only after an lr 5e-3 trial has recorded a lower loss there.
     assert summary["statuses"]["error"] == 0 and summary["statuses"]["finished"] >= 1
+    assert summary["statuses"]["stopped early"] >= 1, summary["statuses"]
     rows = (out / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 5 and "train.lr" in rows[0] and "lora.r" in rows[0]
     assert (out / "eval_loss_vs_params.png").stat().st_size > 1000
@@ -60,3 +66,9 @@ def test_tiny_sweep_runs_all_trials_with_asha_and_mlflow(ray_local, tiny_prefere
     assert len(parent) == 1 and len(children) == 4
     assert {float(c.data.params["train.lr"]) for c in children} == {1e-3, 5e-3}
     assert all("eval_before/loss" in c.data.metrics for c in children)
+    # every child run is ended with its outcome: an ASHA-stopped trial's run is KILLED, not left RUNNING
+    with open(out / "results.csv", newline="") as f:
+        outcome = {f"tiny-dpo-sweep-{r['trial_id']}": r["status"] for r in csv.DictReader(f)}
+    for child in children:
+        assert child.data.tags["rayalign.trial_status"] == outcome[child.info.run_name]
+        assert child.info.status == {"finished": "FINISHED", "stopped early": "KILLED"}[outcome[child.info.run_name]]
