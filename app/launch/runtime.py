@@ -17,10 +17,23 @@ from app.config.paths import rayalign_home
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def keep_working_directory() -> None:
+    """Train workers and Tune trials keep the working directory Ray started them in, as every config path assumes.
+
+    By default Ray Train V2 chdirs each worker, and Tune each trial, into a folder of its own, so a relative path
+    in a config (``data.artifact: .rayalign/datasets/…``) that the driver resolved would miss in the workers. Ray
+    reads ``RAY_CHDIR_TO_TRIAL_DIR`` in the driver when a run starts and passes it on to the trial actors. Their
+    working directory is then the driver's on a local cluster and the job's ``--working-dir`` copy under
+    ``ray job submit``. A value the user set is left alone.
+    """
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+
+
 def init_ray(spec: RaySpec | None = None, **init_kwargs):
     """Start (``local``) or join (``auto`` / ``ray://…`` / ``host:port``) a Ray cluster; idempotent."""
     import ray
 
+    keep_working_directory()
     spec = spec or RaySpec()
     if ray.is_initialized():
         return ray.get_runtime_context()

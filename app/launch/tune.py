@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -107,10 +106,8 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
 
     from app.launch.placement import ReleaseOrphanedPlacementGroups
 
-    # Tune would chdir each trial into its own folder, and every relative path in the trial's config (data.artifact,
-    # output_dir, a model path) would then miss. Ray propagates this variable from the driver to the trial actors,
-    # which then keep the cwd Ray gave them (the driver's on a local cluster, the job's working_dir copy on a node).
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    # Tune runs each trial with its own working directory, so a relative base_config would not resolve there (the
+    # trial actors keep the driver's cwd only through init_ray's keep_working_directory, called below).
     sweep = sweep.model_copy(update={"base_config": str(Path(sweep.base_config).resolve())})
     trial_config(sweep, {}, [])  # the base config must validate before any trial starts
     out = sweep_output_dir(sweep)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -27,7 +28,9 @@ def test_reward_model_learns_and_loads(ray_local, tiny_preference_artifact, tmp_
     from app.launch.preference import fit_preference
     from app.models.reward_head import load_reward_model
 
-    cfg = tiny_config("reward_lora.yaml", RewardConfig, tiny_preference_artifact, tmp_path, f"output_dir={tmp_path / 'rm'}", "train.epochs=3")
+    # a RELATIVE artifact path, as the configs use: the Train workers must read it from the driver's working directory
+    artifact = os.path.relpath(tiny_preference_artifact)
+    cfg = tiny_config("reward_lora.yaml", RewardConfig, artifact, tmp_path, f"output_dir={tmp_path / 'rm'}", "train.epochs=3")
     summary = fit_preference("reward", cfg)
     m = summary["metrics"]
     assert m["eval/pairs"] == 16  # the artifact's validation split
