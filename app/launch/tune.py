@@ -61,6 +61,11 @@ def sweep_output_dir(sweep: SweepConfig) -> Path:
     return Path(sweep.output_dir).expanduser() if sweep.output_dir else rayalign_home() / "sweeps" / validate_run_name(sweep.name)
 
 
+def trial_run_name(sweep: SweepConfig, trial_id: str) -> str:
+    """A trial's Ray Train run name, which is also its MLflow child run's name."""
+    return f"{sweep.name}-{trial_id}"
+
+
 def run_trial(sampled: dict[str, Any], sweep_dict: dict[str, Any], parent_run_id: str | None) -> None:
     """Tune function trainable: validate this trial's config, fit one TorchTrainer, export its final model."""
     from ray import tune
@@ -77,7 +82,7 @@ def run_trial(sampled: dict[str, Any], sweep_dict: dict[str, Any], parent_run_id
 
         if not has_reference_logprobs(cfg.data.artifact, reference_identity(cfg.model, cfg.dpo.reference_adapter)):
             raise ConfigError("this trial's reference model differs from the base config's; sweeping the reference is not supported")
-    trainer = build_preference_trainer(sweep.job, cfg, f"{sweep.name}-{trial_id}", parent_run_id, callbacks=[TuneReportCallback()])
+    trainer = build_preference_trainer(sweep.job, cfg, trial_run_name(sweep, trial_id), parent_run_id, callbacks=[TuneReportCallback()])
     result = trainer.fit()
     if result.error is not None:
         raise result.error
@@ -106,8 +111,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
 
     from app.launch.placement import ReleaseOrphanedPlacementGroups
 
-    # Tune runs each trial with its own working directory, so a relative base_config would not resolve there (the
-    # trial actors keep the driver's cwd only through init_ray's keep_working_directory, called below).
+    # Absolute, so trials still find it where a user turned Tune's per-trial chdir back on (RAY_CHDIR_TO_TRIAL_DIR=1).
     sweep = sweep.model_copy(update={"base_config": str(Path(sweep.base_config).resolve())})
     trial_config(sweep, {}, [])  # the base config must validate before any trial starts
     out = sweep_output_dir(sweep)
@@ -165,9 +169,8 @@ def tag_child_runs(parent, rows: list[dict[str, Any]], sweep: SweepConfig) -> No
     stay RUNNING in MLflow forever.
     """
     client = parent.client
-    experiment_id = client.get_run(parent.run_id).info.experiment_id
-    status_of = {f"{sweep.name}-{row['trial_id']}": row["status"] for row in rows}
-    children = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'")
+    status_of = {trial_run_name(sweep, row["trial_id"]): row["status"] for row in rows}
+    children = client.search_runs([parent.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'")
     for run in children:
         outcome = status_of.get(run.info.run_name)
         if outcome is None:

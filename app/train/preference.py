@@ -289,9 +289,9 @@ class MlflowTracker:
 
         mlflow = configure_mlflow(spec)
         self.client = MlflowClient()
-        experiment = mlflow.get_experiment_by_name(spec.experiment)
+        self.experiment_id = mlflow.get_experiment_by_name(spec.experiment).experiment_id
         tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
-        self.run_id = self.client.create_run(experiment.experiment_id, run_name=run_name, tags=tags).info.run_id
+        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:5000]) for k, v in flatten(params).items()]
