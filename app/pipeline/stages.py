@@ -9,16 +9,14 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.config.errors import ConfigError
 from app.config.loader import load_config
 from app.config.paths import REPO_ROOT, rayalign_home
 from app.config.pipeline import StageSpec
 from app.config.registry import SCHEMAS, import_schema, schema_for
-
-if TYPE_CHECKING:
-    from app.pipeline.run import RunContext
+from app.pipeline.context import RunContext
 
 
 def load_stage_config(ctx: RunContext, stage: StageSpec, extra: list[str] = (), default_schema: str | None = None):
