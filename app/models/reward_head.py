@@ -34,7 +34,7 @@ LINEAGE_FILE = "rayalign_lineage.json"
 def build_reward_model(base_path: str | Path, lora: Any | None, pad_token_id: int | None, dtype: str = "float32"):
     """A scalar-head classifier on top of ``base_path``; wrapped with a trainable LoRA (+ full head) when ``lora`` is given.
 
-    ``lora``: an app.config.sft.LoraSpec, or None for full fine-tuning.
+    ``lora``: an app.config.common.LoraSpec, or None for full fine-tuning.
     """
     from transformers import AutoModelForSequenceClassification
 

@@ -142,7 +142,7 @@ def preference(ctx: RunContext) -> dict[str, Any]:
     if kind != "preference":
         raise ConfigError(f"pipeline '{ctx.cfg.name}': dpo needs a 'preference' dataset artifact, {artifact} is "
                           f"'{kind}' (set preference.ingest to an ingest config with record_type: preference)")
-    extra = [f"data.artifact={artifact}", f"output_dir={ctx.report_dir / 'dpo-adapter'}"]
+    extra = [f"data.artifact={artifact}", f"output.dir={ctx.report_dir / 'dpo-adapter'}"]
     if ctx.outputs.get("adapter_path"):
         extra.append(f"dpo.reference_adapter={ctx.outputs['adapter_path']}")
     cfg = load_stage_config(ctx, spec, extra)
