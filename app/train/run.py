@@ -42,7 +42,9 @@ def open_sft_artifact(path: str, split: str) -> tuple[dict[str, Any], Path]:
     """(manifest, split folder) of a packed SFT dataset artifact, with one-line errors for anything off-contract."""
     if not path:
         raise ConfigError("data.artifact is empty: point it at a dataset artifact folder (rayalign ingest writes one)")
-    folder = Path(path).expanduser()
+    from app.data.artifact import resolve_artifact_dir
+
+    folder = resolve_artifact_dir(path)  # a dataset name resolves to its newest version
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise ConfigError(f"data.artifact {folder}: no manifest.json (not a dataset artifact)")
