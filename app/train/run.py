@@ -1,7 +1,8 @@
-"""Driver side of `rayalign train`: resolve model + dataset, launch the Ray Train run, publish the adapter.
+"""Driver side of every training method: launch the Ray Train run, copy the finished model out, draw the loss curve.
 
-    outcome = run_sft(load_config("configs/sft/smollm2_lora_gsm8k.yaml", SFTConfig))
-    outcome.status, outcome.output_dir, outcome.history
+    outcome = run_training("sft", load_config("configs/sft/smollm2_lora_gsm8k.yaml", SFTConfig))
+    outcome = run_training("dpo", dpo_cfg)          # reference log-probs: app/launch/preference.py precomputes them
+    outcome.status, outcome.output_dir, outcome.history, outcome.metrics
 
 Re-running the same config (or the same ``ray.run_name``) resumes from the newest valid checkpoint.
 """
@@ -10,15 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from app.config.common import TrainingConfig
 from app.config.errors import ConfigError
-from app.config.sft import SFTConfig, training_hash
-from app.models.adapter import write_lineage
-from app.models.loader import resolve_model
+from app.config.sft import SFTConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,7 @@ class TrainingFailed(RuntimeError):
 
 
 @dataclass
-class SFTOutcome:
+class TrainOutcome:
     status: str
     run_name: str
     step: int
@@ -36,6 +35,7 @@ class SFTOutcome:
     resumed_from: list[int] = field(default_factory=list)
     output_dir: Path | None = None
     checkpoint_path: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def open_sft_artifact(path: str, split: str) -> tuple[dict[str, Any], Path]:
@@ -57,73 +57,42 @@ def open_sft_artifact(path: str, split: str) -> tuple[dict[str, Any], Path]:
     return manifest, split_dir
 
 
-def run_sft(cfg: SFTConfig) -> SFTOutcome:
-    import ray.data
+def run_sft(cfg: SFTConfig) -> TrainOutcome:
+    return run_training("sft", cfg)
 
-    from app.launch.runtime import init_ray, run_name_for, storage_root
-    from app.launch.trainer import build_trainer
-    from app.tracking.mlflow_store import tracking_uri
-    from app.train.sft import train_loop_per_worker
 
-    manifest, split_dir = open_sft_artifact(cfg.data.artifact, cfg.data.split)
-    resolved = resolve_model(cfg.model)
-    cfg_hash = training_hash(cfg)
-    run_name = run_name_for("sft", cfg_hash, cfg.ray)
-    storage = storage_root(cfg.ray)
+def run_training(kind: str, cfg: TrainingConfig, run_name: str | None = None, parent_run_id: str | None = None,
+                 callbacks: Sequence[Any] = ()) -> TrainOutcome:
+    """Train ``kind`` ('sft' | 'reward' | 'dpo') under ``cfg`` on Ray Train; publish the output when it completed."""
+    from app.launch.runtime import init_ray, storage_root
+    from app.launch.trainer import trainer_for
+
     init_ray(cfg.ray)
-    loop_config = {
-        "cfg": cfg.model_dump(mode="json"),
-        "config_hash": cfg_hash,
-        "run_name": run_name,
-        "run_dir": f"{storage}/{run_name}",  # where a checkpoint Ray never registered (killed driver) is found
-        "model_dir": str(resolved.path),
-        "dataset_id": manifest.get("id", ""),
-        "base_sha": resolved.base_sha,
-        "seq_len": int(manifest.get("max_length", 512)),
-        "tracking_uri": tracking_uri(cfg.tracking) if cfg.tracking.enabled else None,
-    }
-    # Read once on the driver into the object store (a packed artifact is small next to the model): workers then
-    # iterate ready blocks instead of each launching read tasks that compete with training for CPUs.
-    import pyarrow.parquet as pq
-
-    dataset = ray.data.from_arrow(pq.read_table(split_dir, columns=["input_ids", "labels", "position_ids"]))
-    trainer = build_trainer(train_loop_per_worker, loop_config, cfg.scaling, run_name, storage, {"train": dataset}, cfg.checkpoint.keep)
-    log.info("training run %s (storage %s)", run_name, storage)
+    trainer = trainer_for(kind, cfg, run_name, parent_run_id, callbacks)
+    run_name = trainer.run_config.name
+    log.info("training run %s (storage %s)", run_name, storage_root(cfg.ray))
     result = trainer.fit()
     if result.error is not None:
         raise TrainingFailed(f"run {run_name} failed: {result.error}") from result.error
     ret = result.return_value or {}
-    outcome = SFTOutcome(ret.get("status", "unknown"), run_name, ret.get("step", 0), ret.get("history", []),
-                         ret.get("resumed_from", []), checkpoint_path=result.checkpoint.path if result.checkpoint else None)
+    outcome = TrainOutcome(ret.get("status", "unknown"), run_name, ret.get("step", 0), ret.get("history", []),
+                           ret.get("resumed_from", []), checkpoint_path=result.checkpoint.path if result.checkpoint else None,
+                           metrics=ret.get("metrics") or {})
     if outcome.status == "failed":
         raise TrainingFailed(f"run {run_name}: {ret.get('reason')}; not retried (fix the config, then use a new run name)")
     if outcome.status == "completed" and result.checkpoint is not None:
-        outcome.output_dir = publish_output(cfg, result.checkpoint, run_name, storage, cfg_hash, manifest, resolved, ret)
+        outcome.output_dir = publish_output(cfg, result.checkpoint, run_name, storage_root(cfg.ray), ret)
     return outcome
 
 
-def publish_output(cfg: SFTConfig, checkpoint, run_name: str, storage: str, cfg_hash: str, manifest, resolved, ret) -> Path:
-    """Copy the final adapter (or full model) out of the last checkpoint, add lineage, loss curve and MLflow artifacts."""
+def publish_output(cfg: TrainingConfig, checkpoint, run_name: str, storage: str, ret: dict[str, Any]) -> Path:
+    """Copy the final adapter/model (with its lineage) out of the last checkpoint; add the loss curve and MLflow artifacts."""
+    from app.train.output import export_output, output_kind
     from app.train.reporting import plot_loss_curve
 
-    kind = "model" if cfg.method == "full" else "adapter"
-    out = Path(cfg.output.dir).expanduser() if cfg.output.dir else Path(storage) / run_name / kind
-    with checkpoint.as_directory() as folder:
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(Path(folder) / kind, out)
-    history = ret.get("history", [])
-    last = history[-1] if history else {}
-    write_lineage(
-        out,
-        base_model_source=cfg.model.source,
-        base_sha=resolved.base_sha,
-        dataset_id=manifest.get("id", ""),
-        config_hash=cfg_hash,
-        method=cfg.method if cfg.train.objective == "sft" else f"cpt-{cfg.method}",
-        lora=None if cfg.method == "full" else {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "target_modules": cfg.lora.target_modules},
-        metrics={"final_loss": last.get("loss"), "steps": ret.get("step"), "tokens_per_s": last.get("tokens_per_s")},
-    )
+    kind = output_kind(cfg)
+    out = export_output(checkpoint, Path(cfg.output.dir).expanduser() if cfg.output.dir else Path(storage) / run_name / kind)
+    history = [h for h in ret.get("history", []) if "loss" in h]
     png = plot_loss_curve(history, out / "loss_curve.png", title=f"{run_name} loss") if history else None
     if cfg.tracking.enabled and ret.get("tracking_run_id"):
         from app.tracking.mlflow_store import configure_mlflow
