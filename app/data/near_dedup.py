@@ -220,7 +220,7 @@ def find_near_duplicates(ds, params: MinHashParams, num_partitions: int | None =
     if num_partitions is None:
         num_partitions = max(1, int(ray.cluster_resources().get("CPU", 1)))
     sign, shard_task, shingle, verify_task = _remote_functions()
-    bundles = list(ds.select_columns(["id", "text"]).iter_internal_ref_bundles())
+    bundles = list(ds.iter_internal_ref_bundles())  # a materialized dataset: no execution; tasks read id + text
     blocks = [(ref, meta.num_rows or 0) for b in bundles for ref, meta in zip(b.block_refs, b.metadata)]
     groups, current, size = [], [], 0
     for ref, n in blocks:  # consecutive blocks of about batch_size documents, at least one group per CPU
