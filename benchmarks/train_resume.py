@@ -21,7 +21,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Ray starts workers at niceness 15 by default; a benchmark must not hand the bare baseline a priority edge.
 os.environ.setdefault("RAY_worker_niceness", "0")
-sys.path.insert(0, str(ROOT))
 
 from app.config.loader import load_config  # noqa: E402
 
@@ -42,25 +41,30 @@ def schema(method: str):
     return {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}[method]
 
 
+def preference_artifact(out: Path, tok, n_train: int, n_val: int, seed: int = 0) -> Path:
+    """A 'preference' artifact of learnable synthetic pairs (app/data/synthetic.py) for the tokenizer's model."""
+    from app.data.artifact import write_artifact
+    from app.data.synthetic import synthetic_pairs
+
+    splits = {"train": synthetic_pairs(tok, n_train, seed)}
+    if n_val:
+        splits["validation"] = synthetic_pairs(tok, n_val, seed + 1)
+    write_artifact(out, "preference", splits, {"model_source": "tiny:llama", "max_length": 128})
+    return out
+
+
 def artifacts(work: Path) -> dict[str, Path]:
-    """A packed SFT artifact and a 48/16-pair preference artifact for the tiny model (the tests' own fixtures)."""
-    sys.path.insert(0, str(ROOT / "tests" / "train"))
-    from conftest import write_packed_artifact_double  # noqa: E402  (test double of the data area's artifact writer)
-
-    sys.path.pop(0)
-    sys.modules.pop("conftest", None)
-    sys.path.insert(0, str(ROOT / "tests" / "pref"))
-    from conftest import write_preference_artifact  # noqa: E402
-
+    """A packed SFT artifact and a 48/16-pair preference artifact for the tiny model."""
+    from app.data.synthetic import write_packed_artifact
     from app.models.loader import load_tokenizer, resolve_model
 
     tok = load_tokenizer(str(resolve_model("tiny:llama").path))
-    return {"sft": write_packed_artifact_double(work / "sft"), "pref": write_preference_artifact(work / "pref", tok, 48, 16)}
+    return {"sft": write_packed_artifact(work / "sft"), "pref": preference_artifact(work / "pref", tok, 48, 16)}
 
 
 def run(case: str, data: dict[str, Path], storage: Path, run_name: str, *extra: str):
     from app.launch.preference import ensure_reference_logprobs
-    from app.train.run import run_training
+    from app.launch.run import run_training
 
     method, strategy = case.split("-")
     name, steps, every = METHODS[method]

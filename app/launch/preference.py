@@ -1,4 +1,4 @@
-"""Launch reward-model and DPO training: the reference precompute DPO needs, then the one engine (app/train/run.py).
+"""Launch reward-model and DPO training: the reference precompute DPO needs, then the one engine (app/launch/run.py).
 
     summary = fit_preference("dpo", cfg)   # precompute reference log-probs if needed → run_training → output folder
 
@@ -24,7 +24,7 @@ def ensure_reference_logprobs(cfg) -> dict[str, Any]:
 def fit_preference(kind: str, cfg, parent_run_id: str | None = None, callbacks: Sequence = ()) -> dict[str, Any]:
     """Train ``kind`` ('reward' | 'dpo') under ``cfg`` on Ray; returns {run_name, status, output_dir, metrics,
     checkpoint_path, history}. Joins/starts Ray per ``cfg.ray``."""
-    from app.train.run import run_training
+    from app.launch.run import run_training
 
     init_ray(cfg.ray)
     if kind == "dpo":

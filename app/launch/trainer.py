@@ -11,7 +11,9 @@ return the run's latest checkpoint (Ray 2.60 Train V2 has no ``resume_from_check
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -19,6 +21,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.torch.config import _TorchBackend
 
 from app.config.common import ScalingSpec, TrainingConfig, training_hash
+from app.config.errors import ConfigError
 from app.train.checkpoint import install_sigterm_handler
 
 
@@ -119,8 +122,6 @@ def _method_data(kind: str, cfg) -> tuple[str, dict[str, Any], dict[str, Any]]:
         import pyarrow.parquet as pq
         import ray.data
 
-        from app.train.run import open_sft_artifact
-
         manifest, split_dir = open_sft_artifact(cfg.data.artifact, cfg.data.split)
         # Read once on the driver into the object store (a packed artifact is small next to the model): workers then
         # iterate ready blocks instead of each launching read tasks that compete with training for CPUs.
@@ -129,3 +130,22 @@ def _method_data(kind: str, cfg) -> tuple[str, dict[str, Any], dict[str, Any]]:
     from app.data.artifact import load_artifact
 
     return load_artifact(cfg.data.artifact).id, {}, {}
+
+
+def open_sft_artifact(path: str, split: str) -> tuple[dict[str, Any], Path]:
+    """(manifest, split folder) of a packed SFT dataset artifact, with one-line errors for anything off-contract."""
+    if not path:
+        raise ConfigError("data.artifact is empty: point it at a dataset artifact folder (rayalign ingest writes one)")
+    from app.data.artifact import resolve_artifact_dir
+
+    folder = resolve_artifact_dir(path)  # a dataset name resolves to its newest version
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError(f"data.artifact {folder}: no manifest.json (not a dataset artifact)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("record_type") != "sft":
+        raise ConfigError(f"data.artifact {folder}: record_type is {manifest.get('record_type')!r}, SFT needs 'sft' (packed)")
+    split_dir = folder / split
+    if not any(split_dir.glob("*.parquet")):
+        raise ConfigError(f"data.artifact {folder}: split '{split}' has no parquet files")
+    return manifest, split_dir

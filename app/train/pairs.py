@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from app.config.preference import PreferenceDataSpec
-from app.core.logprobs import PackedSequences, pack_sequences
+from app.core.logprobs import PackedSequences, concat_for_packed_forward
 from app.core.preference_losses import PreferenceStats
 
 PAIR_COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
@@ -115,7 +115,7 @@ def pack_pairs(rows: dict[str, list], with_labels: bool) -> PackedSequences:
     """Chosen then rejected sequences of a batch of pairs in one padding-free row (``with_labels``: DPO's response labels)."""
     ids = rows["chosen_input_ids"] + rows["rejected_input_ids"]
     labels = rows["chosen_labels"] + rows["rejected_labels"] if with_labels else None
-    return pack_sequences(ids, labels)
+    return concat_for_packed_forward(ids, labels)
 
 
 def pair_tokens(rows: dict[str, list]) -> int:

@@ -12,7 +12,7 @@
 
 Checkpoints: each rank's strategy files + RNG state + the manifest (app/train/checkpoint.py). The final checkpoint
 also holds the method's finished output (``write_final(folder)`` → ``adapter/`` or ``model/`` with lineage), which
-the driver copies out (app/train/run.py). Preemption: SIGTERM only raises a flag (the handler is installed by the
+the driver copies out (app/launch/run.py). Preemption: SIGTERM only raises a flag (the handler is installed by the
 trainer's backend, app/launch/trainer.py); every rank agrees on it at the step boundary, checkpoints, and stops.
 """
 

@@ -1,4 +1,4 @@
-"""Driver side of every training method: launch the Ray Train run, copy the finished model out, draw the loss curve.
+"""Driver side of every training method (the only training driver; Ray Train objects come from app/launch/trainer.py): launch the Ray Train run, copy the finished model out, draw the loss curve.
 
     outcome = run_training("sft", load_config("configs/sft/smollm2_lora_gsm8k.yaml", SFTConfig))
     outcome = run_training("dpo", dpo_cfg)          # reference log-probs: app/launch/preference.py precomputes them
@@ -9,14 +9,12 @@ Re-running the same config (or the same ``ray.run_name``) resumes from the newes
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from app.config.common import TrainingConfig
-from app.config.errors import ConfigError
 from app.config.sft import SFTConfig
 
 log = logging.getLogger(__name__)
@@ -36,25 +34,6 @@ class TrainOutcome:
     output_dir: Path | None = None
     checkpoint_path: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def open_sft_artifact(path: str, split: str) -> tuple[dict[str, Any], Path]:
-    """(manifest, split folder) of a packed SFT dataset artifact, with one-line errors for anything off-contract."""
-    if not path:
-        raise ConfigError("data.artifact is empty: point it at a dataset artifact folder (rayalign ingest writes one)")
-    from app.data.artifact import resolve_artifact_dir
-
-    folder = resolve_artifact_dir(path)  # a dataset name resolves to its newest version
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise ConfigError(f"data.artifact {folder}: no manifest.json (not a dataset artifact)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if manifest.get("record_type") != "sft":
-        raise ConfigError(f"data.artifact {folder}: record_type is {manifest.get('record_type')!r}, SFT needs 'sft' (packed)")
-    split_dir = folder / split
-    if not any(split_dir.glob("*.parquet")):
-        raise ConfigError(f"data.artifact {folder}: split '{split}' has no parquet files")
-    return manifest, split_dir
 
 
 def run_sft(cfg: SFTConfig) -> TrainOutcome:
