@@ -152,12 +152,9 @@ def measure_dpo(work: Path) -> dict:
     from app.models.loader import load_tokenizer
 
     model_dir = build_tiny_model(work / "model", **MODEL)
-    from app.data.artifact import write_artifact
-    from app.data.synthetic import synthetic_pairs
+    from app.data.synthetic import write_preference_artifact
 
-    artifact = work / "pairs"
-    write_artifact(artifact, "preference", {"train": synthetic_pairs(load_tokenizer(str(model_dir)), PAIRS_PER_STEP * 8, 0)},
-                   {"model_source": str(model_dir), "max_length": 128})
+    artifact = write_preference_artifact(work / "pairs", load_tokenizer(str(model_dir)), PAIRS_PER_STEP * 8, 0, model_source=str(model_dir))
     cfg = dpo_config(artifact, model_dir, work / "runs")
     init_ray(cfg.ray)
     ensure_reference_logprobs(cfg)  # once, outside both timings

@@ -41,25 +41,13 @@ def schema(method: str):
     return {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}[method]
 
 
-def preference_artifact(out: Path, tok, n_train: int, n_val: int, seed: int = 0) -> Path:
-    """A 'preference' artifact of learnable synthetic pairs (app/data/synthetic.py) for the tokenizer's model."""
-    from app.data.artifact import write_artifact
-    from app.data.synthetic import synthetic_pairs
-
-    splits = {"train": synthetic_pairs(tok, n_train, seed)}
-    if n_val:
-        splits["validation"] = synthetic_pairs(tok, n_val, seed + 1)
-    write_artifact(out, "preference", splits, {"model_source": "tiny:llama", "max_length": 128})
-    return out
-
-
 def artifacts(work: Path) -> dict[str, Path]:
     """A packed SFT artifact and a 48/16-pair preference artifact for the tiny model."""
-    from app.data.synthetic import write_packed_artifact
+    from app.data.synthetic import write_packed_artifact, write_preference_artifact
     from app.models.loader import load_tokenizer, resolve_model
 
     tok = load_tokenizer(str(resolve_model("tiny:llama").path))
-    return {"sft": write_packed_artifact(work / "sft"), "pref": preference_artifact(work / "pref", tok, 48, 16)}
+    return {"sft": write_packed_artifact(work / "sft"), "pref": write_preference_artifact(work / "pref", tok, 48, 16)}
 
 
 def run(case: str, data: dict[str, Path], storage: Path, run_name: str, *extra: str):
