@@ -15,26 +15,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import AsyncIterator
 
+from app.models.vllm_cpu_env import vllm_model_dir
 from app.serve.adapter_store import materialize
 from app.serve.errors import BadRequest, EngineUnavailable, NotFound
 from app.serve.protocol import EngineRequest
-
-
-def vllm_model_dir(model_dir: Path, views_root: Path) -> Path:
-    """A folder vLLM can load: ``model_dir`` itself, or a view with a cleaned config.json when it carries a stale
-    ``quantization_config`` (left by a GGUF → safetensors conversion; the weights are already dequantized)."""
-    config = json.loads((model_dir / "config.json").read_text())
-    if "quantization_config" not in config or any(model_dir.glob("*.gguf")):
-        return model_dir
-    config.pop("quantization_config")
-    view = views_root / model_dir.name
-    view.mkdir(parents=True, exist_ok=True)
-    for item in model_dir.iterdir():
-        link = view / item.name
-        if item.name != "config.json" and not link.exists():
-            link.symlink_to(item.resolve())
-    (view / "config.json").write_text(json.dumps(config, indent=2))
-    return view
 
 
 class VLLMEngine:
