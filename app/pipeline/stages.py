@@ -41,7 +41,9 @@ def check_stage_configs(ctx: RunContext) -> None:
     c = ctx.cfg
     stages = [(c.ingest, c.ingest.enabled and not c.dataset), (c.sft, c.sft.enabled),
               (c.preference.ingest, c.preference.enabled and c.preference.ingest.enabled),
-              (c.preference, c.preference.enabled and c.preference.method == "dpo"), (c.serve, c.serve.enabled)]
+              (c.preference, c.preference.enabled and c.preference.method in ("dpo", "reward")),
+              (c.reward, c.reward.enabled), (c.reward.ingest, c.reward.enabled and c.reward.ingest.enabled),
+              (c.serve, c.serve.enabled)]
     for spec, enabled in stages:
         if enabled and spec.config:
             load_stage_config(ctx, spec)
@@ -117,12 +119,13 @@ def preference(ctx: RunContext) -> dict[str, Any]:
     return {"dpo": dpo, "reward": reward_model, "ppo": ppo}[ctx.cfg.preference.method](ctx)
 
 
-def preference_data(ctx: RunContext, record_type: str = "preference") -> tuple[str, str | None]:
+def preference_data(ctx: RunContext, record_type: str = "preference", spec=None) -> tuple[str, str | None]:
     """(artifact path, dataset id) the stage trains on: its own ingest (``preference.ingest``, e.g. HH-RLHF) or, when
     that is off, the pipeline's ingest (a job-API job's upload); refused unless it holds ``record_type`` records."""
     from app.data.artifact import load_artifact
 
-    spec, method = ctx.cfg.preference, ctx.cfg.preference.method
+    spec = spec or ctx.cfg.preference
+    method = getattr(spec, "method", "reward")
     if spec.ingest.enabled:
         from app.data.pipeline import run_ingest
 
@@ -166,24 +169,32 @@ def dpo(ctx: RunContext) -> dict[str, Any]:
             "loss_histories": {**ctx.outputs.get("loss_histories", {}), "dpo": history}}
 
 
-def reward_model(ctx: RunContext) -> dict[str, Any]:
-    """A reward model (base + scalar head, Bradley–Terry) on preference pairs. It is what a job-API ``reward`` job
-    registers (method 'reward'); a later ppo stage or job scores with it."""
+def reward_model(ctx: RunContext, spec=None) -> dict[str, Any]:
+    """A reward model (base + scalar head, Bradley–Terry) on preference pairs: the ``preference`` stage with method
+    'reward' (a job-API ``reward`` job: the RM is what gets registered) or the RLHF ``reward`` stage (``spec``: the
+    SFT adapter stays the pipeline's adapter; the ppo stage after it scores with this RM)."""
     from app.launch.preference import fit_preference
 
-    artifact, dataset_id = preference_data(ctx)
-    cfg = load_stage_config(ctx, ctx.cfg.preference,
-                            [f"data.artifact={artifact}", f"output.dir={ctx.report_dir / 'reward-model'}"])
+    spec = spec or ctx.cfg.preference
+    artifact, dataset_id = preference_data(ctx, "preference", spec)
+    cfg = load_stage_config(ctx, spec, [f"data.artifact={artifact}", f"output.dir={ctx.report_dir / 'reward-model'}"])
     start_ray(cfg.ray)
     ctx.progress.event("stage", f"reward model on {artifact}")
     summary = fit_preference("reward", cfg)
     out = Path(summary["output_dir"])
     metrics = summary.get("metrics", {})
-    return {"adapter_path": str(out), "reward_model_path": str(out), "preference_dataset_id": dataset_id,
-            "lineage": json.loads((out / "rayalign_lineage.json").read_text()),
-            "reward_metrics": {k: float(v) for k, v in metrics.items() if k.startswith(("eval", "train/"))},
-            "loss_histories": {**ctx.outputs.get("loss_histories", {}),
-                               "reward": preference_history(summary.get("checkpoint_path"))}}
+    result = {"reward_model_path": str(out), "preference_dataset_id": dataset_id,
+              "reward_metrics": {k: float(v) for k, v in metrics.items() if k.startswith(("eval", "train/"))},
+              "loss_histories": {**ctx.outputs.get("loss_histories", {}),
+                                 "reward": preference_history(summary.get("checkpoint_path"))}}
+    if spec is ctx.cfg.preference:  # the RM is this pipeline's product: register it
+        result |= {"adapter_path": str(out), "lineage": json.loads((out / "rayalign_lineage.json").read_text())}
+    return result
+
+
+def reward_stage(ctx: RunContext) -> dict[str, Any]:
+    """The RLHF pipeline's reward model, between SFT and the ppo stage."""
+    return reward_model(ctx, ctx.cfg.reward)
 
 
 def ppo(ctx: RunContext) -> dict[str, Any]:
