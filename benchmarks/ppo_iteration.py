@@ -40,7 +40,6 @@ def write_prompts(path: Path, n: int = 32) -> Path:
 def run_ours(estimator: str, args, prompts: Path, out: Path) -> dict:
     from app.config.loader import validate_config
     from app.config.ppo import PPOConfig
-    from app.ppo.driver import PPODriver
 
     group = args.group if estimator != "gae" else 1
     cfg = validate_config({
@@ -54,14 +53,23 @@ def run_ours(estimator: str, args, prompts: Path, out: Path) -> dict:
                 "checkpoint_every": 1000, "output_dir": str(out / estimator)},
         "tracking": {"enabled": False},
     }, PPOConfig, f"benchmark:{estimator}")
-    driver = PPODriver(cfg, out / estimator)
-    try:
-        history = driver.run()
-    finally:
-        driver.shutdown()
+    history, _ = timed_run(cfg, out / estimator)
     steady = history[args.warmup:]
     return ({k: statistics.median(h[k] for h in steady) for k in PHASES}
             | {"iterations_timed": len(steady), "per_iteration_s": [round(h["seconds_iteration"], 4) for h in history]})
+
+
+def timed_run(cfg, run_dir: Path) -> tuple[list[dict], float]:
+    """Run a PPO config to the end on a fresh driver; returns its history and the start-up seconds (actors up)."""
+    from app.ppo.driver import PPODriver
+
+    t0 = time.perf_counter()
+    driver = PPODriver(cfg, run_dir)
+    startup = time.perf_counter() - t0
+    try:
+        return driver.run(), startup
+    finally:
+        driver.shutdown()
 
 
 def run_trl(args, prompts: Path, out: Path) -> dict:
@@ -112,7 +120,6 @@ def run_backend(backend: str, args, prompts: Path, out: Path) -> dict:
     """GRPO iterations with ``backend`` rollouts on the real model; per-phase medians after the warm-up."""
     from app.config.loader import validate_config
     from app.config.ppo import PPOConfig
-    from app.ppo.driver import PPODriver
 
     cfg = validate_config({
         "model": {"source": args.backends_model},
@@ -125,13 +132,7 @@ def run_backend(backend: str, args, prompts: Path, out: Path) -> dict:
                 "output_dir": str(out / backend)},
         "tracking": {"enabled": False},
     }, PPOConfig, f"benchmark:{backend}")
-    t0 = time.perf_counter()
-    driver = PPODriver(cfg, out / backend)
-    startup = time.perf_counter() - t0
-    try:
-        history = driver.run()
-    finally:
-        driver.shutdown()
+    history, startup = timed_run(cfg, out / backend)
     steady = history[args.warmup:]
     return ({k: statistics.median(h[k] for h in steady) for k in PHASES}
             | {"startup_s": round(startup, 2), "iterations_timed": len(steady),
