@@ -319,15 +319,6 @@ def preemption_requested() -> bool:
     return _PREEMPT.is_set()
 
 
-def request_preemption() -> None:
-    """What the SIGTERM handler does; also usable directly (e.g. a cloud spot-notice watcher)."""
-    _PREEMPT.set()
-
-
-def clear_preemption() -> None:
-    _PREEMPT.clear()
-
-
 def any_rank(flag: bool) -> bool:
     """True when ``flag`` is True on any rank (all_reduce MAX); the same answer everywhere keeps ranks in lockstep."""
     import torch.distributed as dist
