@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 TEMPLATES = ["{q}", "Solve: {q}", "Word problem. {q}", "Question: {q}", "{q} Show your work.", "Try this one: {q}"]
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from app.core.minhash import UnionFind, band_keys, optimal_bands, pair_jaccards, shingle_hashes_batch, shingle_rows
 
+_VERIFY_CHUNK = 4_000_000  # shingles per pair_jaccards call (its sort keys: 32 MB), so memory is bounded per task
 _ALL_PAIRS_UP_TO = 16  # buckets up to this size emit every pair; larger ones a star on the first id + a chain
 
 
@@ -170,7 +171,11 @@ def verify_pairs(pairs: np.ndarray, sets: list[dict], p: MinHashParams) -> np.nd
     np.cumsum(sizes, out=offsets[1:])
     order = np.argsort(ids, kind="stable")
     rows = order[np.searchsorted(ids, pairs.ravel(), sorter=order)].reshape(-1, 2)
-    return pairs[pair_jaccards(hashes, offsets, rows) >= p.threshold]
+    work = np.cumsum(sizes[rows[:, 0]] + sizes[rows[:, 1]])  # shingles each pair adds to pair_jaccards' sort
+    cuts = np.searchsorted(work, np.arange(_VERIFY_CHUNK, int(work[-1]), _VERIFY_CHUNK), side="right")
+    keep = np.concatenate([pair_jaccards(hashes, offsets, chunk) >= p.threshold  # bounded temporaries per chunk
+                           for chunk in np.split(rows, cuts) if len(chunk)])
+    return pairs[keep]
 
 
 def shingle_group(needed: np.ndarray, p: MinHashParams, *tables) -> dict[str, np.ndarray]:
