@@ -61,6 +61,7 @@ def test_pii_recall_on_planted_strings_and_typed_placeholders():
     clean = "Natalia sold 48 clips in April and 24 in May, 72 in all. #### 72"
     assert scrub_pii(clean) == (clean, dict.fromkeys(["email", "phone", "ip", "credit_card", "api_key"], 0))
     assert scrub_pii("card 4111 1111 1111 1112 is not Luhn-valid")[1]["credit_card"] == 0
+    assert scrub_pii("Call +1 415-555-0134.")[0] == "Call <PHONE>."  # at the end of a sentence too
 
 
 def test_junk_rows_are_rejected_with_their_reason():

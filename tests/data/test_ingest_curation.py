@@ -20,8 +20,8 @@ def test_curated_ingest_quarantines_scrubs_and_samples(ray_local, tmp_path):
     from app.data.pipeline import run_ingest
 
     rng = random.Random(0)
-    rows = [{"question": " ".join(rng.choices(EN, k=10)) + f" {i}?", "answer": f"It is {i}. #### {i}"} for i in range(120)]
-    rows += [{"question": " ".join(rng.choices(RU, k=10)) + f" {i}?", "answer": f"Ответ {i}. #### {i}"} for i in range(40)]
+    rows = [{"question": " ".join(rng.sample(EN, k=10)) + f" {i}?", "answer": f"It is {i}. #### {i}"} for i in range(120)]
+    rows += [{"question": " ".join(rng.sample(RU, k=10)) + f" {i}?", "answer": f"Ответ {i}. #### {i}"} for i in range(40)]
     rows[3]["question"] += " Write to ann.lee@example.com or call +1 415-555-0134."
     junk = [{"question": "Lorem ipsum dolor sit amet, consectetur adipiscing elit?", "answer": "Lorem ipsum. #### 0"},
             {"question": "### ### ### ### ###", "answer": "### #### 1"}]
