@@ -31,7 +31,8 @@ def run(name: str, artifact: Path, storage: Path, run_name: str, *extra: str):
     from app.train.run import run_sft
 
     cfg = load_config(ROOT / "configs/tiny" / CONFIGS[name], SFTConfig,
-                      [f"data.artifact={artifact}", f"ray.storage_path={storage}", f"ray.run_name={run_name}", "ray.num_cpus=2", *extra])
+                      [f"data.artifact={artifact}", f"ray.storage_path={storage}", f"ray.run_name={run_name}", "ray.num_cpus=2",
+                       "train.micro_batch_size=2", "train.grad_accum=2", *extra])  # 8 rows a step for every strategy
     return run_sft(cfg)
 
 
