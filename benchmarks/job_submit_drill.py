@@ -44,7 +44,8 @@ def submit(env: dict, *entrypoint: str, wait: bool = True) -> tuple[int, str]:
 
 def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="rayalign-drill-"))
-    env = {**os.environ, "HOME": str(scratch), "RAY_AUTH_MODE": "disabled", "RAYALIGN_API_KEY": "sk-drill",
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",  # `python` = this env
+           "HOME": str(scratch), "RAY_AUTH_MODE": "disabled", "RAYALIGN_API_KEY": "sk-drill",
            "TOKENIZERS_PARALLELISM": "false", "RAYALIGN_SHARED": str(REPO.parent / "shared")}
     env.pop("RAYALIGN_HOME", None)
     env.pop("PYTHONPATH", None)  # the jobs must import the uploaded copy, as on a real cluster
@@ -58,8 +59,7 @@ def main() -> int:
         t0 = time.time()
         steps = [
             ("ingest", ["python", "-m", "jobs.ingest", "--config", "configs/tiny/ingest_sft.yaml"]),
-            ("sft", ["python", "-m", "jobs.sft", "--config", "configs/tiny/sft_lora.yaml", "train.max_steps=3",
-                     "output.peak_flops=1e12"]),  # until the MFU-peak default (engine, issue 15) lands on main
+            ("sft", ["python", "-m", "jobs.sft", "--config", "configs/tiny/sft_lora.yaml", "train.max_steps=3"]),
         ]
         adapter = None
         for name, entry in steps:

@@ -62,7 +62,7 @@ class StageConsole(ProgressSink):
         self.live = self.console.is_terminal
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(bar_width=24),
                                  TimeElapsedColumn(), EtaColumn(), console=self.console, transient=True,
-                                 auto_refresh=self.live, disable=not self.live)
+                                 auto_refresh=self.live, disable=not self.live, redirect_stderr=False)
         self.tasks: dict[str, int] = {}
         self.started: dict[str, float] = {}
         self._ticker = None

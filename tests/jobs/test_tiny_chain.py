@@ -26,8 +26,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.ray,
 def test_ingest_train_eval_serve_chain(capfd, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     assert main(["ingest", "--config", "configs/tiny/ingest_sft.yaml"]) == 0
-    # output.peak_flops: until the MFU-peak default (engine, issue 15) lands on main
-    assert main(["train", "--config", "configs/tiny/sft_lora.yaml", "train.max_steps=3", "output.peak_flops=1e12"]) == 0
+    assert main(["train", "--config", "configs/tiny/sft_lora.yaml", "train.max_steps=3"]) == 0
     out = capfd.readouterr().out
     adapter = re.search(r"^output: (\S+)$", out, re.M).group(1)
     assert os.path.isfile(os.path.join(adapter, "rayalign_lineage.json"))
@@ -40,9 +39,11 @@ def test_ingest_train_eval_serve_chain(capfd, monkeypatch):
     from app.config.loader import load_config
     from app.config.serve import ServeConfig
     from app.serve.app import run_app
+    from app.serve.auth import hash_key
 
-    monkeypatch.setenv("RAYALIGN_API_KEY", "sk-chain")
-    url = run_app(load_config(REPO_ROOT / "configs/tiny/serve_hf.yaml", ServeConfig))
+    # the key's digest, not an env var: Serve replicas run in Ray workers that started before this line
+    tenants = f"tenants=[{{name: default, api_key_sha256: ['{hash_key('sk-chain')}']}}]"
+    url = run_app(load_config(REPO_ROOT / "configs/tiny/serve_hf.yaml", ServeConfig, [tenants]))
     try:
         client = OpenAI(base_url=url, api_key="sk-chain", timeout=300, max_retries=1)
         assert "tiny-sft" in [m.id for m in client.models.list().data]
