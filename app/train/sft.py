@@ -24,7 +24,7 @@ from app.core.losses import causal_lm_loss
 from app.models.lora import load_trainable_model
 from app.train.batches import PackedShard, collate_packed, shard_rows
 from app.train.checkpoint import (
-    TrainState, any_rank, finalize_checkpoint, load_state, preemption_requested, restore_checkpoint,
+    TrainState, any_rank, collective_device, finalize_checkpoint, load_state, preemption_requested, restore_checkpoint,
     restore_rng_state, seed_everything, staged_checkpoint, write_rng_state,
 )
 from app.train.reporting import StepReporter, flatten_params
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def _mean_over_ranks(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device())
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
         t /= dist.get_world_size()
@@ -65,6 +65,7 @@ def save_final_weights(strat, cfg: SFTConfig, model_dir: str, folder: Path, rank
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     import ray.train
+    import ray.train.torch
     from ray.train import Checkpoint
 
     cfg = SFTConfig.model_validate(config["cfg"])
@@ -77,6 +78,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     model = load_trainable_model(
         config["model_dir"], cfg.method, cfg.lora, cfg.quant, cfg.model.dtype, cfg.train.grad_checkpointing, cfg.train.seed
     )
+    device = ray.train.torch.get_device()  # cuda:<local rank> on GPU workers (use_gpu), cpu otherwise
+    if device.type == "cuda":
+        model.to(device)  # weights (QLoRA: bitsandbytes quantizes on the move); DeepSpeed/FSDP2 expect it there too
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else (model.config.eos_token_id or 0)
     if isinstance(pad_id, list):
         pad_id = pad_id[0]
@@ -122,6 +126,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         losses, tokens = [], 0
         for i, rows_ in enumerate(micro_batches):
             batch = collate_packed(rows_, pad_id, cfg.train.objective)
+            batch = {k: v.to(device) if k != "n_real_tokens" else v for k, v in batch.items()}
             with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16, enabled=cfg.train.bf16):
                 logits = strat.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
             loss_sum, n_tok = causal_lm_loss(logits, batch["labels"], batch["position_ids"])
