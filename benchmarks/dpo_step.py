@@ -21,12 +21,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "pref"))
 
 
 def make_pairs(source: str, n: int):
-    from conftest import synthetic_pairs  # the tests' learnable synthetic pairs (tokenized with this model's template)
+    from app.data.synthetic import synthetic_pairs  # learnable synthetic pairs, tokenized with this model's template
 
     from app.models.loader import load_tokenizer
 

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from app.config.eval import EvalConfig  # noqa: E402
 from app.config.ingest import IngestConfig  # noqa: E402

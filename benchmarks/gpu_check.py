@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -91,7 +90,7 @@ def build_configs(work: Path, peak_flops: float) -> dict:
     built = {"prepare": load_config(INGEST, IngestConfig, ingest_overrides(work))}
     for name, extra in SFT_VARIANTS.items():
         built[name] = load_config(SFT_GPU, SFTConfig, sft_overrides(work, name, peak_flops, extra))
-        assert built[name].scaling.use_gpu and built[name].train.bf16, f"{name}: not a GPU bf16 config"
+        assert built[name].scaling.use_gpu and built[name].use_bf16, f"{name}: not a GPU bf16 config"
         if os.environ.get("GPU_CHECK_CPU_SMOKE"):  # exercise this script's own plumbing on a CPU box (2 steps, fp32)
             built[name] = load_config(SFT_GPU, SFTConfig, sft_overrides(work, name, peak_flops, extra) + [
                 "scaling.use_gpu=false", "train.bf16=false", "model.dtype=float32", "train.max_steps=2",

@@ -26,7 +26,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # Ray starts workers at niceness 15 by default; a benchmark must not hand the bare baseline a priority edge.
 os.environ.setdefault("RAY_worker_niceness", "0")
-sys.path.insert(0, str(ROOT))
 
 from app.config.loader import load_config  # noqa: E402
 from app.config.paths import rayalign_home, shared_dir  # noqa: E402

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,8 +20,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # Ray starts workers at niceness 15 by default; a benchmark must not hand the bare baseline a priority edge.
 os.environ.setdefault("RAY_worker_niceness", "0")
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "train"))
 
 from app.config.sft import SFTConfig  # noqa: E402
 from app.core.losses import causal_lm_loss  # noqa: E402
@@ -30,7 +27,7 @@ from app.models.lora import load_trainable_model  # noqa: E402
 from app.models.tiny import build_tiny_model  # noqa: E402
 from app.train.batches import PackedShard, collate_packed, shard_rows  # noqa: E402
 from app.train.strategy import make_strategy  # noqa: E402
-from conftest import write_packed_artifact_double  # noqa: E402  (test double of the data area's artifact writer)
+from app.data.synthetic import write_packed_artifact  # noqa: E402
 
 STEPS, WARMUP, SEQ = 30, 5, 512
 MODEL = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
@@ -95,7 +92,7 @@ def ray_loop(cfg: SFTConfig) -> dict:
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rayalign-overhead-"))
-    artifact = write_packed_artifact_double(work / "artifact", n_rows=STEPS + 5, max_length=SEQ, vocab=500)
+    artifact = write_packed_artifact(work / "artifact", n_rows=STEPS + 5, max_length=SEQ, vocab=500)
     model_dir = build_tiny_model(work / "model", **MODEL)
     cfg = config(artifact, model_dir, work / "runs")
     n_params = sum(p.numel() for p in load_trainable_model(model_dir, "full", cfg.lora, cfg.quant).parameters())

@@ -19,12 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Ray starts workers at niceness 15 by default; a benchmark must not hand the bare baseline a priority edge.
 os.environ.setdefault("RAY_worker_niceness", "0")
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "train"))
 
 from app.config.loader import load_config  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
-from conftest import write_packed_artifact_double  # noqa: E402  (test double of the data area's artifact writer)
+from app.data.synthetic import write_packed_artifact  # noqa: E402
 
 CONFIGS = {"ddp": "sft_lora.yaml", "fsdp2": "sft_fsdp2.yaml", "zero2": "sft_zero2.yaml"}
 
@@ -46,7 +44,7 @@ def main(names: list[str]) -> None:
 
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(rayalign_home() / "torch_extensions"))  # DeepSpeed JIT op cache
     work = Path(tempfile.mkdtemp(prefix="rayalign-resume-"))
-    artifact = write_packed_artifact_double(work / "artifact")
+    artifact = write_packed_artifact(work / "artifact")
     results = {}
     for name in names:
         t0 = time.time()

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from app.config.base import StrictModel
-from app.config.common import ModelSpec, RaySpec, TrackingSpec
+from app.config.common import LoraSpec, ModelSpec, RaySpec, TrackingSpec
 
 
 class PromptSpec(StrictModel):
@@ -37,16 +37,10 @@ class PromptSpec(StrictModel):
     shuffle_seed: int = Field(0, description="seed of the prompt order (the cursor walks this fixed order)")
 
 
-class LoraSpec(StrictModel):
-    """LoRA on the policy (and the critic backbone); disabled means full fine-tuning."""
+class PolicyLoraSpec(LoraSpec):
+    """The shared LoRA schema (app/config/common.py) plus an on/off switch: disabled means full fine-tuning."""
 
     enabled: bool = Field(True, description="train a LoRA adapter (True) or all weights (False)")
-    r: int = Field(8, ge=1, description="LoRA rank")
-    alpha: int = Field(16, ge=1, description="LoRA alpha (scale = alpha / r)")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
-    target_modules: list[str] = Field(
-        ["q_proj", "k_proj", "v_proj", "o_proj"], description="module names that get LoRA adapters"
-    )
 
 
 class RolloutSpec(StrictModel):
@@ -129,7 +123,9 @@ class PPOConfig(StrictModel):
 
     model: ModelSpec = Field(ModelSpec(), description="base model of policy, reference and critic")
     prompts: PromptSpec = Field(PromptSpec(), description="prompt source")
-    lora: LoraSpec = Field(LoraSpec(), description="LoRA settings")
+    lora: PolicyLoraSpec = Field(
+        PolicyLoraSpec(dropout=0.0), description="LoRA settings (dropout off by default: it would make the PPO ratio noisy)"
+    )
     rollout: RolloutSpec = Field(RolloutSpec(), description="generation")
     reward: RewardSpec = Field(RewardSpec(), description="reward")
     algo: AlgoSpec = Field(AlgoSpec(), description="objective and optimizer")

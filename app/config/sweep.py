@@ -69,7 +69,7 @@ class SweepConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> "SweepConfig":
         if not self.search_space:
-            raise ValueError("search_space is empty: name at least one dotted key to search (e.g. train.lr)")
+            raise ValueError("search_space is empty: name at least one dotted key to search (e.g. optim.lr)")
         if self.search == "grid":
             ranged = [k for k, p in self.search_space.items() if p.kind not in ("grid", "choice")]
             if ranged:

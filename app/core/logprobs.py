@@ -76,8 +76,12 @@ class PackedSequences:
         return ends.scatter_reduce(0, self.seq_index, torch.arange(self.seq_index.numel()), reduce="amax")
 
 
-def pack_sequences(input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None = None) -> PackedSequences:
-    """Concatenate sequences (lists of token ids, with aligned labels or none) into one :class:`PackedSequences`."""
+def concat_for_packed_forward(input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None = None) -> PackedSequences:
+    """Concatenate sequences (lists of token ids, with aligned labels or none) into one row for a packed forward.
+
+    Not to be confused with ``app.core.packing.pack_sequences``, which decides which examples share a window.
+    Returns :class:`PackedSequences`: input_ids / position_ids / labels ``[1, sum(len)]``, seq_index ``[sum(len)]``.
+    """
     if labels is None:
         labels = [[IGNORE_INDEX] * len(x) for x in input_ids]
     lengths = [len(x) for x in input_ids]

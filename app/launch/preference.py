@@ -3,7 +3,7 @@
     summary = fit_preference("dpo", cfg)   # precompute reference log-probs if needed → TorchTrainer.fit → export model
 
 Resume: a re-run with the same run name (``ray.run_name``, default ``<kind>-<config hash>``) and storage picks up the
-newest valid checkpoint (Ray Train V2 semantics); ``train.max_failures`` restarts crashed workers from it.
+newest valid checkpoint (Ray Train V2 semantics); ``scaling.max_failures`` restarts crashed workers from it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from app.config.loader import config_hash, resolved_dict
+from app.config.common import training_hash
+from app.config.loader import resolved_dict
 from app.config.paths import rayalign_home
 from app.launch.runtime import init_ray, run_name_for, storage_root
 
@@ -33,21 +34,20 @@ def build_preference_trainer(kind: str, cfg, run_name: str, parent_run_id: str |
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    t = cfg.train
     storage = storage_root(cfg.ray)
     loop_config = {
-        "config": resolved_dict(cfg), "config_hash": config_hash(cfg), "run_name": run_name, "parent_run_id": parent_run_id,
+        "config": resolved_dict(cfg), "config_hash": training_hash(cfg), "run_name": run_name, "parent_run_id": parent_run_id,
         "run_dir": f"{storage}/{run_name}",  # where a checkpoint Ray never registered (killed driver) is found
     }
     return TorchTrainer(
         loop_function(kind),
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=False, resources_per_worker={"CPU": t.cpus_per_worker}),
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=False, resources_per_worker={"CPU": cfg.scaling.cpus_per_worker}),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage,
             checkpoint_config=CheckpointConfig(num_to_keep=2),
-            failure_config=FailureConfig(max_failures=t.max_failures),
+            failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
             callbacks=list(callbacks),
         ),
     )
@@ -81,11 +81,11 @@ def fit_preference(kind: str, cfg, parent_run_id: str | None = None, callbacks: 
     init_ray(cfg.ray)
     if kind == "dpo":
         ensure_reference_logprobs(cfg)
-    run_name = run_name_for(kind, config_hash(cfg), cfg.ray)
+    run_name = run_name_for(kind, training_hash(cfg), cfg.ray)
     result = build_preference_trainer(kind, cfg, run_name, parent_run_id, callbacks).fit()
     if result.error is not None:
         raise result.error
-    out = Path(cfg.output_dir) if cfg.output_dir else rayalign_home() / "adapters" / run_name
+    out = Path(cfg.output.dir) if cfg.output.dir else rayalign_home() / "adapters" / run_name
     exported = export_model(result.checkpoint, out)
     return {"run_name": run_name, "output_dir": str(exported), "metrics": dict(result.metrics or {}),
             "checkpoint_path": result.checkpoint.path}

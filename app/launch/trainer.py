@@ -15,7 +15,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.torch.config import _TorchBackend
 
-from app.config.sft import ScalingSpec
+from app.config.common import ScalingSpec
 from app.train.checkpoint import install_sigterm_handler
 
 

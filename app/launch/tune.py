@@ -76,7 +76,7 @@ def run_trial(sampled: dict[str, Any], sweep_dict: dict[str, Any], parent_run_id
     sweep = SweepConfig.model_validate(sweep_dict)
     trial_id = tune.get_context().get_trial_id()
     out = sweep_output_dir(sweep) / "trials" / trial_id
-    cfg = trial_config(sweep, sampled, [f"output_dir={out}"])
+    cfg = trial_config(sweep, sampled, [f"output.dir={out}"])
     if sweep.job == "dpo":
         from app.data.reference_logprobs import has_reference_logprobs, reference_identity
 

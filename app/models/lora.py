@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from app.config.sft import LoraSpec, QuantSpec
+from app.config.common import LoraSpec, QuantSpec
 
 
 def lora_config(spec: LoraSpec, task_type: str = "CAUSAL_LM"):

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import torch
 
-from app.core.logprobs import PackedSequences, pack_sequences
+from app.core.logprobs import PackedSequences, concat_for_packed_forward
 
 LINEAGE_FILE = "rayalign_lineage.json"
 
@@ -34,7 +34,7 @@ LINEAGE_FILE = "rayalign_lineage.json"
 def build_reward_model(base_path: str | Path, lora: Any | None, pad_token_id: int | None, dtype: str = "float32"):
     """A scalar-head classifier on top of ``base_path``; wrapped with a trainable LoRA (+ full head) when ``lora`` is given.
 
-    ``lora``: an app.config.sft.LoraSpec, or None for full fine-tuning.
+    ``lora``: an app.config.common.LoraSpec, or None for full fine-tuning.
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -63,7 +63,7 @@ def score_packed(model, packed: PackedSequences) -> torch.Tensor:
 
 def score_pairs(model, chosen_ids: Sequence[Sequence[int]], rejected_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Rewards of chosen and rejected sequences ([B] each) from one packed forward of all 2B sequences."""
-    scores = score_packed(model, pack_sequences(list(chosen_ids) + list(rejected_ids)))
+    scores = score_packed(model, concat_for_packed_forward(list(chosen_ids) + list(rejected_ids)))
     return scores[: len(chosen_ids)], scores[len(chosen_ids):]
 
 
@@ -87,7 +87,7 @@ class LoadedRewardModel:
 
     @torch.no_grad()
     def score(self, sequences: Sequence[Sequence[int]], batch_size: int = 16) -> torch.Tensor:
-        out = [score_packed(self.model, pack_sequences(sequences[i : i + batch_size])) for i in range(0, len(sequences), batch_size)]
+        out = [score_packed(self.model, concat_for_packed_forward(sequences[i : i + batch_size])) for i in range(0, len(sequences), batch_size)]
         return torch.cat(out) if out else torch.zeros(0)
 
     def score_texts(self, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:

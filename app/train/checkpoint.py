@@ -319,15 +319,6 @@ def preemption_requested() -> bool:
     return _PREEMPT.is_set()
 
 
-def request_preemption() -> None:
-    """What the SIGTERM handler does; also usable directly (e.g. a cloud spot-notice watcher)."""
-    _PREEMPT.set()
-
-
-def clear_preemption() -> None:
-    _PREEMPT.clear()
-
-
 def collective_device() -> torch.device:
     """Where a tensor for a torch.distributed collective must live: the current GPU under NCCL (it reduces only
     CUDA tensors), else the CPU (gloo, or no process group)."""

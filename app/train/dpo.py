@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from app.config.dpo import DPOConfig
-from app.core.logprobs import pack_sequences, packed_sequence_logprobs
+from app.core.logprobs import concat_for_packed_forward, packed_sequence_logprobs
 from app.core.preference_losses import LOGPROB_TIE_TOL, PreferenceStats, dpo_loss, pair_stats
 from app.data.reference_logprobs import COLUMNS as REF_COLUMNS
 from app.train.reward import lineage_for
@@ -56,7 +56,7 @@ class DPOMethod:
 
     def loss(self, model, rows: dict[str, list]) -> tuple[torch.Tensor, PreferenceStats]:
         n = len(rows["chosen_input_ids"])
-        packed = pack_sequences(rows["chosen_input_ids"] + rows["rejected_input_ids"], rows["chosen_labels"] + rows["rejected_labels"])
+        packed = concat_for_packed_forward(rows["chosen_input_ids"] + rows["rejected_input_ids"], rows["chosen_labels"] + rows["rejected_labels"])
         logps = packed_sequence_logprobs(model, packed)
         policy_c, policy_r = logps[:n], logps[n:]
         ref_c = torch.tensor(rows["ref_chosen_logp"], dtype=torch.float64)

@@ -167,15 +167,15 @@ def train_preference(cfg, method: PreferenceMethod, config_hash: str, tracker=No
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     t = cfg.train
-    torch.set_num_threads(t.torch_threads or max(1, int(t.cpus_per_worker)))
+    torch.set_num_threads(max(1, math.ceil(cfg.scaling.cpus_per_worker)))
     seed_everything(t.seed)
     train_rows, eval_rows = load_pair_splits(cfg.data, method.columns, t.seed)
     model = method.build_model()
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (t.warmup_steps + 1)))
-    steps_per_epoch = len(epoch_batches(n_rows(train_rows), t.batch_size, 0, t.seed, rank, world))
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.optim.warmup_steps + 1)))
+    steps_per_epoch = len(epoch_batches(n_rows(train_rows), t.micro_batch_size, 0, t.seed, rank, world))
     total_steps = min(t.max_steps or math.inf, steps_per_epoch * t.epochs)
 
     state = TrainState(config_hash=config_hash)
@@ -215,7 +215,7 @@ def train_preference(cfg, method: PreferenceMethod, config_hash: str, tracker=No
             tracker.log_metrics(metrics, state.step)
         ray.train.report(metrics)
 
-    latest_eval = evaluate(method, model, eval_rows, t.batch_size)  # fresh run: the "before training" numbers
+    latest_eval = evaluate(method, model, eval_rows, t.micro_batch_size)  # fresh run: the "before training" numbers
     if state.step == 0 and not state.resumed_from:
         before = {k.replace("eval/", "eval_before/"): v for k, v in latest_eval.items()}
         state.history.append(before)
@@ -224,14 +224,14 @@ def train_preference(cfg, method: PreferenceMethod, config_hash: str, tracker=No
     t0, tokens = time.perf_counter(), 0
     last: dict[str, float] = {}
     while state.step < total_steps and state.epoch < t.epochs:
-        batches = epoch_batches(n_rows(train_rows), t.batch_size, state.epoch, t.seed, rank, world)
+        batches = epoch_batches(n_rows(train_rows), t.micro_batch_size, state.epoch, t.seed, rank, world)
         while state.batch_in_epoch < len(batches) and state.step < total_steps:
             rows = select_rows(train_rows, batches[state.batch_in_epoch])
             loss, stats = method.loss(model, rows)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(params)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm))
             if not math.isfinite(stats.loss):
                 raise FloatingPointError(f"{method.name}: non-finite loss at step {state.step + 1}")
             optimizer.step()
@@ -246,18 +246,18 @@ def train_preference(cfg, method: PreferenceMethod, config_hash: str, tracker=No
             state.history.append({"step": state.step, "loss": stats.loss, "accuracy": stats.accuracy})
             done = state.step >= total_steps
             if t.eval_every and state.step % t.eval_every == 0 and not done:
-                latest_eval = evaluate(method, model, eval_rows, t.batch_size)
+                latest_eval = evaluate(method, model, eval_rows, t.micro_batch_size)
             if state.step % t.log_every == 0 and not done:
                 report(last)
             preempted = any_rank(preemption_requested())
-            if (state.step % t.checkpoint_every == 0 and not done) or preempted:
+            if (state.step % cfg.checkpoint.every_steps == 0 and not done) or preempted:
                 checkpoint(last, final=False)
             if preempted:
                 state.status = "preempted"
                 return last
         if state.batch_in_epoch >= len(batches):
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-    latest_eval = evaluate(method, model, eval_rows, t.batch_size)
+    latest_eval = evaluate(method, model, eval_rows, t.micro_batch_size)
     final = last | latest_eval | {k: v for h in state.history[:1] for k, v in h.items() if k.startswith("eval_before/")}
     final["step"] = float(state.step)
     state.status = "finished"

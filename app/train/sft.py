@@ -91,7 +91,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             f"{total_rows} packed rows cannot fill one step of {world} workers x {cfg.train.micro_batch_size} "
             f"x {cfg.train.grad_accum}; lower train.micro_batch_size/grad_accum or add data"
         )
-    total_steps = min(cfg.train.max_steps, shard.steps_per_epoch * cfg.train.epochs)
+    total_steps = min(cfg.train.max_steps or math.inf, shard.steps_per_epoch * cfg.train.epochs)
     flops_per_token = _model_flops_per_token(model, int(config.get("seq_len", 512)))
     strat = make_strategy(model, cfg, total_steps)
     seed_everything(cfg.train.seed + 1 + rank)  # per-rank dropout stream
@@ -127,7 +127,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         for i, rows_ in enumerate(micro_batches):
             batch = collate_packed(rows_, pad_id, cfg.train.objective)
             batch = {k: v.to(device) if k != "n_real_tokens" else v for k, v in batch.items()}
-            with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16, enabled=cfg.train.bf16):
+            with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16, enabled=cfg.use_bf16):
                 logits = strat.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
             loss_sum, n_tok = causal_lm_loss(logits, batch["labels"], batch["position_ids"])
             loss = loss_sum / n_tok.clamp(min=1)
