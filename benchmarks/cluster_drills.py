@@ -213,6 +213,100 @@ def drill4(artifact: str, work: Path, baseline: list[dict]) -> dict:
         server.stop()
 
 
+# ---------------------------------------------------------------- drill 3: Serve replica node lost under load
+SERVE_RATE, SERVE_SECONDS, SERVE_KILL_AT, SERVE_KEY = 50.0, 20.0, 8.0, "sk-drill"
+
+
+async def serve_load(url: str, rate: float, seconds: float) -> list[dict]:
+    """Open-loop load: request i leaves at t0 + i/rate whatever earlier ones are doing; each records start/end/ok."""
+    import asyncio
+
+    import httpx
+
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "count"}], "max_tokens": 4, "temperature": 0}
+    out: list[dict] = []
+
+    async def one(client, due: float) -> None:
+        await asyncio.sleep(max(0.0, due - time.time()))
+        t = time.time()
+        try:
+            r = await client.post(f"{url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {SERVE_KEY}"})
+            out.append({"t": t, "end": time.time(), "ok": r.status_code == 200, "code": r.status_code})
+        except httpx.HTTPError as exc:
+            out.append({"t": t, "end": time.time(), "ok": False, "code": type(exc).__name__})
+
+    t0 = time.time() + 0.5
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as client:
+        await asyncio.gather(*(one(client, t0 + i / rate) for i in range(int(rate * seconds))))
+    return out
+
+
+def running_engine_replicas(app: str) -> int:
+    from ray import serve
+
+    status = serve.status().applications[app].deployments["Engine"]
+    return int(status.replica_states.get("RUNNING", 0))
+
+
+def drill3(work: Path) -> dict:
+    """2 HF engine replicas of the tiny model, one per worker node (1 CPU each; the head's CPU is taken by the
+    ingress); node ``a`` is killed under open-loop load and a replacement node joins."""
+    import asyncio
+
+    import ray
+    from ray import serve
+
+    from app.config.loader import load_config
+    from app.config.serve import ServeConfig
+    from app.launch.sim_cluster import SimCluster
+    from app.serve.app import build_app
+    from app.serve.auth import hash_key
+
+    (work / "adapters").mkdir(exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with SimCluster(head_cpus=1) as sim:
+        sim.add_node("a", cpus=1)
+        sim.add_node("b", cpus=1)
+        ray.init(address=sim.address, include_dashboard=False)
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        cfg = load_config(None, ServeConfig, [
+            "model.source=tiny:llama", "engine=hf", f"adapters.root={work / 'adapters'}", "engine_deployment.num_cpus=1",
+            "engine_deployment.min_replicas=2", "engine_deployment.max_replicas=2", "ingress_deployment.num_cpus=0.5",
+            "limits.max_tokens=8", "limits.max_model_len=256", f"tenants=[{{name: drill, api_key_sha256: [{hash_key(SERVE_KEY)}]}}]"])
+        serve.run(build_app(cfg), name="drill", route_prefix="/", blocking=False)
+        nodes_of = {r["NodeID"] for r in ray.nodes() if r["Alive"]}
+        marks: dict = {}
+
+        def chaos() -> None:
+            time.sleep(SERVE_KILL_AT + 0.5)
+            marks["kill"] = sim.kill_node("a")
+            sim.add_node("a2", cpus=1)
+            marks["node_up"] = time.time()
+            while running_engine_replicas("drill") < 2 and time.time() - marks["kill"] < 120:
+                time.sleep(0.2)
+            marks["replica_back"] = time.time()
+
+        thread = threading.Thread(target=chaos)
+        thread.start()
+        results = asyncio.run(serve_load(f"http://127.0.0.1:{port}", SERVE_RATE, SERVE_SECONDS))
+        thread.join()
+        serve.shutdown()
+    failed = [r for r in results if not r["ok"]]
+    kill = marks["kill"]
+    return {
+        "rate_rps": SERVE_RATE, "seconds": SERVE_SECONDS, "sent": len(results), "failed": len(failed),
+        "failed_codes": sorted({str(r["code"]) for r in failed}),
+        "failed_in_flight_at_kill": sum(1 for r in failed if r["t"] <= kill <= r["end"]),
+        "failed_after_kill": sum(1 for r in failed if r["t"] > kill),
+        "achieved_rps": round(len(results) / (max(r["end"] for r in results) - min(r["t"] for r in results)), 1),
+        "p50_latency_s": round(sorted(r["end"] - r["t"] for r in results)[len(results) // 2], 3),
+        "replacement_node_up_s": round(marks["node_up"] - kill, 1),
+        "replica_recovered_s": round(marks["replica_back"] - kill, 1), "nodes_before": len(nodes_of),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--drills", default="1,4")
@@ -234,24 +328,31 @@ def main() -> int:
 
     wanted = set(args.drills.split(","))
     work = Path(tempfile.mkdtemp(prefix="cluster-drills-"))
-    results: dict = {"config": {"steps": STEPS, "checkpoint_every": EVERY, "kill_after_checkpoint": KILL_AFTER,
-                                "nodes": "head 1 CPU + 2 worker nodes x 2 CPUs, 2 Train workers x 2 CPUs"}}
+    out = Path(args.out)
+    results: dict = json.loads(out.read_text()) if out.is_file() else {}  # drills run separately add up
+    results["config"] = {"steps": STEPS, "checkpoint_every": EVERY, "kill_after_checkpoint": KILL_AFTER,
+                         "train_nodes": "head 1 CPU + 2 worker nodes x 2 CPUs, 2 Train workers x 2 CPUs",
+                         "serve_nodes": "head 1 CPU (proxy, ingress) + 2 worker nodes x 1 CPU, 2 engine replicas x 1 CPU"}
     t0 = time.time()
-    with SimCluster(head_cpus=1) as sim:
-        sim.add_node("a", cpus=2)
-        sim.add_node("b", cpus=2)
-        ray.init(address=sim.address, include_dashboard=False)
-        artifact = str(write_artifact(work / "datasets"))
-        base = run_sft(sft_cfg(artifact, str(work / "runs"), "baseline", work / "mlflow.db"))
-        results["baseline"] = {"status": base.status, "steps": base.step, "step_s": round(baseline_step_s(base.history), 3)}
-        if "1" in wanted:
-            results["drill1_node_kill"] = drill1(sim, artifact, work, base.history)
-            print("drill 1:", json.dumps(results["drill1_node_kill"]), flush=True)
-    if "4" in wanted:
-        results["drill4_whole_cluster_s3"] = drill4(artifact, work, base.history)
-        print("drill 4:", json.dumps({k: v for k, v in results["drill4_whole_cluster_s3"].items() if k != "tail"}), flush=True)
-    results["total_s"] = round(time.time() - t0, 1)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    if wanted & {"1", "4"}:
+        with SimCluster(head_cpus=1) as sim:
+            sim.add_node("a", cpus=2)
+            sim.add_node("b", cpus=2)
+            ray.init(address=sim.address, include_dashboard=False)
+            artifact = str(write_artifact(work / "datasets"))
+            base = run_sft(sft_cfg(artifact, str(work / "runs"), "baseline", work / "mlflow.db"))
+            results["baseline"] = {"status": base.status, "steps": base.step, "step_s": round(baseline_step_s(base.history), 3)}
+            if "1" in wanted:
+                results["drill1_node_kill"] = drill1(sim, artifact, work, base.history)
+                print("drill 1:", json.dumps(results["drill1_node_kill"]), flush=True)
+        if "4" in wanted:
+            results["drill4_whole_cluster_s3"] = drill4(artifact, work, base.history)
+            print("drill 4:", json.dumps({k: v for k, v in results["drill4_whole_cluster_s3"].items() if k != "tail"}), flush=True)
+    if "3" in wanted:
+        results["drill3_serve_node_kill"] = drill3(work)
+        print("drill 3:", json.dumps(results["drill3_serve_node_kill"]), flush=True)
+    results["last_run_s"] = round(time.time() - t0, 1)
+    out.write_text(json.dumps(results, indent=2))
     return 0
 
 
