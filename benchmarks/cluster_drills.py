@@ -53,6 +53,7 @@ def write_artifact(folder: Path) -> Path:
     from app.data.pipeline import run_ingest
 
     gsm8k = Path(shared_dir()) / "data" / "gsm8k" / "train.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
     subset = folder / "gsm8k_300.jsonl"
     with open(gsm8k, encoding="utf-8") as f, open(subset, "w", encoding="utf-8") as out:
         for _, line in zip(range(300), f):
@@ -80,14 +81,15 @@ def drill_numbers(history: list[dict], baseline: list[dict], entries: list[tuple
                   restored: int, t_restart: float) -> dict:
     lost = sorted({s for s, t in entries if s > restored and t < t_kill})
     new_steps = [h for h in history if h["step"] > restored]
-    diff = max(abs(a["loss"] - b["loss"]) for a, b in zip(history, baseline, strict=True))
+    same = len(history) == len(baseline) and all(a["step"] == b["step"] for a, b in zip(history, baseline))
+    diff = max(abs(a["loss"] - b["loss"]) for a, b in zip(history, baseline)) if same else None
     return {"restored_from_step": restored, "steps_lost": len(lost), "lost_steps": lost, "checkpoint_every": EVERY,
             "recovery_s": round(new_steps[0]["wall_start"] - t_restart, 1) if new_steps else None,
             "max_loss_diff_vs_uninterrupted": diff, "steps": len(history)}
 
 
 def drill1(sim, artifact: str, work: Path, baseline: list[dict]) -> dict:
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     db = work / "mlflow.db"
     out: list = []
@@ -134,7 +136,7 @@ def baseline_step_s(history: list[dict]) -> float:
 # ---------------------------------------------------------------- drill 4: child process = one spot VM's driver + cluster
 def child_run(artifact: str, storage: str, run_name: str, work: Path) -> None:
     from app.launch.sim_cluster import SimCluster
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     with SimCluster(head_cpus=1) as sim:
         sim.add_node("a", cpus=2)
@@ -324,7 +326,7 @@ def main() -> int:
     import ray
 
     from app.launch.sim_cluster import SimCluster
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     wanted = set(args.drills.split(","))
     work = Path(tempfile.mkdtemp(prefix="cluster-drills-"))
@@ -345,6 +347,7 @@ def main() -> int:
             if "1" in wanted:
                 results["drill1_node_kill"] = drill1(sim, artifact, work, base.history)
                 print("drill 1:", json.dumps(results["drill1_node_kill"]), flush=True)
+                out.write_text(json.dumps(results, indent=2))
         if "4" in wanted:
             results["drill4_whole_cluster_s3"] = drill4(artifact, work, base.history)
             print("drill 4:", json.dumps({k: v for k, v in results["drill4_whole_cluster_s3"].items() if k != "tail"}), flush=True)

@@ -11,7 +11,7 @@ the rest still run; the whole run stops starting sections when the budget is spe
                      steady-state tokens/s and MFU against the GPU's dense bf16 peak (app/plan/gpus.py)
   qlora_step         the same with method=qlora (bitsandbytes NF4 on CUDA), a few steps
   fsdp2_step         the same with strategy.kind=fsdp2 (fully_shard on a 1-GPU CUDA mesh), a few steps
-  dpo_step           the DPO method (app/train/dpo.py: packed log-probs + dpo_loss) forward/backward/step on CUDA, bf16
+  dpo_step           the DPO job (reference precompute, then policy steps) on one GPU worker, bf16, synthetic pairs
   serve_multilora    benchmarks/serve_multilora.py with the CUDA vLLM (vllm.dtype=bfloat16): 1 vs 4 mixed adapters
   ppo_grpo_vllm      configs/ppo/smollm2_gsm8k_grpo_vllm_gpu.yaml for a few iterations (vLLM rollouts + LoRA sync)
 
@@ -95,7 +95,11 @@ def build_configs(work: Path, peak_flops: float) -> dict:
             built[name] = load_config(SFT_GPU, SFTConfig, sft_overrides(work, name, peak_flops, extra) + [
                 "scaling.use_gpu=false", "train.bf16=false", "model.dtype=float32", "train.max_steps=2",
                 "checkpoint.every_steps=1", "scaling.cpus_per_worker=2", "train.micro_batch_size=1"])
-    built["dpo_step"] = load_config(DPO, DPOConfig, ["model.dtype=bfloat16", "tracking.enabled=false"])
+    built["dpo_step"] = load_config(DPO, DPOConfig, [
+        f"data.artifact={work / 'datasets' / 'preference'}", "scaling.use_gpu=true", "scaling.num_workers=1",
+        "model.dtype=bfloat16", "train.max_steps=8", "train.log_every=1", "checkpoint.every_steps=4",
+        f"ray.storage_path={work / 'runs'}", "ray.run_name=gpu-check-dpo", "tracking.enabled=false"]
+        + (["scaling.use_gpu=false", "model.dtype=float32", "train.max_steps=2"] if os.environ.get("GPU_CHECK_CPU_SMOKE") else []))
     built["serve_multilora"] = load_config(SERVE, ServeConfig, ["vllm.dtype=bfloat16", "vllm.max_loras=4", "vllm.max_lora_rank=8"])
     built["ppo_grpo_vllm"] = load_config(PPO_GPU, PPOConfig, ppo_overrides(work))
     assert built["ppo_grpo_vllm"].rollout.backend == "vllm" and built["ppo_grpo_vllm"].placement.gpus_per_role > 0
@@ -139,7 +143,7 @@ def run_prepare(work: Path, built: dict) -> dict:
 def run_sft_variant(name: str, built: dict) -> dict:
     import statistics
 
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     t0 = time.perf_counter()
     out = run_sft(built[name])
@@ -154,54 +158,25 @@ def run_sft_variant(name: str, built: dict) -> dict:
     }
 
 
-def run_dpo(built: dict) -> dict:
-    """DPO method on CUDA: real HH-RLHF pairs tokenized raw, reference log-probs = the frozen base's (LoRA disabled)."""
-    import gzip
+def run_dpo(work: Path, built: dict) -> dict:
+    """The DPO job on one GPU worker: reference log-probs precomputed, then a few policy steps (bf16, NCCL)."""
+    import statistics
 
-    import torch
-
-    from app.config.paths import shared_dir
-    from app.train.dpo import DPOMethod
+    from app.data.synthetic import write_preference_artifact
+    from app.launch.preference import fit_preference
+    from app.models.loader import load_tokenizer
 
     cfg = built["dpo_step"]
-    method = DPOMethod(cfg, "gpu-check")
-    tok = method.tokenizer
-    rows: dict[str, list] = {k: [] for k in ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")}
-    with gzip.open(Path(shared_dir()) / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt", encoding="utf-8") as f:
-        for _, line in zip(range(8), f):
-            pair = json.loads(line)
-            cut = pair["chosen"].rfind("Assistant:") + len("Assistant:")
-            prompt = tok(pair["chosen"][:cut], add_special_tokens=False)["input_ids"][-200:]
-            for side in ("chosen", "rejected"):
-                resp = tok(pair[side][cut:], add_special_tokens=False)["input_ids"][:120] or [tok.eos_token_id]
-                rows[f"{side}_input_ids"].append(prompt + resp)
-                rows[f"{side}_labels"].append([-100] * len(prompt) + resp)
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: GPU_CHECK_CPU_SMOKE only
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    model = method.build_model().to(device)
-    with torch.no_grad(), model.disable_adapter():
-        from app.core.logprobs import pack_sequences, packed_sequence_logprobs
-
-        packed = pack_sequences(rows["chosen_input_ids"] + rows["rejected_input_ids"], rows["chosen_labels"] + rows["rejected_labels"])
-        ref = packed_sequence_logprobs(model, packed).float().cpu().tolist()
-    rows["ref_chosen_logp"], rows["ref_rejected_logp"] = ref[:8], ref[8:]
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
-    times, losses = [], []
-    for _ in range(4):
-        sync()
-        t0 = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss, stats = method.loss(model, rows)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync()
-        times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
-    return {"pairs": 8, "step_ms": round(1000 * min(times[1:]), 1), "losses": losses, "first_loss_ln2": abs(losses[0] - 0.6931) < 0.05,
-            "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None, "ok": all(map(lambda x: x == x, losses))}
+    write_preference_artifact(Path(cfg.data.artifact), load_tokenizer(cfg.model), n_train=96, n_val=16,
+                              model_source=cfg.model.source)
+    t0 = time.perf_counter()
+    out = fit_preference("dpo", cfg)
+    hist = out["history"]
+    starts = [h["wall_start"] for h in hist if "wall_start" in h]
+    return {"status_run": out["status"], "steps": out["step"], "fit_s": round(time.perf_counter() - t0, 1),
+            "step_s": round(statistics.median(b - a for a, b in zip(starts, starts[1:])), 3) if len(starts) > 2 else None,
+            "loss_first": hist[0].get("loss") if hist else None, "loss_last": hist[-1].get("loss") if hist else None,
+            "metrics": out["metrics"], "ok": out["status"] == "completed"}
 
 
 def run_serve(work: Path) -> dict:
@@ -238,7 +213,7 @@ def run_section(name: str, work: Path, peak: float) -> dict:
     if name in SFT_VARIANTS:
         return run_sft_variant(name, built)
     if name == "dpo_step":
-        return run_dpo(built)
+        return run_dpo(work, built)
     if name == "serve_multilora":
         return run_serve(work)
     if name == "ppo_grpo_vllm":
@@ -252,7 +227,7 @@ def dry_run(work: Path) -> dict:
     import importlib
 
     built = build_configs(work, 9.89e14)
-    for module in ("app.train.run", "app.train.dpo", "app.ppo.launch", "app.data.pipeline", "app.core.logprobs"):
+    for module in ("app.launch.run", "app.launch.preference", "app.train.dpo", "app.ppo.launch", "app.data.pipeline", "app.core.logprobs"):
         importlib.import_module(module)
     assert (ROOT / "benchmarks" / "serve_multilora.py").is_file()
     sections = {}

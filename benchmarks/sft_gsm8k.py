@@ -87,7 +87,7 @@ def main(overrides: list[str]) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     torch.set_num_threads(2)
     from app.data.tokenization import ChatTokenizer

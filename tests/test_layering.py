@@ -34,8 +34,6 @@ FLOORS: list[set[str]] = [
 # (importing module, imported package) -> why it is still allowed. Each one must still exist (see below), so a
 # fixed exception is removed from this list rather than silently kept.
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("app.train.run", "launch"): "the SFT driver (run_sft) builds the TorchTrainer and belongs in app/launch "
-                                 "(training-engine issue 15)",
 }
 
 

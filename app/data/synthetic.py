@@ -46,6 +46,17 @@ def synthetic_pairs(tok, n: int, seed: int) -> list[dict]:
 
 
 
+def write_preference_artifact(out: Path, tok, n_train: int, n_val: int, seed: int = 0, model_source: str = "tiny:llama") -> Path:
+    """A 'preference' dataset artifact of :func:`synthetic_pairs` (train, and a validation split when ``n_val``)."""
+    from app.data.artifact import write_artifact
+
+    splits = {"train": synthetic_pairs(tok, n_train, seed)}
+    if n_val:
+        splits["validation"] = synthetic_pairs(tok, n_val, seed + 1)
+    write_artifact(out, "preference", splits, {"model_source": model_source, "max_length": 128})
+    return out
+
+
 def write_packed_artifact(out: Path, n_rows: int = 48, max_length: int = 64, vocab: int = 500, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     rows = {"input_ids": [], "labels": [], "position_ids": [], "seq_len": []}

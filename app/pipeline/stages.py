@@ -97,7 +97,7 @@ def sft(ctx: RunContext) -> dict[str, Any]:
     from app.config.sft import training_hash
     from app.launch.runtime import run_name_for, storage_root
     from app.pipeline.watch import CheckpointWatcher
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     cfg = load_stage_config(ctx, ctx.cfg.sft, [f"data.artifact={ctx.outputs['artifact_path']}"])
     run_dir = Path(storage_root(cfg.ray)) / run_name_for("sft", training_hash(cfg), cfg.ray)

@@ -54,7 +54,7 @@ def test_sft_checkpoints_in_s3_and_a_rerun_resumes_from_them(moto_s3, packed_art
 
     from app.config.loader import load_config
     from app.config.sft import SFTConfig
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     ray.shutdown()  # the workers must start after the AWS variables are set (they inherit them)
     storage = f"s3://{moto_s3['bucket']}/runs"

@@ -6,17 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.data.synthetic import synthetic_pairs, tokenize_pair  # noqa: F401 - tests import them from here
-
-
-def write_preference_artifact(out: Path, tok, n_train: int, n_val: int, seed: int = 0) -> Path:
-    from app.data.artifact import write_artifact
-
-    splits = {"train": synthetic_pairs(tok, n_train, seed)}
-    if n_val:
-        splits["validation"] = synthetic_pairs(tok, n_val, seed + 1)
-    write_artifact(out, "preference", splits, {"model_source": "tiny:llama", "max_length": 128})
-    return out
+from app.data.synthetic import synthetic_pairs, tokenize_pair, write_preference_artifact  # noqa: F401 - tests import them from here
 
 
 @pytest.fixture()
