@@ -108,7 +108,10 @@ def storage_root(spec: RaySpec | None = None) -> str:
     """Run storage root: the configured local path or ``s3://…`` URI, else ``<home>/runs``."""
     spec = spec or RaySpec()
     if spec.storage_path:
-        if "://" in spec.storage_path:
+        if "://" in spec.storage_path:  # an object store: reach it now, not at the first checkpoint
+            from app.launch.storage import check_storage_reachable
+
+            check_storage_reachable(spec.storage_path)
             return spec.storage_path.rstrip("/")
         path = Path(spec.storage_path).expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
