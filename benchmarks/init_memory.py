@@ -56,10 +56,12 @@ def build(mode: str, dtype_name: str):
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
         model.to_empty(device="cpu")  # only this rank's shards get storage
-        with torch.no_grad():
+        with torch.no_grad():  # init the local shards in slices: no full-size fp32 temporaries
             for name, p in model.named_parameters():
-                local = p.to_local()
-                local.fill_(1.0) if name.endswith("norm.weight") else local.normal_(0.0, config.initializer_range)
+                flat = p.to_local().view(-1)
+                for i in range(0, flat.numel(), 1 << 20):
+                    chunk = flat[i : i + (1 << 20)]
+                    chunk.fill_(1.0) if name.endswith("norm.weight") else chunk.normal_(0.0, config.initializer_range)
         n = sum(p.numel() for p in model.parameters())
         return n, sum(p.to_local().numel() for p in model.parameters())
     if mode == "zero3_init":
