@@ -95,6 +95,41 @@ class LoadedRewardModel:
         return self.score(ids, batch_size)
 
 
+def _has_score_head(folder: Path) -> bool:
+    """A saved ``score`` Linear: in the peft adapter (``modules_to_save``) or the full classifier's weights."""
+    from safetensors import safe_open
+
+    weights = folder / ("adapter_model.safetensors" if (folder / "adapter_config.json").is_file() else "model.safetensors")
+    if not weights.is_file():
+        return False
+    with safe_open(str(weights), framework="pt") as fh:
+        return any(key.split(".")[-2:-1] == ["score"] or ".score." in key for key in fh.keys())
+
+
+def check_reward_model_folder(path: str | Path) -> dict[str, Any]:
+    """Cheap pre-flight of a reward model folder (no weights loaded): its lineage, or a one-line ModelLoadError.
+
+    Checks: the folder exists, has ``rayalign_lineage.json`` with method 'reward' and a base SHA, and its weights
+    carry a scalar ``score`` head (an SFT adapter or a plain LM folder has none).
+    """
+    from app.models.loader import ModelLoadError
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: reward model folder not found")
+    lineage_file = folder / LINEAGE_FILE
+    if not lineage_file.is_file():
+        raise ModelLoadError(f"{folder}: not a reward model folder (no {LINEAGE_FILE})")
+    lineage = json.loads(lineage_file.read_text(encoding="utf-8"))
+    if lineage.get("method") != "reward":
+        raise ModelLoadError(f"{folder}: not a reward model (lineage method is {lineage.get('method')!r}, not 'reward')")
+    if not _has_score_head(folder):
+        raise ModelLoadError(f"{folder}: not a reward model (its weights have no 'score' head)")
+    if not lineage.get("base_sha"):
+        raise ModelLoadError(f"{folder}: reward model lineage has no base_sha")
+    return lineage
+
+
 def load_reward_model(path: str | Path, dtype: str = "float32") -> LoadedRewardModel:
     """Load a reward model folder written by :func:`save_reward_model` (LoRA or full), in eval mode on CPU.
 
@@ -102,15 +137,10 @@ def load_reward_model(path: str | Path, dtype: str = "float32") -> LoadedRewardM
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from app.models.loader import ModelLoadError, resolve_model
+    from app.models.loader import resolve_model
 
     folder = Path(path).expanduser()
-    lineage_file = folder / LINEAGE_FILE
-    if not lineage_file.is_file():
-        raise ModelLoadError(f"{folder}: not a reward model folder (no {LINEAGE_FILE})")
-    lineage = json.loads(lineage_file.read_text(encoding="utf-8"))
-    if lineage.get("method") != "reward":
-        raise ModelLoadError(f"{folder}: lineage method is {lineage.get('method')!r}, not 'reward'")
+    lineage = check_reward_model_folder(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
