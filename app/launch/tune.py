@@ -24,7 +24,7 @@ from app.config.errors import ConfigError
 from app.config.loader import load_config, read_yaml
 from app.config.paths import rayalign_home
 from app.config.sweep import ParamSpace, SweepConfig
-from app.launch.runtime import init_ray, storage_root, validate_run_name
+from app.launch.runtime import check_run_storage, init_ray, validate_run_name
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             metric=sweep.metric, mode=sweep.mode, scheduler=scheduler, search_alg=search_alg,
             num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials,
         ),
-        run_config=tune.RunConfig(name=validate_run_name(sweep.name), storage_path=storage_root(sweep.ray),
+        run_config=tune.RunConfig(name=validate_run_name(sweep.name), storage_path=check_run_storage(sweep.ray),
                                   callbacks=[ReleaseOrphanedPlacementGroups()]),
     )
     grid = tuner.fit()
