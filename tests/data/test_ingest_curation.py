@@ -31,7 +31,7 @@ def test_curated_ingest_quarantines_scrubs_and_samples(ray_local, tmp_path):
     with gzip.open(tmp_path / "in" / "c.jsonl.gz", "wb") as fh:
         fh.write((json.dumps({"question": "a" * 500, "answer": "1"}) + "\n").encode() * 20_000)
     cfg = IngestConfig(
-        name="cur", record_type="sft", model={"source": "tiny:llama"}, max_length=128,
+        name="cur", record_type="sft", model={"source": "tiny:llama"}, max_length=256,
         sources=[{"path": str(tmp_path / "in" / "*.jsonl*")}], dedup={"near": False},
         curation={"pii": True, "quality": {}, "language_id": "script", "language_alpha": 0.0},
         limits={"max_line_bytes": 100_000, "max_expansion": 20},
