@@ -70,6 +70,7 @@ class DeploymentSpec(StrictModel):
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with a 429 for a full queue")
     upscale_delay_s: float = Field(30.0, ge=0, description="autoscaling: load must stay above target this long to add replicas")
     downscale_delay_s: float = Field(600.0, ge=0, description="autoscaling: load must stay below target this long to drop replicas")
+    look_back_period_s: float = Field(30.0, gt=0, description="autoscaling: window over which ongoing requests are averaged")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
     health_check_period_s: float = Field(10.0, gt=0, description="seconds between replica health checks")
     health_check_timeout_s: float = Field(30.0, gt=0, description="a health check slower than this marks the replica unhealthy")

@@ -23,6 +23,7 @@ def deployment_options(spec: DeploymentSpec) -> dict[str, Any]:
             "target_ongoing_requests": spec.target_ongoing_requests,
             "upscale_delay_s": spec.upscale_delay_s,
             "downscale_delay_s": spec.downscale_delay_s,
+            "look_back_period_s": spec.look_back_period_s,
         },
         "max_ongoing_requests": spec.max_ongoing_requests,
         "max_queued_requests": spec.max_queued_requests,

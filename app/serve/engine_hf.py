@@ -22,6 +22,7 @@ from typing import AsyncIterator, Callable
 
 from app.serve.adapter_store import materialize_async
 from app.serve.errors import EngineUnavailable, NotFound, ServeError
+from app.serve.metrics import replica_memory
 from app.serve.protocol import EngineRequest, truncate_at_stop
 
 log = logging.getLogger(__name__)
@@ -382,4 +383,4 @@ class HFEngine:
     async def stats(self) -> dict:
         """Resident adapters on this replica (for tests and debugging)."""
         return {"engine": "hf", "resident": self.resident(), "largest_mix": self.largest_mix,
-                "cancelled": self.cancelled, "cancelled_tokens": self.cancelled_tokens}
+                "cancelled": self.cancelled, "cancelled_tokens": self.cancelled_tokens, **replica_memory()}

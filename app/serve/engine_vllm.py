@@ -18,6 +18,7 @@ from typing import AsyncIterator
 from app.serve.adapter_pool import AdapterPool
 from app.serve.adapter_store import materialize_async
 from app.serve.errors import BadRequest, EngineUnavailable, NotFound, ServeError
+from app.serve.metrics import replica_memory
 from app.serve.protocol import EngineRequest
 
 
@@ -157,7 +158,7 @@ class VLLMEngine:
 
     async def stats(self) -> dict:
         return {"engine": "vllm", "resident": self.pool.resident(), "pinned": dict(self.pool.pins),
-                "evictions": self.pool.evictions, "cancelled": self.cancelled}
+                "evictions": self.pool.evictions, "cancelled": self.cancelled, **replica_memory()}
 
     def __del__(self):
         engine = getattr(self, "engine", None)

@@ -252,3 +252,9 @@ class Ingress:
     async def engine_stats(self) -> dict:
         """The engine replica's resident adapters (handle call, used by tests)."""
         return await self.engine.stats.remote()
+
+    async def replica_stats(self) -> dict:
+        """This ingress replica: pid, resident memory, in-flight requests per tenant (handle call, benchmarks)."""
+        from app.serve.metrics import replica_memory
+
+        return {**replica_memory(), "inflight": dict(self.gate.inflight)}
