@@ -41,10 +41,10 @@ def available_verbs() -> dict[str, str]:
     return {verb: mod for verb, mod in VERBS.items() if importlib.util.find_spec(f"app.commands.{mod}") is not None}
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None, prog: str = "rayalign") -> argparse.ArgumentParser:
     """The argparse tree; with ``only``, import just that verb's module (keeps `rayalign <verb>` start-up fast)."""
     parser = argparse.ArgumentParser(
-        prog="rayalign",
+        prog=prog,
         description="Ray-native alignment platform: data -> SFT/DPO/PPO -> eval gates -> registry -> Serve.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
@@ -74,10 +74,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, job: str | None = None) -> int:
+    """``rayalign [-v] <verb> …``; ``job`` (e.g. ``jobs.sft``) names a Ray job entrypoint running the same verb."""
     argv = sys.argv[1:] if argv is None else argv
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=first if first in available_verbs() else None)
+    if job is not None:  # `python -m jobs.sft -h` should read as itself, not as `rayalign train`
+        parser.prog = f"python -m {job}"
+        for action in parser._subparsers._group_actions if parser._subparsers else []:
+            for sub in action.choices.values():
+                sub.prog = f"python -m {job}"
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as exc:
         if args.verbose or os.environ.get("RAYALIGN_TRACEBACK"):
             raise
-        print(f"rayalign {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"{job or 'rayalign ' + args.verb}: error: {exc}", file=sys.stderr)
         return 2
 
 

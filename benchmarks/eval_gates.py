@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from app.config.eval import EvalConfig  # noqa: E402
 from app.config.ingest import IngestConfig  # noqa: E402
@@ -155,7 +154,7 @@ def main() -> int:
     result["settings"] = vars(args)
     init_ray(RaySpec(address="local", num_cpus=2))
     if args.stage in ("all", "train"):
-        from app.train.run import run_sft
+        from app.launch.run import run_sft
 
         sources = write_sources(home / "eval_gates_data", args.n_train)
         for label in labels:

@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def build_artifact(parent: Path, pairs: int, max_length: int, policy: str):
@@ -69,7 +68,7 @@ def plot_results(result: dict, path: Path) -> None:
     runs = result.get("attempts") or [{"method": k, **result[k]} for k in ("reward", "dpo") if k in result]
 
     def label(run: dict) -> str:
-        lr = next((o.split("=", 1)[1] for o in run["overrides"] if o.startswith("train.lr=")), "?")
+        lr = next((o.split("=", 1)[1] for o in run["overrides"] if o.startswith(("optim.lr=", "train.lr="))), "?")
         return f"{run['method']}\nlr {lr}, {run['step']:.0f} steps\n{run['train_pairs']}/{run['eval/pairs']:.0f} pairs"
 
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 3.0 * len(runs)), 4.2))
@@ -130,8 +129,8 @@ def main() -> int:
         result["artifact"] = {"id": artifact.id, "splits": artifact.splits, "rows_read": artifact.manifest["rows_read"],
                               "rows_rejected": artifact.manifest["rows_rejected"], "ingest_s": round(time.perf_counter() - t0, 1)}
     print(json.dumps(result["artifact"]), flush=True)
-    common = [f"data.artifact={artifact.path}", f"train.epochs={args.epochs}", f"train.batch_size={args.batch}",
-              "train.checkpoint_every=1000", "train.log_every=5", "ray.address=local", "data.max_length=null"]
+    common = [f"data.artifact={artifact.path}", f"train.epochs={args.epochs}", f"train.micro_batch_size={args.batch}",
+              "checkpoint.every_steps=1000", "train.log_every=5", "ray.address=local", "data.max_length=null"]
     if args.top_layers:
         from transformers import AutoConfig
 
@@ -142,9 +141,9 @@ def main() -> int:
     keys = ("eval_before/accuracy", "eval/accuracy", "eval_before/margin", "eval/margin", "eval_before/loss", "eval/loss",
             "eval/pairs", "step")
     jobs = {"reward": (RewardConfig, "configs/reward/smollm2_hh_lora.yaml",
-                       [f"train.lr={args.reward_lr}", f"train.max_steps={args.reward_steps}"]),
+                       [f"optim.lr={args.reward_lr}", f"train.max_steps={args.reward_steps}"]),
             "dpo": (DPOConfig, "configs/dpo/smollm2_hh_lora.yaml",
-                    [f"train.lr={args.dpo_lr}", f"dpo.beta={args.dpo_beta}", f"train.max_steps={args.dpo_steps}"])}
+                    [f"optim.lr={args.dpo_lr}", f"dpo.beta={args.dpo_beta}", f"train.max_steps={args.dpo_steps}"])}
     for kind, (schema, path, extra) in jobs.items():
         if args.only not in (None, kind):
             continue

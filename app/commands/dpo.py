@@ -11,7 +11,7 @@ HELP = "DPO/IPO-train a LoRA policy (reference log-probs precomputed into the ar
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="DPO YAML (configs/dpo/… or configs/tiny/dpo_…)")
     p.add_argument("--precompute-only", action="store_true", help="only add the reference log-prob columns to the artifact")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. dpo.beta=0.2 train.lr=1e-5")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. dpo.beta=0.2 optim.lr=1e-5")
 
 
 def run(args: argparse.Namespace) -> int:

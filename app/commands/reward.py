@@ -10,7 +10,7 @@ HELP = "train a reward model (base + scalar head, LoRA or full) on a preference 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="reward YAML (configs/reward/… or configs/tiny/reward_…)")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.lr=1e-4 lora.r=16")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. optim.lr=1e-4 lora.r=16")
 
 
 def run(args: argparse.Namespace) -> int:

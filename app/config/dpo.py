@@ -1,19 +1,22 @@
-"""DPOConfig: direct preference optimisation of a LoRA policy against precomputed reference log-probs."""
+"""DPOConfig: direct preference optimisation against reference log-probs precomputed into the artifact.
+
+The training envelope is shared with every method (app/config/common.py); DPO adds the preference data section and
+its ``dpo`` section, where the loss family (``loss_type``) lives and grows.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from app.config.base import StrictModel
-from app.config.common import ModelSpec, RaySpec, TrackingSpec
-from app.config.reward import PreferenceDataSpec, PreferenceTrainSpec
-from app.config.sft import LoraSpec
+from app.config.common import TrainingConfig
+from app.config.preference import PreferenceDataSpec, PreferenceTrainSpec
 
 
 class DPOSpec(StrictModel):
-    """DPO / IPO loss and reference model."""
+    """The preference loss and the reference model."""
 
     loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="'sigmoid' (DPO, Rafailov 2023) or 'ipo' (Azar 2023)")
     beta: float = Field(0.1, gt=0, description="β: strength of the implicit KL constraint to the reference")
@@ -25,16 +28,15 @@ class DPOSpec(StrictModel):
     precompute_cpus: float = Field(1.0, gt=0, description="CPUs for the reference-scoring Ray Data actor")
 
 
-class DPOConfig(StrictModel):
-    """DPO: one model in memory (the LoRA policy); reference log-probs are read from the artifact."""
+class DPOConfig(TrainingConfig):
+    """DPO: one model in memory (the policy); reference log-probs are read from the artifact."""
 
-    model: ModelSpec = Field(default_factory=ModelSpec, description="base model")
     data: PreferenceDataSpec = Field(default_factory=PreferenceDataSpec, description="preference data")
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="policy LoRA adapter (ignored when reference_adapter is set: that adapter is trained)")
-    train: PreferenceTrainSpec = Field(
-        default_factory=lambda: PreferenceTrainSpec(lr=5e-5), description="optimisation loop"
-    )
+    train: PreferenceTrainSpec = Field(default_factory=PreferenceTrainSpec, description="step budget, batch (pairs), eval cadence")
     dpo: DPOSpec = Field(default_factory=DPOSpec, description="loss and reference")
-    output_dir: str | None = Field(None, description="where the final adapter is written (None: <home>/adapters/<run name>)")
-    ray: RaySpec = Field(default_factory=RaySpec, description="Ray cluster and run storage")
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking")
+
+    @model_validator(mode="after")
+    def _reference_adapter_needs_lora(self) -> "DPOConfig":
+        if self.dpo.reference_adapter and self.method != "lora":
+            raise ValueError(f"dpo.reference_adapter continues that LoRA adapter: it needs method 'lora', not '{self.method}'")
+        return self

@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Sequence
 
-Status = Literal["pass", "fail", "skipped", "unreliable"]
+from app.core.stats import Interval, item_sd, n_for_effect
+
+Status = Literal["pass", "fail", "skipped", "unreliable", "underpowered"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,13 @@ class GateOutcome:
     reason: str
     blocking: bool = True
     higher_is_better: bool = True  # direction of ``value`` vs ``bound``: only used to rank the closest call
+    # the 95% interval of ``value`` (None: a point rule), the items it rests on, and the power calculation
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    mde: float | None = None         # the suite's minimum detectable effect, in the units of ``value``
+    n_needed: int | None = None      # items needed to detect ``mde`` (80% power, alpha 0.05)
+    method: str | None = None        # how the interval was computed
 
     @property
     def blocks(self) -> bool:
@@ -134,6 +143,7 @@ class SwapStats:
     win_rate: float          # adapter wins (1 per consistent win, 0.5 per inconsistent pair) / n
     consistency: float       # fraction of pairs where the same answer won in both orders
     first_position_rate: float  # fraction of all 2n verdicts that picked whichever answer was shown first
+    scores: tuple[float, ...] = ()  # per pair: 1 consistent adapter win, 0 consistent loss, 0.5 inconsistent
 
 
 def position_swap_stats(adapter_first: Sequence[bool], base_first: Sequence[bool]) -> SwapStats:
@@ -148,16 +158,18 @@ def position_swap_stats(adapter_first: Sequence[bool], base_first: Sequence[bool
     n = len(adapter_first)
     if n == 0:
         raise ValueError("position_swap_stats needs at least one pair")
-    wins = consistent = first = 0.0
+    consistent = first = 0.0
+    scores = []
     for a1, b1 in zip(adapter_first, base_first):
         win1, win2 = bool(a1), not bool(b1)
         if win1 == win2:
             consistent += 1
-            wins += 1.0 if win1 else 0.0
+            scores.append(1.0 if win1 else 0.0)
         else:
-            wins += 0.5
+            scores.append(0.5)
         first += bool(a1) + bool(b1)
-    return SwapStats(n=n, win_rate=wins / n, consistency=consistent / n, first_position_rate=first / (2 * n))
+    return SwapStats(n=n, win_rate=sum(scores) / n, consistency=consistent / n, first_position_rate=first / (2 * n),
+                     scores=tuple(scores))
 
 
 def judge_gate(stats: SwapStats, min_win_rate: float, min_consistency: float, blocking: bool = True) -> GateOutcome:
@@ -176,24 +188,58 @@ def judge_gate(stats: SwapStats, min_win_rate: float, min_consistency: float, bl
     return GateOutcome("judge", "pass" if ok else "fail", stats.win_rate, min_win_rate, reason, blocking)
 
 
+def interval_gate(name: str, metric: str, value: Interval, bound: float, tolerance: float, bound_label: str,
+                  higher_is_better: bool = True, blocking: bool = True, mde: float | None = None) -> GateOutcome:
+    """The interval rule: block when the adapter is on the wrong side of ``bound`` with 95% confidence, pass when it
+    is not, and report ``underpowered`` when the interval is wider than the gate's ``tolerance`` (the slack between
+    the reference and the bound) while it still reaches across the bound.
+
+    ``value``: the adapter's metric with its interval (a paired difference re-expressed on the adapter's scale).
+    Higher is better: fail iff high < bound; pass iff low >= bound, or the interval straddles the bound but is no
+    wider than ``tolerance``; otherwise underpowered (this many items cannot tell). Lower is better: mirrored.
+    ``mde`` (minimum detectable effect, same units): reports the items needed for it from the interval's spread.
+    """
+    lo, hi = value.low, value.high
+    worse = hi < bound if higher_is_better else lo > bound
+    clear = lo >= bound if higher_is_better else hi <= bound
+    if worse:
+        status: Status = "fail"
+    elif clear or value.width <= tolerance:
+        status = "pass"
+    else:
+        status = "underpowered"
+    need = n_for_effect(item_sd(value), mde) if mde and value.n > 1 and value.width == value.width else None
+    op = ("<" if worse else ">=") if higher_is_better else (">" if worse else "<=")
+    reason = (f"{metric} {value.estimate:.3f} [95% {lo:.3f}, {hi:.3f}] {op} {bound:.3f} ({bound_label}; n={value.n}"
+              + (f", needs {need} for an effect of {mde:g}" if need else "") + ")")
+    if status == "underpowered":
+        reason += f": interval width {value.width:.3f} > tolerance {tolerance:.3g}, too few items to decide"
+    return GateOutcome(name, status, value.estimate, bound, reason, blocking, higher_is_better, lo, hi, value.n,
+                       mde, need, value.method)
+
+
 def skipped_gate(name: str, why: str) -> GateOutcome:
     return GateOutcome(name, "skipped", None, None, f"skipped: {why}", blocking=False)
 
 
-def decide(outcomes: Sequence[GateOutcome]) -> GateDecision:
+def decide(outcomes: Sequence[GateOutcome], block_underpowered: bool = False) -> GateDecision:
     """The verdict: the first blocking failure (in the given order) decides; otherwise the adapter passes.
 
-    When everything passes, the reason names the gate with the least relative headroom (the one that came closest).
+    An ``underpowered`` gate (its suite is too small to tell) is named in the reason; it blocks only when
+    ``block_underpowered`` (and the gate is blocking). When everything passes, the reason names the gate with the
+    least relative headroom (the one that came closest).
     """
     outcomes = list(outcomes)
     for o in outcomes:
-        if o.blocks:
+        if o.blocks or (block_underpowered and o.blocking and o.status == "underpowered"):
             return GateDecision(False, o.name, f"blocked by '{o.name}': {o.reason}", outcomes)
     checked = [o for o in outcomes if o.status == "pass"]
     if not checked:
         return GateDecision(False, None, "no gate was evaluated: nothing can be promoted on no evidence", outcomes)
     closest = min(checked, key=_relative_margin)
-    return GateDecision(True, None, f"all {len(checked)} evaluated gates passed; closest call '{closest.name}': "
+    weak = [o.name for o in outcomes if o.status == "underpowered"]
+    note = f"; underpowered (suite too small to tell): {', '.join(weak)}" if weak else ""
+    return GateDecision(True, None, f"all {len(checked)} evaluated gates passed{note}; closest call '{closest.name}': "
                         f"{closest.reason}", outcomes)
 
 

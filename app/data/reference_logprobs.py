@@ -69,11 +69,11 @@ def pair_logprobs(model, batch: dict[str, list], prefix: str = "") -> tuple[Any,
     ``batch`` has the preference columns ``chosen_input_ids``, ``chosen_labels``, ``rejected_input_ids``,
     ``rejected_labels`` as lists of token-id lists. Shared by this precompute and the live check in tests.
     """
-    from app.core.logprobs import pack_sequences, packed_sequence_logprobs
+    from app.core.logprobs import concat_for_packed_forward, packed_sequence_logprobs
 
     ids = list(batch["chosen_input_ids"]) + list(batch["rejected_input_ids"])
     labels = list(batch["chosen_labels"]) + list(batch["rejected_labels"])
-    logps = packed_sequence_logprobs(model, pack_sequences(ids, labels))
+    logps = packed_sequence_logprobs(model, concat_for_packed_forward(ids, labels))
     n = len(batch["chosen_input_ids"])
     return logps[:n], logps[n:]
 

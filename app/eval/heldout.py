@@ -102,3 +102,32 @@ def read_redteam_prompts(path: Path, limit: int) -> list[dict]:
         if len(prompts) >= limit:
             break
     return prompts
+
+
+def read_general_text(spec: str, limit: int, words: int) -> list[dict]:
+    """General-text passages for the forgetting gate, ``words`` words each, deterministic order.
+
+    'stdlib:pydoc_data': the Python reference documentation that ships with CPython (``pydoc_data.topics``, PSF
+    licence; the interpreter's LICENSE.txt): one passage from the start of each topic, topics in sorted order.
+    Otherwise a jsonl(.gz) file of {"text": ...} rows (e.g. chitchat-dataset conversations, MIT), one passage per row.
+    """
+    if spec == "stdlib:pydoc_data":
+        from pydoc_data.topics import topics
+
+        texts = [(f"pydoc_data.topics[{k!r}]", topics[k]) for k in sorted(topics)]
+    else:
+        path = resolve_data_path(spec)
+        texts = []
+        for lineno, row in _lines(path):
+            if not isinstance(row.get("text"), str) or not row["text"].strip():
+                raise ConfigError(f"{path} line {lineno}: field 'text' must be a non-empty string")
+            texts.append((f"{path.name}:{lineno}", row["text"]))
+    passages = []
+    for source, text in texts:
+        chunk = text.split()[:words]
+        if len(chunk) < min(words, 8):
+            continue
+        passages.append({"source": source, "text": " ".join(chunk)})
+        if len(passages) >= limit:
+            break
+    return passages

@@ -24,7 +24,8 @@ from app.config.eval import EvalConfig, GatesConfig
 from app.config.loader import config_hash, load_config
 from app.config.paths import REPO_ROOT, rayalign_home
 from app.core import gates as G
-from app.eval.heldout import read_preference_pairs, read_qa, read_redteam_prompts, resolve_data_path
+from app.eval.heldout import (read_general_text, read_preference_pairs, read_qa, read_redteam_prompts,
+                              resolve_data_path)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def build_suite_rows(cfg: EvalConfig, gates: GatesConfig) -> list[dict[str, str]
             add("ppl", held)
         if need_task:
             add("task", qa[: max(cfg.data.task_limit, cfg.judge.limit if judged else 0)])
+    if gates.forgetting.enabled:
+        add("general", read_general_text(cfg.data.general, cfg.data.general_limit, cfg.data.general_words))
     if gates.regression.enabled:
         add("benchmark", read_preference_pairs(resolve_data_path(cfg.data.benchmark), cfg.data.benchmark_offset,
                                                cfg.data.benchmark_limit))
@@ -109,8 +112,18 @@ def find_production(registry, tenant: str, name: str, version: int | None, base_
 
 
 def evaluate_gates(gates: GatesConfig, metrics: dict[str, float], swap: G.SwapStats | None,
-                   stored_bench_base: float | None, production: ProductionRef | None = None) -> G.GateDecision:
-    """Metrics → ordered gate outcomes → decision (pure bookkeeping; the rules live in app.core.gates)."""
+                   stored_bench_base: float | None, production: ProductionRef | None = None,
+                   records: dict[str, list[dict]] | None = None) -> G.GateDecision:
+    """Metrics → ordered gate outcomes → decision (pure bookkeeping; the rules live in app.core.gates).
+
+    With the suites' per-item ``records`` every gate gets its 95% interval and the interval rule
+    (``G.interval_gate``: fail / pass / underpowered); with metrics alone (no items) the point rules apply.
+    """
+    if records and gates.intervals.enabled:
+        from app.eval.gating import interval_outcomes
+
+        return G.decide(interval_outcomes(gates, metrics, swap, stored_bench_base, production, records),
+                        block_underpowered=gates.intervals.underpowered == "block")
     out: list[G.GateOutcome] = []
     if gates.perplexity.enabled:
         out.append(G.perplexity_gate(metrics["ppl_adapter"], metrics["ppl_base"], gates.perplexity.max_ratio,
@@ -243,7 +256,13 @@ def run_eval(cfg: EvalConfig, *, judge_factory: Callable | None = None) -> EvalR
             if key in production.metrics:
                 metrics[key.replace("_adapter", "_production")] = production.metrics[key]
 
-    decision = evaluate_gates(gates, metrics, swap, stored, production)
+    decision = evaluate_gates(gates, metrics, swap, stored, production, records)
+    for o in decision.outcomes:  # every gate metric with its 95% interval, stored with the metrics
+        if o.ci_low is not None:
+            metrics.update({f"gate_{o.name}_ci_low": o.ci_low, f"gate_{o.name}_ci_high": o.ci_high,
+                            f"gate_{o.name}_n": float(o.n or 0)})
+            if o.n_needed is not None:
+                metrics[f"gate_{o.name}_n_needed"] = float(o.n_needed)
     name = ref.name or Path(adapter_dir).name
     title = f"{ref.tenant}/{name}" + (f"@v{version}" if version else "")
     out_dir = Path(cfg.output_dir) if cfg.output_dir else rayalign_home() / "eval" / f"{name}-{config_hash(cfg)[:10]}"

@@ -54,9 +54,19 @@ class AdapterScorer:
         Sequences are prompt + target truncated to ``max_length`` from the left of the prompt; right-padded batch
         of shape [B, T]; loss only on target positions (labels -100 elsewhere).
         """
+        pairs = [(self.prompt_ids(m), self.target_ids(t)) for m, t in zip(prompts, targets)]
+        return self._nll(pairs, variant)
+
+    @torch.no_grad()
+    def text_nll(self, texts: Sequence[str], variant: str) -> list[tuple[float, int]]:
+        """Plain-text log-likelihood (no chat template): every token after a document-start token is scored."""
+        start = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+        pairs = [([start], self.tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        return self._nll(pairs, variant)
+
+    def _nll(self, pairs: Sequence[tuple[list[int], list[int]]], variant: str) -> list[tuple[float, int]]:
         seqs, labels = [], []
-        for messages, target in zip(prompts, targets):
-            p, t = self.prompt_ids(messages), self.target_ids(target)
+        for p, t in pairs:
             t = t[: self.max_length - 1]
             p = p[-(self.max_length - len(t)):]
             seqs.append(p + t)

@@ -8,6 +8,7 @@ Suites (each row carries ``suite`` and a JSON ``payload``):
                                                                             well-formed rate (ends in '#### n')
   benchmark  HH-RLHF pair: log p(chosen) > log p(rejected)?              -> preference accuracy (base score stored)
   safety     red-team prompt reply for adapter and base                  -> refusal rate (phrase classifier)
+  general    general-text passage (not the training task) NLL            -> general perplexity (forgetting gate)
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ class SuiteWorker:
                     res[f"{v}_other_nll"], res["other_tokens"] = nll, n
         return result
 
+    def _general(self, rows: list[dict]) -> list[dict]:
+        texts = [r["text"] for r in rows]
+        out = {v: self.scorer.text_nll(texts, v) for v in ("adapter", "base")}
+        return [{"id": r["id"], "adapter_nll": a[0], "base_nll": b[0], "tokens": a[1]}
+                for r, a, b in zip(rows, out["adapter"], out["base"])]
+
     def _task(self, rows: list[dict]) -> list[dict]:
         prompts = [[{"role": "user", "content": r["question"]}] for r in rows]
         out = {v: self.scorer.generate(prompts, self.task_tokens, v) for v in ("adapter", "base")}
@@ -102,6 +109,11 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
                 own_nll, other_nll = sum(r[f"{v}_nll"] for r in by["ppl"]), sum(r[f"{v}_other_nll"] for r in by["ppl"])
                 metrics[f"ppl_other_{v}"] = float(np.exp(other_nll / other))
                 metrics[f"cond_margin_{v}"] = conditioning_margin(own_nll, tokens, other_nll, other)
+    if by["general"]:
+        tokens = sum(r["tokens"] for r in by["general"])
+        for v in ("adapter", "base"):
+            metrics[f"general_ppl_{v}"] = float(np.exp(sum(r[f"{v}_nll"] for r in by["general"]) / tokens))
+        metrics["general_ppl_n"] = float(len(by["general"]))
     for suite, key, prefix in (("task", "correct", "gsm8k_em"), ("task", "well_formed", "answer_format"),
                                ("benchmark", "correct", "bench_acc"),
                                ("safety", "refused", "refusal_rate")):

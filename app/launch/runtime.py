@@ -29,12 +29,24 @@ def keep_working_directory() -> None:
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 
 
+def in_submitted_job() -> bool:
+    """True in the driver of a ``ray job submit`` job (Ray's job supervisor sets this variable for it)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def resolve_address(address: str) -> str:
+    """``local`` means the job's own cluster inside ``ray job submit`` (``auto``): a job never starts a private
+    cluster next to the one it was submitted to. Any other address is kept."""
+    return "auto" if address == "local" and in_submitted_job() else address
+
+
 def init_ray(spec: RaySpec | None = None, **init_kwargs):
     """Start (``local``) or join (``auto`` / ``ray://…`` / ``host:port``) a Ray cluster; idempotent."""
     import ray
 
     keep_working_directory()
-    spec = spec or RaySpec()
+    spec = (spec or RaySpec()).model_copy()
+    spec.address = resolve_address(spec.address)
     if ray.is_initialized():
         return ray.get_runtime_context()
     # Private local cluster: no token auth (single user, this machine), workers at normal priority (Ray's default

@@ -21,15 +21,8 @@ HYPER_KEYS: dict[str, str] = {
     "checkpoint_every": "checkpoint.every_steps",
     "seed": "train.seed",
 }
-# the same knobs in the DPO stage config (app.config.dpo: PreferenceTrainSpec)
-PREFERENCE_HYPER_KEYS: dict[str, str] = {
-    "max_steps": "train.max_steps",
-    "learning_rate": "train.lr",
-    "batch_size": "train.batch_size",
-    "lora_r": "lora.r",
-    "checkpoint_every": "train.checkpoint_every",
-    "seed": "train.seed",
-}
+# the DPO/reward stage configs share the training envelope (app.config.common.TrainingConfig): same keys
+PREFERENCE_HYPER_KEYS: dict[str, str] = dict(HYPER_KEYS)
 # request method -> (stage that trains, overrides that select the method there)
 METHOD_STAGES: dict[str, tuple[str, list[str]]] = {
     "sft": ("sft", ["method=lora"]),  # hosted APIs' "sft" is adapter SFT; full weights are not served multi-tenant

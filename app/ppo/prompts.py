@@ -57,6 +57,9 @@ def _rows_from_jsonl(path: Path) -> list[tuple[list[dict], str]]:
 def _rows_from_artifact(folder: Path, split: str) -> list[tuple[list[dict], str]]:
     import pyarrow.parquet as pq
 
+    from app.data.artifact import resolve_artifact_dir
+
+    folder = resolve_artifact_dir(folder)  # a dataset name resolves to its newest version
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         raise ConfigError(f"{folder}: not a dataset artifact (no manifest.json)")

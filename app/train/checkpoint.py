@@ -68,6 +68,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: list[int] = field(default_factory=list)
     tracking_run_id: str | None = None
+    eval_before: dict[str, float] = field(default_factory=dict)  # held-out figures before step 1 (preference methods)
+    latest_eval: dict[str, float] = field(default_factory=dict)  # the newest held-out figures (ride along in reports)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -317,15 +319,6 @@ def install_sigterm_handler() -> bool:
 
 def preemption_requested() -> bool:
     return _PREEMPT.is_set()
-
-
-def request_preemption() -> None:
-    """What the SIGTERM handler does; also usable directly (e.g. a cloud spot-notice watcher)."""
-    _PREEMPT.set()
-
-
-def clear_preemption() -> None:
-    _PREEMPT.clear()
 
 
 def any_rank(flag: bool) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from app.config.sft import OptimSpec, SFTConfig
+from app.config.common import OptimSpec, TrainingConfig
 
 
 def build_optimizer(params: list[torch.nn.Parameter], spec: OptimSpec) -> torch.optim.Optimizer:
@@ -53,8 +53,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: OptimSpec, total_ste
     )
 
 
-def deepspeed_config(cfg: SFTConfig) -> dict[str, Any]:
-    """The DeepSpeed JSON config implied by an SFTConfig (batch arithmetic, ZeRO stage, precision, clipping)."""
+def deepspeed_config(cfg: TrainingConfig) -> dict[str, Any]:
+    """The DeepSpeed JSON config implied by a training config (any method) (batch arithmetic, ZeRO stage, precision, clipping)."""
     zero: dict[str, Any] = {"stage": cfg.strategy.zero_stage, "overlap_comm": False, "contiguous_gradients": True}
     if cfg.strategy.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.scaling.use_gpu}
@@ -66,7 +66,7 @@ def deepspeed_config(cfg: SFTConfig) -> dict[str, Any]:
         "train_batch_size": cfg.train.micro_batch_size * cfg.train.grad_accum * cfg.scaling.num_workers,
         "gradient_clipping": cfg.optim.max_grad_norm,
         "zero_optimization": zero,
-        "bf16": {"enabled": cfg.train.bf16},
+        "bf16": {"enabled": cfg.use_bf16},
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,
         "steps_per_print": 10**9,
@@ -81,7 +81,7 @@ def _distributed() -> bool:
 class DDPStrategy:
     """Data parallel with replicated weights (a plain module when there is one worker)."""
 
-    def __init__(self, model: torch.nn.Module, cfg: SFTConfig, total_steps: int):
+    def __init__(self, model: torch.nn.Module, cfg: TrainingConfig, total_steps: int):
         self.module = model
         self.cfg = cfg
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -139,7 +139,7 @@ class DDPStrategy:
 class FSDP2Strategy(DDPStrategy):
     """Fully sharded data parallel (torch ``fully_shard``), checkpointed with torch.distributed.checkpoint."""
 
-    def __init__(self, model: torch.nn.Module, cfg: SFTConfig, total_steps: int):
+    def __init__(self, model: torch.nn.Module, cfg: TrainingConfig, total_steps: int):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
@@ -203,7 +203,7 @@ class FSDP2Strategy(DDPStrategy):
 class DeepSpeedStrategy:
     """DeepSpeed ZeRO 1/2/3; the engine owns accumulation, clipping and the lr schedule."""
 
-    def __init__(self, model: torch.nn.Module, cfg: SFTConfig, total_steps: int):
+    def __init__(self, model: torch.nn.Module, cfg: TrainingConfig, total_steps: int):
         import deepspeed
 
         self.cfg = cfg
@@ -250,7 +250,18 @@ class DeepSpeedStrategy:
             return {n: named[n].detach().cpu().clone() for n in wanted}
 
 
-def make_strategy(model: torch.nn.Module, cfg: SFTConfig, total_steps: int):
+def large_model_init(cfg: TrainingConfig):
+    """Keep the returned object alive while building the model: under DeepSpeed ZeRO-3 with several workers it is
+    transformers' ``HfDeepSpeedConfig``, which makes ``from_pretrained`` / ``from_config`` create every weight inside
+    ``deepspeed.zero.Init`` (partitioned as it is made, so no rank holds the full model); None otherwise."""
+    if cfg.strategy.kind != "deepspeed" or cfg.strategy.zero_stage != 3 or not _distributed():
+        return None
+    from transformers.integrations import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(deepspeed_config(cfg))
+
+
+def make_strategy(model: torch.nn.Module, cfg: TrainingConfig, total_steps: int):
     kind = cfg.strategy.kind
     if kind == "fsdp2" and not _distributed():
         kind = "ddp"  # one worker: nothing to shard

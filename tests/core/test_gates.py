@@ -96,3 +96,35 @@ def test_closest_call_respects_each_gates_direction():
     d = decide([max_ratio_gate("production_ppl", "ppl", 2.0, 2.94, 1.02, "production"),
                 min_ratio_gate("conditioning", "margin", 0.66, 0.6, 1.0, "base")])
     assert d.passed and "closest call 'conditioning'" in d.reason
+
+
+def test_interval_gate_fail_pass_underpowered():
+    from app.core.gates import interval_gate
+    from app.core.stats import Interval
+
+    # higher is better, bound 0.45 (= base 0.5 - 0.05), tolerance 0.05
+    fail = interval_gate("task", "em", Interval(0.30, 0.25, 0.40, 200), 0.45, 0.05, "base 0.5 - 0.05")
+    assert fail.status == "fail" and fail.blocks and "[95% 0.250, 0.400] < 0.450" in fail.reason
+    clear = interval_gate("task", "em", Interval(0.55, 0.47, 0.62, 200), 0.45, 0.05, "b")
+    assert clear.status == "pass" and (clear.ci_low, clear.ci_high, clear.n) == (0.47, 0.62, 200)
+    # straddles the bound but narrower than the tolerance: not worse with 95% confidence -> pass
+    assert interval_gate("task", "em", Interval(0.45, 0.43, 0.47, 900), 0.45, 0.05, "b").status == "pass"
+    # straddles the bound and wider than the tolerance: 8 items cannot tell
+    weak = interval_gate("task", "em", Interval(0.5, 0.18, 0.82, 8), 0.45, 0.05, "b", mde=0.1)
+    assert weak.status == "underpowered" and not weak.blocks and "too few items" in weak.reason
+    assert weak.n_needed is not None and weak.n_needed > 8 and "needs" in weak.reason
+    # lower is better (perplexity): fail only when the whole interval is above the bound
+    assert interval_gate("ppl", "p", Interval(11.0, 10.6, 11.4, 50), 10.5, 0.5, "b",
+                         higher_is_better=False).status == "fail"
+    assert interval_gate("ppl", "p", Interval(9.0, 8.6, 9.4, 50), 10.5, 0.5, "b", higher_is_better=False).status == "pass"
+
+
+def test_underpowered_is_reported_and_blocks_only_when_asked():
+    from app.core.gates import interval_gate
+    from app.core.stats import Interval
+
+    weak = interval_gate("task", "em", Interval(0.5, 0.18, 0.82, 8), 0.45, 0.05, "b")
+    d = decide([perplexity_gate(1.0, 1.0, 1.05), weak])
+    assert d.passed and "underpowered (suite too small to tell): task" in d.reason
+    strict = decide([perplexity_gate(1.0, 1.0, 1.05), weak], block_underpowered=True)
+    assert not strict.passed and strict.decided_by == "task"

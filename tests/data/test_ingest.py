@@ -50,6 +50,12 @@ def test_tiny_sft_ingest_accounts_for_every_row(ray_local, tmp_path):
 
     again = _run("configs/tiny/ingest_sft.yaml", tmp_path / "b")
     assert again.id == art.id  # same input, same settings -> same content id
+    same = _run("configs/tiny/ingest_sft.yaml", tmp_path / "a")
+    assert same.path == art.path  # ... and re-ingesting into the same place rewrites nothing
+    changed = _run("configs/tiny/ingest_sft.yaml", tmp_path / "a", max_length=96)
+    assert changed.id != art.id and changed.path.name == "v2" and art.path.name == "v1"
+    assert load_artifact(art.path).read_table("train").num_rows == len(table)  # the old version still loads
+    assert load_artifact(changed.path.parent).id == changed.id  # the name resolves to the newest version
 
 
 def test_tiny_preference_and_prompt_records(ray_local, tmp_path):

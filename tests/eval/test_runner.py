@@ -131,3 +131,42 @@ def test_find_production_only_returns_a_comparable_reference(tmp_path):
     assert "production version itself" in find_production(reg, "acme", "math", v1, sha, key).skip_reason
     assert "no production version" in find_production(reg, "other", "math", v2, sha, key).skip_reason  # tenants
     reg.close()
+
+
+def _records(n_task=8, em_adapter=0, em_base=0, refused_a=4, refused_b=4):
+    ppl = [{"id": i, "adapter_nll": 20.0 + i % 3, "base_nll": 30.0 + i % 2, "tokens": 10, "adapter_other_nll": 33.0,
+            "base_other_nll": 42.0, "other_tokens": 10} for i in range(16)]
+    task = [{"id": i, "adapter_correct": i < em_adapter, "base_correct": i < em_base, "adapter_well_formed": True,
+             "base_well_formed": False} for i in range(n_task)]
+    bench = [{"id": i, "adapter_correct": i % 4 != 0, "base_correct": i % 4 != 0} for i in range(12)]
+    safety = [{"id": i, "adapter_refused": i < refused_a, "base_refused": i < refused_b} for i in range(8)]
+    return {"ppl": ppl, "task": task, "benchmark": bench, "safety": safety}
+
+
+def test_interval_rule_marks_small_suites_underpowered_and_reports_n():
+    records = _records()
+    m = aggregate([{"suite": s, "result": json.dumps(r)} for s, rows in records.items() for r in rows])["metrics"]
+    gates = GatesConfig.model_validate({"forgetting": {"enabled": False}})
+    d = evaluate_gates(gates, m, None, None, None, records)
+    by = {o.name: o for o in d.outcomes}
+    # perplexity is clearly lower than base on every item: a pass with an interval below the bound
+    assert by["perplexity"].status == "pass" and by["perplexity"].ci_high < by["perplexity"].bound
+    # 0/8 vs 0/8 exact match: the interval [-0.32, 0.32] around 0 is far wider than the 0.05 tolerance
+    assert by["task"].status == "underpowered" and by["task"].n == 8 and by["task"].n_needed > 8
+    assert by["task"].ci_low == pytest.approx(-0.3244, abs=1e-4)
+    assert d.passed and "underpowered" in d.reason
+    strict = GatesConfig.model_validate({"forgetting": {"enabled": False}, "intervals": {"underpowered": "block"}})
+    assert evaluate_gates(strict, m, None, None, None, records).decided_by == "task"
+    point = GatesConfig.model_validate({"forgetting": {"enabled": False}, "intervals": {"enabled": False}})
+    assert all(o.ci_low is None for o in evaluate_gates(point, m, None, None, None, records).outcomes)
+
+
+def test_interval_rule_blocks_a_confident_regression(tmp_path):
+    # base answers 40/60 right, the adapter 0/60: worse than base - 0.05 with 95% confidence
+    records = _records(n_task=60, em_adapter=0, em_base=40)
+    m = aggregate([{"suite": s, "result": json.dumps(r)} for s, rows in records.items() for r in rows])["metrics"]
+    d = evaluate_gates(GatesConfig.model_validate({"forgetting": {"enabled": False}}), m, None, None, None, records)
+    assert not d.passed and d.decided_by == "task" and "[95% " in d.reason
+    md, png = write_report(tmp_path, "acme/math@v9", d, m)
+    text = md.read_text()
+    assert "n needed (effect)" in text and "| task ⟵ decided | fail |" in text and png.stat().st_size > 5_000

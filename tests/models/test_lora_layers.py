@@ -4,7 +4,7 @@ reward classifier alike; layers below get no adapter and no gradient."""
 import pytest
 import torch
 
-from app.config.sft import LoraSpec
+from app.config.common import LoraSpec
 
 
 def test_layers_to_transform_is_validated():

@@ -23,7 +23,7 @@ def test_dpo_stage_trains_from_the_sft_adapter_and_registers_it(tmp_path):
     cfg = load_config("configs/tiny/pipeline_smoke.yaml", PipelineConfig, [
         "name=dpo-smoke", "promote.name=tiny-dpo", f"job.db_url=sqlite:///{tmp_path / 'registry.db'}",
         "preference.enabled=true", "preference.config=configs/tiny/dpo_sigmoid.yaml",
-        "preference.overrides=[train.max_steps=3, train.epochs=3, train.batch_size=1]",
+        "preference.overrides=[train.max_steps=3, train.epochs=3, train.micro_batch_size=1]",
         "preference.ingest.enabled=true", "preference.ingest.config=configs/tiny/ingest_preference.yaml",
         f"preference.ingest.overrides=[output_dir={tmp_path / 'datasets'}]",
         "eval.enabled=false", "serve.enabled=false",

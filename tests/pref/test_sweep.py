@@ -17,14 +17,14 @@ def test_trial_configs_are_revalidated_through_the_job_schema(tmp_path):
     from app.launch.tune import load_sweep, trial_config
 
     sweep = load_sweep(REPO_ROOT / "configs" / "tiny" / "sweep_dpo.yaml")
-    cfg = trial_config(sweep, {"train.lr": 0.002, "lora.r": 8})
-    assert cfg.train.lr == 0.002 and cfg.lora.r == 8 and cfg.train.max_steps == 6
+    cfg = trial_config(sweep, {"optim.lr": 0.002, "lora.r": 8})
+    assert cfg.optim.lr == 0.002 and cfg.lora.r == 8 and cfg.train.max_steps == 6
     with pytest.raises(ConfigError, match="lora.r"):
         trial_config(sweep, {"lora.r": 0})  # a sampled value the schema refuses fails loudly
     with pytest.raises(ConfigError, match="unknown key"):
-        trial_config(sweep, {"train.learning_rate": 0.1})
+        trial_config(sweep, {"optim.learning_rate": 0.1})
     with pytest.raises(ValueError, match="grid"):
-        SweepConfig(base_config="x.yaml", search="grid", search_space={"train.lr": {"kind": "loguniform", "low": 1e-5, "high": 1e-3}})
+        SweepConfig(base_config="x.yaml", search="grid", search_space={"optim.lr": {"kind": "loguniform", "low": 1e-5, "high": 1e-3}})
 
 
 @pytest.mark.ray
@@ -52,7 +52,7 @@ def test_tiny_sweep_runs_all_trials_with_asha_and_mlflow(ray_local, tiny_prefere
     assert summary["statuses"]["error"] == 0 and summary["statuses"]["finished"] >= 1
     assert summary["statuses"]["stopped early"] >= 1, summary["statuses"]
     rows = (out / "results.csv").read_text().strip().splitlines()
-    assert len(rows) == 5 and "train.lr" in rows[0] and "lora.r" in rows[0]
+    assert len(rows) == 5 and "optim.lr" in rows[0] and "lora.r" in rows[0]
     assert (out / "eval_loss_vs_params.png").stat().st_size > 1000
     best = json.loads((out / "best_adapter" / "rayalign_lineage.json").read_text())
     assert best["method"] == "dpo" and best["sweep"]["trial_id"] == summary["best"]["trial_id"]
@@ -64,7 +64,7 @@ def test_tiny_sweep_runs_all_trials_with_asha_and_mlflow(ray_local, tiny_prefere
     parent = [r for r in runs if r.info.run_id == summary["parent_run_id"]]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == summary["parent_run_id"]]
     assert len(parent) == 1 and len(children) == 4
-    assert {float(c.data.params["train.lr"]) for c in children} == {1e-3, 5e-3}
+    assert {float(c.data.params["optim.lr"]) for c in children} == {1e-3, 5e-3}
     assert all("eval_before/loss" in c.data.metrics for c in children)
     # every child run is ended with its outcome: an ASHA-stopped trial's run is KILLED, not left RUNNING
     with open(out / "results.csv", newline="") as f:

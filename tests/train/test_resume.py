@@ -15,7 +15,7 @@ import pytest
 from app.config.loader import load_config
 from app.config.paths import REPO_ROOT
 from app.config.sft import SFTConfig
-from app.train.run import run_sft
+from app.launch.run import run_sft
 
 pytestmark = pytest.mark.ray
 
