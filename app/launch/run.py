@@ -46,6 +46,7 @@ def run_training(kind: str, cfg: TrainingConfig, run_name: str | None = None, pa
     from app.launch.runtime import init_ray, storage_root
     from app.launch.trainer import trainer_for
 
+    storage_root(cfg.ray)  # an object-store storage_path is reached now, before Ray starts (app/launch/storage.py)
     init_ray(cfg.ray)
     trainer = trainer_for(kind, cfg, run_name, parent_run_id, callbacks)
     run_name = trainer.run_config.name

@@ -150,6 +150,9 @@ def evaluate_pairs(
         sums += torch.tensor([s.loss * w, s.accuracy * w, s.margin * w, s.chosen * w, s.rejected * w, w], dtype=torch.float64)
     model.train()
     if dist.is_available() and dist.is_initialized():
+        from app.train.checkpoint import collective_device
+
+        sums = sums.to(collective_device())  # NCCL reduces CUDA tensors only
         dist.all_reduce(sums)
     n = max(float(sums[5]), 1.0)
     stats = PreferenceStats(*(float(v) / n for v in sums[:5]))
