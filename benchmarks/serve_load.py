@@ -30,7 +30,6 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 KEYS = {"t0": "sk-load-t0", "t1": "sk-load-t1", "noisy": "sk-load-noisy"}
 ADAPTERS = {"t0": ["a0", "a1"], "t1": ["a2", "a3"], "noisy": ["a4"]}
