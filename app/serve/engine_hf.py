@@ -344,17 +344,24 @@ class HFEngine:
         eos = self.tokenizer.eos_token_id
         finish, hit_eos, done = "length", False, False
         try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    break
-                if eos in item:
-                    ids.extend(item[: item.index(eos)])
-                    finish, hit_eos = "stop", True
-                else:
+            ended = False
+            while not ended and finish != "stop":
+                # every token queued since the last chunk goes out as one chunk: a slow reader (a loaded proxy)
+                # gets fewer, larger messages instead of falling further behind one token at a time
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                for item in items:
+                    if item is None:
+                        ended = True
+                        break
+                    if eos in item:
+                        ids.extend(item[: item.index(eos)])
+                        finish, hit_eos = "stop", True
+                        break
                     ids.extend(item)
                 text, hit = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), req.stop)
-                if text.endswith("\ufffd") and not hit:  # an unfinished multi-byte character: wait for the next token
+                if text.endswith("\ufffd") and not hit and not ended:  # an unfinished multi-byte character
                     continue
                 if len(text) > len(sent):
                     yield {"text": text[len(sent):], "completion_tokens": len(ids), "finish_reason": None}
@@ -362,7 +369,6 @@ class HFEngine:
                 if hit or finish == "stop":
                     finish = "stop"
                     halt.set()  # a stop string ended it: the rest need not be generated
-                    break
             try:
                 await job
             except Exception as exc:  # noqa: BLE001 - a failed generate is the engine's failure, not the user's
