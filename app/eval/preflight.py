@@ -22,15 +22,14 @@ LINEAGE = "rayalign_lineage.json"
 
 def reward_folder(source: str, key: str) -> Path:
     """A reward model folder whose recorded base SHA matches the base it names today."""
-    from app.models.loader import base_sha, resolve_model
+    from app.models.loader import ModelLoadError, base_sha, resolve_model
+    from app.models.reward_head import reward_lineage
 
     folder = Path(source).expanduser()
-    lineage_file = folder / LINEAGE
-    if not lineage_file.is_file():
-        raise ConfigError(f"{key}: {folder} is not a reward model folder (no {LINEAGE})")
-    lineage = json.loads(lineage_file.read_text(encoding="utf-8"))
-    if lineage.get("method") != "reward":
-        raise ConfigError(f"{key}: {folder} lineage method is {lineage.get('method')!r}, not 'reward'")
+    try:
+        lineage = reward_lineage(folder)
+    except ModelLoadError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
     recorded, base = lineage.get("base_sha"), lineage.get("base_model_source")
     if recorded and base and (folder / "adapter_config.json").is_file():
         actual = base_sha(resolve_model(base).path)

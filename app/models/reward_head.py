@@ -95,6 +95,19 @@ class LoadedRewardModel:
         return self.score(ids, batch_size)
 
 
+def reward_lineage(folder: Path) -> dict[str, Any]:
+    """The lineage of a reward model folder (method 'reward'); ModelLoadError when it is not one."""
+    from app.models.loader import ModelLoadError
+
+    lineage_file = folder / LINEAGE_FILE
+    if not lineage_file.is_file():
+        raise ModelLoadError(f"{folder}: not a reward model folder (no {LINEAGE_FILE})")
+    lineage = json.loads(lineage_file.read_text(encoding="utf-8"))
+    if lineage.get("method") != "reward":
+        raise ModelLoadError(f"{folder}: lineage method is {lineage.get('method')!r}, not 'reward'")
+    return lineage
+
+
 def load_reward_model(path: str | Path, dtype: str = "float32") -> LoadedRewardModel:
     """Load a reward model folder written by :func:`save_reward_model` (LoRA or full), in eval mode on CPU.
 
@@ -102,15 +115,10 @@ def load_reward_model(path: str | Path, dtype: str = "float32") -> LoadedRewardM
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from app.models.loader import ModelLoadError, resolve_model
+    from app.models.loader import resolve_model
 
     folder = Path(path).expanduser()
-    lineage_file = folder / LINEAGE_FILE
-    if not lineage_file.is_file():
-        raise ModelLoadError(f"{folder}: not a reward model folder (no {LINEAGE_FILE})")
-    lineage = json.loads(lineage_file.read_text(encoding="utf-8"))
-    if lineage.get("method") != "reward":
-        raise ModelLoadError(f"{folder}: lineage method is {lineage.get('method')!r}, not 'reward'")
+    lineage = reward_lineage(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel

@@ -68,5 +68,5 @@ def test_scorer_on_another_base_sha(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"safety_scorer.source: .*rm_other was trained on base ffffffffffff, but "
                                           r"tiny:llama is now [0-9a-f]{12}"):
         reward_folder(str(other), "safety_scorer.source")
-    with pytest.raises(ConfigError, match="is not a reward model folder"):
+    with pytest.raises(ConfigError, match="safety_scorer.source: .*not a reward model folder"):
         reward_folder(str(tiny_model_dir), "safety_scorer.source")
