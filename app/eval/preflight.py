@@ -69,7 +69,7 @@ def check_judge_reads(folder: Path, kind: str, questions: list[str], key: str = 
             if len(tok.encode(letter, add_special_tokens=False)) != 1:
                 raise ConfigError(f"{key}: the tokenizer in {folder} does not encode {letter!r} as one token")
     config_dir = folder
-    if not (folder / "config.json").is_file() and (folder / LINEAGE).is_file():  # a LoRA reward folder: its base's
+    if (folder / "adapter_config.json").is_file() and (folder / LINEAGE).is_file():  # a LoRA folder: its base's
         from app.models.loader import resolve_model
 
         config_dir = resolve_model(json.loads((folder / LINEAGE).read_text())["base_model_source"]).path

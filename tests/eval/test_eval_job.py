@@ -103,7 +103,8 @@ def test_reward_model_scores_safety_and_judges_both_orders(ray_local, tiny_model
     assert 0.0 < res.metrics["harmless_base"] < 1.0  # sigmoid(reward) of the base's red-team replies
     assert by["safety_scorer"].ci_low is not None and by["safety_scorer"].n == 4
     assert by["judge"].status in ("pass", "fail", "underpowered", "unreliable")
-    # a reward model scores each answer on its own: the verdict cannot flip with the order (ties aside)
-    assert res.metrics["judge_consistency"] >= 0.75
+    # a reward model scores each answer on its own: only a tie (both orders pick the first) is inconsistent, so the
+    # first-position rate is (n + ties) / 2n = 1 - consistency / 2
+    assert res.metrics["judge_first_position_rate"] == pytest.approx(1 - res.metrics["judge_consistency"] / 2)
     assert all(o.ci_low is not None for o in res.decision.outcomes if o.status in ("pass", "fail", "underpowered"))
     assert "[95% " in res.report_md.read_text()
