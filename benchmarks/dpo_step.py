@@ -21,12 +21,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "pref"))
 
 
 def make_pairs(source: str, n: int):
-    from conftest import synthetic_pairs  # the tests' learnable synthetic pairs (tokenized with this model's template)
+    from app.data.synthetic import synthetic_pairs  # learnable synthetic pairs, tokenized with this model's template
 
     from app.models.loader import load_tokenizer
 
@@ -38,7 +36,9 @@ def rayalign_steps(model_path: str, tok, rows: list[dict], batch: int, steps: in
     """Our DPO step: one packed policy forward+backward per batch; reference read from precomputed columns."""
     from app.config.dpo import DPOConfig
     from app.data.reference_logprobs import load_reference_model, pair_logprobs
-    from app.train.dpo import DPOMethod
+    from app.models.lora import load_trainable_model
+    from app.train.dpo import PolicyLogprobs, preference_objective
+    from app.train.pairs import pack_pairs
 
     t0 = time.perf_counter()
     ref = load_reference_model(model_path, None, "float32")
@@ -51,9 +51,8 @@ def rayalign_steps(model_path: str, tok, rows: list[dict], batch: int, steps: in
     precompute_s = time.perf_counter() - t0
     del ref
     cfg = DPOConfig.model_validate({"model": {"source": model_path}, "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
-                                    "train": {"lr": lr, "batch_size": batch}, "dpo": {"beta": 0.1}})
-    method = DPOMethod(cfg, "bench")
-    model = method.build_model()
+                                    "optim": {"lr": lr}, "train": {"micro_batch_size": batch}, "dpo": {"beta": 0.1}})
+    model = PolicyLogprobs(load_trainable_model(model_path, "lora", cfg.lora, cfg.quant))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
@@ -61,7 +60,8 @@ def rayalign_steps(model_path: str, tok, rows: list[dict], batch: int, steps: in
     for s in range(steps):
         chunk = [rows[(s * batch + j) % len(rows)] for j in range(batch)]
         t = time.perf_counter()
-        loss, _ = method.loss(model, {k: [x[k] for x in chunk] for k in chunk[0]})
+        cols = {k: [x[k] for x in chunk] for k in chunk[0]}
+        loss, _, _ = preference_objective(model(pack_pairs(cols, with_labels=True)), cols, cfg.dpo)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

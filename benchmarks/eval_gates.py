@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from app.config.eval import EvalConfig  # noqa: E402
 from app.config.ingest import IngestConfig  # noqa: E402
@@ -185,7 +184,7 @@ def harness_check(entries: dict, home: Path) -> dict:
 
 
 def train_set(name: str, args, home: Path) -> dict:
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     spec = SETS[name]
     sources = write_sources(home / "eval_gates_data", args.n_train, spec["seed"], spec["offset"])

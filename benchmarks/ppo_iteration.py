@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 PHASES = ("seconds_generation", "seconds_scoring", "seconds_training", "seconds_sync", "seconds_iteration")
 
 

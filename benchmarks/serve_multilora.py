@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 KEY = "sk-bench"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "serve"  # the shipped serve configs, benchmarked as-is

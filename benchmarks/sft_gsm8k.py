@@ -26,7 +26,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # Ray starts workers at niceness 15 by default; a benchmark must not hand the bare baseline a priority edge.
 os.environ.setdefault("RAY_worker_niceness", "0")
-sys.path.insert(0, str(ROOT))
 
 from app.config.loader import load_config  # noqa: E402
 from app.config.paths import rayalign_home, shared_dir  # noqa: E402
@@ -88,7 +87,7 @@ def main(overrides: list[str]) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     torch.set_num_threads(2)
     from app.data.tokenization import ChatTokenizer

@@ -1,30 +1,19 @@
-"""Ray job: DPO/IPO on a preference artifact; reference log-probs are precomputed into it first (Ray Data stage).
+"""Ray job: DPO/IPO on a preference artifact; reference log-probs are precomputed into it first (--precompute-only stops there).
 
     ray job submit --working-dir . -- python -m jobs.dpo --config configs/dpo/smollm2_hh_lora.yaml
+
+A shim over ``rayalign dpo`` (app/commands/dpo.py): the same flags and output, see ``jobs/entry.py``.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
-from jobs.entry import join_submitting_cluster, run_job
-
-
-def dpo(args) -> int:
-    from app.config.dpo import DPOConfig
-    from app.config.loader import load_config
-    from app.launch.preference import fit_preference
-
-    cfg = load_config(args.config, DPOConfig, args.overrides)
-    join_submitting_cluster(cfg)
-    summary = fit_preference("dpo", cfg)
-    print(json.dumps({"run_name": summary["run_name"], "output_dir": summary["output_dir"]}))
-    return 0
+from jobs.entry import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("jobs.dpo", __doc__, dpo, argv)
+    return run_command("jobs.dpo", "dpo", argv)
 
 
 if __name__ == "__main__":

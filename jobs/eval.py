@@ -1,25 +1,19 @@
-"""Ray job: run the eval gates on an adapter vs its base, record the decision in the registry, write the report.
+"""Ray job: eval suites + gates on an adapter; the decision is recorded in the registry.
 
-    ray job submit --working-dir . -- python -m jobs.eval --config configs/eval/smollm2_gates.yaml adapter=<dir> registry.name=<name>
+    ray job submit --working-dir . -- python -m jobs.eval --config configs/eval/smollm2_gates.yaml adapter=<dir> registry.name=math
 
-Exit code 0 when the adapter passed every blocking gate, 1 when a gate blocked it, 2 on a config error.
+A shim over ``rayalign eval`` (app/commands/eval.py): the same flags and output, see ``jobs/entry.py``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from jobs.entry import run_job
-
-
-def evaluate(args) -> int:
-    from app.commands.eval import run
-
-    return run(args)
+from jobs.entry import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("jobs.eval", __doc__, evaluate, argv)
+    return run_command("jobs.eval", "eval", argv)
 
 
 if __name__ == "__main__":

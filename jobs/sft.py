@@ -1,37 +1,19 @@
-"""Ray job entrypoint for SFT / CPT training.
+"""Ray job: SFT / CPT training (full, LoRA, QLoRA) on Ray Train; exit 3 = preempted with a checkpoint, resubmit to resume.
 
     ray job submit --working-dir . -- python -m jobs.sft --config configs/sft/smollm2_lora_gsm8k.yaml data.artifact=…
 
-Validates the config against SFTConfig and runs app.train.run.run_sft on the cluster the job runs in (inside a
-submitted job ``ray.address: local`` means ``auto``). Exit codes: 0 done, 3 preempted (checkpoint saved; resubmit
-to resume), 1 failed, 2 bad config.
+A shim over ``rayalign train`` (app/commands/train.py): the same flags and output, see ``jobs/entry.py``.
 """
 
 from __future__ import annotations
 
 import sys
 
-from jobs.entry import join_submitting_cluster, run_job
-
-
-def sft(args) -> int:
-    from app.config.loader import load_config
-    from app.config.sft import SFTConfig
-    from app.train.run import TrainingFailed, run_sft
-
-    cfg = load_config(args.config, SFTConfig, args.overrides)
-    join_submitting_cluster(cfg)
-    try:
-        outcome = run_sft(cfg)
-    except TrainingFailed as exc:
-        print(f"jobs.sft: failed: {exc}", file=sys.stderr)
-        return 1
-    print(f"{outcome.run_name}: {outcome.status} at step {outcome.step}; output {outcome.output_dir}")
-    return 3 if outcome.status == "preempted" else 0
+from jobs.entry import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("jobs.sft", __doc__, sft, argv)
+    return run_command("jobs.sft", "train", argv)
 
 
 if __name__ == "__main__":

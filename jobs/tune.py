@@ -1,27 +1,19 @@
-"""Ray job: a Ray Tune sweep over a reward/DPO config (function trainables, each launching a TorchTrainer; ASHA).
+"""Ray job: Ray Tune sweep (ASHA) over any config key.
 
     ray job submit --working-dir . -- python -m jobs.tune --config configs/sweep/smollm2_dpo_lr_rank.yaml
+
+A shim over ``rayalign tune`` (app/commands/tune.py): the same flags and output, see ``jobs/entry.py``.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
-from jobs.entry import join_submitting_cluster, run_job
-
-
-def tune(args) -> int:
-    from app.launch.tune import load_sweep, run_sweep
-
-    sweep = load_sweep(args.config, args.overrides)
-    join_submitting_cluster(sweep)
-    print(json.dumps(run_sweep(sweep)))
-    return 0
+from jobs.entry import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("jobs.tune", __doc__, tune, argv)
+    return run_command("jobs.tune", "tune", argv)
 
 
 if __name__ == "__main__":

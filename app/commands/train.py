@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.config.loader import load_config
     from app.config.sft import SFTConfig
-    from app.train.run import TrainingFailed, run_sft
+    from app.launch.run import TrainingFailed, run_sft
 
     cfg = load_config(args.config, SFTConfig, args.overrides)
     try:

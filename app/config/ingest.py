@@ -17,8 +17,9 @@ class SourceSpec(StrictModel):
     reader: Literal["auto", "jsonl", "parquet", "hf"] = Field(
         "auto", description="file reader; auto picks from the extension (.jsonl/.json/.gz, .parquet, folder → hf)"
     )
-    input_format: Literal["auto", "gsm8k", "hh_rlhf", "sft", "chat", "preference", "prompt"] = Field(
-        "auto", description="record layout of the rows (auto: detected per row from its keys)"
+    input_format: Literal["auto", "gsm8k", "hh_rlhf", "sft", "chat", "preference", "kto", "openai_dpo", "prompt"] = Field(
+        "auto", description="record layout of the rows (auto: detected per row from its keys; see app/data/records.py: "
+        "TRL prompt/chosen/rejected and conversational, KTO prompt/completion/label, OpenAI DPO JSONL, messages, …)"
     )
 
 
@@ -52,7 +53,8 @@ class IngestConfig(StrictModel):
     """Raw files → dataset artifact (see README 'Data')."""
 
     name: str = Field("dataset", description="dataset name (artifact folder name under output_dir)")
-    record_type: Literal["sft", "preference", "prompt"] = Field("sft", description="what the artifact's rows are")
+    record_type: Literal["sft", "preference", "unpaired", "prompt"] = Field(
+        "sft", description="what the artifact's rows are ('unpaired': KTO rows with a desirable/undesirable label)")
     sources: list[SourceSpec] = Field(default_factory=list, description="input files; at least one")
     output_dir: str = Field("", description="parent folder of the artifact ('' → <rayalign home>/datasets)")
     model: ModelSpec = Field(default_factory=ModelSpec, description="base model whose tokenizer and chat template are used")

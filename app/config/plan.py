@@ -10,6 +10,11 @@ from app.config.base import StrictModel
 from app.config.common import ModelSpec
 
 
+# The GPU types a plan may name: the keys of app.plan.gpus.CATALOG (the config floor cannot import the planner;
+# tests/config/test_plan_gpu_types.py keeps the two lists equal).
+GPU_TYPES: tuple[str, ...] = ("L4", "A10G", "L40S", "A100", "A100-80GB", "H100", "H200")
+
+
 class PlanLoRA(StrictModel):
     """The adapter whose trainable parameters peft counts on the meta-device model."""
 
@@ -42,11 +47,9 @@ class PlanHardware(StrictModel):
     @field_validator("gpu_types")
     @classmethod
     def _known_gpus(cls, names: list[str]) -> list[str]:
-        from app.plan.gpus import CATALOG
-
-        unknown = [n for n in names if n not in CATALOG]
+        unknown = [n for n in names if n not in GPU_TYPES]
         if unknown:
-            raise ValueError(f"unknown GPU type(s) {unknown}; known: {', '.join(CATALOG)}")
+            raise ValueError(f"unknown GPU type(s) {unknown}; known: {', '.join(GPU_TYPES)}")
         return names
 
 

@@ -61,11 +61,40 @@ class RolloutSpec(StrictModel):
 
 
 class RewardSpec(StrictModel):
-    """Who scores a (prompt, response)."""
+    """Who scores a (prompt, response): a rule, a trained reward model, or their weighted sum; plus a length penalty.
 
-    kind: Literal["rule", "model"] = Field("rule", description="a rule function from app.core.rewards, or a trained reward model")
-    rule: str = Field("gsm8k", description="rule name in app.core.rewards.RULE_REWARDS (kind=rule)")
-    model_path: str | None = Field(None, description="reward model folder written by the reward job (kind=model)")
+    reward = model_weight * RM(prompt + response) + rule_weight * rule(response, reference)
+             - length_penalty * max(0, response_tokens - length_penalty_free_tokens)
+    (kind 'rule' and 'model' use only their own term, with weight 1.) Every source that is computed is logged per
+    iteration (``rm_score``, ``rule_score``), so RM score and rule-verified accuracy sit side by side under 'sum'
+    (``rule_weight: 0`` logs the rule without rewarding it).
+    """
+
+    kind: Literal["rule", "model", "sum"] = Field(
+        "rule", description="'rule' (app.core.rewards), 'model' (a trained reward model folder) or 'sum' (weighted sum of both)")
+    rule: str = Field("gsm8k", description="rule name in app.core.rewards.RULE_REWARDS (kind rule/sum)")
+    model_path: str | None = Field(
+        None, description="reward model folder written by the reward job (kind model/sum): rayalign_lineage.json with "
+        "method 'reward' and a score head; its base SHA must equal the policy's")
+    model_weight: float = Field(1.0, ge=0.0, description="weight of the reward-model score (kind sum)")
+    rule_weight: float = Field(1.0, ge=0.0, description="weight of the rule reward (kind sum; 0 logs it without rewarding)")
+    length_penalty: float = Field(
+        0.0, ge=0.0, description="reward subtracted per response token beyond length_penalty_free_tokens (0: off); "
+        "a guard against a reward model that pays for length")
+    length_penalty_free_tokens: int = Field(0, ge=0, description="response tokens that cost nothing")
+    model_batch_size: int = Field(16, ge=1, description="sequences per reward-model forward pass")
+
+
+class InitSpec(StrictModel):
+    """Where the policy starts and what the KL leash pulls towards."""
+
+    adapter: str | None = Field(
+        None, description="SFT LoRA adapter folder (peft layout + rayalign_lineage.json) the policy starts from and keeps "
+        "training (its rank/alpha/modules replace lora.* for the policy; the critic still uses lora.*); None: a fresh "
+        "LoRA on the base")
+    reference: Literal["init", "base"] = Field(
+        "init", description="the frozen reference: 'init' = the policy's starting point (the SFT adapter, frozen), "
+        "'base' = the base model without any adapter")
 
 
 class AlgoSpec(StrictModel):
@@ -127,6 +156,7 @@ class PPOConfig(StrictModel):
         PolicyLoraSpec(dropout=0.0), description="LoRA settings (dropout off by default: it would make the PPO ratio noisy)"
     )
     rollout: RolloutSpec = Field(RolloutSpec(), description="generation")
+    init: InitSpec = Field(InitSpec(), description="policy initialisation (SFT adapter) and the KL reference")
     reward: RewardSpec = Field(RewardSpec(), description="reward")
     algo: AlgoSpec = Field(AlgoSpec(), description="objective and optimizer")
     placement: PlacementSpec = Field(PlacementSpec(), description="Ray placement")
@@ -144,4 +174,9 @@ class PPOConfig(StrictModel):
             raise ValueError("rollout.backend=vllm syncs adapter-only weights: it needs lora.enabled=true")
         if self.rollout.backend == "vllm" and self.rollout.vllm_max_lora_rank < self.lora.r:
             raise ValueError("rollout.vllm_max_lora_rank must be >= lora.r")
+        if self.reward.kind in ("model", "sum") and not self.reward.model_path:
+            raise ValueError(f"reward.kind={self.reward.kind} but reward.model_path is not set: PPO has no reward source "
+                             "(give a reward model folder, or use reward.kind=rule)")
+        if self.init.adapter and not self.lora.enabled:
+            raise ValueError("init.adapter continues training a LoRA adapter: it needs lora.enabled=true")
         return self

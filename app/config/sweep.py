@@ -1,4 +1,4 @@
-"""SweepConfig: a Ray Tune search over dotted keys of a reward or DPO config, with ASHA early stopping.
+"""SweepConfig: a Ray Tune search over dotted keys of an SFT, reward or DPO config, with ASHA early stopping.
 
 Every trial's config = base YAML + ``overrides`` + the sampled ``key=value`` pairs, re-validated through the job's
 schema (a bad sampled value fails that trial with the schema's message, never silently).
@@ -46,9 +46,9 @@ class ASHASpec(StrictModel):
 
 
 class SweepConfig(StrictModel):
-    """`rayalign tune`: search over a reward/DPO job's config keys; one MLflow parent run, one child per trial."""
+    """`rayalign tune`: search over an SFT/reward/DPO job's config keys; one MLflow parent run, one child per trial."""
 
-    job: Literal["dpo", "reward"] = Field("dpo", description="which training job each trial runs")
+    job: Literal["dpo", "reward", "sft"] = Field("dpo", description="which training job each trial runs (any method of the one engine)")
     base_config: str = Field("", description="the job's YAML each trial starts from (configs/dpo/… or configs/reward/…)")
     overrides: list[str] = Field(default_factory=list, description="dotted key=value overrides applied to every trial")
     search_space: dict[str, ParamSpace] = Field(default_factory=dict, description="dotted config key → values or range")

@@ -72,12 +72,22 @@ class PackedSequences:
     @property
     def last_token_index(self) -> torch.Tensor:
         """[n_seqs] position in the row of each sequence's last token (what a reward head pools)."""
-        ends = torch.zeros(self.n_seqs, dtype=torch.long)
-        return ends.scatter_reduce(0, self.seq_index, torch.arange(self.seq_index.numel()), reduce="amax")
+        ends = torch.zeros(self.n_seqs, dtype=torch.long, device=self.seq_index.device)
+        positions = torch.arange(self.seq_index.numel(), device=self.seq_index.device)
+        return ends.scatter_reduce(0, self.seq_index, positions, reduce="amax")
+
+    def to(self, device: torch.device | str) -> "PackedSequences":
+        """The same sequences with every tensor on ``device`` (GPU workers)."""
+        return PackedSequences(self.input_ids.to(device), self.position_ids.to(device), self.labels.to(device),
+                               self.seq_index.to(device), self.n_seqs)
 
 
-def pack_sequences(input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None = None) -> PackedSequences:
-    """Concatenate sequences (lists of token ids, with aligned labels or none) into one :class:`PackedSequences`."""
+def concat_for_packed_forward(input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]] | None = None) -> PackedSequences:
+    """Concatenate sequences (lists of token ids, with aligned labels or none) into one row for a packed forward.
+
+    Not to be confused with ``app.core.packing.pack_sequences``, which decides which examples share a window.
+    Returns :class:`PackedSequences`: input_ids / position_ids / labels ``[1, sum(len)]``, seq_index ``[sum(len)]``.
+    """
     if labels is None:
         labels = [[IGNORE_INDEX] * len(x) for x in input_ids]
     lengths = [len(x) for x in input_ids]
@@ -121,7 +131,7 @@ def packed_sequence_logprobs(model, packed: PackedSequences, average: bool = Fal
     total = torch.zeros(packed.n_seqs, dtype=token_lp.dtype, device=token_lp.device).index_add(0, seq, token_lp)
     if not average:
         return total
-    count = torch.zeros(packed.n_seqs, dtype=token_lp.dtype).index_add(0, seq, torch.ones_like(token_lp))
+    count = torch.zeros(packed.n_seqs, dtype=token_lp.dtype, device=token_lp.device).index_add(0, seq, torch.ones_like(token_lp))
     return total / count.clamp(min=1)
 
 

@@ -101,6 +101,43 @@ def shingle_windows(texts: Sequence[str], k: int = 5) -> tuple[np.ndarray, np.nd
     return hashes, offsets
 
 
+def shingle_rows(texts: Sequence[str], k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Char k-shingle hashes laid out as contiguous rows, cheapest to compute: (hashes uint64 [L], offsets int64 [n + 1]).
+
+    L is the total normalized length; document d owns ``hashes[offsets[d]:offsets[d + 1]]`` (one slot per character).
+    The slots hold the unmixed polynomial hash of every window starting in the document (the input of a sketch
+    that applies its own hash permutations, e.g. rensa's ``digest_matrix_from_flat_token_hashes``); the last k − 1
+    slots, whose windows would cross into the next document, repeat the document's first window instead (a repeat
+    changes no minimum). As a set, a row is the document's shingle set (``shingle_hashes``) under another hash; a
+    document shorter than k holds its whole-text hash in every slot; an empty document has an empty row.
+    """
+    norms = [normalize_text(t) for t in texts]
+    lens = np.fromiter((len(x) for x in norms), dtype=np.int64, count=len(norms))
+    offsets = np.zeros(lens.size + 1, dtype=np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    codes = np.frombuffer("".join(norms).encode("utf-32-le"), dtype=np.uint32)
+    if codes.size == 0:
+        return np.empty(0, np.uint64), offsets
+    padded = np.zeros(codes.size + k - 1, dtype=np.uint64)
+    padded[: codes.size] = codes
+    acc = padded[: codes.size].copy()
+    base = np.uint64(1_000_003)
+    for j in range(1, k):
+        acc *= base
+        acc += padded[j : j + codes.size]
+    starts = offsets[:-1]
+    full = np.flatnonzero(lens >= k)
+    if full.size and k > 1:  # windows crossing the end: repeat the document's first window
+        tail = (offsets[full + 1][:, None] - np.arange(1, k)[None, :]).ravel()
+        acc[tail] = np.repeat(acc[starts[full]], k - 1)
+    for d in np.flatnonzero((lens > 0) & (lens < k)):  # shorter than k: the whole text is the one shingle
+        whole = np.uint64(0)
+        for c in codes[starts[d] : offsets[d + 1]].astype(np.uint64):
+            whole = whole * base + c
+        acc[starts[d] : offsets[d + 1]] = whole
+    return acc, offsets
+
+
 def shingle_hashes_batch(texts: Sequence[str], k: int = 5, unit: str = "char") -> tuple[np.ndarray, np.ndarray]:
     """``shingle_hashes`` of many texts at once, flat: (hashes uint32 [S], offsets int64 [n_docs + 1]).
 

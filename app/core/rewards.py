@@ -92,3 +92,19 @@ RULE_COMPONENTS: dict[str, dict[str, Callable[[str, str], float]]] = {
     "gsm8k": {"exact_match": exact_match_reward, "format_ok": format_reward},
     "gsm8k_answer_only": {"exact_match": exact_match_reward, "format_ok": answer_only_format_reward},
 }
+
+
+def combine_rewards(components: dict[str, list[float]], weights: dict[str, float], lengths: list[int],
+                    length_penalty: float = 0.0, free_tokens: int = 0) -> list[float]:
+    """Sequence rewards from several sources: sum_k w_k * r_k[i] - length_penalty * max(0, lengths[i] - free_tokens).
+
+    ``components``: source name -> one score per response (e.g. 'model', 'rule'); a source without a weight counts 0
+    (logged elsewhere, not rewarded). The length term is the usual guard against a reward model that pays for
+    verbosity (Singhal et al. 2023, "A Long Way to Go"); ``lengths`` are response token counts.
+    """
+    n = len(lengths)
+    for name, scores in components.items():
+        if len(scores) != n:
+            raise ValueError(f"reward source {name!r} has {len(scores)} scores for {n} responses")
+    return [sum(weights.get(name, 0.0) * scores[i] for name, scores in components.items())
+            - length_penalty * max(0, lengths[i] - free_tokens) for i in range(n)]

@@ -16,6 +16,7 @@ Layout of one version::
 
 Record types (columns): ``sft`` (packed, padding-free: input_ids, labels, position_ids list<int32>, seq_len int32);
 ``preference`` (prompt, chosen, rejected, chosen_/rejected_input_ids, chosen_/rejected_labels);
+``unpaired`` (KTO rows: prompt, completion, label bool, input_ids, labels; -100 on the prompt);
 ``prompt`` (prompt, messages JSON, prompt_input_ids, reference).
 
 The id is ``<record_type>-<sha256[:16]>`` over the shard bytes and the record-relevant manifest fields, so the
@@ -38,7 +39,7 @@ import pyarrow.parquet as pq
 from app.data.errors import DataError
 
 FORMAT = "rayalign-dataset/1"
-RECORD_TYPES = ("sft", "preference", "prompt")
+RECORD_TYPES = ("sft", "preference", "unpaired", "prompt")
 _I32 = pa.list_(pa.int32())
 SCHEMAS: dict[str, pa.Schema] = {
     "sft": pa.schema([("input_ids", _I32), ("labels", _I32), ("position_ids", _I32), ("seq_len", pa.int32())]),
@@ -52,6 +53,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("rejected_input_ids", _I32),
             ("rejected_labels", _I32),
         ]
+    ),
+    "unpaired": pa.schema(
+        [("prompt", pa.string()), ("completion", pa.string()), ("label", pa.bool_()), ("input_ids", _I32), ("labels", _I32)]
     ),
     "prompt": pa.schema(
         [("prompt", pa.string()), ("messages", pa.string()), ("prompt_input_ids", _I32), ("reference", pa.string())]

@@ -9,12 +9,19 @@ gsm8k        question, answer ("… #### 72")                          sft, prom
 hh_rlhf      chosen, rejected ("\\n\\nHuman: …\\n\\nAssistant: …")   preference, sft (chosen), prompt
 sft          instruction[, input], response  |  prompt, completion    sft, prompt
 chat         messages [{role, content}]                              sft, prompt (messages end with user)
-preference   prompt (str | messages), chosen, rejected (str | msgs)  preference
+preference   TRL: prompt (str | msgs), chosen, rejected (str |       preference, prompt
+             [assistant msg]); or implicit prompt: chosen, rejected
+             as whole conversations sharing every turn but the last
+kto          TRL unpaired: prompt (str | msgs), completion (str |    unpaired, prompt
+             [assistant msg]), label (true = desirable)
+openai_dpo   OpenAI preference fine-tuning JSONL: input.messages,    preference, prompt
+             preferred_output, non_preferred_output ([assistant])
 prompt       prompt (str) | messages, optional reference             prompt
 ===========  ======================================================  =====================================
 
 Normalized records: sft → ``{"messages"}`` ending with an assistant turn; preference → ``{"prompt_messages",
-"chosen", "rejected"}``; prompt → ``{"prompt_messages", "reference"}``. Every problem raises RowError(field, reason).
+"chosen", "rejected"}``; unpaired → ``{"prompt_messages", "completion", "label"}`` (KTO: label true = desirable);
+prompt → ``{"prompt_messages", "reference"}``. Every problem raises RowError(field, reason).
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from typing import Any
 
 from app.data.errors import RowError
 
-INPUT_FORMATS = ("auto", "gsm8k", "hh_rlhf", "sft", "chat", "preference", "prompt")
+INPUT_FORMATS = ("auto", "gsm8k", "hh_rlhf", "sft", "chat", "preference", "kto", "openai_dpo", "prompt")
+RECORD_TYPES = ("sft", "preference", "unpaired", "prompt")
 ROLES = ("system", "user", "assistant")
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
@@ -114,8 +122,13 @@ def detect_format(row: dict[str, Any]) -> str:
     keys = set(row)
     if "question" in keys and "answer" in keys:
         return "gsm8k"
-    if {"chosen", "rejected"} <= keys:
-        return "preference" if "prompt" in keys else "hh_rlhf"
+    if keys & {"preferred_output", "non_preferred_output"}:
+        return "openai_dpo"
+    if "label" in keys and keys & {"prompt", "completion"}:
+        return "kto"
+    if keys & {"chosen", "rejected"}:  # a row missing one side is still a preference row (quarantined naming the side)
+        conversational = any(isinstance(row.get(k), list) for k in ("chosen", "rejected"))
+        return "preference" if "prompt" in keys or conversational else "hh_rlhf"
     if "messages" in keys:
         return "chat"
     if "instruction" in keys or {"prompt", "completion"} <= keys or "response" in keys:
@@ -140,18 +153,62 @@ def _prompt_messages_field(row: dict[str, Any], field: str) -> list[dict[str, st
 
 
 def _response_field(row: dict[str, Any], field: str) -> str:
-    """A preference response: a string, or a chat list whose last message is the assistant response."""
+    """A response: a string, or (TRL conversational / OpenAI) a list of exactly one assistant message."""
     value = row.get(field)
     if isinstance(value, list):
-        if not value or not isinstance(value[-1], dict) or value[-1].get("role") != "assistant":
-            raise RowError(field, "a chat-form response must end with an assistant message")
-        return require_text(value[-1], "content")
+        if len(value) != 1:
+            raise RowError(field, f"a chat-form response must be one assistant message, got {len(value)} messages")
+        msg = value[0]
+        if not isinstance(msg, dict):
+            raise RowError(f"{field}[0]", f"expected an object with role and content, got {type(msg).__name__}")
+        extra = set(msg) - {"role", "content", "name"}
+        if extra:
+            raise RowError(f"{field}[0]", f"unknown keys {sorted(extra)}")
+        if msg.get("role") != "assistant":
+            raise RowError(f"{field}[0].role", f"the response must be an assistant message, got {msg.get('role')!r}")
+        try:
+            return require_text(msg, "content")
+        except RowError as err:
+            raise RowError(f"{field}[0].content", err.reason) from None
     return require_text(row, field)
+
+
+def _implicit_prompt_pair(row: dict[str, Any]) -> tuple[list[dict[str, str]], str, str]:
+    """TRL's implicit-prompt conversational pair: chosen and rejected are whole chats that differ only in the last turn."""
+    chosen = validate_messages(row.get("chosen"), "chosen", must_end_with="assistant")
+    rejected = validate_messages(row.get("rejected"), "rejected", must_end_with="assistant")
+    if chosen[:-1] != rejected[:-1]:
+        raise RowError("rejected", "does not share the chosen conversation's prompt (every turn but the last)")
+    return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
+
+
+def _label_field(row: dict[str, Any]) -> bool:
+    value = row.get("label")
+    if value is None:
+        raise RowError("label", "missing")
+    if not isinstance(value, bool):
+        raise RowError("label", f"expected true (desirable) or false (undesirable), got {type(value).__name__} {value!r}"[:120])
+    return value
+
+
+def _openai_prompt(row: dict[str, Any]) -> list[dict[str, str]]:
+    """OpenAI DPO ``input``: {messages, tools?, parallel_tool_calls?}; the messages end with the user turn."""
+    value = row.get("input")
+    if not isinstance(value, dict):
+        raise RowError("input", "missing" if value is None else f"expected an object with messages, got {type(value).__name__}")
+    extra = set(value) - {"messages", "tools", "parallel_tool_calls"}
+    if extra:
+        raise RowError("input", f"unknown keys {sorted(extra)}")
+    if value.get("tools"):
+        raise RowError("input.tools", "tool definitions are not supported (text-only preference pairs)")
+    return validate_messages(value.get("messages"), "input.messages", must_end_with="user")
 
 
 def normalize(row: dict[str, Any], record_type: str, input_format: str = "auto") -> dict[str, Any]:
     """Validate one input row and convert it to the normalized record of ``record_type``."""
     fmt = detect_format(row) if input_format == "auto" else input_format
+    if input_format == "auto" and record_type == "unpaired" and fmt == "sft":
+        fmt = "kto"  # prompt/completion without a label: name the missing label, not the format
     if fmt == "gsm8k":
         q, a = require_text(row, "question"), require_text(row, "answer")
         if record_type == "sft":
@@ -192,22 +249,38 @@ def normalize(row: dict[str, Any], record_type: str, input_format: str = "auto")
             return {"messages": validate_messages(row.get("messages"), "messages", must_end_with="assistant")}
         if record_type == "prompt":
             return {"prompt_messages": validate_messages(row.get("messages"), "messages", must_end_with="user"), "reference": _reference(row)}
-    elif fmt == "preference":
-        if record_type == "preference":
+    elif fmt in ("preference", "openai_dpo"):
+        if fmt == "openai_dpo":
+            prompt = _openai_prompt(row)
+            chosen, rejected = _response_field(row, "preferred_output"), _response_field(row, "non_preferred_output")
+            other = "non_preferred_output"
+        elif "prompt" in row:
             prompt = _prompt_messages_field(row, "prompt")
-            chosen, rejected = _response_field(row, "chosen"), _response_field(row, "rejected")
+            chosen, rejected, other = _response_field(row, "chosen"), _response_field(row, "rejected"), "rejected"
+        else:
+            (prompt, chosen, rejected), other = _implicit_prompt_pair(row), "rejected"
+        if record_type == "preference":
             if chosen == rejected:
-                raise RowError("rejected", "identical to chosen")
+                raise RowError(other, "identical to the preferred response")
             return {"prompt_messages": prompt, "chosen": chosen, "rejected": rejected}
         if record_type == "prompt":
-            return {"prompt_messages": _prompt_messages_field(row, "prompt"), "reference": ""}
+            return {"prompt_messages": prompt, "reference": ""}
+    elif fmt == "kto":
+        prompt = _prompt_messages_field(row, "prompt")
+        if record_type == "unpaired":
+            return {"prompt_messages": prompt, "completion": _response_field(row, "completion"), "label": _label_field(row)}
+        if record_type == "prompt":
+            return {"prompt_messages": prompt, "reference": ""}
     elif fmt == "prompt":
         if record_type == "prompt":
             field = "messages" if "messages" in row else "prompt"
             return {"prompt_messages": _prompt_messages_field(row, field), "reference": _reference(row)}
     else:
         raise RowError("<row>", f"unknown input format {fmt!r}")
-    raise RowError("<row>", f"format {fmt!r} cannot make a {record_type!r} record")
+    hint = " (KTO's prompt/completion/label rows are record_type 'unpaired')" if fmt == "kto" else ""
+    if record_type == "unpaired" and fmt != "kto":
+        hint = " (record_type 'unpaired' needs KTO rows: prompt, completion, label)"
+    raise RowError("<row>", f"format {fmt!r} cannot make a {record_type!r} record{hint}")
 
 
 def _reference(row: dict[str, Any]) -> str:
@@ -236,5 +309,5 @@ def canonical_text(record: dict[str, Any]) -> str:
 def dedup_text(record: dict[str, Any]) -> str:
     """The text near-dup dedup and contamination look at: every message / response joined by newlines."""
     parts = [m["content"] for m in record.get("messages", record.get("prompt_messages", []))]
-    parts += [record[k] for k in ("chosen", "rejected") if k in record]
+    parts += [record[k] for k in ("chosen", "rejected", "completion") if k in record]
     return "\n".join(parts)

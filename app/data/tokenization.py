@@ -117,6 +117,22 @@ class ChatTokenizer:
             out[f"{side}_input_ids"], out[f"{side}_labels"] = ids, labels
         return out
 
+    def unpaired(self, record: dict[str, Any]) -> dict[str, Any]:
+        """{"prompt_messages", "completion", "label"} (KTO) → rendered prompt, the completion's ids/labels, label.
+
+        Labels as for one side of a preference pair (-100 on the prompt), so a trainer can recombine prompt i with
+        completion j (KTO's mismatched pairs) by splitting each row at its first label.
+        """
+        return self._dropping_turns(lambda msgs: self._unpaired(msgs, record), record["prompt_messages"])
+
+    def _unpaired(self, prompt_messages: list[dict[str, str]], record: dict[str, Any]) -> dict[str, Any]:
+        msgs = prompt_messages + [{"role": "assistant", "content": record["completion"]}]
+        text = self.render(msgs)
+        ids, labels = self._fit(*self.encode(text, self.assistant_spans(msgs, text, only_last=True)), "completion")
+        prompt = self.render(prompt_messages, add_generation_prompt=True)
+        return {"prompt": prompt, "completion": record["completion"], "label": bool(record["label"]),
+                "input_ids": ids, "labels": labels}
+
     def prompt(self, record: dict[str, Any]) -> dict[str, Any]:
         """{"prompt_messages", "reference"} → rendered prompt (ends with the assistant header) and its token ids."""
         return self._dropping_turns(lambda msgs: self._prompt(msgs, record), record["prompt_messages"])

@@ -23,11 +23,11 @@ LINEAGE = "rayalign_lineage.json"
 def reward_folder(source: str, key: str) -> Path:
     """A reward model folder whose recorded base SHA matches the base it names today."""
     from app.models.loader import ModelLoadError, base_sha, resolve_model
-    from app.models.reward_head import reward_lineage
+    from app.models.reward_head import check_reward_model_folder
 
     folder = Path(source).expanduser()
     try:
-        lineage = reward_lineage(folder)
+        lineage = check_reward_model_folder(folder)
     except ModelLoadError as exc:
         raise ConfigError(f"{key}: {exc}") from None
     recorded, base = lineage.get("base_sha"), lineage.get("base_model_source")

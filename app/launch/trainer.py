@@ -1,5 +1,8 @@
 """The one place that builds Ray Train objects: ScalingConfig, RunConfig, FailureConfig, TorchTrainer.
 
+Every training method goes through ``trainer_for(kind, cfg, run_name)``: one loop config envelope, one SIGTERM-aware
+backend, one scaling (CPU gloo or GPU NCCL from ``scaling.use_gpu``), one checkpoint retention.
+
 Workers get a SIGTERM handler on their MAIN thread before any training code runs (Ray Train runs the loop in a
 separate thread, where ``signal.signal`` is not allowed): a small TorchConfig whose backend installs it in
 ``on_start``. Resume is by name: the same ``RunConfig(name, storage_path)`` makes ``ray.train.get_checkpoint()``
@@ -8,14 +11,17 @@ return the run's latest checkpoint (Ray 2.60 Train V2 has no ``resume_from_check
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.torch.config import _TorchBackend
 
-from app.config.common import ScalingSpec
+from app.config.common import ScalingSpec, TrainingConfig, training_hash
+from app.config.errors import ConfigError
 from app.train.checkpoint import install_sigterm_handler
 
 
@@ -44,8 +50,11 @@ def build_trainer(
     storage_path: str,
     datasets: dict[str, Any] | None = None,
     keep_checkpoints: int = 3,
+    callbacks: Sequence[Any] = (),
 ) -> TorchTrainer:
-    """A TorchTrainer whose datasets are NOT split (each rank picks its rows deterministically, see batches.py)."""
+    """A TorchTrainer whose datasets are NOT split (each rank picks its rows deterministically, see batches.py).
+
+    ``callbacks``: Ray Train callbacks (a sweep trial passes ``TuneReportCallback`` so reports reach Tune/ASHA)."""
     from ray.data import ExecutionOptions
 
     resources = {"CPU": scaling.cpus_per_worker}
@@ -61,7 +70,82 @@ def build_trainer(
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+            callbacks=list(callbacks),
         ),
         datasets=datasets or {},
         dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),
     )
+
+
+LOOPS = {
+    "sft": "app.train.sft:train_loop_per_worker",
+    "reward": "app.train.reward:reward_loop_per_worker",
+    "dpo": "app.train.dpo:dpo_loop_per_worker",
+}
+
+
+def loop_function(kind: str) -> Callable[[dict[str, Any]], Any]:
+    import importlib
+
+    module, _, name = LOOPS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def trainer_for(kind: str, cfg: TrainingConfig, run_name: str | None = None, parent_run_id: str | None = None,
+                callbacks: Sequence[Any] = ()) -> TorchTrainer:
+    """The TorchTrainer of any method (``kind`` in LOOPS) under ``cfg``; run name default ``<kind>-<training hash>``.
+
+    The loop config is the one envelope every loop reads: the resolved config, its training hash, the run's storage
+    folder (where checkpoints Ray never registered are found), the resolved base model and the dataset id.
+    """
+    from app.launch.runtime import run_name_for, storage_root
+    from app.models.loader import resolve_model
+    from app.tracking.mlflow_store import tracking_uri
+
+    cfg_hash = training_hash(cfg)
+    run_name = run_name or run_name_for(kind, cfg_hash, cfg.ray)
+    storage = storage_root(cfg.ray)
+    resolved = resolve_model(cfg.model)
+    dataset_id, datasets, extra = _method_data(kind, cfg)
+    loop_config = {
+        "kind": kind, "cfg": cfg.model_dump(mode="json"), "config_hash": cfg_hash, "run_name": run_name,
+        "run_dir": f"{storage}/{run_name}", "model_dir": str(resolved.path), "base_sha": resolved.base_sha,
+        "dataset_id": dataset_id, "parent_run_id": parent_run_id,
+        "tracking_uri": tracking_uri(cfg.tracking) if cfg.tracking.enabled else None, **extra,
+    }
+    return build_trainer(loop_function(kind), loop_config, cfg.scaling, run_name, storage, datasets, cfg.checkpoint.keep, callbacks)
+
+
+def _method_data(kind: str, cfg) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(dataset id, Ray datasets, extra loop-config keys) of a method's data section."""
+    if kind == "sft":
+        import pyarrow.parquet as pq
+        import ray.data
+
+        manifest, split_dir = open_sft_artifact(cfg.data.artifact, cfg.data.split)
+        # Read once on the driver into the object store (a packed artifact is small next to the model): workers then
+        # iterate ready blocks instead of each launching read tasks that compete with training for CPUs.
+        dataset = ray.data.from_arrow(pq.read_table(split_dir, columns=["input_ids", "labels", "position_ids"]))
+        return manifest.get("id", ""), {"train": dataset}, {"seq_len": int(manifest.get("max_length", 512))}
+    from app.data.artifact import load_artifact
+
+    return load_artifact(cfg.data.artifact).id, {}, {}
+
+
+def open_sft_artifact(path: str, split: str) -> tuple[dict[str, Any], Path]:
+    """(manifest, split folder) of a packed SFT dataset artifact, with one-line errors for anything off-contract."""
+    if not path:
+        raise ConfigError("data.artifact is empty: point it at a dataset artifact folder (rayalign ingest writes one)")
+    from app.data.artifact import resolve_artifact_dir
+
+    folder = resolve_artifact_dir(path)  # a dataset name resolves to its newest version
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError(f"data.artifact {folder}: no manifest.json (not a dataset artifact)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("record_type") != "sft":
+        raise ConfigError(f"data.artifact {folder}: record_type is {manifest.get('record_type')!r}, SFT needs 'sft' (packed)")
+    split_dir = folder / split
+    if not any(split_dir.glob("*.parquet")):
+        raise ConfigError(f"data.artifact {folder}: split '{split}' has no parquet files")
+    return manifest, split_dir

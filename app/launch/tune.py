@@ -1,8 +1,8 @@
-"""Ray Tune sweeps over reward/DPO configs: each trial is a FUNCTION trainable that launches its own TorchTrainer.
+"""Ray Tune sweeps over SFT/reward/DPO configs: each trial is a FUNCTION trainable that launches its own TorchTrainer.
 
 This is the Ray 2.60 pattern (``Tuner(trainer)`` is deprecated): the trial function builds the trial's config from
 the base YAML + sweep overrides + sampled ``key=value`` pairs, re-validates it through the job's schema, and runs
-``build_preference_trainer(...).fit()`` with ``TuneReportCallback`` so worker reports reach Tune (and ASHA).
+``trainer_for(...).fit()`` (the same builder every method uses) with ``TuneReportCallback`` so worker reports reach Tune (and ASHA).
 
     summary = run_sweep(SweepConfig(...))
     # <out>/results.csv, results.md, <metric>_vs_params.png, best_adapter/ (with lineage + sweep info), trials/<id>/
@@ -24,7 +24,7 @@ from app.config.errors import ConfigError
 from app.config.loader import load_config, read_yaml
 from app.config.paths import rayalign_home
 from app.config.sweep import ParamSpace, SweepConfig
-from app.launch.runtime import init_ray, storage_root, validate_run_name
+from app.launch.runtime import check_run_storage, init_ray, validate_run_name
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 def job_schema(job: str):
     from app.config.dpo import DPOConfig
     from app.config.reward import RewardConfig
+    from app.config.sft import SFTConfig
 
-    return {"dpo": DPOConfig, "reward": RewardConfig}[job]
+    return {"dpo": DPOConfig, "reward": RewardConfig, "sft": SFTConfig}[job]
 
 
 def trial_config(sweep: SweepConfig, sampled: dict[str, Any], extra: list[str] = ()):
@@ -71,18 +72,18 @@ def run_trial(sampled: dict[str, Any], sweep_dict: dict[str, Any], parent_run_id
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from app.launch.preference import build_preference_trainer
+    from app.launch.trainer import trainer_for
 
     sweep = SweepConfig.model_validate(sweep_dict)
     trial_id = tune.get_context().get_trial_id()
     out = sweep_output_dir(sweep) / "trials" / trial_id
     cfg = trial_config(sweep, sampled, [f"output.dir={out}"])
-    if sweep.job == "dpo":
+    if sweep.job == "dpo" and cfg.dpo.needs_reference:
         from app.data.reference_logprobs import has_reference_logprobs, reference_identity
 
         if not has_reference_logprobs(cfg.data.artifact, reference_identity(cfg.model, cfg.dpo.reference_adapter)):
             raise ConfigError("this trial's reference model differs from the base config's; sweeping the reference is not supported")
-    trainer = build_preference_trainer(sweep.job, cfg, trial_run_name(sweep, trial_id), parent_run_id, callbacks=[TuneReportCallback()])
+    trainer = trainer_for(sweep.job, cfg, trial_run_name(sweep, trial_id), parent_run_id, callbacks=[TuneReportCallback()])
     result = trainer.fit()
     if result.error is not None:
         raise result.error
@@ -123,7 +124,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
         ensure_reference_logprobs(trial_config(sweep, {}, []))
     parent = None
     if sweep.tracking.enabled:
-        from app.train.preference import MlflowTracker
+        from app.tracking.tracker import MlflowTracker
 
         parent = MlflowTracker(sweep.tracking, sweep.name, sweep.model_dump(mode="json"))
     param_space, search_alg = build_search(sweep)
@@ -141,7 +142,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             metric=sweep.metric, mode=sweep.mode, scheduler=scheduler, search_alg=search_alg,
             num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials,
         ),
-        run_config=tune.RunConfig(name=validate_run_name(sweep.name), storage_path=storage_root(sweep.ray),
+        run_config=tune.RunConfig(name=validate_run_name(sweep.name), storage_path=check_run_storage(sweep.ray),
                                   callbacks=[ReleaseOrphanedPlacementGroups()]),
     )
     grid = tuner.fit()
@@ -184,12 +185,12 @@ def export_final_model(checkpoint_path: str | None, out: Path) -> bool:
     """Copy a trial's model out of its last reported checkpoint; False when that checkpoint is not a final one."""
     from ray.train import Checkpoint
 
-    from app.launch.preference import export_model
+    from app.train.output import export_output
 
     if not checkpoint_path:
         return False
     try:
-        export_model(Checkpoint(checkpoint_path), out)
+        export_output(Checkpoint(checkpoint_path), out)
     except RuntimeError:  # an intermediate checkpoint (trial stopped early): no model/ folder
         return False
     return True

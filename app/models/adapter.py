@@ -20,8 +20,9 @@ def write_lineage(
     method: str,
     lora: dict[str, Any] | None,
     metrics: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``rayalign_lineage.json`` next to the weights; returns its path."""
+    """Write ``rayalign_lineage.json`` next to the weights; ``extra`` adds method-specific keys (e.g. ``dpo``)."""
     data = {
         "base_model_source": base_model_source,
         "base_sha": base_sha,
@@ -31,9 +32,10 @@ def write_lineage(
         "lora": lora,
         "metrics": metrics,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
     }
     path = Path(folder) / LINEAGE
-    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     return path
 
 

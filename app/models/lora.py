@@ -32,10 +32,12 @@ def load_trainable_model(
     dtype: str = "float32",
     grad_checkpointing: bool = False,
     seed: int = 0,
+    adapter: str | Path | None = None,
 ) -> torch.nn.Module:
     """Load the base from ``model_dir`` and make it trainable per ``method`` ('full' | 'lora' | 'qlora').
 
-    Adapter init is seeded (``seed``) so every rank starts from identical weights.
+    Adapter init is seeded (``seed``) so every rank starts from identical weights. ``adapter``: continue training
+    that peft adapter folder instead of a fresh one (DPO from an SFT adapter; LoRA/QLoRA only).
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -58,6 +60,10 @@ def load_trainable_model(
 
     if method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_checkpointing)
+    if adapter:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     torch.manual_seed(seed)
     return get_peft_model(model, lora_config(lora))
 

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import torch
 
-from app.core.logprobs import PackedSequences, pack_sequences
+from app.core.logprobs import PackedSequences, concat_for_packed_forward
 
 LINEAGE_FILE = "rayalign_lineage.json"
 
@@ -63,7 +63,7 @@ def score_packed(model, packed: PackedSequences) -> torch.Tensor:
 
 def score_pairs(model, chosen_ids: Sequence[Sequence[int]], rejected_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Rewards of chosen and rejected sequences ([B] each) from one packed forward of all 2B sequences."""
-    scores = score_packed(model, pack_sequences(list(chosen_ids) + list(rejected_ids)))
+    scores = score_packed(model, concat_for_packed_forward(list(chosen_ids) + list(rejected_ids)))
     return scores[: len(chosen_ids)], scores[len(chosen_ids):]
 
 
@@ -87,7 +87,7 @@ class LoadedRewardModel:
 
     @torch.no_grad()
     def score(self, sequences: Sequence[Sequence[int]], batch_size: int = 16) -> torch.Tensor:
-        out = [score_packed(self.model, pack_sequences(sequences[i : i + batch_size])) for i in range(0, len(sequences), batch_size)]
+        out = [score_packed(self.model, concat_for_packed_forward(sequences[i : i + batch_size])) for i in range(0, len(sequences), batch_size)]
         return torch.cat(out) if out else torch.zeros(0)
 
     def score_texts(self, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
@@ -95,16 +95,38 @@ class LoadedRewardModel:
         return self.score(ids, batch_size)
 
 
-def reward_lineage(folder: Path) -> dict[str, Any]:
-    """The lineage of a reward model folder (method 'reward'); ModelLoadError when it is not one."""
+def _has_score_head(folder: Path) -> bool:
+    """A saved ``score`` Linear: in the peft adapter (``modules_to_save``) or the full classifier's weights."""
+    from safetensors import safe_open
+
+    weights = folder / ("adapter_model.safetensors" if (folder / "adapter_config.json").is_file() else "model.safetensors")
+    if not weights.is_file():
+        return False
+    with safe_open(str(weights), framework="pt") as fh:
+        return any(key.split(".")[-2:-1] == ["score"] or ".score." in key for key in fh.keys())
+
+
+def check_reward_model_folder(path: str | Path) -> dict[str, Any]:
+    """Cheap pre-flight of a reward model folder (no weights loaded): its lineage, or a one-line ModelLoadError.
+
+    Checks: the folder exists, has ``rayalign_lineage.json`` with method 'reward' and a base SHA, and its weights
+    carry a scalar ``score`` head (an SFT adapter or a plain LM folder has none).
+    """
     from app.models.loader import ModelLoadError
 
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: reward model folder not found")
     lineage_file = folder / LINEAGE_FILE
     if not lineage_file.is_file():
         raise ModelLoadError(f"{folder}: not a reward model folder (no {LINEAGE_FILE})")
     lineage = json.loads(lineage_file.read_text(encoding="utf-8"))
     if lineage.get("method") != "reward":
-        raise ModelLoadError(f"{folder}: lineage method is {lineage.get('method')!r}, not 'reward'")
+        raise ModelLoadError(f"{folder}: not a reward model (lineage method is {lineage.get('method')!r}, not 'reward')")
+    if not _has_score_head(folder):
+        raise ModelLoadError(f"{folder}: not a reward model (its weights have no 'score' head)")
+    if not lineage.get("base_sha"):
+        raise ModelLoadError(f"{folder}: reward model lineage has no base_sha")
     return lineage
 
 
@@ -118,7 +140,7 @@ def load_reward_model(path: str | Path, dtype: str = "float32") -> LoadedRewardM
     from app.models.loader import resolve_model
 
     folder = Path(path).expanduser()
-    lineage = reward_lineage(folder)
+    lineage = check_reward_model_folder(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel

@@ -1,7 +1,9 @@
-"""How a pipeline run tells the job API where it is: status events, step/loss/tokens-per-second, checkpoints.
+"""The progress sink a pipeline run reports to: stage start/end, status events, step/loss, checkpoints, outcome.
 
-A standalone run (no job id) reports nothing. A job run writes straight into the job store; the last thing it does
-is ``finish('succeeded' | 'failed')`` — a process that dies before that is treated as preempted by the runner.
+The pipeline does not know who listens. ``ProgressSink`` itself ignores everything but logging (a standalone run);
+the job API gives a store-backed sink (``app.jobs_api.progress.JobProgress``) and the console gives one that draws
+stage lines (``app.console``); ``FanOut`` sends every call to several. This keeps the arrows pointing down: the
+pipeline never imports the job store or the console.
 """
 
 from __future__ import annotations
@@ -9,44 +11,61 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.config.pipeline import JobLink
-
 log = logging.getLogger(__name__)
 
 
-class JobProgress:
-    """Progress sink for one pipeline run; all methods are no-ops without a job id."""
+class ProgressSink:
+    """No-op base: override what you listen to."""
 
-    def __init__(self, link: JobLink):
-        self.job_id = link.job_id
-        self.store = None
-        if link.job_id:
-            from app.jobs_api.store import JobStore
+    #: whether the pipeline should follow training checkpoints and report them (costs a polling thread)
+    follows_checkpoints: bool = False
 
-            self.store = JobStore(link.db_url)
+    def stage_started(self, name: str) -> None:
+        self.event("stage", f"{name} started")
+
+    def stage_finished(self, name: str, status: str, seconds: float, detail: str = "") -> None:
+        self.event("stage", f"{name} {status} in {seconds:.1f}s" + (f": {detail}" if detail else ""))
 
     def event(self, kind: str, message: str, **data: Any) -> None:
         log.info("[%s] %s", kind, message)
-        if self.store:
-            self.store.add_event(self.job_id, kind, message, data or None)
 
     def status(self, event: str, message: str = "", **fields: Any) -> None:
-        """Apply a state-machine event (checkpoint, resume, evaluate) to the job; illegal ones are logged, not raised."""
-        if not self.store:
-            return
-        from app.jobs_api.states import InvalidTransition
-
-        try:
-            self.store.apply(self.job_id, event, message, **fields)
-        except InvalidTransition as exc:
-            log.warning("job %s: %s", self.job_id, exc)
+        """A state-machine event (checkpoint, resume, evaluate)."""
 
     def update(self, **fields: Any) -> None:
-        if self.store:
-            self.store.update(self.job_id, **fields)
+        """Progress fields: step, loss, tokens_per_sec, checkpoint_path."""
 
     def finish(self, outcome: str, **fields: Any) -> None:
-        """Record the job's own verdict; the runner turns it into succeeded/failed when the Ray job ends."""
-        if self.store:
-            self.store.update(self.job_id, reported=outcome, **fields)
-            self.event("outcome", outcome, **{k: v for k, v in fields.items() if v is not None})
+        """The run's own verdict ('succeeded' | 'failed'), the last call."""
+
+
+class FanOut(ProgressSink):
+    """Forward every call to each sink in order."""
+
+    def __init__(self, *sinks: ProgressSink):
+        self.sinks = [s for s in sinks if s is not None]
+        self.follows_checkpoints = any(s.follows_checkpoints for s in self.sinks)
+
+    def stage_started(self, name: str) -> None:
+        for s in self.sinks:
+            s.stage_started(name)
+
+    def stage_finished(self, name: str, status: str, seconds: float, detail: str = "") -> None:
+        for s in self.sinks:
+            s.stage_finished(name, status, seconds, detail)
+
+    def event(self, kind: str, message: str, **data: Any) -> None:
+        for s in self.sinks:
+            s.event(kind, message, **data)
+
+    def status(self, event: str, message: str = "", **fields: Any) -> None:
+        for s in self.sinks:
+            s.status(event, message, **fields)
+
+    def update(self, **fields: Any) -> None:
+        for s in self.sinks:
+            s.update(**fields)
+
+    def finish(self, outcome: str, **fields: Any) -> None:
+        for s in self.sinks:
+            s.finish(outcome, **fields)

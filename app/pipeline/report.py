@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-if TYPE_CHECKING:
-    from app.pipeline.run import PipelineResult, RunContext
+from app.pipeline.context import PipelineResult, RunContext
 
 MANIFEST_KEYS = ("id", "record_type", "model_source", "max_length", "rows_read", "rows_accepted", "rows_rejected",
                  "exact_dups_removed", "near_dups_removed", "contaminated_flagged", "contaminated_dropped", "tokens",

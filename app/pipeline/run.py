@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -18,38 +17,12 @@ from typing import Any, Callable
 from app.config.loader import config_hash, dump_config
 from app.config.paths import rayalign_home
 from app.config.pipeline import PipelineConfig
-from app.pipeline.progress import JobProgress
+from app.pipeline import stages
+from app.pipeline.context import PipelineResult, RunContext, StageResult
+from app.pipeline.progress import ProgressSink
+from app.pipeline.report import write_report
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageResult:
-    name: str
-    status: str  # ok | skipped | failed | stopped
-    seconds: float
-    outputs: dict[str, Any] = field(default_factory=dict)
-    detail: str = ""
-
-
-@dataclass
-class RunContext:
-    """What stages share: the config, the report folder, progress sink, and earlier stages' outputs."""
-
-    cfg: PipelineConfig
-    report_dir: Path
-    progress: JobProgress
-    outputs: dict[str, Any] = field(default_factory=dict)
-    results: list[StageResult] = field(default_factory=list)
-
-
-@dataclass
-class PipelineResult:
-    ok: bool
-    report_path: Path
-    results: list[StageResult]
-    outputs: dict[str, Any]
-    seconds: float
 
 
 def default_report_dir(cfg: PipelineConfig) -> Path:
@@ -59,8 +32,6 @@ def default_report_dir(cfg: PipelineConfig) -> Path:
 
 def plan(cfg: PipelineConfig) -> list[tuple[str, bool, Callable[[RunContext], dict[str, Any]]]]:
     """(stage name, enabled, function) in run order."""
-    from app.pipeline import stages
-
     return [
         ("ingest", cfg.ingest.enabled, stages.ingest),
         ("sft", cfg.sft.enabled, stages.sft),
@@ -72,16 +43,16 @@ def plan(cfg: PipelineConfig) -> list[tuple[str, bool, Callable[[RunContext], di
     ]
 
 
-def run_pipeline(cfg: PipelineConfig, report_dir: str | Path | None = None) -> PipelineResult:
-    """Run every enabled stage in order, stop at the first failure or failed gate, always write the report."""
-    from app.pipeline.report import write_report
+def run_pipeline(cfg: PipelineConfig, report_dir: str | Path | None = None,
+                 progress: ProgressSink | None = None) -> PipelineResult:
+    """Run every enabled stage in order, stop at the first failure or failed gate, always write the report.
 
+    ``progress`` hears about every stage (the console draws it, a job-API job stores it); default: log only.
+    """
     t0 = time.perf_counter()
-    from app.pipeline.stages import check_stage_configs
-
     out_dir = Path(report_dir or cfg.report_dir or default_report_dir(cfg))
-    ctx = RunContext(cfg=cfg, report_dir=out_dir, progress=JobProgress(cfg.job))
-    check_stage_configs(ctx)  # before anything runs or is written
+    ctx = RunContext(cfg=cfg, report_dir=out_dir, progress=progress or ProgressSink())
+    stages.check_stage_configs(ctx)  # before anything runs or is written
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out_dir / "pipeline.resolved.yaml")
     ctx.outputs["pipeline_config_hash"] = config_hash(cfg)
@@ -93,19 +64,21 @@ def run_pipeline(cfg: PipelineConfig, report_dir: str | Path | None = None) -> P
         if not ok:
             ctx.results.append(StageResult(name, "stopped", 0.0, detail="an earlier stage did not pass"))
             continue
-        ctx.progress.event("stage", f"{name} started")
+        ctx.progress.stage_started(name)
         start = time.perf_counter()
         try:
             outputs = fn(ctx) or {}
         except Exception as exc:  # noqa: BLE001 - recorded in the report, re-raised after it is written
             ctx.results.append(StageResult(name, "failed", time.perf_counter() - start, detail=f"{type(exc).__name__}: {exc}"))
+            ctx.progress.stage_finished(name, "failed", ctx.results[-1].seconds, ctx.results[-1].detail)
             ok, error = False, exc
             continue
         ctx.outputs.update(outputs)
         passed = outputs.get("passed", True)
         ctx.results.append(StageResult(name, "ok" if passed else "failed", time.perf_counter() - start, outputs,
                                        detail=outputs.get("detail", "") if passed else outputs.get("detail", "gate failed")))
-        ctx.progress.event("stage", f"{name} {'done' if passed else 'failed'} in {time.perf_counter() - start:.1f}s")
+        done = ctx.results[-1]
+        ctx.progress.stage_finished(name, done.status, done.seconds, done.detail)
         ok = ok and passed
     result = PipelineResult(ok, out_dir / "report.md", ctx.results, ctx.outputs, time.perf_counter() - t0)
     write_report(ctx, result)

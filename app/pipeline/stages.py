@@ -9,16 +9,14 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.config.errors import ConfigError
 from app.config.loader import load_config
 from app.config.paths import REPO_ROOT, rayalign_home
 from app.config.pipeline import StageSpec
 from app.config.registry import SCHEMAS, import_schema, schema_for
-
-if TYPE_CHECKING:
-    from app.pipeline.run import RunContext
+from app.pipeline.context import RunContext
 
 
 def load_stage_config(ctx: RunContext, stage: StageSpec, extra: list[str] = (), default_schema: str | None = None):
@@ -99,7 +97,7 @@ def sft(ctx: RunContext) -> dict[str, Any]:
     from app.config.sft import training_hash
     from app.launch.runtime import run_name_for, storage_root
     from app.pipeline.watch import CheckpointWatcher
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     cfg = load_stage_config(ctx, ctx.cfg.sft, [f"data.artifact={ctx.outputs['artifact_path']}"])
     run_dir = Path(storage_root(cfg.ray)) / run_name_for("sft", training_hash(cfg), cfg.ray)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from app.pipeline.progress import JobProgress
+from app.pipeline.progress import ProgressSink
 from app.train.checkpoint import MANIFEST, read_manifest
 
 
@@ -34,9 +34,9 @@ def progress_fields(folder: Path, manifest: dict) -> dict:
 
 
 class CheckpointWatcher:
-    """A daemon thread reporting new checkpoints of one run to a JobProgress; use as a context manager."""
+    """A daemon thread reporting new checkpoints of one run to a progress sink; use as a context manager."""
 
-    def __init__(self, run_dir: Path, progress: JobProgress, interval_s: float = 2.0):
+    def __init__(self, run_dir: Path, progress: ProgressSink, interval_s: float = 2.0):
         self.run_dir, self.progress, self.interval_s = Path(run_dir), progress, interval_s
         self.last_step = -1
         self._stop = threading.Event()
@@ -60,7 +60,7 @@ class CheckpointWatcher:
                 pass
 
     def __enter__(self) -> "CheckpointWatcher":
-        if self.progress.job_id:
+        if self.progress.follows_checkpoints:
             self._thread.start()
         return self
 
@@ -68,5 +68,5 @@ class CheckpointWatcher:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
-        if self.progress.job_id:
+        if self.progress.follows_checkpoints:
             self.poll()

@@ -62,7 +62,10 @@ def _digest(module: torch.nn.Module) -> str:
 class PolicyActor:
     """The trainable policy pi_theta. ``lora``/``algo`` are the dumped LoraSpec/AlgoSpec dicts."""
 
-    def __init__(self, model_path: str, lora: dict, algo: dict, seed: int = 0, torch_threads: int = 2):
+    def __init__(self, model_path: str, lora: dict, algo: dict, seed: int = 0, torch_threads: int = 2,
+                 init_adapter: str | None = None, reference: str = "init"):
+        """``init_adapter``: an SFT LoRA folder the policy keeps training (adapter 'default'); with ``reference='init'``
+        a frozen second copy (adapter 'reference') is the KL reference, with 'base' the adapter-disabled base is."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         _setup(seed, torch_threads)
@@ -71,7 +74,16 @@ class PolicyActor:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         self.is_lora = bool(lora["enabled"])
-        if self.is_lora:
+        self.reference_adapter: str | None = None
+        if self.is_lora and init_adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+            if reference == "init":
+                model.load_adapter(init_adapter, adapter_name="reference", is_trainable=False)
+                self.reference_adapter = "reference"
+            model.set_adapter("default")  # only the policy's copy is trainable
+        elif self.is_lora:
             from peft import get_peft_model
 
             model = get_peft_model(model, _lora_config(lora, causal_lm=True))
@@ -109,6 +121,12 @@ class PolicyActor:
         if reference:
             if not self.is_lora:
                 raise RuntimeError("a full fine-tuned policy has no reference view; use a ReferenceActor")
+            if self.reference_adapter:  # the frozen SFT adapter
+                self.model.set_adapter(self.reference_adapter)
+                try:
+                    return gather_logprobs(response_logits(self.model, batch), batch.response_ids) * batch.response_mask
+                finally:
+                    self.model.set_adapter("default")
             with self.model.disable_adapter():
                 return gather_logprobs(response_logits(self.model, batch), batch.response_ids) * batch.response_mask
         return gather_logprobs(response_logits(self.model, batch), batch.response_ids) * batch.response_mask
@@ -146,7 +164,7 @@ class PolicyActor:
         trainable = {k: v.detach().clone() for k, v in self.model.named_parameters() if v.requires_grad}
         torch.save({"trainable": trainable, "optimizer": self.optimizer.state_dict()}, out / "policy.pt")
         if self.is_lora:
-            self.model.save_pretrained(out / "adapter")
+            self.model.save_pretrained(out / "adapter", selected_adapters=["default"])
         return str(out)
 
     def load_state(self, folder: str) -> str:
@@ -165,8 +183,13 @@ class PolicyActor:
         """The peft adapter only (vLLM weight sync and the final artifact)."""
         if not self.is_lora:
             raise RuntimeError("adapter export needs a LoRA policy")
-        self.model.save_pretrained(folder)
+        self.model.save_pretrained(folder, selected_adapters=["default"])  # never the frozen reference copy
         return folder
+
+    def adapter_shape(self) -> dict:
+        """r / alpha / target modules of the trained adapter (from the SFT adapter when the policy started from one)."""
+        c = self.model.peft_config["default"]
+        return {"r": c.r, "alpha": c.lora_alpha, "target_modules": sorted(c.target_modules)}
 
     def digest(self) -> str:
         """Short hash of the trainable weights (proves a restore really restored)."""
@@ -174,13 +197,18 @@ class PolicyActor:
 
 
 class ReferenceActor:
-    """A frozen copy of the base model that only scores log-probs."""
+    """A frozen copy of the base model (or base + SFT adapter, merged) that only scores log-probs."""
 
-    def __init__(self, model_path: str, seed: int = 0, torch_threads: int = 1):
+    def __init__(self, model_path: str, seed: int = 0, torch_threads: int = 1, adapter: str | None = None):
         from transformers import AutoModelForCausalLM
 
         _setup(seed, torch_threads)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        if adapter:  # the SFT model as reference: adapter merged into a frozen copy
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        self.model = model.eval()
         self.model.requires_grad_(False)
 
     def ping(self) -> bool:
@@ -263,31 +291,37 @@ class ValueActor:
 
 
 class RewardActor:
-    """Scores (prompt, response, reference) triples: a rule from ``RULE_REWARDS`` or a trained reward model.
+    """Scores responses with every configured source: a rule from ``RULE_REWARDS`` and/or a trained reward model.
 
     Extension point: register a ``(response, reference) -> float`` function in ``app.core.rewards.RULE_REWARDS``.
+    The driver weights and sums the components (``app.core.rewards.combine_rewards``).
     """
 
-    def __init__(self, kind: str, rule: str = "gsm8k", model_path: str | None = None, torch_threads: int = 1):
+    def __init__(self, kind: str, rule: str = "gsm8k", model_path: str | None = None, torch_threads: int = 1,
+                 batch_size: int = 16):
         torch.set_num_threads(torch_threads)
-        self.kind = kind
-        if kind == "rule":
+        self.rule = self.model = None
+        self.batch_size = batch_size
+        if kind in ("rule", "sum"):
             if rule not in RULE_REWARDS:
                 raise ValueError(f"unknown reward rule {rule!r} (known: {', '.join(sorted(RULE_REWARDS))})")
             self.rule = RULE_REWARDS[rule]
-        else:
-            try:
-                from app.models.reward_head import load_reward_model
-            except ImportError as exc:
-                raise RuntimeError("reward.kind=model needs app.models.reward_head (the reward-model job)") from exc
-            self.model, self.tokenizer = load_reward_model(model_path)
+        if kind in ("model", "sum"):
+            from app.models.reward_head import load_reward_model
+
+            self.model = load_reward_model(model_path)
 
     def ping(self) -> bool:
         return True
 
     @torch.no_grad()
-    def score(self, prompts: list[str], responses: list[str], references: list[str]) -> list[float]:
-        if self.kind == "rule":
-            return [float(self.rule(r, ref)) for r, ref in zip(responses, references)]
-        enc = self.tokenizer([p + r for p, r in zip(prompts, responses)], return_tensors="pt", padding=True)
-        return [float(x) for x in self.model(**enc).reshape(-1)]
+    def score(self, conversations: list[str], responses: list[str], references: list[str]) -> dict[str, list[float]]:
+        """``conversations``: chat-rendered prompt + response + end-of-turn (what the RM was trained on);
+        ``responses``: the assistant text alone (what a rule reads). Returns {'rule': [...], 'model': [...]} for the
+        configured sources."""
+        out: dict[str, list[float]] = {}
+        if self.rule is not None:
+            out["rule"] = [float(self.rule(r, ref)) for r, ref in zip(responses, references)]
+        if self.model is not None:
+            out["model"] = self.model.score_texts(conversations, self.batch_size).tolist()
+        return out

@@ -23,11 +23,12 @@ from ray.exceptions import RayActorError
 from app.config.loader import config_hash, dump_config
 from app.config.ppo import PPOConfig
 from app.core.advantages import AdaptiveKLController, compute_gae, group_advantages, kl_estimate, shape_rewards, whiten
-from app.core.rewards import RULE_COMPONENTS
+from app.core.rewards import RULE_COMPONENTS, combine_rewards
 from app.models.loader import resolve_model
 from app.ppo.actors import PolicyActor, ReferenceActor, RewardActor, ValueActor
 from app.ppo.batch import build_batch
 from app.ppo.group import RayActorGroup, RoleResources, plan_placement, split_evenly
+from app.ppo.preflight import check_inputs
 from app.ppo.prompts import PromptCursor, load_prompts
 from app.ppo.rollout import VLLMEngineActor
 from app.train import checkpoint as ckpt
@@ -44,7 +45,9 @@ class PPODriver:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.run_dir / "config.yaml")
         self.model = resolve_model(cfg.model)
+        self.parents = check_inputs(cfg, self.model.base_sha)  # bad SFT adapter / reward model: one line, no actors yet
         self.tokenizer = AutoTokenizer.from_pretrained(self.model.path)
+        self.turn_end = end_of_turn(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         p = cfg.prompts
         self.prompts = load_prompts(p.path, self.tokenizer, p.system_prompt, p.split, p.max_prompts, p.max_prompt_tokens,
@@ -78,12 +81,16 @@ class PPODriver:
         self.placement = plan_placement(roles, pl.colocate)
         path, lora, algo = str(self.model.path), c.lora.model_dump(), c.algo.model_dump()
         seed, threads = c.run.seed, pl.torch_threads
-        self.policy = RayActorGroup("policy", PolicyActor, roles["policy"], self.placement, path, lora, algo, seed, threads)
+        init = c.init
+        self.policy = RayActorGroup("policy", PolicyActor, roles["policy"], self.placement, path, lora, algo, seed, threads,
+                                    init.adapter, init.reference)
         self.reward = RayActorGroup("reward", RewardActor, roles["reward"], self.placement, c.reward.kind, c.reward.rule,
-                                    c.reward.model_path)
+                                    c.reward.model_path, 1, c.reward.model_batch_size)
         self.value = (RayActorGroup("value", ValueActor, roles["value"], self.placement, path, lora, algo, seed, threads)
                       if "value" in roles else None)
-        self.reference = (RayActorGroup("reference", ReferenceActor, roles["reference"], self.placement, path, seed, threads)
+        ref_adapter = init.adapter if init.reference == "init" else None
+        self.reference = (RayActorGroup("reference", ReferenceActor, roles["reference"], self.placement, path, seed,
+                                        threads, ref_adapter)
                           if "reference" in roles else None)
         r = c.rollout
         self.engine = (RayActorGroup("engine", VLLMEngineActor, roles["engine"], self.placement, path, r.vllm_max_loras,
@@ -120,6 +127,7 @@ class PPODriver:
         self._reset_loop_state()
         if folder is None:
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            self._sync_engine()  # the engine starts from the policy's initial adapter (the SFT one, or a fresh LoRA)
             return None
         state, extra = ckpt.load_state(folder), ckpt.read_manifest(folder)["extra"]
         self.iteration = state.step
@@ -158,17 +166,23 @@ class PPODriver:
         rep = [p for p in prompts for _ in range(n)]
         batch = build_batch([p.ids for p in rep], responses, self.pad_id)
         # the reward sees the whole assistant turn: the pre-filled prefix plus what the policy generated
-        texts = [c.prompts.response_prefix + t for t in self.tokenizer.batch_decode(responses, skip_special_tokens=True)]
+        generated = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+        texts = [c.prompts.response_prefix + t for t in generated]
+        # a reward model reads the conversation as it was trained on it: prompt (with the prefix) + reply + end of turn
+        conversations = [p.text + g + self.turn_end for p, g in zip(rep, generated)]
         t_gen = time.perf_counter()
 
         shards = list(zip(*(split_evenly(x, len(self.reward)) for x in
-                            ([p.text for p in rep], texts, [p.reference for p in rep]))))
+                            (conversations, texts, [p.reference for p in rep]))))
         score_refs = self.reward.call_shards("score", shards)
         logp_ref = self.policy.call_one("logprobs", batch)
         ref_ref = (self.reference.call_one("logprobs", batch) if self.reference
                    else self.policy.call_one("logprobs", batch, reference=True))
         value_ref = self.value.call_one("values", batch) if self.value else None
-        scores = torch.tensor([s for shard in ray.get(score_refs) for s in shard], dtype=torch.float32)
+        parts = ray.get(score_refs)
+        components = {k: [s for part in parts for s in part[k]] for k in parts[0]}
+        lengths = [int(x) for x in batch.response_mask.sum(1)]
+        scores = torch.tensor(self._combine(components, lengths), dtype=torch.float32)
         logp, ref_logp = ray.get([logp_ref, ref_ref])
         values = ray.get(value_ref) if value_ref is not None else None
         t_score = time.perf_counter()
@@ -197,19 +211,27 @@ class PPODriver:
         self.iteration += 1
         t_sync = self._sync_engine()
         lengths = mask.sum(1)
+        source_means = {{"model": "rm_score", "rule": "rule_score"}[k]: sum(v) / len(v) for k, v in components.items()}
         metrics = {
             "iteration": self.iteration, "reward_mean": float(scores.mean()), "reward_std": float(scores.std()),
             "kl": seq_kl, "kl_coef": beta, "response_length": float(lengths.mean()),
             "truncated_frac": float((lengths >= r.max_new_tokens).float().mean()),
+            **source_means,  # 'rm_score' and 'rule_score' (rule-verified accuracy) side by side under reward.kind=sum
             **stats,
             "seconds_generation": t_gen - t0, "seconds_scoring": t_score - t_gen, "seconds_training": t_train - t_score,
             "seconds_sync": t_sync, "seconds_iteration": time.perf_counter() - t0,
         }
-        if c.reward.kind == "rule":  # components of the verifiable reward: is it learning the answer or only the format?
+        if c.reward.kind in ("rule", "sum"):  # components of the verifiable reward: is it learning the answer or only the format?
             for name, fn in RULE_COMPONENTS.get(c.reward.rule, {}).items():
                 metrics[name] = sum(fn(t, p.reference) for t, p in zip(texts, rep)) / len(rep)
         metrics["sample"] = texts[0][:200]
         return metrics
+
+    def _combine(self, components: dict[str, list[float]], lengths: list[int]) -> list[float]:
+        rw = self.cfg.reward
+        weights = ({"rule": 1.0, "model": 1.0} if rw.kind != "sum"
+                   else {"rule": rw.rule_weight, "model": rw.model_weight})
+        return combine_rewards(components, weights, lengths, rw.length_penalty, rw.length_penalty_free_tokens)
 
     # ----- the loop -----------------------------------------------------------------------------------------------
     def run(self, on_iteration=None) -> list[dict]:
@@ -276,9 +298,12 @@ class PPODriver:
             "base_model_source": self.cfg.model.source, "base_sha": self.model.base_sha,
             "dataset_id": str(self.cfg.prompts.path), "config_hash": config_hash(self.cfg),
             "method": {"gae": "ppo", "grpo": "grpo", "rloo": "rloo"}[self.cfg.algo.estimator],
-            "lora": {"r": self.cfg.lora.r, "alpha": self.cfg.lora.alpha, "target_modules": self.cfg.lora.target_modules},
-            "metrics": {k: last[k] for k in ("reward_mean", "kl", "response_length") if k in last}
-                       | {"iterations": self.iteration},
+            "lora": ray.get(self.policy.call_one("adapter_shape")),
+            "metrics": {k: last[k] for k in ("reward_mean", "kl", "response_length", "rm_score", "rule_score")
+                        if k in last} | {"iterations": self.iteration},
+            # parents: the SFT adapter the policy started from, the reward model, and the datasets behind each
+            "parents": self.parents | {"reference": self.cfg.init.reference if self.cfg.init.adapter else "base",
+                                       "reward": self.cfg.reward.model_dump()},
             "created_at": datetime.now(timezone.utc).isoformat(),
         }
         (out / "rayalign_lineage.json").write_text(json.dumps(lineage, indent=1), encoding="utf-8")
@@ -289,3 +314,11 @@ class PPODriver:
 
     def shutdown(self) -> None:
         self.stop_actors()
+
+
+def end_of_turn(tokenizer) -> str:
+    """What the chat template writes after an assistant message (ChatML: '<|im_end|>\\n'); '' when undetectable."""
+    marker = "@@REPLY@@"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
+                                         tokenize=False)
+    return text.split(marker, 1)[1] if marker in text else ""

@@ -68,6 +68,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: list[int] = field(default_factory=list)
     tracking_run_id: str | None = None
+    eval_before: dict[str, float] = field(default_factory=dict)  # held-out figures before step 1 (preference methods)
+    latest_eval: dict[str, float] = field(default_factory=dict)  # the newest held-out figures (ride along in reports)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -319,13 +321,14 @@ def preemption_requested() -> bool:
     return _PREEMPT.is_set()
 
 
-def request_preemption() -> None:
-    """What the SIGTERM handler does; also usable directly (e.g. a cloud spot-notice watcher)."""
-    _PREEMPT.set()
+def collective_device() -> torch.device:
+    """Where a tensor for a torch.distributed collective must live: the current GPU under NCCL (it reduces only
+    CUDA tensors), else the CPU (gloo, or no process group)."""
+    import torch.distributed as dist
 
-
-def clear_preemption() -> None:
-    _PREEMPT.clear()
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def any_rank(flag: bool) -> bool:
@@ -334,6 +337,6 @@ def any_rank(flag: bool) -> bool:
 
     if not (dist.is_available() and dist.is_initialized()):
         return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())

@@ -5,8 +5,11 @@ plus the loss-curve PNG. Shared by every train loop.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
+
+from app.tracking.tracker import flatten_params  # noqa: F401  (re-exported for the loops)
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +19,8 @@ RAY_GAUGES = ("loss", "grad_norm", "lr", "tokens_per_s", "mfu", "step")
 class StepReporter:
     """Rank-0 sink for per-step metrics. ``tracking_uri`` None disables MLflow; Ray gauges are always set."""
 
-    def __init__(self, run_name: str, tracking_uri: str | None, experiment: str, params: dict[str, Any], run_id: str | None):
+    def __init__(self, run_name: str, tracking_uri: str | None, experiment: str, params: dict[str, Any], run_id: str | None,
+                 parent_run_id: str | None = None):
         from ray.util.metrics import Gauge
 
         self.gauges = {k: Gauge(f"rayalign_train_{k}", description=f"rayalign training {k}", tag_keys=("run",)) for k in RAY_GAUGES}
@@ -30,7 +34,8 @@ class StepReporter:
             if mlflow.get_experiment_by_name(experiment) is None:
                 mlflow.create_experiment(experiment)
             mlflow.set_experiment(experiment)
-            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name)
+            tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id and run_id is None else None
+            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags)
             self.run_id = run.info.run_id
             if run_id is None:
                 mlflow.log_params(params)
@@ -41,23 +46,13 @@ class StepReporter:
             if key in metrics:
                 gauge.set(float(metrics[key]), tags=self.tags)
         if self.mlflow is not None:
-            self.mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k not in ("step", "wall_start")}, step=step)
+            numbers = {k: float(v) for k, v in metrics.items()
+                       if k not in ("step", "wall_start") and isinstance(v, (int, float)) and math.isfinite(v)}
+            self.mlflow.log_metrics(numbers, step=step)
 
     def close(self, status: str) -> None:
         if self.mlflow is not None:
             self.mlflow.end_run(status="FINISHED" if status == "completed" else "KILLED" if status == "preempted" else "FAILED")
-
-
-def flatten_params(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config → flat ``a.b.c: value`` strings (MLflow params are flat and ≤6000 chars)."""
-    out: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten_params(value, name + "."))
-        else:
-            out[name] = str(value)[:6000]
-    return out
 
 
 def plot_loss_curve(history: list[dict[str, float]], path: Path, title: str = "training loss") -> Path:

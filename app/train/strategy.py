@@ -250,6 +250,19 @@ class DeepSpeedStrategy:
             return {n: named[n].detach().cpu().clone() for n in wanted}
 
 
+def large_model_init(cfg: TrainingConfig):
+    """Keep the returned object alive while building the model: under DeepSpeed ZeRO-3 with several workers it is
+    transformers' ``HfDeepSpeedConfig``, which makes ``from_pretrained`` / ``from_config`` create every weight inside
+    ``deepspeed.zero.Init`` (partitioned as it is made, so no rank holds the full model); None otherwise."""
+    if cfg.strategy.kind != "deepspeed" or cfg.strategy.zero_stage != 3 or not _distributed():
+        return None
+    import deepspeed
+    from transformers.integrations import HfDeepSpeedConfig
+
+    deepspeed.init_distributed(dist_backend=dist.get_backend())  # wraps the existing group: zero.Init sees the real world size
+    return HfDeepSpeedConfig(deepspeed_config(cfg))
+
+
 def make_strategy(model: torch.nn.Module, cfg: TrainingConfig, total_steps: int):
     kind = cfg.strategy.kind
     if kind == "fsdp2" and not _distributed():

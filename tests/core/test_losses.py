@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from app.core.flops import mfu, train_flops_per_token
+from app.core.flops import gpu_peak_flops, matmul_flops, mfu, mfu_fraction, train_flops_per_token
 from app.core.losses import IGNORE_INDEX, causal_lm_loss, shift_packed_labels, token_cross_entropy
 
 
@@ -69,3 +69,18 @@ def test_flops_by_hand():
     assert mfu(1e9, 100.0, 1e12) == pytest.approx(0.1)
     with pytest.raises(ValueError):
         mfu(1.0, 1.0, 0.0)
+
+
+def test_gpu_peaks_by_device_name_and_dtype():
+    assert gpu_peak_flops("NVIDIA H200", "bfloat16") == 989e12 and gpu_peak_flops("NVIDIA H200", "float32") == 67e12
+    assert gpu_peak_flops("NVIDIA H100 PCIe") == 756e12  # the more specific name wins over "H100"
+    assert gpu_peak_flops("NVIDIA A100-SXM4-80GB", "float32") == 19.5e12
+    assert gpu_peak_flops("NVIDIA A10G") == 70e12 and gpu_peak_flops("NVIDIA L4") == 121e12
+    assert gpu_peak_flops("Some Future Accelerator") is None
+
+
+def test_mfu_fraction_is_clipped_into_unit_interval():
+    assert matmul_flops(2) == 16  # 2x2 @ 2x2: 4 outputs x 2 multiply-adds x 2 FLOPs
+    assert mfu_fraction(1e9, 100.0, 1e12) == pytest.approx(0.1)
+    assert mfu_fraction(1e9, 1e4, 1e12) == 1.0  # a kernel faster than the calibration matmul never reads > 1
+    assert mfu_fraction(1e9, 0.0, 1e12) == 0.0

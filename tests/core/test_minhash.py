@@ -135,3 +135,16 @@ def test_pair_jaccards_equal_one_by_one():
     expected = [jaccard(sets[a], sets[b]) for a, b in pairs]
     assert np.allclose(pair_jaccards(hashes, offsets, pairs), expected)
     assert pair_jaccards(hashes, offsets, np.empty((0, 2), np.int64)).size == 0
+
+
+def test_shingle_rows_are_the_shingle_sets_in_contiguous_rows():
+    from app.core.minhash import shingle_rows
+
+    texts = ["Abc  de", "abab" * 10, "abc", "", "the cat sat on the mat", "x"]
+    hashes, offsets = shingle_rows(texts, 5)
+    assert hashes.dtype == np.uint64 and offsets.tolist() == [0, 6, 46, 49, 49, 71, 72]  # one slot per character
+    for d, t in enumerate(texts):
+        row = hashes[offsets[d] : offsets[d + 1]]
+        assert np.unique(row).size == shingle_hashes(t, 5).size  # same set sizes: no junk window across documents
+    assert np.array_equal(np.unique(hashes[0:6]), np.unique(shingle_rows(["abc de"], 5)[0]))  # normalized alike
+    assert set(hashes[6:46].tolist()) != set(hashes[0:6].tolist())

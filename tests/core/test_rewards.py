@@ -49,3 +49,15 @@ def test_answer_only_reward_pays_for_stopping_after_the_number():
     assert gsm8k_answer_only_reward("The answer is 16 since", gold) == 0.0
     for rule, parts in RULE_COMPONENTS.items():
         assert rule in RULE_REWARDS and set(parts) == {"exact_match", "format_ok"}
+
+
+def test_combine_rewards_weights_and_length_penalty_by_hand():
+    from app.core.rewards import combine_rewards
+
+    comps = {"model": [0.5, -1.0, 2.0], "rule": [1.0, 0.0, 1.5]}
+    # 0.5*0.5 + 2*1.0 - 0.1*max(0, 3-4) = 2.25 ; 0.5*-1 + 0 - 0.1*(6-4) = -0.7 ; 0.5*2 + 2*1.5 - 0.1*(10-4) = 3.4
+    out = combine_rewards(comps, {"model": 0.5, "rule": 2.0}, [3, 6, 10], length_penalty=0.1, free_tokens=4)
+    assert out == pytest.approx([2.25, -0.7, 3.4])
+    assert combine_rewards(comps, {"model": 1.0}, [1, 1, 1]) == [0.5, -1.0, 2.0]  # unweighted rule: logged only
+    with pytest.raises(ValueError, match="'rule' has 2 scores for 3"):
+        combine_rewards({"rule": [1.0, 0.0]}, {"rule": 1.0}, [1, 2, 3])

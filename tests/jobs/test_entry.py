@@ -6,8 +6,7 @@ import importlib
 
 import pytest
 
-from app.config.common import RaySpec
-from jobs.entry import join_submitting_cluster
+from app.launch.runtime import resolve_address
 
 JOBS = ["dpo", "eval", "ingest", "pipeline", "ppo", "reward", "serve", "sft", "tune"]
 
@@ -29,20 +28,41 @@ def test_unknown_key_names_the_key(job, tmp_path, capsys):
     assert "no_such_key" in capsys.readouterr().err
 
 
-class _Cfg:
-    def __init__(self, address: str):
-        self.ray = RaySpec(address=address)
-
-
 def test_local_means_the_submitting_cluster_only_inside_a_ray_job(monkeypatch):
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    cfg = _Cfg("local")
-    join_submitting_cluster(cfg)
-    assert cfg.ray.address == "local"  # a plain run starts its own private cluster
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # a user's shell pointing `ray job submit` somewhere
+    assert resolve_address("local") == "local"  # a plain run starts its own private cluster
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # set by Ray's job supervisor for a job's driver
+    assert resolve_address("local") == "auto"
+    assert resolve_address("10.0.0.5:6379") == "10.0.0.5:6379"  # an explicit address is never overridden
 
-    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
-    join_submitting_cluster(cfg)
-    assert cfg.ray.address == "auto"
-    explicit = _Cfg("10.0.0.5:6379")
-    join_submitting_cluster(explicit)
-    assert explicit.ray.address == "10.0.0.5:6379"  # an explicit address is never overridden
+
+VERBS = {"dpo": "dpo", "eval": "eval", "ingest": "ingest", "pipeline": "pipeline", "ppo": "ppo", "reward": "reward",
+         "serve": "serve", "sft": "train", "tune": "tune"}
+
+
+def _flags(parser) -> set[str]:
+    sub = next(a for a in parser._subparsers._group_actions).choices
+    (verb_parser,) = sub.values()
+    return {opt for action in verb_parser._actions for opt in (action.option_strings or [action.dest])}
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_job_and_cli_verb_accept_the_same_flags(job, capsys):
+    """`python -m jobs.X` is `rayalign X`: the same argument parser, and -h shows the job's own name."""
+    from app.cli import build_parser
+
+    verb = VERBS[job]
+    assert _flags(build_parser(only=verb)) >= {"--config", "overrides"}
+    with pytest.raises(SystemExit):
+        importlib.import_module(f"jobs.{job}").main(["-h"])
+    help_text = capsys.readouterr().out
+    assert help_text.startswith(f"usage: python -m jobs.{job}")
+    for flag in _flags(build_parser(only=verb)) - {"overrides", "help", "-h", "--help"}:
+        assert flag in help_text, f"jobs.{job} lacks {flag} of rayalign {verb}"
+
+
+def test_dpo_job_has_precompute_only(capsys):
+    with pytest.raises(SystemExit):
+        importlib.import_module("jobs.dpo").main(["-h"])
+    assert "--precompute-only" in capsys.readouterr().out

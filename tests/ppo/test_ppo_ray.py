@@ -89,3 +89,45 @@ def test_grpo_with_separate_reference_actor_disaggregated(ray_local, tiny_cfg):
     finally:
         driver.shutdown()
     assert "value_loss" not in m and math.isfinite(m["policy_loss"]) and m["kl"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_ppo_iteration_with_a_trained_reward_model(ray_local, tiny_cfg, tiny_reward_model):
+    """RM served by the reward actor, rule logged beside it (weight 0), length penalty applied: reward = rm - lp*len."""
+    cfg = tiny_cfg("ppo_gae.yaml", "run.iterations=1", "reward.kind=sum", f"reward.model_path={tiny_reward_model}",
+                   "reward.rule_weight=0", "reward.length_penalty=0.01")
+    driver = PPODriver(cfg, cfg.run.output_dir)
+    try:
+        [m] = driver.run()
+    finally:
+        driver.shutdown()
+    assert math.isfinite(m["rm_score"]) and m["rm_score"] != 0.0 and 0.0 <= m["rule_score"] <= 1.5
+    assert m["reward_mean"] == pytest.approx(m["rm_score"] - 0.01 * m["response_length"], abs=1e-4)
+    assert m["reward_std"] > 0  # the RM tells responses apart
+    lineage = json.loads((driver.run_dir / "adapter" / "rayalign_lineage.json").read_text())
+    assert lineage["parents"]["reward_model"]["dataset_id"] == "preference-tinyrm"
+    assert "rm_score" in lineage["metrics"]
+
+
+def test_sft_initialised_policy_resumes_from_checkpoint(ray_local, tiny_cfg, tiny_sft_adapter, tiny_reward_model):
+    """Policy = the SFT adapter (reference = the same adapter, frozen: KL 0 before the first update); a second driver
+    on the run folder resumes the SFT-initialised policy from its checkpoint."""
+    cfg = tiny_cfg("ppo_grpo.yaml", "run.iterations=2", f"init.adapter={tiny_sft_adapter}", "reward.kind=model",
+                   f"reward.model_path={tiny_reward_model}")  # the RM's scores vary within a group: updates happen
+    driver = PPODriver(cfg, cfg.run.output_dir)
+    try:
+        assert ray.get(driver.policy.call_one("adapter_shape")) == {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+        history = driver.run()
+        digest = ray.get(driver.policy.call_one("digest"))
+    finally:
+        driver.shutdown()
+    assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # pi == frozen SFT reference before any update
+    assert abs(history[1]["kl"]) > 1e-5  # the policy moved away from it (k1 can be negative on a sample)
+    again = PPODriver(cfg.model_copy(update={"run": cfg.run.model_copy(update={"iterations": 3})}), driver.run_dir)
+    try:
+        assert again.iteration == 2 and ray.get(again.policy.call_one("digest")) == digest
+        assert again.run()[-1]["iteration"] == 3
+    finally:
+        again.shutdown()
+    lineage = json.loads((driver.run_dir / "adapter" / "rayalign_lineage.json").read_text())
+    assert lineage["parents"]["init_adapter"]["dataset_id"] == "sft-tinysft" and lineage["parents"]["reference"] == "init"
+    assert lineage["lora"]["r"] == 4

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from app.config.common import ModelSpec
-from app.core.logprobs import pack_sequences, packed_sequence_logprobs, sequence_logprobs
+from app.core.logprobs import concat_for_packed_forward, packed_sequence_logprobs, sequence_logprobs
 
 
 def test_packed_logprobs_equal_padded_full_logits(tiny_model_dir):
@@ -17,7 +17,7 @@ def test_packed_logprobs_equal_padded_full_logits(tiny_model_dir):
     seqs = [torch.randint(3, 400, (n,), generator=gen).tolist() for n in (9, 4, 13)]
     labels = [[-100] * 3 + s[3:] for s in seqs]
     with torch.no_grad():
-        packed = packed_sequence_logprobs(model, pack_sequences(seqs, labels))
+        packed = packed_sequence_logprobs(model, concat_for_packed_forward(seqs, labels))
         live = torch.cat([sequence_logprobs(model(input_ids=torch.tensor([s])).logits, torch.tensor([y])) for s, y in zip(seqs, labels)])
     torch.testing.assert_close(packed, live, atol=1e-5, rtol=0)
 

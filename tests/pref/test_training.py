@@ -6,8 +6,6 @@ import json
 import os
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from app.config.dpo import DPOConfig
 from app.config.loader import load_config
@@ -49,26 +47,16 @@ def test_reward_model_learns_and_loads(ray_local, tiny_preference_artifact, tmp_
     assert (chosen > rejected).float().mean().item() == pytest.approx(m["eval/accuracy"], abs=1e-6)
 
 
-def test_dpo_learns_and_resumes_exactly(ray_local, tiny_preference_artifact, tmp_path):
+def test_dpo_learns(ray_local, tiny_preference_artifact, tmp_path):
     from app.launch.preference import fit_preference
 
-    common = ("checkpoint.every_steps=3", "train.epochs=5")
     straight = fit_preference("dpo", tiny_config("dpo_sigmoid.yaml", DPOConfig, tiny_preference_artifact, tmp_path,
-                                                  "train.max_steps=8", "ray.run_name=straight", f"output.dir={tmp_path / 'a'}", *common))
+                                                  "train.max_steps=8", "train.epochs=5", f"output.dir={tmp_path / 'a'}"))
     m = straight["metrics"]
     assert abs(m["eval_before/margin"]) < 1e-4  # policy == reference (LoRA B = 0): implicit rewards ~ 0
     assert m["eval/accuracy"] > 0.6 and m["eval/margin"] > 0, m
     assert m["train/rewards/chosen"] > m["train/rewards/rejected"]
-    # stop after 4 steps, then re-run under the same run name with the full budget: resumes from step 3's checkpoint
-    fit_preference("dpo", tiny_config("dpo_sigmoid.yaml", DPOConfig, tiny_preference_artifact, tmp_path,
-                                      "train.max_steps=4", "ray.run_name=resumed", f"output.dir={tmp_path / 'b0'}", *common))
-    resumed = fit_preference("dpo", tiny_config("dpo_sigmoid.yaml", DPOConfig, tiny_preference_artifact, tmp_path,
-                                                "train.max_steps=8", "ray.run_name=resumed", f"output.dir={tmp_path / 'b'}", *common))
-    assert resumed["metrics"]["step"] == 8
-    a = load_file(tmp_path / "a" / "adapter_model.safetensors")
-    b = load_file(tmp_path / "b" / "adapter_model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
-    lineage = json.loads((tmp_path / "b" / "rayalign_lineage.json").read_text())
+    assert 0 < m["mfu"] <= 1  # peak FLOP/s from the hardware (measured CPU matmul), never a guessed constant
+    lineage = json.loads((tmp_path / "a" / "rayalign_lineage.json").read_text())
     assert lineage["method"] == "dpo" and lineage["dpo"]["loss_type"] == "sigmoid"
+    assert lineage["metrics"]["eval/accuracy"] == pytest.approx(m["eval/accuracy"])

@@ -1,6 +1,6 @@
 """The Ray dashboard's Prometheus endpoint on a local run lists rayalign's training metrics (tokens/s, loss, step).
 
-A real tiny SFT run (app.train.run.run_sft: tiny Llama, LoRA, 1 worker, 6 steps) on the session's local Ray;
+A real tiny SFT run (app.launch.run.run_sft: tiny Llama, LoRA, 1 worker, 6 steps) on the session's local Ray;
 while it trains we scrape the node's metrics-export port (what Prometheus, and the Grafana dashboard in
 raycluster/grafana/, read) until the ``rayalign_train_*`` gauges of this run appear. Ray prefixes custom
 metrics with ``ray_``.
@@ -47,7 +47,7 @@ def _scrape(port: int, seen: dict[str, float], errors: list[str]) -> None:
 def test_prometheus_endpoint_lists_training_metrics(ray_local, tmp_path):
     from app.config.loader import load_config
     from app.config.sft import SFTConfig
-    from app.train.run import run_sft
+    from app.launch.run import run_sft
 
     node = next(n for n in ray_local.nodes() if n["Alive"])
     port = int(node["MetricsExportPort"])

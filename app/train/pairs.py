@@ -1,0 +1,188 @@
+"""Preference pairs for the reward and DPO loops: held-out split, deterministic per-rank step batches, eval shards.
+
+Rows are plain column dicts (``{"chosen_input_ids": [[...], ...], ...}``) read once from the artifact. A step's rows
+are a pure function of (seed, epoch, batch_in_epoch, rank), which is what makes resume exact (the SFT loop's
+``PackedShard`` plays the same role for packed rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from app.config.preference import PreferenceDataSpec
+from app.core.logprobs import PackedSequences, concat_for_packed_forward
+from app.core.preference_losses import PreferenceStats
+
+PAIR_COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
+UNPAIRED_ROW_COLUMNS = ["input_ids", "labels", "label"]  # KTO rows (record_type 'unpaired'), one completion each
+ROW_COLUMNS = {"preference": PAIR_COLUMNS, "unpaired": UNPAIRED_ROW_COLUMNS}
+
+
+def n_rows(data: dict[str, list]) -> int:
+    return len(next(iter(data.values()))) if data else 0
+
+
+def select_rows(data: dict[str, list], index) -> dict[str, list]:
+    index = list(index)
+    return {k: [v[i] for i in index] for k, v in data.items()}
+
+
+def load_pair_splits(spec: PreferenceDataSpec, columns: list[str], seed: int,
+                     record_type: str = "preference") -> tuple[dict[str, list], dict[str, list]]:
+    """(train, eval) columns of the artifact as dicts of lists; eval is the artifact's eval split, or a seeded hold-out.
+
+    Pairs longer than ``spec.max_length`` (either side) are dropped from both; ``max_pairs`` / ``max_eval_pairs`` cap sizes.
+    ``record_type`` 'unpaired': KTO rows (one completion each) instead of pairs, filtered and capped the same way.
+    """
+    from app.data.artifact import load_artifact
+    from app.data.errors import DataError
+
+    artifact = load_artifact(spec.artifact)
+    if artifact.manifest["record_type"] != record_type:
+        raise DataError(f"{artifact.path}: record_type is {artifact.manifest['record_type']!r}, need {record_type!r}")
+    base = ROW_COLUMNS[record_type]
+    wanted = base + columns
+    sequences = [c for c in base if c.endswith("input_ids")]
+
+    def read(split: str) -> dict[str, list]:
+        table = artifact.read_table(split)
+        missing = [c for c in wanted if c not in table.column_names]
+        if missing:
+            raise DataError(f"{artifact.path}/{split}: missing columns {missing}")
+        data = {c: table.column(c).to_pylist() for c in wanted}
+        if spec.max_length:
+            keep = [i for i in range(table.num_rows) if max(len(data[c][i]) for c in sequences) <= spec.max_length]
+            data = select_rows(data, keep)
+        return data
+
+    train = read(spec.train_split)
+    if spec.eval_split in artifact.manifest["splits"]:
+        held_out = read(spec.eval_split)
+    else:
+        n = n_rows(train)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+        n_eval = int(round(n * spec.eval_fraction))
+        held_out, train = select_rows(train, order[:n_eval]), select_rows(train, sorted(order[n_eval:]))
+    if spec.max_pairs:
+        train = select_rows(train, range(min(spec.max_pairs, n_rows(train))))
+    if spec.max_eval_pairs:
+        held_out = select_rows(held_out, range(min(spec.max_eval_pairs, n_rows(held_out))))
+    if n_rows(train) == 0:
+        raise DataError(f"{artifact.path}: no training pairs left (split {spec.train_split!r}, max_length {spec.max_length})")
+    return train, held_out
+
+
+@dataclass
+class PairShard:
+    """This rank's view of the training pairs: every epoch a seeded permutation of all rows; optimizer step s takes
+    the slice [s·P, (s+1)·P) (P = micro · accum · world), this rank keeps every world-th row of it and cuts that into
+    ``grad_accum`` micro-batches. Identical step counts on every rank."""
+
+    data: dict[str, list]
+    rank: int
+    world: int
+    micro_batch_size: int
+    grad_accum: int
+    seed: int
+
+    @property
+    def per_step(self) -> int:
+        return self.micro_batch_size * self.grad_accum * self.world
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return n_rows(self.data) // self.per_step
+
+    def step_rows(self, epoch: int, batch_in_epoch: int) -> list[dict[str, list]]:
+        """The ``grad_accum`` micro-batches (column dicts) of this rank for optimizer step ``batch_in_epoch``."""
+        order = torch.randperm(n_rows(self.data), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)).tolist()
+        mine = order[batch_in_epoch * self.per_step : (batch_in_epoch + 1) * self.per_step][self.rank :: self.world]
+        m = self.micro_batch_size
+        return [select_rows(self.data, mine[k : k + m]) for k in range(0, len(mine), m)]
+
+
+def eval_batches(n: int, batch_size: int, rank: int, world: int) -> list[tuple[list[int], float]]:
+    """This rank's held-out batches as (row indices, weight): rows ``i % world == rank``, the SAME number of batches on
+    every rank (sharded models run collectives in forward), a rank that runs out repeats row ``rank`` with weight 0."""
+    mine = list(range(rank, n, world))
+    count = -(-(-(-n // world)) // batch_size) if n else 0  # ceil(ceil(n / world) / batch_size)
+    out = []
+    for b in range(count):
+        idx = mine[b * batch_size : (b + 1) * batch_size]
+        out.append((idx, 1.0) if idx else ([min(rank, n - 1)], 0.0))
+    return out
+
+
+def pack_pairs(rows: dict[str, list], with_labels: bool) -> PackedSequences:
+    """Chosen then rejected sequences of a batch of pairs in one padding-free row (``with_labels``: DPO's response labels)."""
+    ids = rows["chosen_input_ids"] + rows["rejected_input_ids"]
+    labels = rows["chosen_labels"] + rows["rejected_labels"] if with_labels else None
+    return concat_for_packed_forward(ids, labels)
+
+
+def pair_tokens(rows: dict[str, list]) -> int:
+    """Tokens a batch puts through the model: every ``*input_ids`` column (chosen + rejected; KTO: row + KL sequence)."""
+    return sum(len(x) for c, seqs in rows.items() if c.endswith("input_ids") for x in seqs)
+
+
+def stat_metrics(stats: PreferenceStats, score_name: str, prefix: str) -> dict[str, float]:
+    """{prefix}loss, accuracy, margin, {score_name}/chosen, {score_name}/rejected."""
+    return {
+        f"{prefix}loss": stats.loss, f"{prefix}accuracy": stats.accuracy, f"{prefix}margin": stats.margin,
+        f"{prefix}{score_name}/chosen": stats.chosen, f"{prefix}{score_name}/rejected": stats.rejected,
+    }
+
+
+@torch.no_grad()
+def evaluate_pairs(
+    loss_fn: Callable[[dict[str, list]], tuple[torch.Tensor, PreferenceStats]],
+    model: torch.nn.Module, data: dict[str, list], batch_size: int, rank: int, world: int, score_name: str,
+) -> dict[str, float]:
+    """Pair-weighted mean held-out loss/accuracy/margin/scores over ALL held-out pairs, prefixed ``eval/``.
+
+    Each rank scores its shard (``eval_batches``: same batch count everywhere, so sharded models stay in lockstep);
+    the sums are all-reduced, so every rank returns the same numbers. ``model`` is put in eval mode and back.
+    """
+    import torch.distributed as dist
+
+    model.eval()
+    sums = torch.zeros(6, dtype=torch.float64)  # loss, accuracy, margin, chosen, rejected, pairs
+    for idx, weight in eval_batches(n_rows(data), batch_size, rank, world):
+        _, s = loss_fn(select_rows(data, idx))
+        w = weight * len(idx)
+        sums += torch.tensor([s.loss * w, s.accuracy * w, s.margin * w, s.chosen * w, s.rejected * w, w], dtype=torch.float64)
+    model.train()
+    if dist.is_available() and dist.is_initialized():
+        from app.train.checkpoint import collective_device
+
+        sums = sums.to(collective_device())  # NCCL reduces CUDA tensors only
+        dist.all_reduce(sums)
+    n = max(float(sums[5]), 1.0)
+    stats = PreferenceStats(*(float(v) / n for v in sums[:5]))
+    return stat_metrics(stats, score_name, "eval/") | {"eval/pairs": float(sums[5])}
+
+
+def pair_step(strat, micro_batches: list[dict[str, list]], loss_fn, poison: bool = False) -> tuple[list[float], int]:
+    """Forward + backward of one optimizer step's micro-batches (``strat`` accumulates, syncing on the last).
+
+    Returns this rank's mean [loss, accuracy, margin, chosen, rejected] over the micro-batches and the step's token
+    count. ``poison``: make the loss NaN (the fault drill for fail-fast).
+    """
+    stats, tokens = [], 0
+    for i, rows in enumerate(micro_batches):
+        loss, s = loss_fn(rows)
+        if poison:
+            loss = loss * float("nan")
+        strat.backward(loss, last=i == len(micro_batches) - 1)
+        stats.append([float(loss.detach()), s.accuracy, s.margin, s.chosen, s.rejected])
+        tokens += pair_tokens(rows)
+    return [sum(col) / len(stats) for col in zip(*stats)], tokens
+
+
+def pair_metrics(step: int, means: list[float], score_name: str) -> dict[str, float]:
+    """A step's train/* figures from the rank-averaged [loss, accuracy, margin, chosen, rejected] (plus ``loss``)."""
+    stats = PreferenceStats(*means)
+    return {"step": step, "loss": stats.loss, **stat_metrics(stats, score_name, "train/")}
