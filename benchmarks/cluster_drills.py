@@ -280,21 +280,20 @@ def drill3(work: Path) -> dict:
         serve.run(build_app(cfg), name="drill", route_prefix="/", blocking=False)
         nodes_of = {r["NodeID"] for r in ray.nodes() if r["Alive"]}
         marks: dict = {}
-
-        def chaos() -> None:
-            time.sleep(SERVE_KILL_AT + 0.5)
-            marks["kill"] = sim.kill_node("a")
-            sim.add_node("a2", cpus=1)
-            marks["node_up"] = time.time()
-            while running_engine_replicas("drill") < 2 and time.time() - marks["kill"] < 120:
-                time.sleep(0.2)
-            marks["replica_back"] = time.time()
-
-        thread = threading.Thread(target=chaos)
+        load: list = []  # the load runs in a thread: Ray adds nodes only from the main thread (signal handlers)
+        thread = threading.Thread(target=lambda: load.append(asyncio.run(
+            serve_load(f"http://127.0.0.1:{port}", SERVE_RATE, SERVE_SECONDS))))
         thread.start()
-        results = asyncio.run(serve_load(f"http://127.0.0.1:{port}", SERVE_RATE, SERVE_SECONDS))
+        time.sleep(SERVE_KILL_AT + 0.5)
+        marks["kill"] = sim.kill_node("a")
+        sim.add_node("a2", cpus=1)
+        marks["node_up"] = time.time()
+        while running_engine_replicas("drill") < 2 and time.time() - marks["kill"] < 120:
+            time.sleep(0.2)
+        marks["replica_back"] = time.time()
         thread.join()
         serve.shutdown()
+    results = load[0]
     failed = [r for r in results if not r["ok"]]
     kill = marks["kill"]
     return {

@@ -108,10 +108,7 @@ def storage_root(spec: RaySpec | None = None) -> str:
     """Run storage root: the configured local path or ``s3://…`` URI, else ``<home>/runs``."""
     spec = spec or RaySpec()
     if spec.storage_path:
-        if "://" in spec.storage_path:  # an object store: reach it now, not at the first checkpoint
-            from app.launch.storage import check_storage_reachable
-
-            check_storage_reachable(spec.storage_path)
+        if "://" in spec.storage_path:  # an object store: reached once at job start (check_run_storage), not here
             return spec.storage_path.rstrip("/")
         path = Path(spec.storage_path).expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
@@ -119,6 +116,17 @@ def storage_root(spec: RaySpec | None = None) -> str:
     path = rayalign_home() / "runs"
     path.mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+def check_run_storage(spec: RaySpec | None = None) -> str:
+    """``storage_root(spec)``, and an object-store root is reached now (probe write + delete, app/launch/storage.py):
+    a job with an unreachable ``s3://`` storage fails at start with one line, not at its first checkpoint."""
+    root = storage_root(spec)
+    if "://" in root:
+        from app.launch.storage import check_storage_reachable
+
+        check_storage_reachable(root)
+    return root
 
 
 def validate_run_name(name: str) -> str:
