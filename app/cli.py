@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import logging
 import os
 import sys
 
@@ -47,7 +46,9 @@ def build_parser(only: str | None = None, prog: str = "rayalign") -> argparse.Ar
         prog=prog,
         description="Ray-native alignment platform: data -> SFT/DPO/PPO -> eval gates -> registry -> Serve.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Ray's and the libraries' output and debug logging here (default: a log file)")
+    parser.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard for local runs")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     for verb, mod in available_verbs().items():
         if only is not None and verb != only:
@@ -74,6 +75,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+# Long-running verbs: quiet console (stage line + bar + ETA, Ray and library output in a log file) unless -v.
+QUIET_VERBS = {"pipeline", "ingest", "dedup", "train", "reward", "dpo", "tune", "ppo", "eval"}
+
+
 def main(argv: list[str] | None = None, job: str | None = None) -> int:
     """``rayalign [-v] <verb> …``; ``job`` (e.g. ``jobs.sft``) names a Ray job entrypoint running the same verb."""
     argv = sys.argv[1:] if argv is None else argv
@@ -85,19 +90,25 @@ def main(argv: list[str] | None = None, job: str | None = None) -> int:
             for sub in action.choices.values():
                 sub.prog = f"python -m {job}"
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if args.no_dashboard:
+        os.environ["RAYALIGN_DASHBOARD"] = "0"
     if args.verb is None:
         parser.print_help()
         return 0
+    label = job or f"rayalign {args.verb}"
+    if args.verb in QUIET_VERBS and not args.verbose:
+        from app.console.session import run_quiet
+
+        return run_quiet(args, importlib.import_module(f"app.commands.{VERBS[args.verb]}"), label, user_errors())
+    from app.console.logs import configure_logging
+
+    configure_logging(verbose=args.verbose)
     try:
         return int(args._run(args) or 0)
     except user_errors() as exc:
         if args.verbose or os.environ.get("RAYALIGN_TRACEBACK"):
             raise
-        print(f"{job or 'rayalign ' + args.verb}: error: {exc}", file=sys.stderr)
+        print(f"{label}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                 num_key_value_heads=8, vocab_size=32000, max_position_embeddings=2048, tie_word_embeddings=False)
+SMOKE = dict(LLAMA_1B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+
+def llama_shape() -> dict:
+    return SMOKE if os.environ.get("INIT_MEMORY_SMOKE") else LLAMA_1B
 
 
 def rss_mib() -> float:
@@ -35,7 +40,7 @@ def build(mode: str, dtype_name: str):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     dtype = getattr(torch, dtype_name)
-    config = LlamaConfig(**LLAMA_1B)
+    config = LlamaConfig(**llama_shape())
     if mode == "full":
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         n = sum(p.numel() for p in model.parameters())
@@ -51,10 +56,12 @@ def build(mode: str, dtype_name: str):
             fully_shard(layer, mesh=mesh)
         fully_shard(model, mesh=mesh)
         model.to_empty(device="cpu")  # only this rank's shards get storage
-        with torch.no_grad():
+        with torch.no_grad():  # init the local shards in slices: no full-size fp32 temporaries
             for name, p in model.named_parameters():
-                local = p.to_local()
-                local.fill_(1.0) if name.endswith("norm.weight") else local.normal_(0.0, config.initializer_range)
+                flat = p.to_local().view(-1)
+                for i in range(0, flat.numel(), 1 << 20):
+                    chunk = flat[i : i + (1 << 20)]
+                    chunk.fill_(1.0) if name.endswith("norm.weight") else chunk.normal_(0.0, config.initializer_range)
         n = sum(p.numel() for p in model.parameters())
         return n, sum(p.to_local().numel() for p in model.parameters())
     if mode == "zero3_init":
@@ -71,13 +78,12 @@ def build(mode: str, dtype_name: str):
 def worker(mode: str, rank: int, world: int, port: int, dtype: str, out: Path) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    import deepspeed  # every mode imports the same libraries, so the baselines match
     import torch
     import torch.distributed as dist
     import transformers  # noqa: F401
 
     if mode == "zero3_init":
-        import deepspeed
-
         deepspeed.init_distributed(dist_backend="gloo")
     else:
         dist.init_process_group("gloo")
@@ -139,6 +145,8 @@ def main() -> None:
                     round((r["peak_mib"] - r["baseline_mib"]) / (f["peak_mib"] - f["baseline_mib"]), 3) for r, f in zip(ranks, full)]
     print(json.dumps(summary, indent=1))
     out = ROOT / "benchmarks" / "results" / "init_memory.json"
+    if os.environ.get("INIT_MEMORY_SMOKE"):
+        return  # a code-path check, not a measurement
     out.write_text(json.dumps({"model": LLAMA_1B, "dtype": args.dtype, "ranks": 2, "results": results, "summary": summary,
                                "command": "python benchmarks/init_memory.py " + " ".join(sys.argv[1:])}, indent=2))
 

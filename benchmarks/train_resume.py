@@ -62,6 +62,8 @@ def run(case: str, data: dict[str, Path], storage: Path, run_name: str, *extra: 
                  f"checkpoint.every_steps={every}", *STRATEGIES[strategy], *extra]
     if method != "sft":
         overrides += ["train.micro_batch_size=2", "train.epochs=5"]
+    else:  # configs/tiny/sft_lora.yaml takes 2 rows a step (it chains after the tiny ingest); these drills use 8
+        overrides += ["train.micro_batch_size=2", "train.grad_accum=2"]
     cfg = load_config(ROOT / "configs/tiny" / name, schema(method), overrides)
     if method == "dpo":
         ensure_reference_logprobs(cfg)

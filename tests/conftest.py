@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAYALIGN_DASHBOARD", "0")  # tests start many short clusters; the dashboard only costs time there
 
 
 def pytest_collection_modifyitems(config, items):

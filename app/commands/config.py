@@ -1,4 +1,4 @@
-"""`rayalign config show FILE [key=value ...]`: print the resolved config and its hash."""
+"""`rayalign config FILE [key=value ...]`: print the resolved config and its hash."""
 
 from __future__ import annotations
 

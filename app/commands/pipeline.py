@@ -7,7 +7,9 @@ its own outcome into the job store, so the runner can tell a failure from a pree
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+DRAWS_STAGES = True  # the quiet console draws one line per pipeline stage (app.console)
 HELP = "run ingest -> SFT LoRA -> [DPO|PPO] -> eval gates -> register -> promote -> serve -> sample request"
 
 
@@ -16,18 +18,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. preference.enabled=true")
 
 
+def resolve(args: argparse.Namespace) -> None:
+    """Load the config and fix the report folder once (the console log goes inside it)."""
+    if getattr(args, "cfg", None) is None:
+        from app.config.loader import load_config
+        from app.config.pipeline import PipelineConfig
+        from app.pipeline.run import default_report_dir
+
+        args.cfg = load_config(args.config, PipelineConfig, args.overrides)
+        args.report_dir = Path(args.cfg.report_dir or default_report_dir(args.cfg))
+        args.stage_key = f"pipeline:{args.cfg.name}"
+
+
+def log_file(args: argparse.Namespace) -> Path:
+    resolve(args)
+    return args.report_dir / "console.log"
+
+
 def run(args: argparse.Namespace) -> int:
-    from app.config.loader import load_config
-    from app.config.pipeline import PipelineConfig
     from app.jobs_api.progress import job_progress
     from app.pipeline.progress import FanOut
     from app.pipeline.run import run_pipeline, summary_lines
 
-    cfg = load_config(args.config, PipelineConfig, args.overrides)
+    resolve(args)
+    cfg = args.cfg
     job = job_progress(cfg.job)
     progress = FanOut(job, getattr(args, "console_sink", None))
     try:
-        result = run_pipeline(cfg, progress=progress)
+        result = run_pipeline(cfg, report_dir=args.report_dir, progress=progress)
     except Exception as exc:
         if job is not None:
             job.finish("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
@@ -39,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             failed = next((r for r in result.results if r.status == "failed"), None)
             job.finish("failed", error=f"stage {failed.name}: {failed.detail}" if failed else "stopped")
-    print("\n" + "\n".join(summary_lines(result)))
+    print("\n".join(summary_lines(result)))
     return 0 if result.ok else 1

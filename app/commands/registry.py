@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pr.add_argument("name")
     pr.add_argument("version", type=int)
     pr.add_argument("--to", default="production", choices=["staging", "production"])
+    pr.add_argument("--publish", action="store_true",
+                    help="also point Serve's adapter folder (<home>/adapters/<tenant>/<name>) at it: served without redeploy")
     rb = sub.add_parser("rollback", help="archive the production version and restore the previous one")
     rb.add_argument("name")
     ar = sub.add_parser("archive", help="archive a version")
@@ -66,7 +68,12 @@ def run(args: argparse.Namespace) -> int:
             d = reg.register_dataset(t, args.path)
             print(f"registered dataset {d['id']} ({d['record_type']}, {d['rows']} rows)")
         elif args.action == "promote":
-            print(f"{reg.promote(t, args.name, args.version, args.to).ref} -> {args.to}")
+            view = reg.promote(t, args.name, args.version, args.to)
+            print(f"{view.ref} -> {args.to}")
+            if args.publish:
+                from app.pipeline.stages import publish_adapter
+
+                print(f"serving {t}/{args.name} from {publish_adapter(view.uri, t, args.name, view.version)}")
         elif args.action == "rollback":
             print(f"rolled back: {reg.rollback(t, args.name).ref} is production again")
         elif args.action == "archive":

@@ -98,10 +98,28 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+HOME_VAR = "${RAYALIGN_HOME}"
+
+
+def expand_home(value: Any) -> Any:
+    """Replace a leading ``${RAYALIGN_HOME}`` in every string with the rayalign home (``app.config.paths``), so a
+    config can name another job's output (``data.artifact: ${RAYALIGN_HOME}/datasets/tiny-sft``) wherever it runs:
+    in the clone, or under ``ray job submit`` where the working directory is a temporary copy."""
+    if isinstance(value, str) and value.startswith(HOME_VAR):
+        from app.config.paths import rayalign_home
+
+        return str(rayalign_home()) + value[len(HOME_VAR):]
+    if isinstance(value, dict):
+        return {k: expand_home(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_home(v) for v in value]
+    return value
+
+
 def load_config(path: str | Path | None, schema: type[M], overrides: Sequence[str] = ()) -> M:
     """Read YAML (or start from defaults when ``path`` is None), apply overrides, validate against ``schema``."""
     data = read_yaml(path) if path is not None else {}
-    merged = deep_merge(data, parse_overrides(overrides))
+    merged = expand_home(deep_merge(data, parse_overrides(overrides)))
     source = str(path) if path is not None else "<defaults>"
     if overrides:
         source += f" (+{len(overrides)} override{'s' if len(overrides) > 1 else ''})"

@@ -43,13 +43,14 @@ def run_sft(cfg: SFTConfig) -> TrainOutcome:
 def run_training(kind: str, cfg: TrainingConfig, run_name: str | None = None, parent_run_id: str | None = None,
                  callbacks: Sequence[Any] = ()) -> TrainOutcome:
     """Train ``kind`` ('sft' | 'reward' | 'dpo') under ``cfg`` on Ray Train; publish the output when it completed."""
-    from app.launch.runtime import init_ray, storage_root
+    from app.launch.runtime import check_run_storage, init_ray
     from app.launch.trainer import trainer_for
 
+    storage = check_run_storage(cfg.ray)  # an object-store storage_path is reached now, before Ray starts
     init_ray(cfg.ray)
     trainer = trainer_for(kind, cfg, run_name, parent_run_id, callbacks)
     run_name = trainer.run_config.name
-    log.info("training run %s (storage %s)", run_name, storage_root(cfg.ray))
+    log.info("training run %s (storage %s)", run_name, storage)
     result = trainer.fit()
     if result.error is not None:
         raise TrainingFailed(f"run {run_name} failed: {result.error}") from result.error
@@ -60,7 +61,7 @@ def run_training(kind: str, cfg: TrainingConfig, run_name: str | None = None, pa
     if outcome.status == "failed":
         raise TrainingFailed(f"run {run_name}: {ret.get('reason')}; not retried (fix the config, then use a new run name)")
     if outcome.status == "completed" and result.checkpoint is not None:
-        outcome.output_dir = publish_output(cfg, result.checkpoint, run_name, storage_root(cfg.ray), ret)
+        outcome.output_dir = publish_output(cfg, result.checkpoint, run_name, storage, ret)
     return outcome
 
 

@@ -10,11 +10,26 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 from app.config.common import RaySpec
 from app.config.paths import rayalign_home
 
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# Called once with {"dashboard": url | None, "metrics": url | None} when this process starts or joins Ray:
+# the console registers one to print the dashboard URL (the launch floor does not print).
+_STARTED_HOOKS: list[Callable[[dict], None]] = []
+
+
+def on_cluster_started(hook: Callable[[dict], None]) -> None:
+    """Register ``hook(info)`` to hear the dashboard and metrics URLs when Ray starts in this process."""
+    _STARTED_HOOKS.append(hook)
+
+
+def dashboard_enabled() -> bool:
+    """Local clusters start the Ray dashboard unless ``RAYALIGN_DASHBOARD=0`` (tests, ``rayalign --no-dashboard``)."""
+    return os.environ.get("RAYALIGN_DASHBOARD", "1") != "0"
 
 
 def keep_working_directory() -> None:
@@ -58,20 +73,42 @@ def init_ray(spec: RaySpec | None = None, **init_kwargs):
     )
     for key, value in env.items():
         os.environ.setdefault(key, value)
-    kwargs = dict(address=spec.address, ignore_reinit_error=True, log_to_driver=True)
+    # Worker output streams to the driver unless the quiet console asked otherwise (it keeps a log file instead).
+    kwargs = dict(address=spec.address, ignore_reinit_error=True,
+                  log_to_driver=os.environ.get("RAYALIGN_LOG_TO_DRIVER", "1") != "0")
     if spec.address == "local":
         kwargs["num_cpus"] = spec.num_cpus
-        kwargs["include_dashboard"] = init_kwargs.pop("include_dashboard", False)
+        kwargs["include_dashboard"] = init_kwargs.pop("include_dashboard", dashboard_enabled())
+        if kwargs["include_dashboard"]:
+            kwargs.setdefault("dashboard_host", "127.0.0.1")
     kwargs.update(init_kwargs)
-    ray.init(**kwargs)
+    info = ray.init(**kwargs)
+    _announce(info)
     return ray.get_runtime_context()
+
+
+def _announce(info) -> None:
+    """Tell the registered hooks where the dashboard and the Prometheus metrics (``rayalign_*`` gauges) are."""
+    url = getattr(info, "dashboard_url", None)
+    urls = {"dashboard": f"http://{url}" if url and "://" not in url else url, "metrics": None}
+    try:
+        import ray._private.worker as worker
+
+        node = worker._global_node
+        port = getattr(node, "metrics_export_port", None) if node is not None else None
+        if port:
+            urls["metrics"] = f"http://127.0.0.1:{port}/metrics"
+    except Exception:  # noqa: BLE001 - a private attribute; the URL is a convenience
+        pass
+    for hook in _STARTED_HOOKS:
+        hook(urls)
 
 
 def storage_root(spec: RaySpec | None = None) -> str:
     """Run storage root: the configured local path or ``s3://…`` URI, else ``<home>/runs``."""
     spec = spec or RaySpec()
     if spec.storage_path:
-        if "://" in spec.storage_path:
+        if "://" in spec.storage_path:  # an object store: reached once at job start (check_run_storage), not here
             return spec.storage_path.rstrip("/")
         path = Path(spec.storage_path).expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
@@ -79,6 +116,17 @@ def storage_root(spec: RaySpec | None = None) -> str:
     path = rayalign_home() / "runs"
     path.mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+def check_run_storage(spec: RaySpec | None = None) -> str:
+    """``storage_root(spec)``, and an object-store root is reached now (probe write + delete, app/launch/storage.py):
+    a job with an unreachable ``s3://`` storage fails at start with one line, not at its first checkpoint."""
+    root = storage_root(spec)
+    if "://" in root:
+        from app.launch.storage import check_storage_reachable
+
+        check_storage_reachable(root)
+    return root
 
 
 def validate_run_name(name: str) -> str:

@@ -24,7 +24,7 @@ from app.config.errors import ConfigError
 from app.config.loader import load_config, read_yaml
 from app.config.paths import rayalign_home
 from app.config.sweep import ParamSpace, SweepConfig
-from app.launch.runtime import init_ray, storage_root, validate_run_name
+from app.launch.runtime import check_run_storage, init_ray, validate_run_name
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def run_trial(sampled: dict[str, Any], sweep_dict: dict[str, Any], parent_run_id
     trial_id = tune.get_context().get_trial_id()
     out = sweep_output_dir(sweep) / "trials" / trial_id
     cfg = trial_config(sweep, sampled, [f"output.dir={out}"])
-    if sweep.job == "dpo":
+    if sweep.job == "dpo" and cfg.dpo.needs_reference:
         from app.data.reference_logprobs import has_reference_logprobs, reference_identity
 
         if not has_reference_logprobs(cfg.data.artifact, reference_identity(cfg.model, cfg.dpo.reference_adapter)):
@@ -142,7 +142,7 @@ def run_sweep(sweep: SweepConfig) -> dict[str, Any]:
             metric=sweep.metric, mode=sweep.mode, scheduler=scheduler, search_alg=search_alg,
             num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials,
         ),
-        run_config=tune.RunConfig(name=validate_run_name(sweep.name), storage_path=storage_root(sweep.ray),
+        run_config=tune.RunConfig(name=validate_run_name(sweep.name), storage_path=check_run_storage(sweep.ray),
                                   callbacks=[ReleaseOrphanedPlacementGroups()]),
     )
     grid = tuner.fit()

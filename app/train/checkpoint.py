@@ -321,12 +321,22 @@ def preemption_requested() -> bool:
     return _PREEMPT.is_set()
 
 
+def collective_device() -> torch.device:
+    """Where a tensor for a torch.distributed collective must live: the current GPU under NCCL (it reduces only
+    CUDA tensors), else the CPU (gloo, or no process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def any_rank(flag: bool) -> bool:
     """True when ``flag`` is True on any rank (all_reduce MAX); the same answer everywhere keeps ranks in lockstep."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())

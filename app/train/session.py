@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 
 def mean_over_ranks(values: list[float]) -> list[float]:
     """Element-wise mean of ``values`` over all ranks (identity on one worker)."""
-    t = torch.tensor(values, dtype=torch.float64)
+    from app.train.checkpoint import collective_device
+
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device())  # NCCL reduces CUDA tensors only
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
         t /= dist.get_world_size()

@@ -256,8 +256,10 @@ def large_model_init(cfg: TrainingConfig):
     ``deepspeed.zero.Init`` (partitioned as it is made, so no rank holds the full model); None otherwise."""
     if cfg.strategy.kind != "deepspeed" or cfg.strategy.zero_stage != 3 or not _distributed():
         return None
+    import deepspeed
     from transformers.integrations import HfDeepSpeedConfig
 
+    deepspeed.init_distributed(dist_backend=dist.get_backend())  # wraps the existing group: zero.Init sees the real world size
     return HfDeepSpeedConfig(deepspeed_config(cfg))
 
 

@@ -72,3 +72,15 @@ def test_tiny_sweep_runs_all_trials_with_asha_and_mlflow(ray_local, tiny_prefere
     for child in children:
         assert child.data.tags["rayalign.trial_status"] == outcome[child.info.run_name]
         assert child.info.status == {"finished": "FINISHED", "stopped early": "KILLED"}[outcome[child.info.run_name]]
+
+
+def test_sft_sweeps_validate_through_the_sft_schema():
+    """`rayalign tune` runs any method of the one engine: an SFT trial config is an SFTConfig, refused like one."""
+    from app.config.sft import SFTConfig
+    from app.launch.tune import load_sweep, trial_config
+
+    sweep = load_sweep(REPO_ROOT / "configs" / "tiny" / "sweep_sft.yaml")
+    cfg = trial_config(sweep, {"optim.lr": 1e-4})
+    assert isinstance(cfg, SFTConfig) and cfg.optim.lr == 1e-4 and cfg.train.max_steps == 6
+    with pytest.raises(ConfigError, match="unknown key"):
+        trial_config(sweep, {"dpo.beta": 0.1})  # a DPO key is not an SFT key

@@ -81,7 +81,7 @@ def test_launch_entry_trains_on_the_gpus_it_provisions(entry):
     else:
         assert 1 <= n <= entry.max_gpus, f"{where}: {n} GPU workers, the file can provision at most {entry.max_gpus}"
     half = cfg.model.dtype == "bfloat16" or (cfg.method == "qlora" and cfg.quant.compute_dtype == "bfloat16")
-    assert cfg.train.bf16 and half, f"{where}: not bf16 (train.bf16={cfg.train.bf16}, model.dtype={cfg.model.dtype})"
+    assert cfg.use_bf16 and half, f"{where}: not bf16 (train.bf16={cfg.train.bf16}, model.dtype={cfg.model.dtype})"
     peak = cfg.output.peak_flops  # None: the GPU datasheet table by device name (app/core/flops.py)
     assert peak is None or peak >= 1e13, f"{where}: output.peak_flops {peak:g} is a CPU peak; MFU would be wrong"
     option = memory_option(entry, cfg)

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.ray
 def tiny_cfg(artifact, storage, run_name, *extra) -> SFTConfig:
     return load_config(
         REPO_ROOT / "configs/tiny/sft_lora.yaml", SFTConfig,
-        [f"data.artifact={artifact}", f"ray.storage_path={storage}", f"ray.run_name={run_name}", *extra],
+        [f"data.artifact={artifact}", f"ray.storage_path={storage}", f"ray.run_name={run_name}",
+         "train.micro_batch_size=2", "train.grad_accum=2", *extra],  # 8 rows a step, as these drills were sized
     )
 
 
