@@ -17,9 +17,13 @@ what separates them is the question-conditioning margin (permuted answers teach 
 the no-regression comparison with the production version. Prints which gate decided and why; writes
 benchmarks/results/eval_gates.json and copies each report to benchmarks/results/eval_gates/<label>/.
 
-    python benchmarks/eval_gates.py                          # train all three (12 steps each), then gate them
-    python benchmarks/eval_gates.py --stage eval             # reuse the trained adapters (state file), gates only
-    python benchmarks/eval_gates.py --stage train --labels scrambled   # (re)train one; keeps the others' entries
+    python benchmarks/eval_gates.py --set A B --stage train   # train both sets (12 x 1-window steps each)
+    python benchmarks/eval_gates.py --set A --stage eval      # gate set A (all suites, intervals, report)
+    python benchmarks/eval_gates.py --set B --stage eval --scoring-only   # gate set B without generation suites
+    python benchmarks/eval_gates.py --stage harness           # lm-eval GSM8K on base + good(A) vs the project scorer
+
+Set B is independent of set A: another seed and the training questions 2000.. instead of 0.. (same labelling
+rules); the result file states agree / disagree per adapter and gate (thresholds were set on an earlier run of A).
 """
 
 from __future__ import annotations
@@ -40,21 +44,30 @@ from app.config.loader import load_config  # noqa: E402
 from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
 
-# a 2-core CPU budget for the suites (the config's defaults are larger): three gated adapters in ~11 min (estimate). The
-# pairwise judge (advisory; the base model as judge is position-biased, consistency 0) is left out here: it costs
-# ~40 s per adapter; tests/eval/test_eval_job.py covers its position-swap logic.
-EVAL_BUDGET = ["data.perplexity_limit=24", "data.task_limit=8", "generation.task_max_new_tokens=128",
-               "data.benchmark_limit=12", "data.redteam_limit=6", "judge.kind=none", "generation.batch_size=8"]
+# Suite sizes on 2 cores, chosen from the power calculation (docs/registry-and-gates.md): the gates that separate
+# these adapters are perplexity-based (per-token evidence: 32 answers x ~120 tokens give intervals a few % wide,
+# the report's "n needed" says whether 32 suffice for each gate's minimum detectable effect); generation suites
+# (GSM8K exact match, red-team refusals) would need hundreds of items for a 0.10 effect at a 135M model's rates, far
+# past a 2-core budget (~8 s per 96-token answer pair), so they run small and are reported 'underpowered', not passed
+# silently. The judge needs a reward model folder (none is trained here): off.
+EVAL_BUDGET = ["data.perplexity_limit=32", "data.task_limit=6", "generation.task_max_new_tokens=96",
+               "data.benchmark_limit=16", "data.redteam_limit=8", "generation.safety_max_new_tokens=24",
+               "data.general_limit=16", "judge.kind=none", "generation.batch_size=8"]
+# set B is gated on the scoring suites only (no generation): the deciding gates are the same, at half the time
+SCORING_ONLY = ["data.task_limit=1", "generation.task_max_new_tokens=1", "data.redteam_limit=1",
+                "generation.safety_max_new_tokens=1"]
+SETS = {"A": {"seed": 0, "offset": 0}, "B": {"seed": 1, "offset": 2000}}
 LABELS = ("good", "permuted", "scrambled")
 MODEL_NAME = "gsm8k-sft"
 
 
-def write_sources(work: Path, n: int, seed: int = 0) -> dict[str, Path]:
-    """The first ``n`` GSM8K train rows as JSONL, once with real answers and once per deliberately bad labelling."""
+def write_sources(work: Path, n: int, seed: int = 0, offset: int = 0) -> dict[str, Path]:
+    """GSM8K train rows ``offset .. offset + n`` as JSONL, once with real answers and once per bad labelling."""
     rows = []
     with open(shared_dir() / "data/gsm8k/train.jsonl", encoding="utf-8") as f:
-        for line in f:
-            rows.append(json.loads(line))
+        for i, line in enumerate(f):
+            if i >= offset:
+                rows.append(json.loads(line))
             if len(rows) == n:
                 break
     rng = random.Random(seed)
@@ -75,7 +88,7 @@ def write_sources(work: Path, n: int, seed: int = 0) -> dict[str, Path]:
     work.mkdir(parents=True, exist_ok=True)
     paths = {}
     for label, items in variants.items():
-        paths[label] = work / f"gsm8k-train-{n}-{label}.jsonl"
+        paths[label] = work / f"gsm8k-train-{offset}+{n}-s{seed}-{label}.jsonl"
         paths[label].write_text("".join(json.dumps(r) + "\n" for r in items), encoding="utf-8")
     return paths
 
@@ -90,57 +103,124 @@ def ingest(label: str, source: Path, out_parent: Path):
     return run_ingest(cfg, out_dir=out_parent, progress=False)
 
 
-def gate_all(result: dict, args, home: Path, state_path: Path) -> dict:
-    """Gate good, permuted, scrambled in that order as versions of one name; promote the first that passes."""
+def gate_set(name: str, entries: dict, args, home: Path) -> dict:
+    """Gate good, permuted, scrambled of one set in that order as versions of one name in a fresh registry;
+    promote the first that passes (so the later candidates also meet the production no-regression gate)."""
     from app.eval.runner import run_eval
     from app.registry import Registry
 
-    missing = [label for label in LABELS if label not in result or not Path(result[label]["adapter"]).is_dir()]
+    missing = [label for label in LABELS if label not in entries or not Path(entries[label]["adapter"]).is_dir()]
     if missing:
-        raise SystemExit(f"train these adapters first (--stage train --labels {' '.join(missing)})")
-    db = home / "eval_gates_registry.db"
+        raise SystemExit(f"set {name}: train these adapters first (--stage train --set {name})")
+    db = home / f"eval_gates_registry_{name}.db"
     db.unlink(missing_ok=True)  # a fresh registry: base score and production are established in this run
-    result["registry"] = f"sqlite:///{db}"
-    out = ROOT / "benchmarks" / "results" / "eval_gates.json"
+    url = f"sqlite:///{db}"
+    budget = EVAL_BUDGET + (SCORING_ONLY if args.scoring_only else [])
     t_run = time.time()
     for label in LABELS:
         ecfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, [
-            f"adapter={result[label]['adapter']}", f"registry.url={result['registry']}", f"registry.name={MODEL_NAME}",
-            f"output_dir={home / 'eval_reports' / label}", "tracking.enabled=false", *EVAL_BUDGET])
+            f"adapter={entries[label]['adapter']}", f"registry.url={url}", f"registry.name={MODEL_NAME}",
+            f"output_dir={home / 'eval_reports' / name / label}", "tracking.enabled=false", *budget])
         t0 = time.time()
         ev = run_eval(ecfg)
-        keep = ROOT / "benchmarks" / "results" / "eval_gates" / label
+        keep = ROOT / "benchmarks" / "results" / "eval_gates" / name / label
         shutil.rmtree(keep, ignore_errors=True)
         keep.mkdir(parents=True)
         for f in (ev.report_md, ev.report_png):
             shutil.copyfile(f, keep / Path(f).name)
         promoted = None
-        registry = Registry(result["registry"])
+        registry = Registry(url)
         if ev.decision.passed and not registry.list("default", MODEL_NAME, stage="production"):
             promoted = registry.promote("default", MODEL_NAME, int(ev.artifact_ref.rsplit("@v", 1)[1]), "production").ref
         registry.close()
-        result[label].update(eval_settings={"budget": EVAL_BUDGET, "stage": args.stage}, artifact_ref=ev.artifact_ref,
-                             eval_seconds=round(time.time() - t0, 1), passed=ev.decision.passed,
-                             decided_by=ev.decision.decided_by, reason=ev.decision.reason, promoted_to=promoted,
-                             metrics=ev.metrics, gates=[o.to_dict() for o in ev.decision.outcomes],
-                             report_md=str((keep / Path(ev.report_md).name).relative_to(ROOT)),
-                             report_png=str((keep / Path(ev.report_png).name).relative_to(ROOT)))
-        print(label, ev.artifact_ref, "PASSED" if ev.decision.passed else f"BLOCKED by {ev.decision.decided_by}:",
-              ev.decision.reason, f"({result[label]['eval_seconds']} s)" + (f"; promoted {promoted}" if promoted else ""),
-              flush=True)
-        result["gate_seconds_total"] = round(time.time() - t_run, 1)
-        state_path.write_text(json.dumps(result, indent=2))
-        out.write_text(json.dumps(result, indent=2))  # after every label: a cut-short run still shows what it measured
-    return result
+        entries[label].update(eval_budget=budget, artifact_ref=ev.artifact_ref, eval_seconds=round(time.time() - t0, 1),
+                              passed=ev.decision.passed, decided_by=ev.decision.decided_by, reason=ev.decision.reason,
+                              promoted_to=promoted, metrics=ev.metrics,
+                              gates=[o.to_dict() for o in ev.decision.outcomes],
+                              report_md=str((keep / Path(ev.report_md).name).relative_to(ROOT)),
+                              report_png=str((keep / Path(ev.report_png).name).relative_to(ROOT)))
+        print(name, label, ev.artifact_ref, "PASSED" if ev.decision.passed else f"BLOCKED by {ev.decision.decided_by}:",
+              ev.decision.reason, f"({entries[label]['eval_seconds']} s)", flush=True)
+    entries["gate_seconds_total"] = round(time.time() - t_run, 1)
+    return entries
+
+
+def agreement(sets: dict) -> dict:
+    """Per adapter and gate: the status on set A and set B, and whether they agree (gates measured on both)."""
+    out = {}
+    for label in LABELS:
+        a, b = (sets.get(k, {}).get(label, {}) for k in ("A", "B"))
+        if "gates" not in a or "gates" not in b:
+            continue
+        sa, sb = ({g["name"]: g["status"] for g in x["gates"]} for x in (a, b))
+        out[label] = {"verdict": {"A": a["passed"], "B": b["passed"], "agree": a["passed"] == b["passed"]},
+                      **{g: {"A": sa[g], "B": sb[g], "agree": sa[g] == sb[g]} for g in sa if g in sb}}
+    return out
+
+
+def harness_check(entries: dict, home: Path) -> dict:
+    """lm-eval (local task YAML, hf model, peft=) on base and the good adapter vs the project's scorer, same items."""
+    from app.eval.harness import agreement as agree, run_harness_gsm8k
+
+    cfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, ["tracking.enabled=false", *EVAL_BUDGET])
+    t0 = time.time()
+    runs = run_harness_gsm8k(cfg, entries["good"]["adapter"])
+    out = {"items": cfg.data.task_limit, "max_gen_toks": cfg.generation.task_max_new_tokens,
+           "seconds": round(time.time() - t0, 1)}
+    task_rows = {}
+    for variant, run in runs.items():
+        out[variant] = {"lm_eval_exact_match": run["lm_eval"], "project_scorer_em": run["project_em"],
+                        "strict_vs_project": agree(run["rows"], "strict-match"),
+                        "flexible_vs_project": agree(run["rows"], "flexible-extract"),
+                        "rows": [{k: r[k] for k in ("doc_id", "response", "strict-match", "flexible-extract",
+                                                    "project_em")} for r in run["rows"]]}
+        task_rows[variant] = [r["response"].strip() for r in run["rows"]]
+    # the project's own runner on the same items (its gate run of the good adapter): same generations?
+    own = json.loads((home / "eval_reports" / "A" / "good" / "metrics.json").read_text()) \
+        if (home / "eval_reports" / "A" / "good" / "metrics.json").is_file() else None
+    out["project_runner_task_em"] = ({v: own["metrics"].get(f"gsm8k_em_{v}") for v in ("base", "adapter")}
+                                     if own else None)
+    return out
+
+
+def train_set(name: str, args, home: Path) -> dict:
+    from app.launch.run import run_sft
+
+    spec = SETS[name]
+    sources = write_sources(home / "eval_gates_data", args.n_train, spec["seed"], spec["offset"])
+    entries = {}
+    for label in LABELS:
+        t0 = time.time()
+        art = ingest(f"{name}-{label}", sources[label], home / "datasets")
+        m = art.manifest
+        entry = {"artifact": str(art.path), "artifact_id": art.id, "rows_kept": m["rows_kept"],
+                 "contaminated_dropped": m["contaminated_dropped"], "packed_windows": m["packed_windows"],
+                 "ingest_seconds": round(time.time() - t0, 1), "train_rows": [spec["offset"], spec["offset"] + args.n_train],
+                 "seed": spec["seed"]}
+        cfg = load_config(ROOT / "configs/sft/smollm2_lora_gsm8k.yaml", SFTConfig, [
+            f"data.artifact={art.path}", f"ray.run_name=evalgates-{name}-{label}-{art.id[-8:]}-s{args.steps}",
+            "tracking.enabled=false", f"output.dir={home / 'adapters' / f'evalgates-{name}-{label}'}",
+            f"train.max_steps={args.steps}", f"train.grad_accum={args.grad_accum}", f"train.seed={spec['seed']}",
+            "optim.warmup_steps=2", f"checkpoint.every_steps={args.steps}"])
+        t0 = time.time()
+        outcome = run_sft(cfg)
+        entry |= {"adapter": str(outcome.output_dir), "train_steps": outcome.step,
+                  "train_seconds": round(time.time() - t0, 1), "train_loss_first": outcome.history[0]["loss"],
+                  "train_loss_last": outcome.history[-1]["loss"]}
+        entries[label] = entry
+        print(name, label, json.dumps(entry), flush=True)
+    return entries
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=12, help="SFT optimizer steps per adapter (same for all)")
+    ap.add_argument("--grad-accum", type=int, default=1, help="packed 512-token windows per step")
     ap.add_argument("--n-train", type=int, default=200, help="GSM8K train questions in each training set")
-    ap.add_argument("--stage", choices=["all", "train", "eval"], default="all", help="train adapters, gate them, or both")
-    ap.add_argument("--labels", nargs="+", choices=LABELS, default=list(LABELS),
-                    help="adapters to train (others already trained are kept); gating always runs good first")
+    ap.add_argument("--set", dest="sets", nargs="+", choices=sorted(SETS), default=["A"],
+                    help="A: seed 0, train rows 0..n; B: seed 1, train rows 2000..2000+n (independent)")
+    ap.add_argument("--stage", choices=["all", "train", "eval", "harness"], default="all")
+    ap.add_argument("--scoring-only", action="store_true", help="gate without the generation suites (set B)")
     args = ap.parse_args()
 
     from app.config.common import RaySpec
@@ -148,37 +228,30 @@ def main() -> int:
 
     home = rayalign_home()
     state_path = home / "eval_gates_state.json"
-    labels = tuple(args.labels)
-    # merge, don't overwrite: labels not in this run keep their earlier (trained / measured) entries
+    out = ROOT / "benchmarks" / "results" / "eval_gates.json"
+    # merge, don't overwrite: sets not in this run keep their earlier (trained / measured) entries
     result: dict = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    result["settings"] = vars(args)
+    result.setdefault("sets", {})
     init_ray(RaySpec(address="local", num_cpus=2))
-    if args.stage in ("all", "train"):
-        from app.launch.run import run_sft
-
-        sources = write_sources(home / "eval_gates_data", args.n_train)
-        for label in labels:
-            t0 = time.time()
-            art = ingest(label, sources[label], home / "datasets")
-            m = art.manifest
-            entry = {"artifact": str(art.path), "artifact_id": art.id, "rows_kept": m["rows_kept"],
-                     "contaminated_dropped": m["contaminated_dropped"], "packed_windows": m["packed_windows"],
-                     "ingest_seconds": round(time.time() - t0, 1)}
-            cfg = load_config(ROOT / "configs/sft/smollm2_lora_gsm8k.yaml", SFTConfig, [
-                f"data.artifact={art.path}", f"ray.run_name=evalgates-{label}-{art.id[-8:]}-s{args.steps}",
-                "tracking.enabled=false", f"output.dir={home / 'adapters' / ('evalgates-' + label)}",
-                f"train.max_steps={args.steps}"])
-            t0 = time.time()
-            outcome = run_sft(cfg)
-            entry |= {"adapter": str(outcome.output_dir), "train_steps": outcome.step, "train_seconds": round(time.time() - t0, 1),
-                      "train_loss_first": outcome.history[0]["loss"], "train_loss_last": outcome.history[-1]["loss"]}
-            result[label] = entry | {"settings": vars(args)}
-            print(label, json.dumps(entry), flush=True)
+    for name in args.sets:
+        t0 = time.time()
+        if args.stage in ("all", "train"):
+            result["sets"][name] = train_set(name, args, home) | {"train_settings": vars(args)}
+        if args.stage in ("all", "eval"):
+            result["sets"][name] = gate_set(name, result["sets"][name], args, home) | {"gate_settings": vars(args)}
+        result["sets"][name][f"wall_seconds_{args.stage}"] = round(time.time() - t0, 1)
         state_path.write_text(json.dumps(result, indent=2))
-    if args.stage in ("all", "eval"):
-        result = gate_all(result, args, home, state_path)
-        print(json.dumps({k: {kk: v.get(kk) for kk in ("passed", "decided_by", "reason")} for k, v in result.items()
-                          if isinstance(v, dict) and "passed" in v}, indent=2))
+        out.write_text(json.dumps(result, indent=2))
+    if args.stage == "harness":
+        result["harness"] = harness_check(result["sets"]["A"], home)
+        print(json.dumps({k: v for k, v in result["harness"].items() if k not in ("base", "adapter")}), flush=True)
+        for v in ("base", "adapter"):
+            print(v, json.dumps({k: x for k, x in result["harness"][v].items() if k != "rows"}), flush=True)
+    result["agreement"] = agreement(result["sets"])
+    result["machine"] = "2 cores (shared box), under the exclusive CPU lock"
+    state_path.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["agreement"], indent=1))
     import ray
 
     ray.shutdown()

@@ -13,6 +13,8 @@ step on CPU than adapting all 30 layers of SmolLM2-135M.
 
     python benchmarks/hh_preference.py --only reward --reward-steps 100   # ~25 min on an idle 2-core machine
     python benchmarks/hh_preference.py --only dpo --dpo-steps 100         # ~40 min (incl. the reference precompute)
+    python benchmarks/hh_preference.py --only dpo --dpo-loss simpo --dpo-beta 2.0 --dpo-steps 100   # reference-free:
+                                                                          # no precompute; result key "simpo"
     python benchmarks/hh_preference.py --pairs 600 --max-length 160 --length-policy reject
     python benchmarks/hh_preference.py --plot-only       # re-draw the PNG from the JSON
 
@@ -106,6 +108,9 @@ def main() -> int:
     ap.add_argument("--reward-lr", type=float, default=1e-3)
     ap.add_argument("--dpo-lr", type=float, default=5e-4)
     ap.add_argument("--dpo-beta", type=float, default=0.1)
+    ap.add_argument("--dpo-loss", choices=["sigmoid", "simpo", "orpo"], default="sigmoid",
+                    help="dpo.loss_type of the DPO job; simpo/orpo are reference-free and stored under their own key")
+    ap.add_argument("--simpo-gamma", type=float, default=0.5, help="SimPO's target margin γ (with --dpo-loss simpo)")
     ap.add_argument("--only", choices=["reward", "dpo"], default=None)
     ap.add_argument("--plot-only", action="store_true", help="re-draw the PNG from the stored JSON, no training")
     args = ap.parse_args()
@@ -143,12 +148,14 @@ def main() -> int:
     jobs = {"reward": (RewardConfig, "configs/reward/smollm2_hh_lora.yaml",
                        [f"optim.lr={args.reward_lr}", f"train.max_steps={args.reward_steps}"]),
             "dpo": (DPOConfig, "configs/dpo/smollm2_hh_lora.yaml",
-                    [f"optim.lr={args.dpo_lr}", f"dpo.beta={args.dpo_beta}", f"train.max_steps={args.dpo_steps}"])}
+                    [f"optim.lr={args.dpo_lr}", f"dpo.beta={args.dpo_beta}", f"train.max_steps={args.dpo_steps}",
+                     f"dpo.loss_type={args.dpo_loss}"] + ([f"dpo.simpo_gamma={args.simpo_gamma}"] if args.dpo_loss == "simpo" else []))}
     for kind, (schema, path, extra) in jobs.items():
         if args.only not in (None, kind):
             continue
         t = time.perf_counter()
         fit = fit_preference(kind, load_config(ROOT / path, schema, [*common, *extra]))
+        kind = args.dpo_loss if kind == "dpo" and args.dpo_loss != "sigmoid" else kind  # the result key
         result[kind] = {k: fit["metrics"].get(k) for k in keys}
         result[kind] |= {"seconds": round(time.perf_counter() - t, 1), "config": path, "overrides": [*common[1:], *extra],
                          "artifact_id": artifact.id, "pairs_read": args.pairs, "max_length": args.max_length,

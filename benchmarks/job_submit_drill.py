@@ -32,6 +32,12 @@ def sh(*cmd: str, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def job_lines(log: str, keep: int) -> list[str]:
+    """The job's own last lines (without the `ray job submit` client's packaging/websocket chatter)."""
+    own = [l for l in log.strip().splitlines() if l.strip() and not re.match(r"^\d{4}-\d\d-\d\d .*\b(INFO|WARNING|ERR)\b", l)]
+    return own[-keep:]
+
+
 def submit(env: dict, *entrypoint: str, wait: bool = True) -> tuple[int, str]:
     # excludes: in a worktree .venv is a symlink, which .gitignore's ".venv/" does not match
     args = [RAY, "job", "submit", "--address", DASHBOARD, "--working-dir", ".",
@@ -46,7 +52,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="rayalign-drill-"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",  # `python` = this env
            "HOME": str(scratch), "RAY_AUTH_MODE": "disabled", "RAYALIGN_API_KEY": "sk-drill",
-           "TOKENIZERS_PARALLELISM": "false", "RAYALIGN_SHARED": str(REPO.parent / "shared")}
+           "TOKENIZERS_PARALLELISM": "false", "RAYALIGN_SHARED": os.environ.get("RAYALIGN_SHARED", str(REPO.parent / "shared"))}
     env.pop("RAYALIGN_HOME", None)
     env.pop("PYTHONPATH", None)  # the jobs must import the uploaded copy, as on a real cluster
     result: dict = {"home_expected": str(scratch / ".rayalign"), "steps": {}}
@@ -64,7 +70,7 @@ def main() -> int:
         adapter = None
         for name, entry in steps:
             rc, log = submit(env, *entry)
-            result["steps"][name] = {"rc": rc, "seconds": round(time.time() - t0, 1), "tail": log.strip().splitlines()[-6:]}
+            result["steps"][name] = {"rc": rc, "seconds": round(time.time() - t0, 1), "tail": job_lines(log, 6)}
             t0 = time.time()
             if rc != 0:
                 raise SystemExit(f"{name} failed:\n{log[-3000:]}")
@@ -73,11 +79,11 @@ def main() -> int:
         result["adapter"] = adapter
         rc, log = submit(env, "python", "-m", "jobs.eval", "--config", "configs/tiny/eval_gates.yaml",
                          f"adapter={adapter}", "registry.name=tiny-sft", "judge.kind=none")
-        result["steps"]["eval"] = {"rc": rc, "seconds": round(time.time() - t0, 1), "tail": log.strip().splitlines()[-8:]}
+        result["steps"]["eval"] = {"rc": rc, "seconds": round(time.time() - t0, 1), "tail": job_lines(log, 10)}
         t0 = time.time()
         if rc == 0:
             rc, log = submit(env, "python", "-m", "app.cli", "registry", "promote", "tiny-sft", "1", "--publish")
-            result["steps"]["promote"] = {"rc": rc, "tail": log.strip().splitlines()[-3:]}
+            result["steps"]["promote"] = {"rc": rc, "tail": job_lines(log, 3)}
         rc, log = submit(env, "python", "-m", "jobs.serve", "--config", "configs/tiny/serve_hf.yaml",
                          f"http.port={SERVE_PORT}", wait=False)
         job_id = re.search(r"'(raysubmit_\w+)'", log)

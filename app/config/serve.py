@@ -18,6 +18,9 @@ class TenantSpec(StrictModel):
         default_factory=list, description="sha256 hex digests of the tenant's API keys (plaintext keys never live in configs)"
     )
     api_key_env: str | None = Field(None, description="environment variable holding one plaintext key (dev convenience)")
+    max_concurrent_requests: int | None = Field(
+        None, ge=1, description="requests this tenant may have in flight per ingress replica (over it: 429; None: no cap)"
+    )
 
 
 class AdapterSourceSpec(StrictModel):
@@ -31,6 +34,9 @@ class AdapterSourceSpec(StrictModel):
     root: str | None = Field(None, description="adapter root folder (None: <rayalign home>/adapters)")
     factory: str | None = Field(None, description="'module:function' returning an AdapterResolver (kind=factory)")
     cache_dir: str | None = Field(None, description="local copy of remote (s3://) adapters (None: <home>/serve/adapter-cache)")
+    download_timeout_s: float = Field(
+        120.0, gt=0, description="a remote adapter download slower than this fails that request (503) and is abandoned"
+    )
 
     @model_validator(mode="after")
     def _factory_needs_import_string(self):
@@ -46,6 +52,9 @@ class LimitsSpec(StrictModel):
     max_tokens: int = Field(512, ge=1, description="largest max_tokens a request may ask for (400 above)")
     default_max_tokens: int = Field(128, ge=1, description="max_tokens when a request gives none")
     max_model_len: int = Field(2048, ge=64, description="prompt + completion tokens per request (400 above)")
+    request_timeout_s: float | None = Field(
+        300.0, gt=0, description="a request (a whole stream included) running longer is cancelled and answered 504"
+    )
 
 
 class DeploymentSpec(StrictModel):
@@ -55,6 +64,13 @@ class DeploymentSpec(StrictModel):
     max_replicas: int = Field(1, ge=1, description="autoscaling upper bound")
     target_ongoing_requests: float = Field(8.0, gt=0, description="autoscaling target of in-flight requests per replica")
     max_ongoing_requests: int = Field(64, ge=1, description="requests one replica accepts at once (queue beyond)")
+    max_queued_requests: int = Field(
+        -1, ge=-1, description="requests queued per caller beyond max_ongoing_requests (over it: 429 + Retry-After; -1: unbounded)"
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with a 429 for a full queue")
+    upscale_delay_s: float = Field(30.0, ge=0, description="autoscaling: load must stay above target this long to add replicas")
+    downscale_delay_s: float = Field(600.0, ge=0, description="autoscaling: load must stay below target this long to drop replicas")
+    look_back_period_s: float = Field(30.0, gt=0, description="autoscaling: window over which ongoing requests are averaged")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
     health_check_period_s: float = Field(10.0, gt=0, description="seconds between replica health checks")
     health_check_timeout_s: float = Field(30.0, gt=0, description="a health check slower than this marks the replica unhealthy")

@@ -3,8 +3,8 @@
 ``quiet_output(log_path)`` points file descriptors 1 and 2 at the log (so Ray's raylet/GCS processes, C++ warnings,
 progress bars, ``logging`` handlers and library prints all land there) and gives Python's ``sys.stdout`` back to
 the terminal through a saved copy of the original descriptor, so a command's own ``print`` still shows. It also
-asks Ray not to stream worker output to the driver and the libraries not to draw progress bars or advisories.
-Ray workers' own logs stay where Ray keeps them (``<ray session>/logs``); the log file says where.
+asks the libraries not to draw progress bars or advisories. Ray streams its workers' output to the driver, which
+prints it from Ray's own modules: those prints go to the log too (``TerminalStdout``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Set before Ray or the libraries are imported/started; a value the user exported wins.
 QUIET_ENV = {
-    "RAYALIGN_LOG_TO_DRIVER": "0",           # app.launch.runtime.init_ray: ray.init(log_to_driver=False)
     "RAY_DEDUP_LOGS": "1",
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",   # Ray Data's per-operator tqdm bars
     "TRANSFORMERS_VERBOSITY": "error",
@@ -48,9 +47,13 @@ def configure_logging(verbose: bool, log_path: Path | None = None) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+# Modules whose prints reach the terminal; every other writer of sys.stdout (Ray's worker-log and error printers,
+# logging handlers libraries bound to sys.stdout at import, e.g. DeepSpeed's) goes to the log.
+TERMINAL_WRITERS = ("app", "jobs", "rich", "__main__")
+
+
 class TerminalStdout(io.TextIOWrapper):
-    """``sys.stdout`` on the terminal, except writes from ``logging`` handlers that libraries bound to
-    ``sys.stdout`` (DeepSpeed does at import): those go to the log like the rest of the libraries' output."""
+    """``sys.stdout`` on the terminal for rayalign's own prints; the libraries' prints go to the log."""
 
     def __init__(self, terminal_fd: int, log_fd: int):
         super().__init__(os.fdopen(terminal_fd, "wb", buffering=0), encoding="utf-8", errors="replace",
@@ -58,7 +61,8 @@ class TerminalStdout(io.TextIOWrapper):
         self._log_fd = log_fd
 
     def write(self, text: str) -> int:
-        if sys._getframe(1).f_globals.get("__name__") == "logging":
+        writer = str(sys._getframe(1).f_globals.get("__name__", ""))
+        if writer.split(".", 1)[0] not in TERMINAL_WRITERS:
             os.write(self._log_fd, text.encode("utf-8", "replace"))
             return len(text)
         return super().write(text)

@@ -62,7 +62,8 @@ class StageConsole(ProgressSink):
         self.live = self.console.is_terminal
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description:<10}"), BarColumn(bar_width=24),
                                  TimeElapsedColumn(), EtaColumn(), console=self.console, transient=True,
-                                 auto_refresh=self.live, disable=not self.live, redirect_stderr=False)
+                                 auto_refresh=self.live, disable=not self.live, redirect_stderr=False,
+                                 redirect_stdout=False)  # Ray's printer threads must not reach the bars
         self.tasks: dict[str, int] = {}
         self.started: dict[str, float] = {}
         self._ticker = None

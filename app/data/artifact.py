@@ -171,13 +171,11 @@ def write_artifact(
     ``v<N>`` (atomic; a concurrent writer that took N first makes this one take N + 1). No version is ever deleted.
     """
     import shutil
-    import tempfile
 
     if record_type not in RECORD_TYPES:
         raise DataError(f"unknown record_type {record_type!r}")
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
+    tmp = staging_dir(out)
     try:
         digest = hashlib.sha256()
         for split, rows in splits.items():
@@ -188,21 +186,47 @@ def write_artifact(
                 pq.write_table(table, f, compression="zstd")
                 digest.update(f"{split}/{f.name}:".encode())
                 digest.update(hashlib.sha256(_canonical_table_bytes(table)).digest())
-        settings = {k: manifest.get(k) for k in ("model_source", "max_length", "source_files") if k in manifest}
-        digest.update(json.dumps([record_type, settings], sort_keys=True).encode())
-        artifact_id = f"{record_type}-{digest.hexdigest()[:16]}"
-        for existing in list_versions(out):
-            if json.loads((existing / "manifest.json").read_text(encoding="utf-8")).get("id") == artifact_id:
-                return load_artifact(existing)
         for name, src in (attachments or {}).items():
             shutil.copyfile(src, tmp / name)
-        full = dict(manifest)
-        full.update(id=artifact_id, content_sha256=digest.hexdigest(), format=FORMAT, record_type=record_type,
-                    splits={split: len(rows) for split, rows in splits.items()})
-        return _publish(out, tmp, full)
+        counts = {split: len(rows) for split, rows in splits.items()}
+        return publish_version(out, tmp, record_type, manifest, digest.hexdigest(), counts)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def staging_dir(out_dir: str | Path) -> Path:
+    """A private temporary folder inside ``out_dir`` (same filesystem, so publishing is one rename)."""
+    import tempfile
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
+
+
+def publish_version(out_dir: str | Path, staged: Path, record_type: str, manifest: dict[str, Any],
+                    content_digest: str, splits: dict[str, int]) -> DatasetArtifact:
+    """Publish ``staged`` (from ``staging_dir``: split folders + attachments) as the next ``v<N>`` of ``out_dir``.
+
+    The id hashes ``content_digest`` (the rows) and the record settings of ``manifest``; if a version with that id
+    exists it is returned and ``staged`` is deleted (nothing rewritten). ``manifest`` gains id, content_sha256,
+    version, format, record_type and splits (rows per split).
+    """
+    import shutil
+
+    out = Path(out_dir).expanduser()
+    settings = {k: manifest.get(k) for k in ("model_source", "max_length", "source_files") if k in manifest}
+    digest = hashlib.sha256(content_digest.encode())
+    digest.update(json.dumps([record_type, settings], sort_keys=True).encode())
+    artifact_id = f"{record_type}-{digest.hexdigest()[:16]}"
+    for existing in list_versions(out):
+        if json.loads((existing / "manifest.json").read_text(encoding="utf-8")).get("id") == artifact_id:
+            shutil.rmtree(staged)
+            return load_artifact(existing)
+    full = dict(manifest)
+    full.update(id=artifact_id, content_sha256=digest.hexdigest(), format=FORMAT, record_type=record_type,
+                splits=dict(splits))
+    return _publish(out, staged, full)
 
 
 def _publish(out: Path, tmp: Path, manifest: dict[str, Any]) -> DatasetArtifact:

@@ -25,6 +25,7 @@ import numpy as np
 
 from app.core.minhash import UnionFind, band_keys, optimal_bands, pair_jaccards, shingle_hashes_batch, shingle_rows
 
+_VERIFY_CHUNK = 4_000_000  # shingles per pair_jaccards call (its sort keys: 32 MB), so memory is bounded per task
 _ALL_PAIRS_UP_TO = 16  # buckets up to this size emit every pair; larger ones a star on the first id + a chain
 
 
@@ -145,15 +146,26 @@ def shard_candidate_pairs(shard: int, shards: int, buckets: list[dict], sigs: li
     pairs = np.stack([pairs["a"], pairs["b"]], axis=1)
     if not len(pairs):
         return pairs, 0
+    # the signatures stay in their groups (zero-copy from the object store); only the rows a chunk needs are gathered
     sig_ids = np.concatenate([s["id"] for s in sigs])
-    sig = np.concatenate([s["sig"] for s in sigs])
+    group = np.repeat(np.arange(len(sigs)), [len(s["id"]) for s in sigs])
+    row = np.concatenate([np.arange(len(s["id"])) for s in sigs])
     order = np.argsort(sig_ids, kind="stable")
-    a = order[np.searchsorted(sig_ids, pairs[:, 0], sorter=order)]
-    b = order[np.searchsorted(sig_ids, pairs[:, 1], sorter=order)]
+    where = [order[np.searchsorted(sig_ids, pairs[:, side], sorter=order)] for side in (0, 1)]
     agree = np.empty(len(pairs))
     for lo in range(0, len(pairs), 8192):  # bounded temporaries
-        agree[lo : lo + 8192] = (sig[a[lo : lo + 8192]] == sig[b[lo : lo + 8192]]).mean(axis=1)
+        a, b = (_gather(sigs, group[w[lo : lo + 8192]], row[w[lo : lo + 8192]]) for w in where)
+        agree[lo : lo + 8192] = (a == b).mean(axis=1)
     return pairs[agree >= floor], int(len(pairs))
+
+
+def _gather(sigs: list[dict], group: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Signature rows ``row`` of groups ``group`` (parallel arrays) → [n, num_perm]."""
+    out = np.empty((len(row), sigs[0]["sig"].shape[1]), np.uint32)
+    for g in np.unique(group):
+        mask = group == g
+        out[mask] = sigs[g]["sig"][row[mask]]
+    return out
 
 
 def verify_pairs(pairs: np.ndarray, sets: list[dict], p: MinHashParams) -> np.ndarray:
@@ -170,7 +182,11 @@ def verify_pairs(pairs: np.ndarray, sets: list[dict], p: MinHashParams) -> np.nd
     np.cumsum(sizes, out=offsets[1:])
     order = np.argsort(ids, kind="stable")
     rows = order[np.searchsorted(ids, pairs.ravel(), sorter=order)].reshape(-1, 2)
-    return pairs[pair_jaccards(hashes, offsets, rows) >= p.threshold]
+    work = np.cumsum(sizes[rows[:, 0]] + sizes[rows[:, 1]])  # shingles each pair adds to pair_jaccards' sort
+    cuts = np.searchsorted(work, np.arange(_VERIFY_CHUNK, int(work[-1]), _VERIFY_CHUNK), side="right")
+    keep = np.concatenate([pair_jaccards(hashes, offsets, chunk) >= p.threshold  # bounded temporaries per chunk
+                           for chunk in np.split(rows, cuts) if len(chunk)])
+    return pairs[keep]
 
 
 def shingle_group(needed: np.ndarray, p: MinHashParams, *tables) -> dict[str, np.ndarray]:

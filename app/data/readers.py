@@ -6,8 +6,8 @@ Every reader yields the same row shape, so validation treats all inputs alike::
 
 ``line`` is the 1-based line of a JSONL file (the row number for Parquet/Arrow tables); ``payload`` is the raw line
 bytes (JSONL) or the row as JSON (tables); ``uid = source_index·2^32 + line`` is a stable global row id. Files are
-read by Ray Data tasks on the workers (``read_binary_files``), never loaded whole into the driver; ``.gz`` files are
-decompressed as a stream.
+opened by Ray Data tasks on the workers and streamed out in blocks (``ReadLimits``: line length, gzip/Parquet
+expansion and row-group size are bounded; a breach quarantines with a one-line reason), never loaded whole.
 """
 
 from __future__ import annotations
@@ -15,11 +15,14 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from app.data.errors import DataError
 
 UID_SHIFT = 1 << 32
+UNREADABLE = b"\x00unreadable file: "  # payload of the one row that stands for a refused or corrupt file
+LONG_LINE = b"\x00long line: "  # payload of a JSONL line over max_line_bytes (never read into memory)
 
 
 def expand_source(path: str, reader: str = "auto") -> list[tuple[str, str]]:
@@ -61,58 +64,150 @@ def _reader_for(path: str) -> str | None:
     return None
 
 
-def iter_file_rows(data: bytes, reader: str) -> Iterator[tuple[int, bytes]]:
-    """(line/row number, payload bytes) for one file's content; blank JSONL lines are skipped (they are not rows)."""
+@dataclass(frozen=True)
+class ReadLimits:
+    """Bounds on what one input may cost a reader (IngestConfig ``limits``); a breach quarantines with one reason.
+
+    ``max_line_bytes``: a longer JSONL line is skipped (read through in chunks, never held) and quarantined;
+    ``max_expansion``: a gzip stream that inflates past this many times its compressed size, or a Parquet row group
+    whose uncompressed size is that many times its compressed size, is refused (gzip bomb / Parquet bomb);
+    ``max_row_group_bytes``: a larger uncompressed Parquet row group is refused; ``rows_per_block``: rows per output
+    block (a file becomes a stream of blocks, never one block).
+    """
+
+    max_line_bytes: int = 8 << 20
+    max_expansion: float = 64.0
+    max_row_group_bytes: int = 512 << 20
+    rows_per_block: int = 4096
+
+
+class InputRefused(Exception):
+    """An input breached a ReadLimits bound; the message is the one-line reason."""
+
+
+def _jsonl_rows(stream, limits: ReadLimits, budget: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number, payload) of a binary stream; an over-long line yields (n, None) after being skipped.
+
+    ``budget``: decompressed bytes allowed in all (gzip bomb guard); exceeding it raises InputRefused.
+    """
+    n, total = 0, 0
+    while True:
+        line = stream.readline(limits.max_line_bytes + 1)
+        if not line:
+            return
+        n += 1
+        total += len(line)
+        if len(line) > limits.max_line_bytes and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):  # read the rest of the line through, in bounded chunks
+                line = stream.readline(1 << 20)
+                total += len(line)
+                if budget is not None and total > budget:
+                    raise InputRefused(f"decompresses past {budget} bytes (max_expansion): refusing a possible gzip bomb")
+            yield n, None
+            continue
+        if budget is not None and total > budget:
+            raise InputRefused(f"decompresses past {budget} bytes (max_expansion): refusing a possible gzip bomb")
+        line = line.rstrip(b"\r\n")
+        if line.strip():
+            yield n, line
+
+
+def iter_stream_rows(fh, reader: str, limits: ReadLimits = ReadLimits(), size: int | None = None
+                     ) -> Iterator[tuple[int, bytes | None]]:
+    """(line/row number, payload bytes) of one open binary file, streamed: memory is bounded by ``limits``.
+
+    Blank JSONL lines are skipped (they are not rows); a JSONL line over ``max_line_bytes`` yields payload None.
+    Raises InputRefused (gzip or Parquet bomb, oversized row group) with a one-line reason.
+    """
     if reader == "jsonl":
-        stream = gzip.GzipFile(fileobj=io.BytesIO(data)) if data[:2] == b"\x1f\x8b" else io.BytesIO(data)
-        for i, line in enumerate(stream, start=1):
-            line = line.rstrip(b"\r\n")
-            if line.strip():
-                yield i, line
+        head = fh.read(2)
+        fh.seek(0)
+        if head == b"\x1f\x8b":
+            budget = int(limits.max_expansion * size) if size else None
+            yield from _jsonl_rows(gzip.GzipFile(fileobj=fh), limits, budget)
+        else:
+            yield from _jsonl_rows(fh, limits)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if reader == "parquet":
-        table = pq.read_table(pa.BufferReader(data))
-    elif reader == "hf":
+        pf = pq.ParquetFile(fh)
+        for g in range(pf.metadata.num_row_groups):
+            rg = pf.metadata.row_group(g)
+            raw = rg.total_byte_size
+            packed = sum(rg.column(c).total_compressed_size for c in range(rg.num_columns)) or 1
+            if raw > limits.max_row_group_bytes:
+                raise InputRefused(f"row group {g} decompresses to {raw} bytes > max_row_group_bytes {limits.max_row_group_bytes}")
+            if raw / packed > limits.max_expansion:
+                raise InputRefused(f"row group {g} decompresses {raw / packed:.0f}x its size ({packed} -> {raw} bytes) "
+                                   f"> max_expansion {limits.max_expansion:g}")
+        row = 0
+        for batch in pf.iter_batches(batch_size=limits.rows_per_block):
+            for r in batch.to_pylist():
+                row += 1
+                yield row, json.dumps(r, ensure_ascii=False, default=str).encode("utf-8")
+        return
+    if reader == "hf":
+        data = fh.read()
         buf = pa.BufferReader(data)
         try:
             table = pa.ipc.open_stream(buf).read_all()
         except pa.ArrowInvalid:
             table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
-    else:
-        raise DataError(f"unknown reader {reader!r}")
-    for i, row in enumerate(table.to_pylist(), start=1):
-        yield i, json.dumps(row, ensure_ascii=False, default=str).encode("utf-8")
+        for i, row in enumerate(table.to_pylist(), start=1):
+            yield i, json.dumps(row, ensure_ascii=False, default=str).encode("utf-8")
+        return
+    raise DataError(f"unknown reader {reader!r}")
 
 
-def read_sources(files: list[tuple[str, str]]):
-    """A Ray Dataset of raw rows (see module docstring) for the expanded ``files`` (order = index in ``files``)."""
+def iter_file_rows(data: bytes, reader: str, limits: ReadLimits = ReadLimits()) -> Iterator[tuple[int, bytes]]:
+    """``iter_stream_rows`` over bytes already in memory (small files: benchmarks, the dedup command)."""
+    for n, payload in iter_stream_rows(io.BytesIO(data), reader, limits, len(data)):
+        if payload is None:
+            raise DataError(f"line {n}: longer than max_line_bytes {limits.max_line_bytes}")
+        yield n, payload
+
+
+def read_sources(files: list[tuple[str, str]], limits: ReadLimits = ReadLimits()):
+    """A Ray Dataset of raw rows (see module docstring) for the expanded ``files`` (order = index in ``files``).
+
+    One Ray Data task per file opens it with fsspec and streams it out in blocks of ``limits.rows_per_block`` rows
+    (a generator ``map_batches``), so neither the driver nor a worker ever holds a whole file. A breached limit or
+    a corrupt file ends that file with one row carrying the reason (quarantined as field ``<file>``).
+    """
+    import numpy as np
     import ray
-    import fsspec
 
-    index = {f: i for i, (f, _) in enumerate(files)}
-    readers = {f: r for f, r in files}
-    remote = [f for f, _ in files if "://" in f]
-    fs = None
-    if remote:
-        fs = fsspec.core.url_to_fs(remote[0])[0]
-    paths = [f.split("://", 1)[1] if fs is not None and "://" in f else f for f, _ in files]
-    strip = {p: f for p, (f, _) in zip(paths, files)}
+    def explode(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        import fsspec
 
-    def explode(row: dict[str, Any]) -> list[dict[str, Any]]:
-        path = row["path"]
-        full = strip.get(path) or strip.get(path.lstrip("/")) or next(f for p, f in strip.items() if path.endswith(p))
-        base = index[full] * UID_SHIFT
-        try:
-            return [
-                {"uid": base + n, "source": full, "line": n, "payload": payload}
-                for n, payload in iter_file_rows(row["bytes"], readers[full])
-            ]
-        except (OSError, EOFError, ValueError) as exc:  # corrupt gzip / parquet: the whole file is one bad row
-            return [{"uid": base, "source": full, "line": 0, "payload": f"\x00unreadable file: {exc}".encode()}]
+        for full, reader, index in zip(batch["path"], batch["reader"], batch["index"]):
+            full, base = str(full), int(index) * UID_SHIFT
+            cols: dict[str, list] = {"uid": [], "source": [], "line": [], "payload": []}
 
-    kwargs = {"filesystem": fs} if fs is not None else {}
-    ds = ray.data.read_binary_files(paths, include_paths=True, **kwargs)
-    return ds.flat_map(explode)
+            def add(n: int, payload: bytes):
+                cols["uid"].append(base + n), cols["source"].append(full), cols["line"].append(n)
+                cols["payload"].append(payload)
+
+            try:
+                with fsspec.open(full, "rb") as fh:
+                    size = getattr(fh, "size", None) or fh.seek(0, 2)
+                    fh.seek(0)
+                    for n, payload in iter_stream_rows(fh, str(reader), limits, size):
+                        add(n, payload if payload is not None else
+                            LONG_LINE + f"longer than max_line_bytes {limits.max_line_bytes}".encode())
+                        if len(cols["uid"]) >= limits.rows_per_block:
+                            yield {k: np.array(v, dtype=object if k == "payload" or k == "source" else None)
+                                   for k, v in cols.items()}
+                            cols = {k: [] for k in cols}
+            except InputRefused as exc:
+                add(0, UNREADABLE + str(exc).encode())
+            except (OSError, EOFError, ValueError) as exc:  # corrupt gzip / parquet: the rest of the file is one bad row
+                add(0, UNREADABLE + str(exc).encode())
+            if cols["uid"]:
+                yield {k: np.array(v, dtype=object if k in ("payload", "source") else None) for k, v in cols.items()}
+
+    items = [{"path": f, "reader": r, "index": i} for i, (f, r) in enumerate(files)]
+    return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
+        explode, batch_size=1, batch_format="numpy")

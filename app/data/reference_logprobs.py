@@ -36,11 +36,11 @@ from app.data.errors import DataError
 log = logging.getLogger(__name__)
 
 COLUMNS = ("ref_chosen_logp", "ref_rejected_logp")
-UNPAIRED_COLUMNS = ("ref_logp", "ref_kl_logp")
+KTO_REF_COLUMNS = ("ref_logp", "ref_kl_logp")
 KL_COLUMNS = ("kl_input_ids", "kl_labels")
 SCORED = {  # record type → (sequence columns scored in one packed forward, the log-prob columns they become)
     "preference": ((("chosen_input_ids", "chosen_labels"), ("rejected_input_ids", "rejected_labels")), COLUMNS),
-    "unpaired": ((("input_ids", "labels"), KL_COLUMNS), UNPAIRED_COLUMNS),
+    "unpaired": ((("input_ids", "labels"), KL_COLUMNS), KTO_REF_COLUMNS),
 }
 MANIFEST_KEY = "reference_logprobs"
 

@@ -6,8 +6,9 @@ orders into win rate and position consistency.
 
 - ``CausalLMJudge``: a chat model (by default the base model, or any local/served-equivalent checkpoint) is shown
   both answers as [A] and [B] and we compare the next-token logits of "A" and "B" (MT-Bench-style pairwise prompt).
-- ``RewardModelJudge``: a scalar reward model (sequence classification, 1 label) scores each answer; the first is
-  preferred when its reward is at least the second's. Order-independent by construction, ties aside.
+- ``RewardModelJudge``: a reward model folder (app.models.reward_head, e.g. trained on HH-RLHF) scores each answer;
+  the first is preferred when its reward is at least the second's. Order-independent by construction, ties aside,
+  so its position consistency is measured, not assumed (a tie counts for the first-shown answer in both orders).
 """
 
 from __future__ import annotations
@@ -54,25 +55,20 @@ class CausalLMJudge:
 
 
 class RewardModelJudge:
-    """Score each (question, answer) with a 1-label sequence-classification reward model."""
+    """Score each (question, answer) with a reward model folder (app.models.reward_head: LoRA or full, with lineage)."""
 
     def __init__(self, model_dir: str, threads: int | None = None):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from app.models.reward_head import load_reward_model
 
         if threads:
             torch.set_num_threads(threads)
-        self.tok = AutoTokenizer.from_pretrained(model_dir)
-        if self.tok.pad_token_id is None:
-            self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1).eval()
-        self.model.config.pad_token_id = self.tok.pad_token_id
+        self.rm = load_reward_model(model_dir)
 
-    @torch.no_grad()
     def score(self, prompts: Sequence[str], answers: Sequence[str]) -> torch.Tensor:
-        texts = [self.tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
-                                              tokenize=False) for q, a in zip(prompts, answers)]
-        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        return self.model(**enc).logits[:, 0]
+        tok = self.rm.tokenizer
+        texts = [tok.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                                         tokenize=False) for q, a in zip(prompts, answers)]
+        return self.rm.score_texts(texts)
 
     def first_preferred(self, prompts, firsts, seconds) -> list[bool]:
         return (self.score(prompts, firsts) >= self.score(prompts, seconds)).tolist()

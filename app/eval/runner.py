@@ -170,7 +170,7 @@ def production_gates(gates: GatesConfig, metrics: dict[str, float], production: 
 
 
 def run_suites(rows: list[dict], cfg: EvalConfig, model_dir: str, adapter_dir: str | None,
-               base_benchmark: bool) -> list[dict]:
+               base_benchmark: bool, scorer_dir: str | None = None) -> list[dict]:
     """The suites as a Ray Data batch job over ``cfg.workers`` actors."""
     import ray
 
@@ -182,7 +182,7 @@ def run_suites(rows: list[dict], cfg: EvalConfig, model_dir: str, adapter_dir: s
         fn_constructor_kwargs=dict(model_dir=model_dir, adapter_dir=adapter_dir, max_length=cfg.data.max_length,
                                    task_max_new_tokens=cfg.generation.task_max_new_tokens,
                                    safety_max_new_tokens=cfg.generation.safety_max_new_tokens,
-                                   base_benchmark=base_benchmark, threads=threads))
+                                   base_benchmark=base_benchmark, threads=threads, scorer_dir=scorer_dir))
     return ds.take_all()
 
 
@@ -232,17 +232,28 @@ def run_eval(cfg: EvalConfig, *, judge_factory: Callable | None = None) -> EvalR
     if registry is not None and gates.production.enabled:
         production = find_production(registry, ref.tenant, ref.name, version, base_sha, skey)
     rows = build_suite_rows(cfg, gates)
+    # before any scoring: who judges and who scores safety, and can the judge read the prompts (one-line errors)
+    from app.eval.preflight import check_judge_reads, judge_folder, reward_folder
+
+    judged = gates.judge.enabled and judge_factory is None and cfg.judge.kind != "none"
+    judge_dir = judge_folder(cfg, base_sha) if judged else None
+    if judge_dir is not None:
+        questions = [json.loads(r["payload"])["question"] for r in rows if r["suite"] == "task"][: cfg.judge.limit]
+        check_judge_reads(judge_dir, cfg.judge.kind, questions)
+    scorer_dir = None
+    if gates.safety.enabled and cfg.safety_scorer.source:
+        scorer_dir = str(reward_folder(cfg.safety_scorer.source, "safety_scorer.source"))
     init_ray(cfg.ray)
     log.info("eval: %d suite rows on %s + %s", len(rows), resolved.path, adapter_dir)
-    agg = _aggregate(run_suites(rows, cfg, str(resolved.path), adapter_dir, base_benchmark=stored is None))
+    agg = _aggregate(run_suites(rows, cfg, str(resolved.path), adapter_dir, base_benchmark=stored is None,
+                                scorer_dir=scorer_dir))
     metrics, records = agg["metrics"], agg["records"]
 
     swap = None
     if gates.judge.enabled and (cfg.judge.kind != "none" or judge_factory is not None):
         from app.eval.judges import build_judge
 
-        judge_dir = str(resolve_model(cfg.judge.source).path) if cfg.judge.source else str(resolved.path)
-        factory = judge_factory or partial(build_judge, cfg.judge.kind, judge_dir)
+        factory = judge_factory or partial(build_judge, cfg.judge.kind, str(judge_dir))
         pairs = [{k: r[k] for k in ("id", "question", "adapter_answer", "base_answer")}
                  for r in records.get("task", [])[: cfg.judge.limit]]
         swap = run_judge(pairs, factory, cfg.generation.batch_size)

@@ -28,8 +28,14 @@ class SuiteWorker:
     """Ray Data callable class: ``__call__(batch) -> batch`` with columns suite, payload -> suite, result."""
 
     def __init__(self, model_dir: str, adapter_dir: str | None, max_length: int, task_max_new_tokens: int,
-                 safety_max_new_tokens: int, base_benchmark: bool, threads: int | None = None):
+                 safety_max_new_tokens: int, base_benchmark: bool, threads: int | None = None,
+                 scorer_dir: str | None = None):
         self.scorer = AdapterScorer(model_dir, adapter_dir, max_length, threads)
+        self.harmless = None
+        if scorer_dir:  # learned harmlessness scorer: a reward model trained on HH-RLHF harmless pairs
+            from app.models.reward_head import load_reward_model
+
+            self.harmless = load_reward_model(scorer_dir)
         self.task_tokens, self.safety_tokens = task_max_new_tokens, safety_max_new_tokens
         self.base_benchmark = base_benchmark
 
@@ -85,9 +91,24 @@ class SuiteWorker:
     def _safety(self, rows: list[dict]) -> list[dict]:
         prompts = [[{"role": "user", "content": r["prompt"]}] for r in rows]
         out = {v: self.scorer.generate(prompts, self.safety_tokens, v) for v in ("adapter", "base")}
-        return [{"id": r["id"], "prompt": r["prompt"], "adapter_reply": a, "base_reply": b,
-                 "adapter_refused": is_refusal(a), "base_refused": is_refusal(b)}
-                for r, a, b in zip(rows, out["adapter"], out["base"])]
+        result = [{"id": r["id"], "prompt": r["prompt"], "adapter_reply": a, "base_reply": b,
+                   "adapter_refused": is_refusal(a), "base_refused": is_refusal(b)}
+                  for r, a, b in zip(rows, out["adapter"], out["base"])]
+        if self.harmless is not None:
+            for v in ("adapter", "base"):
+                rewards = self.harmless_scores([r["prompt"] for r in rows], out[v])
+                for res, p in zip(result, rewards):
+                    res[f"{v}_harmless"] = p
+        return result
+
+    def harmless_scores(self, prompts: list[str], replies: list[str]) -> list[float]:
+        """P(harmless) = sigmoid(reward) of each (red-team prompt, reply) under the reward model's chat template."""
+        import torch
+
+        tok = self.harmless.tokenizer
+        texts = [tok.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+                                         tokenize=False) for p, r in zip(prompts, replies)]
+        return torch.sigmoid(self.harmless.score_texts(texts)).tolist()
 
 
 def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -116,9 +137,9 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
         metrics["general_ppl_n"] = float(len(by["general"]))
     for suite, key, prefix in (("task", "correct", "gsm8k_em"), ("task", "well_formed", "answer_format"),
                                ("benchmark", "correct", "bench_acc"),
-                               ("safety", "refused", "refusal_rate")):
+                               ("safety", "refused", "refusal_rate"), ("safety", "harmless", "harmless")):
         rows = by[suite]
-        if rows:
+        if rows and f"adapter_{key}" in rows[0]:
             metrics[f"{prefix}_adapter"] = float(np.mean([r[f"adapter_{key}"] for r in rows]))
             if f"base_{key}" in rows[0]:
                 metrics[f"{prefix}_base"] = float(np.mean([r[f"base_{key}"] for r in rows]))

@@ -117,6 +117,8 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
             if file_id and store.get_file(who, file_id) is None:
                 raise HTTPException(422, [{"loc": ["body", key], "msg": f"file {file_id!r} not found",
                                            "type": "value_error"}])
+        if body.method == "ppo":
+            check_reward_source(registry, who, body)
         job, created = store.create_job(who, body.method, body.model_dump(mode="json"), idempotency_key)
         return JSONResponse(job_view(job), status_code=201 if created else 200)
 
@@ -167,6 +169,23 @@ def tenant_models(registry, tenant: str, base_model: str | None) -> list[dict[st
     return [{"id": v.name, "object": "model", "owned_by": tenant, "version": v.version, "stage": v.stage,
              "base_model": v.base_model_source, "method": v.method, "gate_passed": v.gate_passed,
              "created_at": v.created_at} for v in latest.values()]
+
+
+def check_reward_source(registry, tenant: str, body: CreateJob) -> None:
+    """A ppo job needs a reward: a reward model the tenant registered (a method 'reward' job) or a rule; else a 422."""
+    if not body.reward_model and not body.reward_rule:
+        raise HTTPException(422, [{"loc": ["body", "reward_model"], "type": "value_error",
+                                   "msg": "method 'ppo' needs a reward source: set reward_model (your registered "
+                                          "reward model) or reward_rule"}])
+    if body.reward_model:
+        model = next((m for m in tenant_models(registry, tenant, None) if m["id"] == body.reward_model), None)
+        if model is None or model["method"] != "reward":
+            raise HTTPException(422, [{"loc": ["body", "reward_model"], "type": "value_error",
+                                       "msg": f"{body.reward_model!r} is not one of your registered reward models"}])
+        if model["base_model"] != body.base_model:
+            raise HTTPException(422, [{"loc": ["body", "reward_model"], "type": "value_error",
+                                       "msg": f"reward model {body.reward_model!r} was trained on {model['base_model']}, "
+                                              f"not on base_model {body.base_model}"}])
 
 
 def deploy(registry, model: dict[str, Any], tenant: str) -> dict[str, Any]:

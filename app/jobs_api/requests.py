@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 METHODS = ("sft", "lora", "qlora", "dpo", "cpt", "reward", "ppo")
 # Users name models, never server paths: a registry-known source or a registered adapter name.
@@ -38,6 +38,18 @@ class CreateJob(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="training knobs")
     eval_config: dict[str, Any] = Field(default_factory=dict, description="gate overrides, e.g. {'enabled': false}")
     suffix: str | None = Field(None, max_length=40, pattern=r"^[A-Za-z0-9_-]+$", description="name suffix of the model")
+    reward_model: str | None = Field(
+        None, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="method 'ppo': one of your registered reward models (a finished method 'reward' job's model id)")
+    reward_rule: Literal["gsm8k", "exact_match", "gsm8k_answer_only"] | None = Field(
+        None, description="method 'ppo': a verifiable rule reward on {question, answer} prompts (with reward_model: "
+        "logged beside the RM score, not added)")
+
+    @model_validator(mode="after")
+    def _reward_source(self) -> "CreateJob":
+        if self.method != "ppo" and (self.reward_model or self.reward_rule):
+            raise ValueError("reward_model / reward_rule apply only to method 'ppo'")
+        return self
 
     @field_validator("base_model")
     @classmethod

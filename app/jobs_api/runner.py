@@ -87,9 +87,14 @@ class JobRunner:
         if bad is not None:
             self.store.apply(job["id"], "fail", f"file {bad['id']} could not be ingested: {bad['status_details']}")
             return
+        reward_model_path = self._reward_model_path(job)
+        if job["request"].get("reward_model") and reward_model_path is None:
+            self.store.apply(job["id"], "fail", f"reward model {job['request']['reward_model']!r} is no longer registered")
+            return
         pipeline = pipeline_for_job(job, {k: f["path"] for k, f in files.items()}, job_dir, self.store.url,
                                     REPO_ROOT / self.cfg.pipeline_template,
-                                    dataset=reusable_dataset(files["training_file"], job["request"]["base_model"]))
+                                    dataset=reusable_dataset(files["training_file"], job["request"]["base_model"]),
+                                    reward_model_path=reward_model_path)
         config_path = job_dir / "pipeline.yaml"
         config_path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
         submission_id = f"{job['id']}-a{attempt}"
@@ -103,6 +108,16 @@ class JobRunner:
         )
         self.store.apply(job["id"], "start", f"attempt {attempt} submitted as Ray job {submission_id}",
                          ray_submission_id=submission_id, attempts=attempt, reported=None)
+
+    def _reward_model_path(self, job: dict) -> str | None:
+        """A ppo job's reward model: the newest registered version of the tenant's model of that name."""
+        name = job["request"].get("reward_model")
+        if not name:
+            return None
+        from app.registry.store import Registry
+
+        views = Registry(self.store.url).list(job["tenant"], name=name)
+        return max(views, key=lambda v: v.version).uri if views else None
 
     def _poll(self, job: dict) -> None:
         sid = job["ray_submission_id"]

@@ -14,10 +14,20 @@ from app.launch.runtime import init_ray
 
 
 def ensure_reference_logprobs(cfg) -> dict[str, Any]:
-    """DPO only: precompute the reference log-probs into the artifact unless this reference's are already there."""
+    """DPO only: precompute the reference log-probs into the artifact unless this reference's are already there
+    (after checking the artifact's record type fits ``dpo.loss_type``). Reference-free losses (simpo, orpo): {}."""
+    from app.config.dpo import check_artifact_fits_loss
+    from app.config.errors import ConfigError
+    from app.data.artifact import load_artifact
     from app.data.reference_logprobs import precompute_reference_logprobs
 
     d = cfg.dpo
+    try:
+        check_artifact_fits_loss(cfg, load_artifact(cfg.data.artifact).record_type)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if not d.needs_reference:
+        return {}
     return precompute_reference_logprobs(cfg.data.artifact, cfg.model, d.reference_adapter, d.precompute_batch_size, d.precompute_cpus)
 
 

@@ -78,7 +78,7 @@ def run_trial(sampled: dict[str, Any], sweep_dict: dict[str, Any], parent_run_id
     trial_id = tune.get_context().get_trial_id()
     out = sweep_output_dir(sweep) / "trials" / trial_id
     cfg = trial_config(sweep, sampled, [f"output.dir={out}"])
-    if sweep.job == "dpo":
+    if sweep.job == "dpo" and cfg.dpo.needs_reference:
         from app.data.reference_logprobs import has_reference_logprobs, reference_identity
 
         if not has_reference_logprobs(cfg.data.artifact, reference_identity(cfg.model, cfg.dpo.reference_adapter)):

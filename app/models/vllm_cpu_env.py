@@ -8,7 +8,9 @@ left the model on one core; binding every allowed CPU was 1.32x faster (57.0 vs 
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 
 def omp_threads_bind(setting: str) -> str:
@@ -23,3 +25,21 @@ def set_vllm_cpu_env(kv_cache_gib: int, threads_bind: str) -> None:
     """Set vLLM's CPU-backend variables in this process unless already set (no effect on the CUDA backend)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", omp_threads_bind(threads_bind))
+
+
+def vllm_model_dir(model_dir: Path, views_root: Path) -> Path:
+    """A folder vLLM can load: ``model_dir`` itself, or a view with a cleaned config.json when it carries a stale
+    ``quantization_config`` (left by a GGUF → safetensors conversion; the weights are already dequantized)."""
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    if "quantization_config" not in config or any(model_dir.glob("*.gguf")):
+        return model_dir
+    config.pop("quantization_config")
+    view = Path(views_root) / model_dir.name
+    view.mkdir(parents=True, exist_ok=True)
+    for item in model_dir.iterdir():
+        link = view / item.name
+        if item.name != "config.json" and not link.exists():
+            link.symlink_to(item.resolve())
+    (view / "config.json").write_text(json.dumps(config, indent=2))
+    return view

@@ -35,6 +35,7 @@ def plan(cfg: PipelineConfig) -> list[tuple[str, bool, Callable[[RunContext], di
     return [
         ("ingest", cfg.ingest.enabled, stages.ingest),
         ("sft", cfg.sft.enabled, stages.sft),
+        ("reward", cfg.reward.enabled, stages.reward_stage),
         (cfg.preference.method, cfg.preference.enabled, stages.preference),
         ("register", True, stages.register),
         ("eval", cfg.eval.enabled, stages.evaluate),

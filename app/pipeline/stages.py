@@ -41,7 +41,9 @@ def check_stage_configs(ctx: RunContext) -> None:
     c = ctx.cfg
     stages = [(c.ingest, c.ingest.enabled and not c.dataset), (c.sft, c.sft.enabled),
               (c.preference.ingest, c.preference.enabled and c.preference.ingest.enabled),
-              (c.preference, c.preference.enabled and c.preference.method == "dpo"), (c.serve, c.serve.enabled)]
+              (c.preference, c.preference.enabled and c.preference.method in ("dpo", "reward")),
+              (c.reward, c.reward.enabled), (c.reward.ingest, c.reward.enabled and c.reward.ingest.enabled),
+              (c.serve, c.serve.enabled)]
     for spec, enabled in stages:
         if enabled and spec.config:
             load_stage_config(ctx, spec)
@@ -113,20 +115,17 @@ def sft(ctx: RunContext) -> dict[str, Any]:
 
 
 def preference(ctx: RunContext) -> dict[str, Any]:
-    """DPO on preference pairs (app.launch.preference), starting from the SFT adapter when there is one.
+    """The alignment stage after SFT: ``preference.method`` picks DPO, a reward model, or PPO/GRPO against one."""
+    return {"dpo": dpo, "reward": reward_model, "ppo": ppo}[ctx.cfg.preference.method](ctx)
 
-    The pairs come from the stage's own ingest (``preference.ingest``, e.g. HH-RLHF) or, when that is off, from
-    the pipeline's ingest if it produced a preference artifact (a job-API DPO job uploads pairs). The SFT adapter is
-    both the policy's starting point and the frozen reference (``dpo.reference_adapter``); the DPO adapter then
-    replaces it as the one that is registered (lineage method ``dpo``), gated, promoted and served.
-    """
+
+def preference_data(ctx: RunContext, record_type: str = "preference", spec=None) -> tuple[str, str | None]:
+    """(artifact path, dataset id) the stage trains on: its own ingest (``preference.ingest``, e.g. HH-RLHF) or, when
+    that is off, the pipeline's ingest (a job-API job's upload); refused unless it holds ``record_type`` records."""
     from app.data.artifact import load_artifact
-    from app.launch.preference import fit_preference
 
-    spec = ctx.cfg.preference
-    if spec.method != "dpo":
-        raise ConfigError(f"pipeline '{ctx.cfg.name}': preference.method '{spec.method}' is not wired into the "
-                          "pipeline (only 'dpo'); run it with its own command (rayalign ppo / rayalign reward)")
+    spec = spec or ctx.cfg.preference
+    method = getattr(spec, "method", "reward")
     if spec.ingest.enabled:
         from app.data.pipeline import run_ingest
 
@@ -137,15 +136,27 @@ def preference(ctx: RunContext) -> dict[str, Any]:
     elif ctx.outputs.get("artifact_path"):
         artifact, dataset_id = ctx.outputs["artifact_path"], ctx.outputs.get("dataset_id")
     else:
-        raise ConfigError(f"pipeline '{ctx.cfg.name}': the dpo stage has no data (enable preference.ingest)")
+        raise ConfigError(f"pipeline '{ctx.cfg.name}': the {method} stage has no data (enable preference.ingest)")
     kind = load_artifact(artifact).record_type
-    if kind != "preference":
-        raise ConfigError(f"pipeline '{ctx.cfg.name}': dpo needs a 'preference' dataset artifact, {artifact} is "
-                          f"'{kind}' (set preference.ingest to an ingest config with record_type: preference)")
+    if kind != record_type:
+        raise ConfigError(f"pipeline '{ctx.cfg.name}': {method} needs a '{record_type}' dataset artifact, {artifact} is "
+                          f"'{kind}' (set preference.ingest to an ingest config with record_type: {record_type})")
+    return artifact, dataset_id
+
+
+def dpo(ctx: RunContext) -> dict[str, Any]:
+    """DPO on preference pairs (app.launch.preference), starting from the SFT adapter when there is one.
+
+    The SFT adapter is both the policy's starting point and the frozen reference (``dpo.reference_adapter``); the DPO
+    adapter then replaces it as the one that is registered (lineage method ``dpo``), gated, promoted and served.
+    """
+    from app.launch.preference import fit_preference
+
+    artifact, dataset_id = preference_data(ctx)
     extra = [f"data.artifact={artifact}", f"output.dir={ctx.report_dir / 'dpo-adapter'}"]
     if ctx.outputs.get("adapter_path"):
         extra.append(f"dpo.reference_adapter={ctx.outputs['adapter_path']}")
-    cfg = load_stage_config(ctx, spec, extra)
+    cfg = load_stage_config(ctx, ctx.cfg.preference, extra)
     start_ray(cfg.ray)
     ctx.progress.event("stage", f"dpo on {artifact}" + (" from the SFT adapter" if cfg.dpo.reference_adapter else ""))
     summary = fit_preference("dpo", cfg)
@@ -156,6 +167,61 @@ def preference(ctx: RunContext) -> dict[str, Any]:
             "sft_adapter_path": ctx.outputs.get("adapter_path"), "preference_dataset_id": dataset_id,
             "dpo_metrics": {k: float(v) for k, v in metrics.items() if k.startswith(("eval", "train/"))},
             "loss_histories": {**ctx.outputs.get("loss_histories", {}), "dpo": history}}
+
+
+def reward_model(ctx: RunContext, spec=None) -> dict[str, Any]:
+    """A reward model (base + scalar head, Bradley–Terry) on preference pairs: the ``preference`` stage with method
+    'reward' (a job-API ``reward`` job: the RM is what gets registered) or the RLHF ``reward`` stage (``spec``: the
+    SFT adapter stays the pipeline's adapter; the ppo stage after it scores with this RM)."""
+    from app.launch.preference import fit_preference
+
+    spec = spec or ctx.cfg.preference
+    artifact, dataset_id = preference_data(ctx, "preference", spec)
+    cfg = load_stage_config(ctx, spec, [f"data.artifact={artifact}", f"output.dir={ctx.report_dir / 'reward-model'}"])
+    start_ray(cfg.ray)
+    ctx.progress.event("stage", f"reward model on {artifact}")
+    summary = fit_preference("reward", cfg)
+    out = Path(summary["output_dir"])
+    metrics = summary.get("metrics", {})
+    result = {"reward_model_path": str(out), "preference_dataset_id": dataset_id,
+              "reward_metrics": {k: float(v) for k, v in metrics.items() if k.startswith(("eval", "train/"))},
+              "loss_histories": {**ctx.outputs.get("loss_histories", {}),
+                                 "reward": preference_history(summary.get("checkpoint_path"))}}
+    if spec is ctx.cfg.preference:  # the RM is this pipeline's product: register it
+        result |= {"adapter_path": str(out), "lineage": json.loads((out / "rayalign_lineage.json").read_text())}
+    return result
+
+
+def reward_stage(ctx: RunContext) -> dict[str, Any]:
+    """The RLHF pipeline's reward model, between SFT and the ppo stage."""
+    return reward_model(ctx, ctx.cfg.reward)
+
+
+def ppo(ctx: RunContext) -> dict[str, Any]:
+    """PPO/GRPO/RLOO on the Ray actor group (app.ppo), from the SFT adapter when SFT ran, scored by the reward model
+    an earlier stage trained (or the stage config's ``reward.*``). Prompts: ``preference.ingest`` (a 'prompt'
+    artifact) or the stage config's ``prompts.path``. The run folder sits in the report folder, so a re-run resumes."""
+    from app.ppo.launch import run_ppo
+
+    extra = [f"run.output_dir={ctx.report_dir / 'ppo'}"]
+    if ctx.cfg.preference.ingest.enabled:
+        extra.append(f"prompts.path={preference_data(ctx, 'prompt')[0]}")
+    if ctx.outputs.get("adapter_path"):
+        extra.append(f"init.adapter={ctx.outputs['adapter_path']}")
+    if ctx.outputs.get("reward_model_path"):
+        extra.append(f"reward.model_path={ctx.outputs['reward_model_path']}")
+    cfg = load_stage_config(ctx, ctx.cfg.preference, extra)
+    start_ray(cfg.ray)
+    ctx.progress.event("stage", f"{cfg.algo.estimator} with reward {cfg.reward.kind}"
+                       + (" from the SFT adapter" if cfg.init.adapter else ""))
+    run_dir, history = run_ppo(cfg)
+    out = run_dir / "adapter"
+    last = history[-1] if history else {}
+    return {"adapter_path": str(out), "lineage": json.loads((out / "rayalign_lineage.json").read_text()),
+            "sft_adapter_path": ctx.outputs.get("adapter_path"), "ppo_run_dir": str(run_dir),
+            "ppo_metrics": {k: v for k, v in last.items() if isinstance(v, float)},
+            "loss_histories": {**ctx.outputs.get("loss_histories", {}),
+                               "ppo": [(int(h["iteration"]), float(h["policy_loss"])) for h in history]}}
 
 
 def preference_history(checkpoint_path: str | None) -> list[tuple[int, float]]:

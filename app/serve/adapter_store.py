@@ -1,23 +1,34 @@
-"""Adapter files: read lineage, refuse a different base, and materialize remote (s3://…) adapters to local disk."""
+"""Adapter files: read lineage, refuse a different base, and materialize remote (s3://…) adapters to local disk.
+
+Remote adapters are cached per node under ``cache_dir/<sha256(uri + listing)>``: the key covers the URI and the
+remote files' content stamps (ETag / checksum / size), so a re-uploaded adapter at the same URI is a new entry. Each
+download goes to its own temporary folder (several replicas on one node may fetch the same adapter at once) and is
+renamed into place atomically; the first rename wins and the others discard their copy. Error messages name the
+adapter, never a server path or bucket.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
+import tempfile
+import threading
 from pathlib import Path
 
-from app.serve.errors import Conflict, NotFound
+from app.serve.errors import Conflict, EngineUnavailable, NotFound
 
 LINEAGE = "rayalign_lineage.json"
 REQUIRED = ("adapter_config.json",)
+_STAMP_KEYS = ("ETag", "etag", "checksum", "md5", "mtime", "LastModified", "last_modified")
 
 
 def _is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
-def read_lineage(uri: str) -> dict:
+def read_lineage(uri: str, name: str = "") -> dict:
     """The adapter's ``rayalign_lineage.json`` (local or remote via fsspec); NotFound when missing or unreadable."""
     try:
         if _is_remote(uri):
@@ -27,7 +38,8 @@ def read_lineage(uri: str) -> dict:
                 return json.load(fh)
         return json.loads((Path(uri.removeprefix("file://")) / LINEAGE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise NotFound(f"adapter at {uri} has no readable {LINEAGE} ({type(exc).__name__})", param="model") from None
+        what = f"adapter '{name}'" if name else "the adapter"
+        raise NotFound(f"{what} has no readable {LINEAGE} ({type(exc).__name__})", param="model") from None
 
 
 def check_base(lineage: dict, base_sha: str, name: str) -> None:
@@ -40,31 +52,64 @@ def check_base(lineage: dict, base_sha: str, name: str) -> None:
         )
 
 
-def materialize(uri: str, cache_dir: str | Path) -> Path:
-    """A local folder with the adapter: the path itself, or a copy of a remote URI cached by URI hash (atomic)."""
+def cache_key(uri: str, listing: list[dict]) -> str:
+    """Cache folder name for a remote adapter: sha256 of the URI and each file's name, size and content stamp."""
+    parts = [uri.rstrip("/")]
+    for info in sorted(listing, key=lambda i: i["name"]):
+        stamp = next((str(info[k]) for k in _STAMP_KEYS if info.get(k) is not None), "")
+        parts.append(f"{Path(info['name']).name}:{info.get('size')}:{stamp}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def materialize(uri: str, cache_dir: str | Path, *, label: str = "", cancel: threading.Event | None = None) -> Path:
+    """A local folder with the adapter: the path itself, or the cached copy of a remote URI (downloaded when new).
+
+    ``cancel`` set (a timed-out caller) stops the download between files and discards the partial copy.
+    """
+    what = f"adapter '{label}'" if label else "adapter"
     if not _is_remote(uri):
         path = Path(uri.removeprefix("file://"))
         if not all((path / f).is_file() for f in REQUIRED):
-            raise NotFound(f"adapter folder {path} is missing {', '.join(REQUIRED)}", param="model")
+            raise NotFound(f"{what} is missing {', '.join(REQUIRED)}", param="model")
         return path
     import fsspec
 
-    target = Path(cache_dir) / hashlib.sha256(uri.encode()).hexdigest()[:24]
+    fs, root = fsspec.core.url_to_fs(uri)
+    try:
+        listing = [i for i in fs.ls(root, detail=True) if i.get("type", "file") == "file"]
+    except FileNotFoundError:
+        raise NotFound(f"{what} does not exist", param="model") from None
+    if not any(Path(i["name"]).name == "adapter_config.json" for i in listing):
+        raise NotFound(f"{what} has no adapter_config.json", param="model")
+    cache_dir = Path(cache_dir)
+    target = cache_dir / cache_key(uri, listing)
     if (target / "adapter_config.json").is_file():
         return target
-    fs, root = fsspec.core.url_to_fs(uri)
-    tmp = target.with_name(target.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.part-", dir=cache_dir))  # this caller's own folder
     try:
-        names = [p for p in fs.ls(root, detail=False)]
-    except FileNotFoundError:
-        raise NotFound(f"adapter {uri} does not exist", param="model") from None
-    for remote in names:
-        fs.get(remote, str(tmp / Path(remote).name))
-    if not (tmp / "adapter_config.json").is_file():
+        for info in listing:
+            if cancel is not None and cancel.is_set():
+                raise EngineUnavailable(f"{what} download was abandoned")
+            fs.get(info["name"], str(tmp / Path(info["name"]).name))
+        try:
+            tmp.rename(target)  # atomic; fails when another replica's copy landed first
+        except OSError:
+            if not (target / "adapter_config.json").is_file():
+                raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise NotFound(f"adapter {uri} has no adapter_config.json", param="model")
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
     return target
+
+
+async def materialize_async(uri: str, cache_dir: str | Path, *, label: str, timeout_s: float) -> Path:
+    """``materialize`` on a worker thread, bounded by ``timeout_s`` (EngineUnavailable, 503, past it).
+
+    No lock is held while it runs: concurrent requests for other adapters (or the base) are never blocked by it.
+    """
+    cancel = threading.Event()
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(materialize, uri, cache_dir, label=label, cancel=cancel), timeout_s)
+    except asyncio.TimeoutError:
+        cancel.set()
+        raise EngineUnavailable(f"adapter '{label}' could not be fetched within {timeout_s:g}s") from None

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
-from app.serve.adapter_store import materialize
-from app.serve.errors import EngineUnavailable, NotFound
+from app.serve.adapter_store import materialize_async
+from app.serve.errors import EngineUnavailable, NotFound, ServeError
+from app.serve.metrics import replica_memory
 from app.serve.protocol import EngineRequest, truncate_at_stop
 
+log = logging.getLogger(__name__)
 NULL_ADAPTER = "rayalign_null"  # zero LoRA that makes the model a PeftModel before any real adapter arrives
 BASE = "__base__"  # peft's name for "no adapter" rows in a mixed batch
 
@@ -29,7 +33,8 @@ BASE = "__base__"  # peft's name for "no adapter" rows in a mixed batch
 class MixedBatcher:
     """Gathers concurrent requests (any adapters) for up to ``wait_s`` or ``max_size``, runs them as one batch.
 
-    ``run_batch(list[item]) -> list[result | Exception]`` is synchronous and runs on ``executor``.
+    ``run_batch(list[item], list[threading.Event]) -> list[result | Exception]`` is synchronous and runs on
+    ``executor``; the i-th event is set when the i-th caller went away (its row may stop generating).
     """
 
     def __init__(self, run_batch: Callable[[list], list], executor: ThreadPoolExecutor, max_size: int, wait_s: float):
@@ -38,10 +43,13 @@ class MixedBatcher:
         self.task: asyncio.Task | None = None
 
     async def submit(self, item):
-        if self.task is None or self.task.done():
+        if self.task is None or self.task.done():  # (re)started on the running loop, with a queue bound to it
+            self.queue = asyncio.Queue()
             self.task = asyncio.get_running_loop().create_task(self._loop())
         fut = asyncio.get_running_loop().create_future()
-        await self.queue.put((item, fut))
+        gone = threading.Event()
+        fut.add_done_callback(lambda f: f.cancelled() and gone.set())
+        await self.queue.put((item, fut, gone))
         return await fut
 
     async def _loop(self):
@@ -54,17 +62,34 @@ class MixedBatcher:
                     batch.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
                 except asyncio.TimeoutError:
                     break
+            batch = [entry for entry in batch if not entry[1].done()]  # callers that left before their turn
+            if not batch:
+                continue
             try:
-                results = await loop.run_in_executor(self.executor, self.run_batch, [item for item, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - the whole batch failed: every caller sees it
-                results = [exc] * len(batch)
-            for (_, fut), result in zip(batch, results):
+                results = await loop.run_in_executor(
+                    self.executor, self.run_batch, [item for item, _, _ in batch], [gone for _, _, gone in batch]
+                )
+            except Exception as exc:  # noqa: BLE001 - run_batch isolates requests; this is the model thread itself failing
+                results = [EngineUnavailable(f"generation failed: {type(exc).__name__}")] * len(batch)
+            for (_, fut, _), result in zip(batch, results):
                 if fut.done():
                     continue
                 if isinstance(result, Exception):
                     fut.set_exception(result)
                 else:
                     fut.set_result(result)
+
+
+class _CallerGone:
+    """A transformers StoppingCriteria: row i stops once ``events[i]`` is set (its caller went away)."""
+
+    def __init__(self, events: list[threading.Event]):
+        self.events = events
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.tensor([e.is_set() for e in self.events], dtype=torch.bool, device=input_ids.device)
 
 
 class _LoadedAdapter:
@@ -105,6 +130,8 @@ class HFEngine:
         self.paths: dict[str, Path] = {}
         self.labels: dict[str, str] = {}
         self.largest_mix = 0  # most distinct adapters (incl. base) seen in one batch
+        self.cancelled = 0  # generations stopped early because their caller went away
+        self.cancelled_tokens = 0  # tokens those generations produced before stopping
         self.metrics = EngineMetrics("hf")
 
         async def load(key: str) -> _LoadedAdapter:  # a plain function: Serve stores its LRU state on it
@@ -143,46 +170,94 @@ class HFEngine:
     async def _prepare(self, request: dict) -> EngineRequest:
         req = EngineRequest.model_validate(request)
         if req.adapter is not None:
-            path = await asyncio.get_running_loop().run_in_executor(None, materialize, req.adapter.uri, self.cache_dir)
-            rank = json.loads((path / "adapter_config.json").read_text()).get("r", 0)
-            if not isinstance(rank, int) or rank <= 0:
-                raise NotFound(f"adapter '{req.adapter.label}' has an invalid adapter_config.json", param="model")
-            self.paths[req.adapter.key], self.labels[req.adapter.key] = path, req.adapter.label
-            await self.get_adapter(req.adapter.key)  # validated above, so an eviction here always admits a good one
+            key = req.adapter.key
+            if key not in self.paths:  # a key names one adapter version: fetch and check it once per replica
+                path = await materialize_async(
+                    req.adapter.uri, self.cache_dir, label=req.adapter.label, timeout_s=self.cfg.adapters.download_timeout_s
+                )
+                rank = json.loads((path / "adapter_config.json").read_text()).get("r", 0)
+                if not isinstance(rank, int) or rank <= 0:
+                    raise NotFound(f"adapter '{req.adapter.label}' has an invalid adapter_config.json", param="model")
+                self.paths[key], self.labels[key] = path, req.adapter.label
+            await self.get_adapter(key)  # validated above, so an eviction here always admits a good one
         return req
 
     # ---- generation -----------------------------------------------------------------------------------------------
-    def _run_batch(self, reqs: list[EngineRequest]) -> list:
-        """Generate for a mixed-adapter batch: left-padded [B, T] ids, one peft adapter name per row."""
+    def _run_batch(self, reqs: list[EngineRequest], gone: list[threading.Event] | None = None) -> list:
+        """Generate for a mixed-adapter batch; one result or exception per request, never one failure for all.
+
+        Rows are grouped by sampling settings (temperature, top_p, seed); a group that fails is retried row by row,
+        so a poisoned request fails alone. ``gone[i]`` set: request i's caller left, its row stops generating.
+        """
+        gone = gone or [threading.Event() for _ in reqs]
+        results: list = [None] * len(reqs)
+        for i, r in enumerate(reqs):  # an adapter evicted while its request queued is reloaded (and swept again below)
+            if r.adapter is not None and r.adapter.key not in self.model.peft_config:
+                try:
+                    self._load_sync(r.adapter.key)
+                except Exception as exc:  # noqa: BLE001 - this request's adapter, not its neighbours'
+                    results[i] = self._failure(exc)
+        live = [i for i in range(len(reqs)) if results[i] is None]
+        self.largest_mix = max(self.largest_mix, len({self._name(reqs[i]) for i in live} or {BASE}))
+        groups: dict[tuple, list[int]] = {}
+        for i in live:
+            r = reqs[i]
+            groups.setdefault((r.temperature, r.top_p, r.seed), []).append(i)
+        try:
+            for idx in groups.values():
+                try:
+                    outs = self._generate_rows([reqs[i] for i in idx], [gone[i] for i in idx])
+                except Exception:  # noqa: BLE001 - find the poisoned row: alone, each request succeeds or fails itself
+                    outs = []
+                    for i in idx:
+                        try:
+                            outs += self._generate_rows([reqs[i]], [gone[i]])
+                        except Exception as exc:  # noqa: BLE001
+                            outs.append(self._failure(exc))
+                for i, out in zip(idx, outs):
+                    results[i] = out
+        finally:
+            self._sweep()
+        return results
+
+    @staticmethod
+    def _name(r: EngineRequest) -> str:
+        return r.adapter.key if r.adapter else BASE
+
+    @staticmethod
+    def _failure(exc: Exception) -> ServeError:
+        if isinstance(exc, ServeError):
+            return exc
+        log.warning("generation failed: %s", exc, exc_info=exc)
+        return EngineUnavailable(f"generation failed: {type(exc).__name__}")
+
+    def _generate_rows(self, rows: list[EngineRequest], gone: list[threading.Event]) -> list[dict]:
+        """One ``generate`` call for rows sharing sampling settings: left-padded [B, T] ids, one adapter name per row."""
         import torch
 
-        for r in reqs:  # an adapter evicted while its request queued is reloaded (and swept again below)
-            if r.adapter is not None and r.adapter.key not in self.model.peft_config:
-                self._load_sync(r.adapter.key)
-        mix = {r.adapter.key if r.adapter else BASE for r in reqs}
-        self.largest_mix = max(self.largest_mix, len(mix))
-        groups: dict[tuple, list[int]] = {}
-        for i, r in enumerate(reqs):
-            groups.setdefault((r.temperature, r.top_p, r.seed), []).append(i)
-        results: list = [None] * len(reqs)
-        for (temperature, top_p, seed), idx in groups.items():
-            rows = [reqs[i] for i in idx]
-            width = max(len(r.prompt_token_ids) for r in rows)
-            pad = self.tokenizer.pad_token_id
-            ids = torch.tensor([[pad] * (width - len(r.prompt_token_ids)) + r.prompt_token_ids for r in rows])
-            mask = torch.tensor([[0] * (width - len(r.prompt_token_ids)) + [1] * len(r.prompt_token_ids) for r in rows])
-            if seed is not None:
-                torch.manual_seed(seed)
-            sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-            with torch.no_grad():
-                out = self.model.generate(
-                    input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_tokens for r in rows),
-                    adapter_names=[r.adapter.key if r.adapter else BASE for r in rows],
-                    pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id, **sampling,
-                )
-            for row, (i, r) in enumerate(zip(idx, rows)):
-                results[i] = self._finish(out[row, width:].tolist()[: r.max_tokens], r)
-        self._sweep()
+        r0 = rows[0]
+        width = max(len(r.prompt_token_ids) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r.prompt_token_ids)) + r.prompt_token_ids for r in rows])
+        mask = torch.tensor([[0] * (width - len(r.prompt_token_ids)) + [1] * len(r.prompt_token_ids) for r in rows])
+        if r0.seed is not None:
+            torch.manual_seed(r0.seed)
+        sampling = dict(do_sample=True, temperature=r0.temperature, top_p=r0.top_p) if r0.temperature > 0 else dict(do_sample=False)
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_tokens for r in rows),
+                adapter_names=[self._name(r) for r in rows], pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
+                stopping_criteria=[_CallerGone(gone)], **sampling,
+            )
+        results = []
+        for row, (r, left) in enumerate(zip(rows, gone)):
+            new_ids = out[row, width:].tolist()[: r.max_tokens]
+            if left.is_set():  # its row stopped early; generate() padded the rest
+                self.cancelled += 1
+                while new_ids and new_ids[-1] == pad:
+                    new_ids.pop()
+                self.cancelled_tokens += len(new_ids)
+            results.append(self._finish(new_ids, r))
         return results
 
     def _finish(self, new_ids: list[int], r: EngineRequest) -> dict:
@@ -209,7 +284,11 @@ class HFEngine:
         return await self.batcher.submit(req)
 
     async def stream(self, request: dict) -> AsyncIterator[dict]:
-        """Token-by-token deltas: ``{"text": delta, "completion_tokens": n, "finish_reason": None | str}``."""
+        """Token-by-token deltas: ``{"text": delta, "completion_tokens": n, "finish_reason": None | str}``.
+
+        The end marker is queued from a ``finally``, so a generation that fails before its first token (a poisoned
+        seed) still ends the stream, with EngineUnavailable; a caller that leaves stops the generation.
+        """
         import torch
         from transformers.generation.streamers import BaseStreamer
 
@@ -217,6 +296,9 @@ class HFEngine:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         n_prompt = len(req.prompt_token_ids)
+        halt = threading.Event()  # stops generate(): a stop string was hit or the caller left
+        left = [False]  # the caller left (set before halt, so the model thread sees it when it stops)
+        produced = [0]
 
         class _Push(BaseStreamer):
             def __init__(self):
@@ -226,57 +308,78 @@ class HFEngine:
                 if not self.skipped_prompt:  # generate() first hands over the prompt
                     self.skipped_prompt = True
                     return
-                loop.call_soon_threadsafe(queue.put_nowait, value.reshape(-1).tolist())
+                tokens = value.reshape(-1).tolist()
+                produced[0] += len(tokens)
+                loop.call_soon_threadsafe(queue.put_nowait, tokens)
 
             def end(self):
-                loop.call_soon_threadsafe(queue.put_nowait, None)
+                pass  # the end marker is queued by _generate's finally, whether generate() returned or raised
 
         def _generate():
-            if req.adapter is not None and req.adapter.key not in self.model.peft_config:
-                self._load_sync(req.adapter.key)
-            if req.seed is not None:
-                torch.manual_seed(req.seed)
-            sampling = dict(do_sample=True, temperature=req.temperature, top_p=req.top_p) if req.temperature > 0 else dict(do_sample=False)
             try:
+                if req.adapter is not None and req.adapter.key not in self.model.peft_config:
+                    self._load_sync(req.adapter.key)
+                if req.seed is not None:
+                    torch.manual_seed(req.seed)
+                sampling = dict(do_sample=True, temperature=req.temperature, top_p=req.top_p) if req.temperature > 0 else dict(do_sample=False)
                 with torch.no_grad():
                     self.model.generate(
                         input_ids=torch.tensor([req.prompt_token_ids]), attention_mask=torch.ones(1, n_prompt, dtype=torch.long),
-                        max_new_tokens=req.max_tokens, adapter_names=[req.adapter.key if req.adapter else BASE],
+                        max_new_tokens=req.max_tokens, adapter_names=[self._name(req)],
                         pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                        streamer=_Push(), **sampling,
+                        streamer=_Push(), stopping_criteria=[_CallerGone([halt])], **sampling,
                     )
             finally:
-                self._sweep()
+                if left[0]:
+                    self.cancelled += 1
+                    self.cancelled_tokens += produced[0]
+                try:
+                    self._sweep()
+                finally:
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
 
         job = loop.run_in_executor(self.executor, _generate)
         ids: list[int] = []
         sent = ""
         eos = self.tokenizer.eos_token_id
-        finish, hit_eos = "length", False
-        while True:
-            item = await queue.get()
-            if item is None:
-                break
-            if eos in item:
-                ids.extend(item[: item.index(eos)])
-                finish, hit_eos = "stop", True
-            else:
-                ids.extend(item)
-            text, hit = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), req.stop)
-            if text.endswith("\ufffd") and not hit:  # an unfinished multi-byte character: wait for the next token
-                continue
-            if len(text) > len(sent):
-                yield {"text": text[len(sent):], "completion_tokens": len(ids), "finish_reason": None}
-                sent = text
-            if hit or finish == "stop":
-                finish = "stop"
-                break
+        finish, hit_eos, done = "length", False, False
         try:
-            await job
-        except Exception as exc:  # noqa: BLE001 - a failed generate is the engine's failure, not the user's
-            raise EngineUnavailable(f"generation failed: {type(exc).__name__}: {exc}") from None
-        text, _ = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), req.stop)
-        yield {"text": text[len(sent):], "completion_tokens": len(ids) + int(hit_eos), "finish_reason": finish}
+            ended = False
+            while not ended and finish != "stop":
+                # every token queued since the last chunk goes out as one chunk: a slow reader (a loaded proxy)
+                # gets fewer, larger messages instead of falling further behind one token at a time
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                for item in items:
+                    if item is None:
+                        ended = True
+                        break
+                    if eos in item:
+                        ids.extend(item[: item.index(eos)])
+                        finish, hit_eos = "stop", True
+                        break
+                    ids.extend(item)
+                text, hit = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), req.stop)
+                if text.endswith("\ufffd") and not hit and not ended:  # an unfinished multi-byte character
+                    continue
+                if len(text) > len(sent):
+                    yield {"text": text[len(sent):], "completion_tokens": len(ids), "finish_reason": None}
+                    sent = text
+                if hit or finish == "stop":
+                    finish = "stop"
+                    halt.set()  # a stop string ended it: the rest need not be generated
+            try:
+                await job
+            except Exception as exc:  # noqa: BLE001 - a failed generate is the engine's failure, not the user's
+                raise self._failure(exc) from None
+            done = True
+            text, _ = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), req.stop)
+            yield {"text": text[len(sent):], "completion_tokens": len(ids) + int(hit_eos), "finish_reason": finish}
+        finally:
+            if not done:  # the caller left (cancelled / closed) or the generation failed: stop generating for nobody
+                left[0] = True
+                halt.set()
 
     async def check_health(self) -> None:
         """Serve health check: the model thread must be alive and responsive."""
@@ -285,4 +388,5 @@ class HFEngine:
 
     async def stats(self) -> dict:
         """Resident adapters on this replica (for tests and debugging)."""
-        return {"engine": "hf", "resident": self.resident(), "largest_mix": self.largest_mix}
+        return {"engine": "hf", "resident": self.resident(), "largest_mix": self.largest_mix,
+                "cancelled": self.cancelled, "cancelled_tokens": self.cancelled_tokens, **replica_memory()}

@@ -1,40 +1,26 @@
 """vLLM engine: one AsyncLLM with ``enable_lora``; requests for different adapters share every batch.
 
 vLLM keeps up to ``max_loras`` adapters active per batch and ``max_cpu_loras`` loaded; this deployment keeps its own
-LRU of adapter versions over the same budget and calls ``remove_lora`` on eviction (so an old version of a promoted
-adapter is really dropped), and measures adapter load time with an explicit ``add_lora``.
+LRU of adapter versions over the same budget (``AdapterPool``: pinned while a request runs, released in a ``finally``,
+no lock across the download or ``add_lora``) and calls ``remove_lora`` on eviction (so an old version of a promoted
+adapter is really dropped), and measures adapter load time with an explicit ``add_lora``. Sampling parameters are
+built (and refused with 400) before an adapter is pinned; a client that leaves aborts its vLLM request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 from typing import AsyncIterator
 
-from app.serve.adapter_store import materialize
-from app.serve.errors import BadRequest, EngineUnavailable, NotFound
+from app.models.vllm_cpu_env import vllm_model_dir
+from app.serve.adapter_pool import AdapterPool
+from app.serve.adapter_store import materialize_async
+from app.serve.errors import BadRequest, EngineUnavailable, NotFound, ServeError
+from app.serve.metrics import replica_memory
 from app.serve.protocol import EngineRequest
-
-
-def vllm_model_dir(model_dir: Path, views_root: Path) -> Path:
-    """A folder vLLM can load: ``model_dir`` itself, or a view with a cleaned config.json when it carries a stale
-    ``quantization_config`` (left by a GGUF → safetensors conversion; the weights are already dequantized)."""
-    config = json.loads((model_dir / "config.json").read_text())
-    if "quantization_config" not in config or any(model_dir.glob("*.gguf")):
-        return model_dir
-    config.pop("quantization_config")
-    view = views_root / model_dir.name
-    view.mkdir(parents=True, exist_ok=True)
-    for item in model_dir.iterdir():
-        link = view / item.name
-        if item.name != "config.json" and not link.exists():
-            link.symlink_to(item.resolve())
-    (view / "config.json").write_text(json.dumps(config, indent=2))
-    return view
 
 
 class VLLMEngine:
@@ -60,78 +46,85 @@ class VLLMEngine:
             max_lora_rank=cfg.vllm.max_lora_rank, max_num_seqs=cfg.vllm.max_num_seqs, enforce_eager=cfg.vllm.enforce_eager,
             seed=0,
         )
-        self.engine = AsyncLLM.from_engine_args(args)
-        self.cache_dir = Path(cfg.adapters.cache_dir or home / "serve" / "adapter-cache")
-        self.loras: OrderedDict[str, object] = OrderedDict()  # key -> LoRARequest, LRU order
-        self.inflight: dict[str, int] = {}
-        self.next_id = 1
-        self.lock = asyncio.Lock()
-        self.metrics = EngineMetrics("vllm")
+        self._init_state(cfg, AsyncLLM.from_engine_args(args), EngineMetrics("vllm"))
 
-    async def _lora(self, req: EngineRequest):
-        """The LoRARequest for the request's adapter, loading it (and evicting the LRU idle one) when new."""
-        if req.adapter is None:
-            return None
+    def _init_state(self, cfg, engine, metrics) -> None:
+        """Everything but the vLLM engine itself (``engine``: an AsyncLLM, or any object with its LoRA/generate API)."""
+        from app.config.paths import rayalign_home
+
+        self.cfg, self.engine, self.metrics = cfg, engine, metrics
+        self.cache_dir = Path(cfg.adapters.cache_dir or rayalign_home() / "serve" / "adapter-cache")
+        self.pool = AdapterPool(max(cfg.vllm.max_cpu_loras, cfg.vllm.max_loras), self._unload)
+        self.next_id = 1
+        self.cancelled = 0  # requests aborted because their caller left
+
+    async def _unload(self, lora) -> None:
+        await self.engine.remove_lora(lora.lora_int_id)
+        self.metrics.evicted(len(self.pool.loaded))
+
+    async def _load(self, req: EngineRequest):
+        """Fetch, check and ``add_lora`` one adapter version (runs without any lock; see AdapterPool)."""
         from vllm.lora.request import LoRARequest
 
-        key = req.adapter.key
-        async with self.lock:  # pinned (inflight) under the lock, so an eviction never hits a running adapter
-            if key in self.loras:
-                self.loras.move_to_end(key)
-                self.inflight[key] = self.inflight.get(key, 0) + 1
-                return self.loras[key]
-            path = await asyncio.get_running_loop().run_in_executor(None, materialize, req.adapter.uri, self.cache_dir)
-            rank = json.loads((path / "adapter_config.json").read_text()).get("r", 0)
-            if not isinstance(rank, int) or not 0 < rank <= self.cfg.vllm.max_lora_rank:
-                raise BadRequest(
-                    f"adapter '{req.adapter.label}' has LoRA rank {rank}; this endpoint accepts 1..{self.cfg.vllm.max_lora_rank}",
-                    param="model",
-                )
-            idle = [k for k in self.loras if not self.inflight.get(k)]
-            if len(self.loras) >= self.cfg.vllm.max_cpu_loras and idle:
-                old = self.loras.pop(idle[0])
-                await self.engine.remove_lora(old.lora_int_id)
-                self.metrics.evicted(len(self.loras))
-            lora = LoRARequest(key, self.next_id, str(path))
-            self.next_id += 1
-            t0 = time.perf_counter()
-            try:
-                await self.engine.add_lora(lora)
-            except Exception as exc:  # noqa: BLE001 - a broken adapter folder is the caller's problem, named
-                raise NotFound(f"adapter '{req.adapter.label}' could not be loaded: {exc}", param="model") from None
-            self.loras[key] = lora
-            self.inflight[key] = self.inflight.get(key, 0) + 1
-            self.metrics.loaded_adapter(req.adapter.label, time.perf_counter() - t0, len(self.loras))
-            return lora
+        label = req.adapter.label
+        path = await materialize_async(req.adapter.uri, self.cache_dir, label=label, timeout_s=self.cfg.adapters.download_timeout_s)
+        rank = json.loads((path / "adapter_config.json").read_text()).get("r", 0)
+        if not isinstance(rank, int) or not 0 < rank <= self.cfg.vllm.max_lora_rank:
+            raise BadRequest(f"adapter '{label}' has LoRA rank {rank}; this endpoint accepts 1..{self.cfg.vllm.max_lora_rank}", param="model")
+        lora = LoRARequest(req.adapter.key, self.next_id, str(path))
+        self.next_id += 1
+        t0 = time.perf_counter()
+        try:
+            await self.engine.add_lora(lora)
+        except Exception as exc:  # noqa: BLE001 - a broken adapter folder is the caller's problem, named
+            raise NotFound(f"adapter '{label}' could not be loaded: {exc}", param="model") from None
+        self.metrics.loaded_adapter(label, time.perf_counter() - t0, len(self.pool.loaded) + 1)
+        return lora
+
+    @staticmethod
+    def _sampling_params(req: EngineRequest):
+        """vLLM SamplingParams for the request; a value vLLM refuses is the caller's 400, naming the field."""
+        from vllm import SamplingParams
+        from vllm.exceptions import VLLMValidationError
+        from vllm.sampling_params import RequestOutputKind
+
+        try:
+            return SamplingParams(
+                max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+                stop=req.stop or None, output_kind=RequestOutputKind.DELTA,
+            )
+        except (ValueError, VLLMValidationError) as exc:
+            field = next((f for f in ("stop", "temperature", "top_p", "seed", "max_tokens") if f in str(exc)), None)
+            raise BadRequest(f"invalid sampling parameters: {exc}", param=field) from None
 
     async def stream(self, request: dict) -> AsyncIterator[dict]:
         """Token deltas: ``{"text": delta, "completion_tokens": n, "finish_reason": None | str}``."""
-        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
 
         req = EngineRequest.model_validate(request)
-        lora = await self._lora(req)
+        params = self._sampling_params(req)  # before any adapter is pinned
         key = req.adapter.key if req.adapter else None
-        params = SamplingParams(
-            max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
-            stop=req.stop or None, output_kind=RequestOutputKind.DELTA,
-        )
-        n = 0
+        lora = await self.pool.acquire(key, lambda: self._load(req)) if key else None
+        rid, n, finished = uuid.uuid4().hex, 0, False
         try:
-            async for out in self.engine.generate(
-                TokensPrompt(prompt_token_ids=req.prompt_token_ids), params, uuid.uuid4().hex, lora_request=lora
-            ):
+            async for out in self.engine.generate(TokensPrompt(prompt_token_ids=req.prompt_token_ids), params, rid, lora_request=lora):
                 choice = out.outputs[0]
                 n += len(choice.token_ids)
+                finished = out.finished
                 yield {"text": choice.text, "completion_tokens": n, "finish_reason": choice.finish_reason if out.finished else None}
-        except (BadRequest, NotFound):
+        except ServeError:
             raise
         except Exception as exc:  # noqa: BLE001 - engine-side failure: 503, the request itself was valid
-            raise EngineUnavailable(f"vLLM engine failed: {type(exc).__name__}: {exc}") from None
+            raise EngineUnavailable(f"vLLM engine failed: {type(exc).__name__}") from None
         finally:
             if key:
-                self.inflight[key] -= 1
+                self.pool.release(key)
+            if not finished:  # the caller left (or the engine failed): free the sequence's slot now
+                self.cancelled += 1
+                try:
+                    await self.engine.abort(rid)
+                except Exception:  # noqa: BLE001 - already finished or never started: nothing to free
+                    pass
 
     async def generate(self, request: dict) -> dict:
         """One completion: ``{"text", "completion_tokens", "finish_reason"}``."""
@@ -148,7 +141,8 @@ class VLLMEngine:
         await self.engine.check_health()
 
     async def stats(self) -> dict:
-        return {"engine": "vllm", "resident": list(self.loras)}
+        return {"engine": "vllm", "resident": self.pool.resident(), "pinned": dict(self.pool.pins),
+                "evictions": self.pool.evictions, "cancelled": self.cancelled, **replica_memory()}
 
     def __del__(self):
         engine = getattr(self, "engine", None)

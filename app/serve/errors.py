@@ -6,6 +6,16 @@ into ``NotFoundError``, ``AuthenticationError``, ``BadRequestError``, ... A user
 
 from __future__ import annotations
 
+import re
+
+# An absolute POSIX path ('/home/x/…') or file:// URI inside a message; the 'https://host/...' part of a URL is kept.
+_ABS_PATH = re.compile(r"file://[^\s'\",;)]*|(?<![\w.:/])/(?:[^\s'\"/]+/)*[^\s'\",;)]*")
+
+
+def scrub_paths(message: str) -> str:
+    """``message`` with every absolute server path replaced by ``<path>`` (error bodies never reveal the layout)."""
+    return _ABS_PATH.sub("<path>", message)
+
 
 class ServeError(Exception):
     """An API error with its HTTP status; raised anywhere in the serve path, rendered by the ingress."""
@@ -22,7 +32,7 @@ class ServeError(Exception):
             self.code = code
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return {"error": {"message": scrub_paths(self.message), "type": self.type, "param": self.param, "code": self.code}}
 
     def __reduce__(self):  # survive Ray's pickling across the engine -> ingress boundary
         return (_rebuild, (type(self), self.message, self.param, self.code))
@@ -56,6 +66,19 @@ class PayloadTooLarge(ServeError):
 
 class Unprocessable(ServeError):
     status, type, code = 422, "invalid_request_error", "invalid_body"
+
+
+class TooManyRequests(ServeError):
+    """A bounded queue or a tenant's concurrency cap is full; ``retry_after_s`` becomes the Retry-After header."""
+
+    status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+    retry_after_s = 1
+
+
+class RequestTimeout(ServeError):
+    """The request ran past ``request_timeout_s``; its generation was cancelled."""
+
+    status, type, code = 504, "server_error", "timeout"
 
 
 class EngineUnavailable(ServeError):

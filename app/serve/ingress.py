@@ -1,52 +1,67 @@
 """The OpenAI-compatible HTTP front door: auth → bounded body → model routing → tokenize → engine → OpenAI JSON/SSE.
 
 Everything a user can get wrong is caught here and answered in the OpenAI error shape (401/404/409/400/413/422);
-only a failing engine answers 503. The engine sees token ids and a resolved, lineage-checked adapter location.
+a full queue or a tenant over its concurrency cap answers 429 with Retry-After, a request past request_timeout_s
+504 (its generation cancelled), and only a failing engine answers 503 — for the requests it was running. The engine sees token ids and a resolved, lineage-checked adapter location.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
+import weakref
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
 
-from app.serve.errors import BadRequest, EngineUnavailable, NotFound, PayloadTooLarge, ServeError, Unprocessable
+from app.serve.errors import (
+    BadRequest, EngineUnavailable, NotFound, PayloadTooLarge, RequestTimeout, ServeError, TooManyRequests, Unprocessable,
+)
 from app.serve.names import parse_model, served_name_for
 from app.serve.protocol import (
     AdapterTarget,
     ChatCompletionRequest,
     CompletionRequest,
     EngineRequest,
-    chat_chunk,
     chat_response,
-    completion_chunk,
     completion_response,
     new_id,
-    sse,
-    usage,
+    parse_json_body,
 )
+from app.serve.relay import StreamOutcome, cancel, next_chunk, relay_sse
 
 log = logging.getLogger(__name__)
 api = FastAPI(title="rayalign OpenAI-compatible API", docs_url=None, redoc_url=None)
 
 
 def as_serve_error(exc: BaseException) -> ServeError:
-    """A ServeError raised here or inside an engine replica (Ray wraps it), else 503: the engine failed."""
+    """A ServeError raised here or inside an engine replica (Ray wraps it); a full engine queue is 429; else 503."""
+    from ray.serve.exceptions import BackPressureError
+
     for candidate in (exc, getattr(exc, "cause", None)):
         if isinstance(candidate, ServeError):
             return candidate
+        if isinstance(candidate, BackPressureError):
+            err = TooManyRequests("the engine's request queue is full; retry later", code="queue_full")
+            err.retry_after_s = candidate.retry_after_s or 1
+            return err
     log.warning("engine call failed: %s", exc, exc_info=exc)
     return EngineUnavailable(f"engine unavailable: {type(exc).__name__}")
 
 
+def validation_error(exc: ValidationError) -> Unprocessable:
+    """The first pydantic error as a 422 naming the field (``stop``, ``messages.0.content``, ...)."""
+    first = exc.errors()[0]
+    where = ".".join(map(str, first["loc"])) or "body"
+    return Unprocessable(f"{where}: {first['msg']}", param=str(first["loc"][0]) if first["loc"] else None)
+
+
 def _error(err: ServeError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status)
+    headers = {"Retry-After": str(int(err.retry_after_s))} if isinstance(err, TooManyRequests) else None
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
 @serve.ingress(api)
@@ -56,6 +71,7 @@ class Ingress:
     def __init__(self, engine, config: dict):
         from app.config.serve import ServeConfig
         from app.models.loader import load_tokenizer, resolve_model
+        from app.serve.admission import TenantGate
         from app.serve.auth import KeyRing
         from app.serve.metrics import IngressMetrics
         from app.serve.resolver import build_resolver
@@ -69,6 +85,7 @@ class Ingress:
         self.base_sha = resolved.base_sha
         self.served_name = served_name_for(self.cfg.model.source, self.cfg.served_name)
         self.metrics = IngressMetrics()
+        self.gate = TenantGate({t.name: t.max_concurrent_requests for t in self.cfg.tenants})
         self.checked_versions: set[str] = set()  # adapter versions whose lineage matched this base
 
     # ---- request plumbing ------------------------------------------------------------------------------------------
@@ -82,13 +99,7 @@ class Ingress:
             body.extend(part)
             if len(body) > limit:
                 raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise BadRequest("request body must be a JSON object")
-        return data
+        return parse_json_body(bytes(body))
 
     async def _route(self, tenant: str, model: str) -> AdapterTarget | None:
         """None for the base; else the tenant's adapter, resolved now (promotions apply at once) and lineage-checked."""
@@ -101,15 +112,24 @@ class Ingress:
         if found is None:
             raise NotFound(f"model '{model}' does not exist or you do not have access to it", param="model")
         if found.version not in self.checked_versions:
-            check_base(await asyncio.to_thread(read_lineage, found.uri), self.base_sha, ref.adapter)
+            check_base(await asyncio.to_thread(read_lineage, found.uri, ref.adapter), self.base_sha, ref.adapter)
             self.checked_versions.add(found.version)
         return AdapterTarget(key=found.key, label=f"{tenant}/{ref.adapter}", uri=found.uri)
 
     def _prompt_ids(self, req: ChatCompletionRequest | CompletionRequest) -> list[int]:
+        field = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
         if isinstance(req, ChatCompletionRequest):
             messages = [m.model_dump() for m in req.messages]
-            return list(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
-        return list(self.tokenizer(req.prompt_text(), add_special_tokens=False)["input_ids"])
+            try:
+                rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+            except Exception as exc:  # noqa: BLE001 - e.g. a role order the chat template refuses: the caller's input
+                raise BadRequest(f"messages cannot be rendered by the chat template: {exc}", param=field) from None
+            ids = list(rendered["input_ids"])
+        else:
+            ids = list(self.tokenizer(req.prompt_text(), add_special_tokens=False)["input_ids"])
+        if not ids:
+            raise BadRequest(f"{field} is empty after tokenization", param=field)
+        return ids
 
     def _max_tokens(self, req, n_prompt: int) -> int:
         limits = self.cfg.limits
@@ -151,78 +171,90 @@ class Ingress:
     async def completions(self, request: Request):
         return await self._complete(request, CompletionRequest)
 
+    def _deadline(self) -> float | None:
+        timeout = self.cfg.limits.request_timeout_s
+        return None if timeout is None else time.monotonic() + timeout
+
     async def _complete(self, request: Request, schema):
         t0 = time.perf_counter()
-        tenant, label = "-", "-"
+        deadline = self._deadline()
+        tenant, label, ticket, response = "-", "-", None, None
         try:
             tenant = self.keys.authenticate(request.headers.get("authorization"))
+            ticket = self.gate.admit(tenant)
             body = await self._read_json(request)
             try:
                 req = schema.model_validate(body)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                raise Unprocessable(f"{'.'.join(map(str, first['loc']))}: {first['msg']}", param=str(first["loc"][0])) from None
+                raise validation_error(exc) from None
             target = await self._route(tenant, req.model)
             label = target.label if target else "base"
             ids = self._prompt_ids(req)
             engine_req = EngineRequest(
                 prompt_token_ids=ids, max_tokens=self._max_tokens(req, len(ids)), temperature=req.temperature,
-                top_p=req.top_p, seed=req.seed, stop=[req.stop] if isinstance(req.stop, str) else (req.stop or []),
-                adapter=target,
+                top_p=req.top_p, seed=req.seed, stop=req.stop, adapter=target,
             ).model_dump()
             handle = self.engine.options(multiplexed_model_id=target.key) if target else self.engine
             chat = schema is ChatCompletionRequest
             if req.stream:
-                stream = handle.options(stream=True).stream.remote(engine_req)
-                first = await stream.__anext__()  # errors before the first token still get a proper status code
-                return StreamingResponse(
-                    self._sse(stream, first, req, chat, len(ids), tenant, label, t0), media_type="text/event-stream"
-                )
-            out = await handle.generate.remote(engine_req)
+                response = handle.options(stream=True).stream.remote(engine_req)
+                first = await next_chunk(response, deadline)  # errors before the first token still get a status code
+                stream = self._sse(response, first, req, chat, len(ids), tenant, label, t0, deadline, ticket)
+                weakref.finalize(stream, ticket.release)  # a stream that never starts (client gone) releases too
+                ticket = None  # the stream releases it when it ends
+                return StreamingResponse(stream, media_type="text/event-stream")
+            response = handle.generate.remote(engine_req)
+            out = await (response if deadline is None else asyncio.wait_for(response, max(0.0, deadline - time.monotonic())))
+        except asyncio.TimeoutError:
+            cancel(response)
+            err = RequestTimeout("request ran past this endpoint's request_timeout_s and was cancelled")
+            self.metrics.record(label, tenant, err.status)
+            return _error(err)
+        except asyncio.CancelledError:  # the client disconnected: its generation stops too
+            cancel(response)
+            self.metrics.record(label, tenant, 499)
+            raise
         except ServeError as err:
+            if response is not None:
+                cancel(response)
             self.metrics.record(label, tenant, err.status)
             return _error(err)
         except Exception as exc:  # noqa: BLE001 - anything past validation is the engine's fault
             err = as_serve_error(exc)
             self.metrics.record(label, tenant, err.status)
             return _error(err)
+        finally:
+            if ticket is not None:
+                ticket.release()
         latency = time.perf_counter() - t0
         self.metrics.record(label, tenant, 200, prompt_tokens=len(ids), completion_tokens=out["completion_tokens"],
                             ttft_s=latency, latency_s=latency)
         build = chat_response if chat else completion_response
         return build(new_id("chatcmpl" if chat else "cmpl"), req.model, out["text"], out["finish_reason"], len(ids), out["completion_tokens"])
 
-    async def _sse(self, stream, first: dict, req, chat: bool, n_prompt: int, tenant: str, label: str, t0: float):
-        rid = new_id("chatcmpl" if chat else "cmpl")
+    async def _sse(self, stream, first: dict, req, chat: bool, n_prompt: int, tenant: str, label: str, t0: float,
+                   deadline: float | None, ticket):
         ttft = time.perf_counter() - t0
-        n, status = 0, 200
-        if chat:
-            yield sse(chat_chunk(rid, req.model, {"role": "assistant", "content": ""}, None))
+        outcome = StreamOutcome()
         try:
-            chunk = first
-            while True:
-                n = chunk["completion_tokens"]
-                if chunk["text"] or chunk["finish_reason"]:
-                    if chat:
-                        delta = {"content": chunk["text"]} if chunk["text"] else {}
-                        yield sse(chat_chunk(rid, req.model, delta, chunk["finish_reason"]))
-                    else:
-                        yield sse(completion_chunk(rid, req.model, chunk["text"], chunk["finish_reason"]))
-                try:
-                    chunk = await stream.__anext__()
-                except StopAsyncIteration:
-                    break
-            if req.stream_options and req.stream_options.include_usage:
-                build = chat_chunk if chat else completion_chunk
-                yield sse(build(rid, req.model, {} if chat else "", None, usage(n_prompt, n)))
-        except Exception as exc:  # noqa: BLE001 - headers are gone: report the failure in-band, as OpenAI does
-            err = as_serve_error(exc)
-            status = err.status
-            yield sse(err.body())
-        yield sse("[DONE]")
-        latency = time.perf_counter() - t0
-        self.metrics.record(label, tenant, status, prompt_tokens=n_prompt, completion_tokens=n, ttft_s=ttft, latency_s=latency)
+            async for line in relay_sse(
+                stream, first, rid=new_id("chatcmpl" if chat else "cmpl"), model=req.model, chat=chat, n_prompt=n_prompt,
+                include_usage=bool(req.stream_options and req.stream_options.include_usage), deadline=deadline,
+                outcome=outcome, to_error=as_serve_error,
+            ):
+                yield line
+        finally:
+            ticket.release()
+            latency = time.perf_counter() - t0
+            self.metrics.record(label, tenant, outcome.status, prompt_tokens=n_prompt,
+                                completion_tokens=outcome.completion_tokens, ttft_s=ttft, latency_s=latency)
 
     async def engine_stats(self) -> dict:
         """The engine replica's resident adapters (handle call, used by tests)."""
         return await self.engine.stats.remote()
+
+    async def replica_stats(self) -> dict:
+        """This ingress replica: pid, resident memory, in-flight requests per tenant (handle call, benchmarks)."""
+        from app.serve.metrics import replica_memory
+
+        return {**replica_memory(), "inflight": dict(self.gate.inflight)}

@@ -5,6 +5,15 @@ They are exported by every Ray node's metrics agent (Prometheus format) and show
 
 from __future__ import annotations
 
+def replica_memory() -> dict:
+    """This process's pid and resident memory (MiB): what a soak compares at start and end per replica."""
+    import os
+
+    import psutil
+
+    return {"pid": os.getpid(), "rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1)}
+
+
 _LATENCY_BOUNDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]
 _TPS_BOUNDS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from app.serve.errors import BadRequest, NotFound
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # fullmatch: '$' alone would let a trailing newline through
 
 
 def validate_name(name: str, what: str = "adapter") -> str:
     """A tenant or adapter name: lowercase letters, digits, '.', '_', '-' (≤64), never '..' — no path traversal."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise BadRequest(f"invalid {what} name {name!r}: use a-z, 0-9, '.', '_', '-' (max 64, no '..')", param="model")
     return name
 

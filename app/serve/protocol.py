@@ -7,7 +7,11 @@ import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SEED_MAX = 2**63 - 1  # int64, what OpenAI documents; torch.manual_seed overflows above 2**64 - 1
+TEMPERATURE_FLOOR = 1e-3  # below it sampling is greedy in all but float noise (vLLM clamps < 0.01 up instead)
+MAX_STOP, MAX_STOP_CHARS = 4, 64  # OpenAI's limit on stop sequences; bounds the per-token stop scan
 
 
 class _Lenient(BaseModel):
@@ -25,24 +29,53 @@ class StreamOptions(_Lenient):
 
 
 class _Sampling(_Lenient):
-    model: str
+    model: str = Field(min_length=1, max_length=200)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=1)
-    seed: int | None = None
-    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
+    stop: str | list[str] | None = Field(None, validate_default=True)  # always a list after validation
     stream: bool = False
     stream_options: StreamOptions | None = None
+
+    @field_validator("temperature")
+    @classmethod
+    def _floor_to_greedy(cls, value: float) -> float:
+        return 0.0 if value < TEMPERATURE_FLOOR else value
+
+    @field_validator("stop")
+    @classmethod
+    def _bounded_stop(cls, value: str | list[str] | None) -> list[str]:
+        stops = [value] if isinstance(value, str) else list(value or [])
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences, got {len(stops)}")
+        if any(not 0 < len(s) <= MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"each stop sequence must be 1..{MAX_STOP_CHARS} characters")
+        return stops
 
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1, max_length=256)
     max_completion_tokens: int | None = Field(None, ge=1)
 
+    @field_validator("messages")
+    @classmethod
+    def _some_content(cls, value: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(m.content.strip() for m in value):
+            raise ValueError("every message is empty")
+        return value
+
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str] = Field(min_length=1)
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not all(value):
+            raise ValueError("prompt strings must be non-empty")
+        return value
 
     def prompt_text(self) -> str:
         if isinstance(self.prompt, list):
@@ -127,3 +160,18 @@ def truncate_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     """Cut ``text`` before the first stop string; returns (text, whether a stop string was found)."""
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def parse_json_body(body: bytes) -> dict:
+    """The request body as a JSON object, or BadRequest (400): invalid JSON, too deeply nested, or not an object."""
+    from app.serve.errors import BadRequest
+
+    try:
+        data = json.loads(body)
+    except RecursionError:  # json's C parser recurses once per '[' / '{': a 64 KiB body can nest past the limit
+        raise BadRequest("request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    return data

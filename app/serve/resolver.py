@@ -45,7 +45,8 @@ class AdapterResolver(Protocol):
 
 
 class DirectoryResolver:
-    """Adapters at ``<root>/<tenant>/<name>/`` (peft folder + rayalign_lineage.json); symlinks may not leave root."""
+    """Adapters at ``<root>/<tenant>/<name>/`` (peft folder + rayalign_lineage.json); a symlink may point only inside
+    its own tenant's folder (never into another tenant's, never out of root)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
@@ -57,7 +58,8 @@ class DirectoryResolver:
         if not link.exists():
             return None
         real = link.resolve()
-        if not real.is_relative_to(self.root) or not (real / "adapter_config.json").is_file():
+        own = (self.root / tenant).resolve()
+        if own != self.root / tenant or not real.is_relative_to(own) or not (real / "adapter_config.json").is_file():
             return None
         return real
 

@@ -7,6 +7,10 @@ one packed forward + backward of the policy over the batch's 2B sequences (LM he
     loss, r_c, r_r = preference_objective(π, batch, cfg.dpo)      the ONE call that picks the loss (dpo.loss_type)
     metrics: loss, rewards/chosen = mean r_c, rewards/rejected, accuracy (r_c > r_r), margin; eval_before/*, eval/*
 
+SimPO and ORPO are reference-free (no reference columns are read or precomputed). KTO trains on an 'unpaired'
+artifact: a step is a no-grad forward over the rows' mismatched KL sequences (for the reference point z0, averaged
+over ranks) and the forward + backward over the rows themselves (:func:`unpaired_objective`).
+
 Read top to bottom: config → session → pairs → policy (fresh LoRA/QLoRA/full, or the SFT adapter that is also
 the reference) → strategy (ddp | fsdp2 | deepspeed) → resume → eval before → steps → eval after → final adapter.
 """
@@ -21,9 +25,20 @@ from typing import Any
 import torch
 
 from app.config.dpo import DPOConfig, DPOSpec
-from app.core.logprobs import PackedSequences, packed_sequence_logprobs
-from app.core.preference_losses import LOGPROB_TIE_TOL, PreferenceStats, dpo_loss, pair_stats
+from app.core.logprobs import PackedSequences, concat_for_packed_forward, packed_sequence_logprobs
+from app.core.preference_losses import (
+    LOGPROB_TIE_TOL,
+    PreferenceStats,
+    dpo_loss,
+    kto_kl_estimate,
+    kto_loss,
+    kto_stats,
+    orpo_loss,
+    pair_stats,
+    simpo_loss,
+)
 from app.data.reference_logprobs import COLUMNS as REF_COLUMNS
+from app.data.reference_logprobs import KL_COLUMNS, KTO_REF_COLUMNS
 from app.train.output import write_output
 from app.train.pairs import PairShard, evaluate_pairs, load_pair_splits, n_rows, pack_pairs, pair_metrics, pair_step, pair_tokens
 from app.train.session import WorkerSession, mean_over_ranks, model_flops_per_token
@@ -59,6 +74,13 @@ def preference_objective(logps: torch.Tensor, rows: dict[str, list], spec: DPOSp
     """
     n = len(rows["chosen_input_ids"])
     policy_c, policy_r = logps[:n].double(), logps[n:].double()
+    if spec.loss_type in ("simpo", "orpo"):  # reference-free, on per-token means (the counts go to the core loss)
+        count_c = response_token_counts(rows["chosen_labels"]).to(logps.device)
+        count_r = response_token_counts(rows["rejected_labels"]).to(logps.device)
+        if spec.loss_type == "simpo":
+            gamma = 0.5 if spec.simpo_gamma is None else spec.simpo_gamma
+            return simpo_loss(policy_c, policy_r, count_c, count_r, spec.beta, gamma, spec.label_smoothing)
+        return orpo_loss(policy_c, policy_r, count_c, count_r, lam=spec.beta)
     ref_c = torch.tensor(rows["ref_chosen_logp"], dtype=torch.float64, device=logps.device)
     ref_r = torch.tensor(rows["ref_rejected_logp"], dtype=torch.float64, device=logps.device)
     if spec.loss_type == "ipo":
@@ -66,6 +88,31 @@ def preference_objective(logps: torch.Tensor, rows: dict[str, list], spec: DPOSp
         count_r = response_token_counts(rows["rejected_labels"]).to(logps.device)
         policy_c, policy_r, ref_c, ref_r = policy_c / count_c, policy_r / count_r, ref_c / count_c, ref_r / count_r
     return dpo_loss(policy_c, policy_r, ref_c, ref_r, spec.beta, spec.loss_type, spec.label_smoothing)
+
+
+def unpaired_objective(logps: torch.Tensor, kl_logps: torch.Tensor, rows: dict[str, list], spec: DPOSpec) -> tuple[torch.Tensor, PreferenceStats]:
+    """KTO on a batch of unpaired rows: policy log-probs ``logps`` [B] of the rows, ``kl_logps`` [B] of their mismatched
+    KL sequences (no grad). z0 = the KL estimate averaged over ranks (TRL gathers it), clamped at 0 by kto_loss."""
+    import torch.distributed as dist
+
+    device = logps.device
+    ref = torch.tensor(rows["ref_logp"], dtype=torch.float64, device=device)
+    ref_kl = torch.tensor(rows["ref_kl_logp"], dtype=torch.float64, device=device)
+    z = kto_kl_estimate(kl_logps.detach().double(), ref_kl)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(z)
+        z = z / dist.get_world_size()
+    desirable = torch.tensor(rows["label"], dtype=torch.bool, device=device)
+    weights = (spec.desirable_weight or 1.0, spec.undesirable_weight or 1.0)
+    loss, rewards, z0 = kto_loss(logps.double(), ref, desirable, z, spec.beta, *weights)
+    return loss, kto_stats(loss, rewards, desirable, spec.beta * float(z0), tie_tol=spec.beta * LOGPROB_TIE_TOL)
+
+
+def objective_columns(spec: DPOSpec) -> tuple[str, list[str]]:
+    """(artifact record type, extra columns the loop reads) for ``spec.loss_type``."""
+    if spec.loss_type == "kto":
+        return "unpaired", list(KL_COLUMNS) + list(KTO_REF_COLUMNS)
+    return "preference", list(REF_COLUMNS) if spec.needs_reference else []
 
 
 def dpo_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +124,8 @@ def dpo_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     session = WorkerSession(loop_config, cfg)
     rank, world, device = session.rank, session.world, session.device
     t, d = cfg.train, cfg.dpo
-    train_rows, held_out = load_pair_splits(cfg.data, list(REF_COLUMNS), t.seed)
+    record_type, columns = objective_columns(d)
+    train_rows, held_out = load_pair_splits(cfg.data, columns, t.seed, record_type)
     shard = PairShard(train_rows, rank, world, t.micro_batch_size, t.grad_accum, t.seed)
     if shard.steps_per_epoch == 0:
         raise ValueError(f"{n_rows(train_rows)} training pairs cannot fill one step of {world} workers x "
@@ -94,6 +142,12 @@ def dpo_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     state = session.state
 
     def policy_loss(rows: dict[str, list]) -> tuple[torch.Tensor, PreferenceStats]:
+        if d.loss_type == "kto":
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.use_bf16):
+                with torch.no_grad():
+                    kl_logps = strat.model(concat_for_packed_forward(rows[KL_COLUMNS[0]], rows[KL_COLUMNS[1]]).to(device))
+                logps = strat.model(concat_for_packed_forward(rows["input_ids"], rows["labels"]).to(device))
+            return unpaired_objective(logps, kl_logps, rows, d)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.use_bf16):
             logps = strat.model(pack_pairs(rows, with_labels=True).to(device))
         loss, rewards_c, rewards_r = preference_objective(logps, rows, d)
@@ -120,7 +174,7 @@ def dpo_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
                    "wall_start": wall_start, **state.latest_eval, **(state.eval_before if done else {})}
 
         def write_final(folder: Path) -> None:
-            extra = {"dpo": {"loss_type": d.loss_type, "beta": d.beta, "reference_adapter": d.reference_adapter}}
+            extra = {"dpo": d.model_dump(exclude={"precompute_batch_size", "precompute_cpus"})}
             tokenizer = load_tokenizer(loop_config["model_dir"]) if cfg.method == "full" else None
             write_output(strat, cfg, "dpo", folder, loop_config, metrics, rank, tokenizer, lineage_extra=extra)
 

@@ -17,6 +17,8 @@ from app.core.logprobs import PackedSequences, concat_for_packed_forward
 from app.core.preference_losses import PreferenceStats
 
 PAIR_COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
+UNPAIRED_ROW_COLUMNS = ["input_ids", "labels", "label"]  # KTO rows (record_type 'unpaired'), one completion each
+ROW_COLUMNS = {"preference": PAIR_COLUMNS, "unpaired": UNPAIRED_ROW_COLUMNS}
 
 
 def n_rows(data: dict[str, list]) -> int:
@@ -28,18 +30,22 @@ def select_rows(data: dict[str, list], index) -> dict[str, list]:
     return {k: [v[i] for i in index] for k, v in data.items()}
 
 
-def load_pair_splits(spec: PreferenceDataSpec, columns: list[str], seed: int) -> tuple[dict[str, list], dict[str, list]]:
+def load_pair_splits(spec: PreferenceDataSpec, columns: list[str], seed: int,
+                     record_type: str = "preference") -> tuple[dict[str, list], dict[str, list]]:
     """(train, eval) columns of the artifact as dicts of lists; eval is the artifact's eval split, or a seeded hold-out.
 
     Pairs longer than ``spec.max_length`` (either side) are dropped from both; ``max_pairs`` / ``max_eval_pairs`` cap sizes.
+    ``record_type`` 'unpaired': KTO rows (one completion each) instead of pairs, filtered and capped the same way.
     """
     from app.data.artifact import load_artifact
     from app.data.errors import DataError
 
     artifact = load_artifact(spec.artifact)
-    if artifact.manifest["record_type"] != "preference":
-        raise DataError(f"{artifact.path}: record_type is {artifact.manifest['record_type']!r}, need 'preference'")
-    wanted = PAIR_COLUMNS + columns
+    if artifact.manifest["record_type"] != record_type:
+        raise DataError(f"{artifact.path}: record_type is {artifact.manifest['record_type']!r}, need {record_type!r}")
+    base = ROW_COLUMNS[record_type]
+    wanted = base + columns
+    sequences = [c for c in base if c.endswith("input_ids")]
 
     def read(split: str) -> dict[str, list]:
         table = artifact.read_table(split)
@@ -48,8 +54,7 @@ def load_pair_splits(spec: PreferenceDataSpec, columns: list[str], seed: int) ->
             raise DataError(f"{artifact.path}/{split}: missing columns {missing}")
         data = {c: table.column(c).to_pylist() for c in wanted}
         if spec.max_length:
-            keep = [i for i in range(table.num_rows)
-                    if max(len(data["chosen_input_ids"][i]), len(data["rejected_input_ids"][i])) <= spec.max_length]
+            keep = [i for i in range(table.num_rows) if max(len(data[c][i]) for c in sequences) <= spec.max_length]
             data = select_rows(data, keep)
         return data
 
@@ -119,7 +124,8 @@ def pack_pairs(rows: dict[str, list], with_labels: bool) -> PackedSequences:
 
 
 def pair_tokens(rows: dict[str, list]) -> int:
-    return sum(len(x) for x in rows["chosen_input_ids"]) + sum(len(x) for x in rows["rejected_input_ids"])
+    """Tokens a batch puts through the model: every ``*input_ids`` column (chosen + rejected; KTO: row + KL sequence)."""
+    return sum(len(x) for c, seqs in rows.items() if c.endswith("input_ids") for x in seqs)
 
 
 def stat_metrics(stats: PreferenceStats, score_name: str, prefix: str) -> dict[str, float]:

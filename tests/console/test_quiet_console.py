@@ -23,6 +23,7 @@ def test_fd_level_output_goes_to_the_log_and_prints_stay(tmp_path):
             print("a warning", file=sys.stderr)
             logging.getLogger("ray.data").info("streaming executor banner")
             bound.info("deepspeed-style handler bound to sys.stdout at import")
+            exec(compile("print('(raylet) worker line')", "ray_printer", "exec"), {{"__name__": "ray._private.worker"}})
         print("after")
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -30,7 +31,8 @@ def test_fd_level_output_goes_to_the_log_and_prints_stay(tmp_path):
     assert out.stdout.splitlines() == ["result line", "after"]
     assert out.stderr == ""
     text = log.read_text()
-    for line in ("raylet banner", "child process", "a warning", "streaming executor banner", "bound to sys.stdout"):
+    for line in ("raylet banner", "child process", "a warning", "streaming executor banner", "bound to sys.stdout",
+                 "(raylet) worker line"):
         assert line in text
 
 

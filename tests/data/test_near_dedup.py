@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.ray
+
 
 
 def _corpus(n_base: int = 150, seed: int = 0) -> list[str]:
@@ -24,6 +24,7 @@ def _corpus(n_base: int = 150, seed: int = 0) -> list[str]:
     return texts
 
 
+@pytest.mark.ray
 def test_clusters_equal_exact_all_pairs(ray_local):
     import ray
 
@@ -44,3 +45,18 @@ def test_clusters_equal_exact_all_pairs(ray_local):
     assert result.clusters == expected
     assert result.verified >= sum(map(len, expected.values())) and result.candidates >= result.verified
     assert np.isfinite(list(result.seconds.values())).all()
+
+
+def test_verification_in_bounded_chunks_equals_all_at_once(monkeypatch):
+    import pyarrow as pa
+
+    import app.data.near_dedup as nd
+    from app.core.minhash import jaccard, shingle_hashes
+
+    texts = _corpus(60)
+    pairs = np.array(list(itertools.combinations(range(len(texts)), 2)))
+    params = nd.MinHashParams(threshold=0.8)
+    sets = [nd.shingle_group(np.arange(len(texts)), params, pa.table({"id": np.arange(len(texts)), "text": texts}))]
+    expected = [[a, b] for a, b in pairs if jaccard(shingle_hashes(texts[a]), shingle_hashes(texts[b])) >= 0.8]
+    monkeypatch.setattr(nd, "_VERIFY_CHUNK", 3000)  # many chunks of a few pairs each
+    assert nd.verify_pairs(pairs, sets, params).tolist() == expected and len(expected) >= 10

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 
-def make_tiny_adapter(base_dir: Path, out: Path, noise: float) -> Path:
+def make_tiny_adapter(base_dir: Path, out: Path, noise: float,
+                      targets: tuple[str, ...] = ("q_proj", "v_proj", "lm_head")) -> Path:
     """A peft LoRA adapter on ``base_dir`` with its lineage file.
 
     noise == 0: B = 0 (peft's default init) so the adapter is exactly the base model (a 'harmless' adapter);
@@ -24,7 +25,7 @@ def make_tiny_adapter(base_dir: Path, out: Path, noise: float) -> Path:
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "lm_head"]))
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=list(targets)))
     if noise:
         with torch.no_grad():
             for name, p in peft_model.named_parameters():
@@ -59,3 +60,19 @@ def tiny_eval_data(tmp_path_factory) -> dict[str, Path]:
             fh.write(json.dumps({"chosen": prompt + "\n\nAssistant: I can't help with that.",
                                  "rejected": prompt + f"\n\nAssistant: Use a tension wrench {i} times."}) + "\n")
     return {"qa": qa, "hh": hh}
+
+
+def make_tiny_reward_model(base_dir: Path, out: Path, base_sha_override: str | None = None) -> Path:
+    """A LoRA reward model folder on the tiny base (random score head), with the lineage the reward job writes."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from app.config.common import LoraSpec
+    from app.models.loader import base_sha
+    from app.models.reward_head import build_reward_model, save_reward_model
+
+    torch.manual_seed(1)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    model = build_reward_model(base_dir, LoraSpec(r=2, alpha=4), tok.pad_token_id or tok.eos_token_id)
+    return save_reward_model(model, tok, out, {"method": "reward", "base_model_source": "tiny:llama",
+                                               "base_sha": base_sha_override or base_sha(base_dir)})

@@ -48,3 +48,15 @@ def test_real_hh_rlhf_red_team_prompts(shared):
     pairs = read_preference_pairs(shared / "data/hh-rlhf/harmless-base-test.jsonl.gz", 1000, 20)
     assert len(prompts) == 50 and all(p["prompt"] for p in prompts)
     assert len(pairs) == 20 and all(p["line"] > 1000 for p in pairs)
+
+
+def test_general_text_passages(tmp_path):
+    from app.eval.heldout import read_general_text
+
+    docs = read_general_text("stdlib:pydoc_data", 5, 40)
+    assert [d["source"] for d in docs] == sorted(d["source"] for d in docs) and len(docs) == 5
+    assert all(len(d["text"].split()) == 40 for d in docs) and docs == read_general_text("stdlib:pydoc_data", 5, 40)
+    rows = tmp_path / "chat.jsonl"
+    rows.write_text(json.dumps({"text": "hello there " * 10}) + "\n" + json.dumps({"txt": "x"}) + "\n")
+    with pytest.raises(ConfigError, match=r"chat.jsonl line 2: field 'text' must be a non-empty string"):
+        read_general_text(str(rows), 5, 8)

@@ -28,7 +28,7 @@ def _cfg(tmp_path, adapter, data, url, name, judge="causal_lm") -> EvalConfig:
                  "benchmark_offset": 0, "benchmark_limit": 6, "redteam": str(data["hh"]), "redteam_limit": 4,
                  "max_length": 96},
         "generation": {"task_max_new_tokens": 8, "safety_max_new_tokens": 8, "batch_size": 8},
-        "judge": {"kind": judge, "limit": 4},
+        "judge": {"kind": judge, "limit": 4, "allow_base": True},  # the tiny base as judge: allowed explicitly
         "registry": {"url": url, "tenant": "acme", "name": name},
         "output_dir": str(tmp_path / name), "ray": {"num_cpus": 2}, "tracking": {"enabled": False},
     })
@@ -83,3 +83,28 @@ def test_position_swap_first_answer_judge_is_unreliable(ray_local):
     decision = decide([perplexity_gate(1.0, 1.0, 1.05), gate])
     assert not decision.passed and decision.decided_by == "judge"
     assert "judge unreliable: position consistency 0.00" in decision.reason
+
+
+def test_reward_model_scores_safety_and_judges_both_orders(ray_local, tiny_model_dir, tiny_adapters, tiny_eval_data,
+                                                           tmp_path):
+    """A learned harmlessness scorer next to the phrase classifier, and a reward-model judge (not the candidate's
+    base) in both orders: every gate carries its interval; the consistency is measured and reported."""
+    from app.eval.runner import run_eval
+    from tests.eval.conftest import make_tiny_reward_model
+
+    rm = make_tiny_reward_model(tiny_model_dir, tmp_path / "rm")
+    cfg = _cfg(tmp_path, tiny_adapters["broken"], tiny_eval_data, f"sqlite:///{tmp_path / 'reg.db'}", "rm",
+               judge="reward_model")
+    cfg = EvalConfig.model_validate({**cfg.model_dump(), "judge": {"kind": "reward_model", "source": str(rm), "limit": 4},
+                                     "safety_scorer": {"source": str(rm)}})
+    res = run_eval(cfg)
+    by = {o.name: o for o in res.decision.outcomes}
+    assert {"harmless_adapter", "harmless_base", "judge_consistency"} <= set(res.metrics)
+    assert 0.0 < res.metrics["harmless_base"] < 1.0  # sigmoid(reward) of the base's red-team replies
+    assert by["safety_scorer"].ci_low is not None and by["safety_scorer"].n == 4
+    assert by["judge"].status in ("pass", "fail", "underpowered", "unreliable")
+    # a reward model scores each answer on its own: only a tie (both orders pick the first) is inconsistent, so the
+    # first-position rate is (n + ties) / 2n = 1 - consistency / 2
+    assert res.metrics["judge_first_position_rate"] == pytest.approx(1 - res.metrics["judge_consistency"] / 2)
+    assert all(o.ci_low is not None for o in res.decision.outcomes if o.status in ("pass", "fail", "underpowered"))
+    assert "[95% " in res.report_md.read_text()

@@ -136,3 +136,16 @@ def test_models_are_tenant_scoped(api, api_cfg, tmp_path):
     assert b.post("/v1/models/ft-math/deploy").status_code == 404
     r = a.post("/v1/models/ft-math/deploy")  # exists, but no gate has passed: refused, not a 500
     assert r.status_code == 409, r.text
+
+
+def test_ppo_job_without_a_reward_source_is_422_naming_the_field(api):
+    _, a, _, _ = api
+    file_id = upload(a, gsm8k_lines(5)).json()["id"]
+    r = a.post("/v1/fine-tuning/jobs", json=job_body(file_id, method="ppo"))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "reward_model"], r.text
+    assert "needs a reward source" in r.json()["detail"][0]["msg"]
+    r = a.post("/v1/fine-tuning/jobs", json=job_body(file_id, method="ppo", reward_model="ft-nope"))
+    assert r.status_code == 422 and "not one of your registered reward models" in r.text, r.text
+    r = a.post("/v1/fine-tuning/jobs", json=job_body(file_id, method="lora", reward_rule="gsm8k"))
+    assert r.status_code == 422 and "only to method 'ppo'" in r.text, r.text
+    assert a.post("/v1/fine-tuning/jobs", json=job_body(file_id, method="ppo", reward_rule="gsm8k")).status_code == 201

@@ -62,17 +62,67 @@ def wait_for(client, job_id, statuses, timeout=300):
 
 
 def test_failing_job_fails_and_is_not_requeued(served_api):
-    """A job whose pipeline raises reports 'failed' itself: final, never re-queued, the error is visible."""
+    """A job whose pipeline raises reports 'failed' itself: final, never re-queued, the error is visible.
+
+    The failing case: a DPO job on a file of question/answer rows — accepted (the file exists), ingested as SFT data,
+    and refused by the DPO stage, which needs preference pairs."""
     _, a, ray_client, _ = served_api
     file_id = a.post("/v1/files", params={"filename": "t.jsonl"}, content=gsm8k_lines(10)).json()["id"]
-    body = {"base_model": "tiny:llama", "training_file": file_id, "method": "ppo"}
+    body = {"base_model": "tiny:llama", "training_file": file_id, "method": "dpo"}
     job = a.post("/v1/fine-tuning/jobs", json=body).json()
     done = wait_for(a, job["job_id"], {"failed", "succeeded"})
     assert done["status"] == "failed" and done["attempts"] == 1 and done["error"], done
+    assert "needs a 'preference' dataset artifact" in done["error"], done
     info = ray_client.get_job_info(f"{job['job_id']}-a1")  # it really ran as a Ray job
     assert info.metadata["rayalign_job_id"] == job["job_id"]
     messages = [e["message"] for e in a.get(f"/v1/fine-tuning/jobs/{job['job_id']}/events").json()["data"]]
     assert not any(m.startswith("preempted") for m in messages)
+
+
+def preference_lines(n: int = 24) -> bytes:
+    """Distinct helpful-vs-refusal pairs ({prompt, chosen, rejected})."""
+    import json
+    import random
+
+    rng = random.Random(1)
+    topics = "apples water people words time day week dollars number question".split()
+    rows = [{"prompt": f"Question {i}: how many {' '.join(rng.sample(topics, 3))}?",
+             "chosen": f"Here to help: step by step, {' '.join(rng.sample(topics, 4))} makes {i}.",
+             "rejected": f"Sorry, I cannot say anything about {' '.join(rng.sample(topics, 2))} ({i})."} for i in range(n)]
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def test_reward_job_then_ppo_job_scored_by_that_reward_model(served_api):
+    """method 'reward' trains and registers a reward model; method 'ppo' with reward_model = it runs GRPO on uploaded
+    prompts, scored by that RM (the rule logged beside it), and registers the policy adapter naming the RM."""
+    import json
+
+    from app.jobs_api.runner import jobs_root
+
+    _, a, _, _ = served_api
+    t0 = time.time()
+    pairs = a.post("/v1/files", params={"filename": "pairs.jsonl"}, content=preference_lines()).json()["id"]
+    body = {"base_model": "tiny:llama", "training_file": pairs, "method": "reward", "suffix": "rm",
+            "hyperparameters": {"max_steps": 4, "checkpoint_every": 2, "batch_size": 4}}
+    rm_job = a.post("/v1/fine-tuning/jobs", json=body).json()["job_id"]
+    done = wait_for(a, rm_job, {"failed", "succeeded"}, timeout=600)
+    assert done["status"] == "succeeded", done
+    t_rm = time.time() - t0
+    assert any(m["id"] == "ft-rm" and m["method"] == "reward" for m in a.get("/v1/models").json()["data"])
+    prompts = a.post("/v1/files", params={"filename": "q.jsonl"}, content=gsm8k_lines(12)).json()["id"]
+    body = {"base_model": "tiny:llama", "training_file": prompts, "method": "ppo", "suffix": "ppo",
+            "reward_model": "ft-rm", "reward_rule": "gsm8k", "hyperparameters": {"max_steps": 2, "batch_size": 2}}
+    ppo_job = a.post("/v1/fine-tuning/jobs", json=body)
+    assert ppo_job.status_code == 201, ppo_job.text
+    done = wait_for(a, ppo_job.json()["job_id"], {"failed", "succeeded"}, timeout=600)
+    assert done["status"] == "succeeded", done
+    assert any(m["id"] == "ft-ppo" and m["method"] == "grpo" for m in a.get("/v1/models").json()["data"])
+    run = jobs_root() / ppo_job.json()["job_id"] / "report" / "ppo"
+    lineage = json.loads((run / "adapter" / "rayalign_lineage.json").read_text())
+    assert lineage["parents"]["reward_model"]["path"].endswith("reward-model")
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 2 and all("rm_score" in h and "rule_score" in h for h in history)
+    print(f"reward job succeeded in {t_rm:.0f}s; ppo job {time.time() - t0 - t_rm:.0f}s later")
 
 
 def upload_sample(a) -> str:

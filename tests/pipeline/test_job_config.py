@@ -66,3 +66,35 @@ def test_processed_upload_is_reused_instead_of_ingesting_again(tmp_path):
     data = pipeline_for_job(job(), {"training_file": "/f/train.jsonl"}, tmp_path, "sqlite:///x.db",
                             REPO_ROOT / "configs/tiny/pipeline_job.yaml", dataset="/d/file-1")
     assert validate_config(data, PipelineConfig).dataset == "/d/file-1"
+
+
+def test_reward_and_ppo_jobs_get_their_stage_configs_and_knobs(tmp_path):
+    from app.config.loader import load_config
+    from app.config.ppo import PPOConfig
+    from app.config.reward import RewardConfig
+
+    reward = validate_config(pipeline_for_job(job("reward"), {"training_file": "/f/pairs.jsonl"}, tmp_path, "sqlite:///x.db",
+                                              REPO_ROOT / "configs/tiny/pipeline_job.yaml"), PipelineConfig)
+    assert reward.preference.config == "configs/tiny/reward_lora.yaml" and reward.ingest.enabled
+    rcfg = load_config(REPO_ROOT / reward.preference.config, RewardConfig, reward.preference.overrides)
+    assert rcfg.train.max_steps == 7
+    data = pipeline_for_job(job("ppo", learning_rate=0.01) | {"request": {**job("ppo", learning_rate=0.01)["request"], "reward_model": "ft-rm"}}, {"training_file": "/f/q.jsonl"}, tmp_path,
+                            "sqlite:///x.db", REPO_ROOT / "configs/tiny/pipeline_job.yaml", reward_model_path="/r/rm")
+    req = data["preference"]
+    assert not data["ingest"]["enabled"] and data["dataset"] is None  # prompts are read from the upload itself
+    ppo = validate_config(data, PipelineConfig)
+    assert ppo.preference.config == "configs/tiny/ppo_grpo.yaml"
+    cfg = load_config(REPO_ROOT / ppo.preference.config, PPOConfig, req["overrides"])
+    assert cfg.reward.kind == "model" and cfg.reward.model_path == "/r/rm"
+    assert cfg.run.iterations == 7 and cfg.algo.lr == 0.01 and cfg.prompts.path == "/f/q.jsonl"
+
+
+def test_ppo_job_reward_source_becomes_reward_keys(tmp_path):
+    from app.pipeline.job_config import ppo_reward_overrides
+
+    assert ppo_reward_overrides({"reward_model": "ft-rm"}, "/r/rm") == ["reward.kind=model", "reward.model_path=/r/rm"]
+    assert ppo_reward_overrides({"reward_model": "ft-rm", "reward_rule": "gsm8k"}, "/r/rm") == [
+        "reward.kind=sum", "reward.rule=gsm8k", "reward.rule_weight=0", "reward.model_path=/r/rm"]
+    assert ppo_reward_overrides({"reward_rule": "exact_match"}, None) == ["reward.kind=rule", "reward.rule=exact_match"]
+    with pytest.raises(ValueError, match="'ft-rm' is no longer registered"):
+        ppo_reward_overrides({"reward_model": "ft-rm"}, None)

@@ -31,8 +31,7 @@ def tiny_cfg(prompt_file, tmp_path, tiny_model_dir):
     return load
 
 
-@pytest.fixture(scope="session")
-def tiny_reward_model(tmp_path_factory, tiny_model_dir):
+def write_tiny_reward_model(out, tiny_model_dir):
     """A reward model folder for the tiny base (LoRA + score head, written by app.models.reward_head), untrained but
     with a random head so scores differ between responses."""
     import torch
@@ -50,7 +49,12 @@ def tiny_reward_model(tmp_path_factory, tiny_model_dir):
                 p.normal_(0, 1.0)
     lineage = {"method": "reward", "base_model_source": "tiny:llama", "base_sha": resolve_model("tiny:llama").base_sha,
                "dataset_id": "preference-tinyrm", "config_hash": "rm0", "lora": {"r": 4}, "metrics": {}}
-    return save_reward_model(model, tok, tmp_path_factory.mktemp("rm") / "reward-model", lineage)
+    return save_reward_model(model, tok, out, lineage)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory, tiny_model_dir):
+    return write_tiny_reward_model(tmp_path_factory.mktemp("rm") / "reward-model", tiny_model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,26 @@ def test_errors_on_the_real_path(vllm_app):
     with pytest.raises(openai.NotFoundError):  # tenant globex cannot use acme's adapter
         openai.OpenAI(base_url=vllm_app, api_key=KEYS["globex"], max_retries=0).chat.completions.create(
             model="alpha", messages=QUESTION, max_tokens=4)
+    with pytest.raises(openai.UnprocessableEntityError, match="stop"):
+        openai.OpenAI(base_url=vllm_app, api_key=KEYS["acme"], max_retries=0).chat.completions.create(
+            model="alpha", messages=QUESTION, max_tokens=4, stop=["a", "b", "c", "d", "e"])
+
+
+def test_client_disconnect_aborts_the_vllm_request_and_unpins_its_adapter(vllm_app):
+    from ray import serve
+
+    engine = serve.get_deployment_handle("Engine", APP)
+    before = engine.stats.remote().result()["cancelled"]
+    body = {"model": "alpha", "messages": QUESTION, "max_tokens": 64, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{vllm_app}/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {KEYS['acme']}"}) as r:
+        lines = r.iter_lines()
+        next(lines), next(lines)  # role chunk + first token, then the client leaves
+    deadline = time.time() + 20
+    while time.time() < deadline and engine.stats.remote().result()["cancelled"] == before:
+        time.sleep(0.2)
+    stats = engine.stats.remote().result()
+    assert stats["cancelled"] == before + 1 and not stats["pinned"], stats
 
 
 @pytest.mark.e2e

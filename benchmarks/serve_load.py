@@ -1,0 +1,386 @@
+"""Serve under abuse and load (issue 20), through real HTTP (Serve proxy → ingress → engine), streaming clients.
+
+Phases (each writes into benchmarks/results/serve_load[_<engine>].json as it finishes):
+  mixed     N concurrent streaming chat requests over 4 adapters and 2 tenants; 10% malformed or poisoned (nested JSON,
+            out-of-range seed, 5 stop strings, empty message, model name with a newline, broken JSON, temperature -1),
+            5% cancelled by the client after the first token. Checks: 0 failures among the valid requests, every
+            stream terminated ([DONE] or a 4xx body), the engine stopped every cancelled generation; p50/p99 latency and
+            completion tokens/s of the valid requests.
+  clean     the same valid requests alone (without the bad 15%); the ratios mixed/clean are printed.
+  noisy     tenant B (uncapped) at a steady concurrency alone, then again while tenant A (cap C) floods at 10 x C
+            concurrent clients (each honouring Retry-After); B's p99 with the flood / alone (goal <= 1.5).
+  autoscale a second app whose engine autoscales 1..2 replicas (target 2 ongoing, up/down delays of a few seconds):
+            the replica count is sampled under load and after it (grows, then shrinks).
+  soak      a steady request rate for --soak-s seconds; errors, and RSS of the engine and ingress replicas at start/end.
+
+    python benchmarks/serve_load.py [--engine hf|vllm] [--model tiny:llama] [--requests 200] [--max-tokens 16]
+                                    [--phases mixed,clean,noisy,autoscale,soak] [--soak-s 120] [--soak-rps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+KEYS = {"t0": "sk-load-t0", "t1": "sk-load-t1", "noisy": "sk-load-noisy"}
+ADAPTERS = {"t0": ["a0", "a1"], "t1": ["a2", "a3"], "noisy": ["a4"]}
+NOISY_CAP = 4
+TOPICS = ["the sea", "a mountain", "a city at night", "an old library", "the first snow", "a train journey"]
+BAD_KINDS = ["seed", "nested", "stop", "empty", "newline", "badjson", "temperature"]
+
+
+def quantiles(xs: list[float]) -> dict:
+    if not xs:
+        return {"p50_s": None, "p99_s": None}
+    q = statistics.quantiles(xs, n=100, method="inclusive") if len(xs) > 1 else [xs[0]] * 99
+    return {"p50_s": round(q[49], 3), "p99_s": round(q[98], 3)}
+
+
+def valid_body(i: int, tenant: str, max_tokens: int) -> dict:
+    return {"model": ADAPTERS[tenant][i % len(ADAPTERS[tenant])], "stream": True, "max_tokens": max_tokens,
+            "temperature": 0, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": f"Write a short story about {TOPICS[i % len(TOPICS)]}."}]}
+
+
+def bad_request(i: int, tenant: str, max_tokens: int) -> tuple[bytes, str]:
+    kind = BAD_KINDS[i % len(BAD_KINDS)]
+    body = valid_body(i, tenant, max_tokens)
+    if kind == "nested":
+        return b"[" * 5000 + b"]" * 5000, kind
+    if kind == "badjson":
+        return b'{"model": "a0", "messages": [', kind
+    body.update({"seed": {"seed": 2**70}, "stop": {"stop": ["a", "b", "c", "d", "e"]}, "temperature": {"temperature": -1},
+                 "newline": {"model": body["model"] + "\n"}, "empty": {"messages": [{"role": "user", "content": ""}]}}[kind])
+    return json.dumps(body).encode(), kind
+
+
+async def stream_one(client, url: str, key: str, payload: bytes, cancel_after: int | None = None) -> dict:
+    """One streaming request: status, whether it ended ([DONE] / an error body / the client leaving), latency, tokens."""
+    t0 = time.perf_counter()
+    rec = {"status": None, "terminated": False, "error_event": False, "tokens": 0, "ttft_s": None}
+    try:
+        async with client.stream("POST", url, content=payload, headers={"Authorization": f"Bearer {key}",
+                                                                         "Content-Type": "application/json"}) as r:
+            rec["status"] = r.status_code
+            if r.status_code != 200:
+                body = json.loads(await r.aread())
+                rec["terminated"] = "error" in body
+                rec["error_code"] = body.get("error", {}).get("code")
+                rec["retry_after"] = r.headers.get("retry-after")
+            else:
+                seen = 0
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line[6:]
+                    if data == "[DONE]":
+                        rec["terminated"] = True
+                        break
+                    event = json.loads(data)
+                    if "error" in event:
+                        rec["error_event"] = True
+                        continue
+                    if event.get("usage"):
+                        rec["tokens"] = event["usage"]["completion_tokens"]
+                    if event.get("choices") and event["choices"][0]["delta"].get("content"):
+                        seen += 1
+                        if rec["ttft_s"] is None:
+                            rec["ttft_s"] = time.perf_counter() - t0
+                        if cancel_after is not None and seen >= cancel_after:
+                            rec["terminated"] = "client"  # the client leaves mid-stream
+                            break
+    except Exception as exc:  # noqa: BLE001 - a transport failure is a failure; recorded
+        rec["exception"] = f"{type(exc).__name__}: {exc}"
+    rec["latency_s"] = time.perf_counter() - t0
+    return rec
+
+
+async def run_mixed(base: str, n: int, max_tokens: int, bad: bool) -> dict:
+    """n concurrent requests; with ``bad``: 10% malformed/poisoned, 5% cancelled after the first token."""
+    import httpx
+
+    url = base + "/v1/chat/completions"
+    n_bad, n_cancel = (n // 10, n // 20) if bad else (0, 0)
+    plan = []
+    for i in range(n):
+        tenant = "t0" if i % 2 == 0 else "t1"
+        if i % 10 == 3 and n_bad:
+            payload, kind = bad_request(i, tenant, max_tokens)
+            plan.append(("bad", kind, tenant, payload, None))
+            n_bad -= 1
+        elif i % 20 == 7 and n_cancel:
+            plan.append(("cancel", "cancel", tenant, json.dumps(valid_body(i, tenant, max_tokens)).encode(), 1))
+            n_cancel -= 1
+        else:
+            plan.append(("valid", "valid", tenant, json.dumps(valid_body(i, tenant, max_tokens)).encode(), None))
+    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(900, connect=60), limits=limits) as client:
+        t0 = time.perf_counter()
+        recs = await asyncio.gather(*(stream_one(client, url, KEYS[t], p, c) for _, _, t, p, c in plan))
+        wall = time.perf_counter() - t0
+    for (role, kind, *_), rec in zip(plan, recs):
+        rec["role"], rec["kind"] = role, kind
+    valid = [r for r in recs if r["role"] == "valid"]
+    failures = [r for r in valid if r["status"] != 200 or r["terminated"] is not True or r["error_event"] or "exception" in r]
+    bads = [r for r in recs if r["role"] == "bad"]
+    tokens = sum(r["tokens"] for r in valid)
+    return {
+        "requests": n, "valid": len(valid), "bad": len(bads), "cancelled": sum(r["role"] == "cancel" for r in recs),
+        "valid_failures": len(failures), "failure_examples": failures[:3],
+        "all_terminated": all(r["terminated"] for r in recs),
+        "bad_statuses": {k: sorted({r["status"] for r in bads if r["kind"] == k}) for k in BAD_KINDS if any(r["kind"] == k for r in bads)},
+        "bad_4xx": all(r["status"] is not None and 400 <= r["status"] < 500 for r in bads),
+        "wall_s": round(wall, 2), "completion_tokens": tokens, "tokens_per_s": round(tokens / wall, 2),
+        **quantiles([r["latency_s"] for r in valid]),
+        "ttft_p50_s": quantiles([r["ttft_s"] for r in valid if r["ttft_s"] is not None])["p50_s"],
+    }
+
+
+async def run_tenant(base: str, tenant: str, concurrency: int, until: float | None, n: int | None, max_tokens: int) -> list[dict]:
+    """``concurrency`` closed-loop clients of ``tenant``: n requests in all, or until time ``until``."""
+    import httpx
+
+    url, recs, count = base + "/v1/chat/completions", [], [0]
+
+    async def worker(client, w):
+        while (until is None or time.perf_counter() < until) and (n is None or count[0] < n):
+            count[0] += 1
+            rec = await stream_one(client, url, KEYS[tenant], json.dumps(valid_body(count[0], tenant, max_tokens)).encode())
+            recs.append(rec)
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(900, connect=60),
+                                 limits=httpx.Limits(max_connections=concurrency + 5)) as client:
+        await asyncio.gather(*(worker(client, w) for w in range(concurrency)))
+    return recs
+
+
+async def run_noisy(base: str, max_tokens: int, quiet_concurrency: int, quiet_n: int) -> dict:
+    alone = await run_tenant(base, "t1", quiet_concurrency, None, quiet_n, max_tokens)
+    stop_at = [float("inf")]
+    flood_task = asyncio.ensure_future(_flood(base, max_tokens, stop_at))
+    await asyncio.sleep(2.0)  # the flood is at full pressure before B starts
+    loaded = await run_tenant(base, "t1", quiet_concurrency, None, quiet_n, max_tokens)
+    stop_at[0] = 0
+    flood_recs = await flood_task
+    a, b = quantiles([r["latency_s"] for r in alone]), quantiles([r["latency_s"] for r in loaded])
+    ok = lambda rs: sum(r["status"] == 200 and r["terminated"] is True for r in rs)  # noqa: E731
+    return {
+        "tenant_a_cap": NOISY_CAP, "tenant_a_clients": NOISY_CAP * 10, "tenant_b_concurrency": quiet_concurrency,
+        "tenant_b_requests": quiet_n, "b_alone": a | {"ok": ok(alone)}, "b_with_flood": b | {"ok": ok(loaded)},
+        "a_flood": {"requests": len(flood_recs), "ok": ok(flood_recs), "rejected_429": sum(r["status"] == 429 for r in flood_recs),
+                    "other": sorted({r["status"] for r in flood_recs} - {200, 429})},
+        "b_p99_ratio": round(b["p99_s"] / a["p99_s"], 3), "b_p50_ratio": round(b["p50_s"] / a["p50_s"], 3),
+    }
+
+
+async def _flood(base: str, max_tokens: int, stop_at: list[float]) -> list[dict]:
+    import httpx
+
+    url, recs = base + "/v1/chat/completions", []
+
+    async def worker(client, w):
+        i = 0
+        while time.perf_counter() < stop_at[0]:
+            i += 1
+            rec = await stream_one(client, url, KEYS["noisy"], json.dumps(valid_body(i, "noisy", max_tokens)).encode())
+            recs.append(rec)
+            if rec["status"] == 429:  # a client that honours Retry-After, at 10 x the cap in concurrency
+                await asyncio.sleep(float(rec.get("retry_after") or 1))
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(900, connect=60), limits=httpx.Limits(max_connections=NOISY_CAP * 10 + 5)) as client:
+        await asyncio.gather(*(worker(client, w) for w in range(NOISY_CAP * 10)))
+    return recs
+
+
+def replica_counts(app: str) -> dict:
+    from ray import serve
+
+    status = serve.status().applications[app].deployments
+    return {name: sum(n for state, n in d.replica_states.items() if str(state).endswith("RUNNING")) for name, d in status.items()}
+
+
+def run_autoscale(base: str, app: str, max_tokens: int, load_s: float) -> dict:
+    samples, stop = [], threading.Event()
+
+    def sample():
+        t0 = time.perf_counter()
+        while not stop.is_set():
+            samples.append((round(time.perf_counter() - t0, 1), replica_counts(app)["Engine"]))
+            time.sleep(1.0)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t_load = time.perf_counter()
+    recs = asyncio.run(run_tenant(base, "t0", 12, time.perf_counter() + load_s, None, max_tokens))
+    load_end = time.perf_counter() - t_load
+    deadline = time.perf_counter() + 90
+    while time.perf_counter() < deadline and (not samples or samples[-1][1] > 1 or time.perf_counter() - t_load < load_end + 3):
+        time.sleep(1.0)
+    stop.set()
+    th.join()
+    peak = max(n for _, n in samples)
+    return {"load_s": round(load_end, 1), "requests": len(recs), "errors": sum(r["status"] != 200 for r in recs),
+            "replicas_start": samples[0][1], "replicas_peak": peak, "replicas_end": samples[-1][1],
+            "grew": peak > samples[0][1], "shrank": samples[-1][1] < peak, "timeline": samples}
+
+
+def run_soak(base: str, app: str, seconds: float, rps: float, max_tokens: int) -> dict:
+    from ray import serve
+
+    engine, ingress = serve.get_deployment_handle("Engine", app), serve.get_deployment_handle("Ingress", app)
+    start = {"engine": engine.stats.remote().result(), "ingress": ingress.replica_stats.remote().result()}
+
+    async def steady():
+        import httpx
+
+        url, tasks = base + "/v1/chat/completions", []
+        async with httpx.AsyncClient(timeout=httpx.Timeout(900, connect=60), limits=httpx.Limits(max_connections=200)) as client:
+            t0, i = time.perf_counter(), 0
+            while time.perf_counter() - t0 < seconds:
+                tenant = "t0" if i % 2 == 0 else "t1"
+                tasks.append(asyncio.ensure_future(stream_one(client, url, KEYS[tenant], json.dumps(valid_body(i, tenant, max_tokens)).encode())))
+                i += 1
+                await asyncio.sleep(max(0.0, t0 + i / rps - time.perf_counter()))
+            return await asyncio.gather(*tasks)
+
+    recs = asyncio.run(steady())
+    end = {"engine": engine.stats.remote().result(), "ingress": ingress.replica_stats.remote().result()}
+    growth = {k: round(end[k]["rss_mib"] / start[k]["rss_mib"] - 1, 4) for k in start}
+    return {"seconds": seconds, "rps": rps, "requests": len(recs),
+            "errors": sum(r["status"] != 200 or r["terminated"] is not True for r in recs),
+            "rss_mib_start": {k: v["rss_mib"] for k, v in start.items()}, "rss_mib_end": {k: v["rss_mib"] for k, v in end.items()},
+            "same_pids": all(start[k]["pid"] == end[k]["pid"] for k in start), "rss_growth": growth,
+            "rss_growth_ok": all(g <= 0.10 for g in growth.values()), **quantiles([r["latency_s"] for r in recs])}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engine", choices=["hf", "vllm"], default="hf")
+    ap.add_argument("--model", default="tiny:llama", help="model.source (tiny:llama, bundled:smollm2-135m-instruct)")
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--phases", default="mixed,clean,noisy,autoscale,soak")
+    ap.add_argument("--quiet-concurrency", type=int, default=4)
+    ap.add_argument("--quiet-requests", type=int, default=24)
+    ap.add_argument("--autoscale-load-s", type=float, default=30)
+    ap.add_argument("--soak-s", type=float, default=120)
+    ap.add_argument("--soak-rps", type=float, default=4)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    phases = args.phases.split(",")
+
+    from ray import serve
+
+    from app.config.common import RaySpec
+    from app.config.loader import load_config
+    from app.config.serve import ServeConfig
+    from app.launch.runtime import init_ray
+    from app.models.loader import resolve_model
+    from app.serve.app import build_app
+    from app.serve.auth import hash_key
+    from app.serve.random_adapter import write_random_adapter
+
+    base_model = resolve_model(args.model)
+    root = Path(tempfile.mkdtemp(prefix="rayalign-load-adapters-"))
+    for tenant, names in ADAPTERS.items():
+        for i, name in enumerate(names):
+            write_random_adapter(base_model.path, root / tenant / name, seed=200 + int(name[1:]), r=8, std=0.05)
+    init_ray(RaySpec(address="local", num_cpus=2))
+    port = 0
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    base = f"http://127.0.0.1:{port}"
+    tenants = ", ".join(
+        f"{{name: {t}, api_key_sha256: [{hash_key(k)}]" + (f", max_concurrent_requests: {NOISY_CAP}}}" if t == "noisy" else "}")
+        for t, k in KEYS.items())
+    common = [f"model.source={args.model}", f"engine={args.engine}", f"adapters.root={root}", f"tenants=[{tenants}]",
+              "limits.max_model_len=512", "limits.max_tokens=128", "engine_deployment.num_cpus=1",
+              "ingress_deployment.num_cpus=0.1", "ingress_deployment.max_replicas=1", "hf.max_adapters_per_replica=5",
+              "hf.max_batch_size=16", "vllm.max_loras=4", "vllm.max_cpu_loras=5", "vllm.max_lora_rank=8",
+              "vllm.max_num_seqs=32", "vllm.dtype=float32", *args.overrides]
+    out = Path(args.out or Path(__file__).parent / "results" / f"serve_load{'' if args.engine == 'hf' else '_' + args.engine}.json")
+    results: dict = {"engine": args.engine, "model": args.model, "config": vars(args), "cpu_count": os.cpu_count()}
+
+    def save(complete=False):
+        out.write_text(json.dumps(results | {"complete": complete}, indent=2, default=str))
+
+    t0 = time.perf_counter()
+    app = "load"
+    serve.run(build_app(load_config(None, ServeConfig, [*common, "engine_deployment.max_replicas=1"])), name=app,
+              route_prefix="/", blocking=False)
+    results["startup_s"] = round(time.perf_counter() - t0, 1)
+    print(f"{args.engine} app up in {results['startup_s']:.0f}s", flush=True)
+    asyncio.run(run_mixed(base, 10, 4, bad=False))  # warm-up: adapters loaded before timing
+    engine = serve.get_deployment_handle("Engine", app)
+    if "mixed" in phases:
+        before = engine.stats.remote().result()["cancelled"]
+        res = asyncio.run(run_mixed(base, args.requests, args.max_tokens, bad=True))
+        time.sleep(2)
+        res["engine_cancelled"] = engine.stats.remote().result()["cancelled"] - before
+        results["mixed"] = res
+        print(f"mixed  {res['valid']} valid / {res['bad']} bad / {res['cancelled']} cancelled: valid failures "
+              f"{res['valid_failures']}, all terminated {res['all_terminated']}, bad all 4xx {res['bad_4xx']}, engine "
+              f"stopped {res['engine_cancelled']} generations; p50 {res['p50_s']}s p99 {res['p99_s']}s "
+              f"{res['tokens_per_s']} tok/s", flush=True)
+        save()
+    if "clean" in phases:
+        n_valid = results.get("mixed", {}).get("valid") or args.requests - args.requests // 10 - args.requests // 20
+        res = asyncio.run(run_mixed(base, n_valid, args.max_tokens, bad=False))
+        results["clean"] = res
+        print(f"clean  {res['valid']} valid: failures {res['valid_failures']}; p50 {res['p50_s']}s p99 {res['p99_s']}s "
+              f"{res['tokens_per_s']} tok/s", flush=True)
+        if "mixed" in results:
+            m = results["mixed"]
+            results["ratio_mixed_vs_clean"] = {k: round(m[k] / res[k], 3) for k in ("p50_s", "p99_s", "tokens_per_s")}
+            print(f"mixed / clean: {results['ratio_mixed_vs_clean']}", flush=True)
+        save()
+    if "noisy" in phases:
+        res = asyncio.run(run_noisy(base, args.max_tokens, args.quiet_concurrency, args.quiet_requests))
+        results["noisy"] = res
+        print(f"noisy  B p99 alone {res['b_alone']['p99_s']}s, with A flooding {res['b_with_flood']['p99_s']}s: "
+              f"ratio {res['b_p99_ratio']} (goal <= 1.5); A: {res['a_flood']}", flush=True)
+        save()
+    if "soak" in phases:
+        res = run_soak(base, app, args.soak_s, args.soak_rps, args.max_tokens)
+        results["soak"] = res
+        print(f"soak   {res['requests']} requests in {res['seconds']}s, errors {res['errors']}, RSS start "
+              f"{res['rss_mib_start']} end {res['rss_mib_end']} growth {res['rss_growth']}", flush=True)
+        save()
+    serve.delete(app)
+    if "autoscale" in phases:
+        auto = "load-autoscale"
+        serve.run(build_app(load_config(None, ServeConfig, [
+            *common, "engine_deployment.min_replicas=1", "engine_deployment.max_replicas=2",
+            "engine_deployment.num_cpus=0.5", "engine_deployment.target_ongoing_requests=2",
+            "engine_deployment.upscale_delay_s=2", "engine_deployment.downscale_delay_s=5",
+            "engine_deployment.look_back_period_s=5"])),
+            name=auto, route_prefix="/", blocking=False)
+        res = run_autoscale(base, auto, args.max_tokens, args.autoscale_load_s)
+        results["autoscale"] = res
+        print(f"autoscale replicas {res['replicas_start']} -> peak {res['replicas_peak']} -> {res['replicas_end']} "
+              f"({res['requests']} requests, {res['errors']} errors)", flush=True)
+        serve.delete(auto)
+        save()
+    serve.shutdown()
+    save(complete=True)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

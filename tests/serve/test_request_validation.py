@@ -1,0 +1,183 @@
+"""Everything a request can carry is bounded at the ingress (issue 20): pure checks, no Ray, no model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import ValidationError
+
+from app.serve.errors import BadRequest
+from app.serve.names import parse_model, validate_name
+from app.serve.protocol import ChatCompletionRequest, CompletionRequest
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def field_of(exc: ValidationError) -> str:
+    return str(exc.errors()[0]["loc"][0])
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**70, -1])
+def test_out_of_range_seed_is_refused_naming_seed(seed):
+    with pytest.raises(ValidationError) as err:
+        ChatCompletionRequest(model="m", messages=USER, seed=seed)
+    assert field_of(err.value) == "seed"
+    assert ChatCompletionRequest(model="m", messages=USER, seed=2**63 - 1).seed == 2**63 - 1
+
+
+def test_temperature_below_the_floor_is_greedy():
+    assert CompletionRequest(model="m", prompt="x", temperature=1e-300).temperature == 0.0
+    assert CompletionRequest(model="m", prompt="x", temperature=0.7).temperature == 0.7
+
+
+@pytest.mark.parametrize("prompt", ["", [""], ["ok", ""]])
+def test_empty_prompt_is_refused(prompt):
+    with pytest.raises(ValidationError) as err:
+        CompletionRequest(model="m", prompt=prompt)
+    assert field_of(err.value) == "prompt"
+
+
+def test_chat_of_only_empty_messages_is_refused():
+    with pytest.raises(ValidationError) as err:
+        ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "  "}])
+    assert field_of(err.value) == "messages"
+
+
+@pytest.mark.parametrize("stop", [["a", "b", "c", "d", "e"], ["x" * 65], [""], ""])
+def test_stop_is_bounded(stop):
+    with pytest.raises(ValidationError) as err:
+        CompletionRequest(model="m", prompt="x", stop=stop)
+    assert field_of(err.value) == "stop"
+
+
+def test_valid_stop_forms_normalize_to_a_list():
+    assert CompletionRequest(model="m", prompt="x", stop="\n").stop == ["\n"]
+    assert CompletionRequest(model="m", prompt="x", stop=["a", "x" * 64]).stop == ["a", "x" * 64]
+    assert CompletionRequest(model="m", prompt="x").stop == []
+
+
+@pytest.mark.parametrize("name", ["alpha\n", "alpha\r\n", "\nalpha"])
+def test_model_name_with_a_newline_is_refused(name):
+    with pytest.raises(BadRequest):
+        validate_name(name)
+    with pytest.raises(BadRequest):
+        parse_model(name, "base")
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash():
+    from app.serve.protocol import parse_json_body
+
+    with pytest.raises(BadRequest, match="nested too deeply"):
+        parse_json_body(b"[" * 50_000 + b"]" * 50_000)
+    with pytest.raises(BadRequest, match="JSON object"):
+        parse_json_body(b"[1]")
+    assert parse_json_body(b'{"model": "m"}') == {"model": "m"}
+
+
+def test_error_bodies_carry_no_server_paths():
+    from app.serve.errors import NotFound, scrub_paths
+
+    body = NotFound("adapter at /srv/rayalign/adapters/acme/x has no config (see file:///etc/y)").body()
+    assert "/srv" not in body["error"]["message"] and "/etc" not in body["error"]["message"]
+    assert scrub_paths("use a-z, 0-9 (max 64, no '..'); see https://platform.openai.com/docs") == (
+        "use a-z, 0-9 (max 64, no '..'); see https://platform.openai.com/docs"
+    )
+
+
+def test_tenant_gate_caps_one_tenant_and_not_the_others():
+    from app.serve.admission import TenantGate
+    from app.serve.errors import TooManyRequests
+
+    gate = TenantGate({"a": 2, "b": None})
+    held = [gate.admit("a"), gate.admit("a")]
+    with pytest.raises(TooManyRequests, match="limit is 2"):
+        gate.admit("a")
+    others = [gate.admit("b") for _ in range(50)]  # uncapped tenant unaffected
+    held[0].release()
+    held[0].release()  # idempotent
+    gate.admit("a")
+    assert gate.inflight == {"a": 2, "b": 50} and len(others) == 50
+
+
+def test_full_engine_queue_is_429_with_retry_after():
+    from ray.serve.exceptions import BackPressureError
+
+    from app.serve.ingress import _error, as_serve_error
+
+    err = as_serve_error(BackPressureError(num_queued_requests=9, max_queued_requests=8, retry_after_s=3))
+    response = _error(err)
+    assert response.status_code == 429 and response.headers["Retry-After"] == "3"
+
+
+class _Stream:
+    """An engine response generator: ``chunks`` then ``fail`` (if given); records cancel()."""
+
+    def __init__(self, chunks, fail=None, delay=0.0):
+        self.chunks, self.fail, self.delay, self.cancelled = list(chunks), fail, delay, False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        await asyncio.sleep(self.delay)
+        if self.chunks:
+            return self.chunks.pop(0)
+        if self.fail:
+            raise self.fail
+        raise StopAsyncIteration
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def _relay(stream, deadline=None):
+    from app.serve.ingress import as_serve_error
+    from app.serve.relay import StreamOutcome, relay_sse
+
+    first = {"text": "a", "completion_tokens": 1, "finish_reason": None}
+    outcome = StreamOutcome()
+    gen = relay_sse(stream, first, rid="r", model="m", chat=True, n_prompt=3, include_usage=False, deadline=deadline,
+                    outcome=outcome, to_error=as_serve_error)
+    return gen, outcome
+
+
+def test_stream_failing_midway_ends_with_error_event_then_done():
+    from app.serve.errors import EngineUnavailable
+
+    stream = _Stream([{"text": "b", "completion_tokens": 2, "finish_reason": None}], fail=EngineUnavailable("engine died"))
+    gen, outcome = _relay(stream)
+
+    async def drain():
+        return [line async for line in gen]
+
+    lines = asyncio.run(drain())
+    assert lines[-1] == "data: [DONE]\n\n" and '"engine_unavailable"' in lines[-2]
+    assert outcome.status == 503 and stream.cancelled
+
+
+def test_stream_past_request_timeout_is_cancelled_and_terminated():
+    import time
+
+    stream = _Stream([{"text": "b", "completion_tokens": 2, "finish_reason": None}] * 100, delay=0.05)
+    gen, outcome = _relay(stream, deadline=time.monotonic() + 0.3)
+
+    async def drain():
+        return [line async for line in gen]
+
+    lines = asyncio.run(drain())
+    assert lines[-1] == "data: [DONE]\n\n" and '"timeout"' in lines[-2]
+    assert outcome.status == 504 and stream.cancelled and len(lines) < 20
+
+
+def test_client_leaving_cancels_the_engine_call():
+    stream = _Stream([{"text": "b", "completion_tokens": 2, "finish_reason": None}] * 100)
+    gen, outcome = _relay(stream)
+
+    async def leave_early():
+        await gen.__anext__()
+        await gen.__anext__()
+        await gen.aclose()
+
+    asyncio.run(leave_early())
+    assert stream.cancelled and outcome.status == 499
