@@ -276,14 +276,15 @@ def promote(ctx: RunContext) -> dict[str, Any]:
 def publish_adapter(uri: str, tenant: str, name: str, version: int, root: Path | None = None) -> Path:
     """Make ``<adapters root>/<tenant>/<name>`` resolve to ``uri`` for Serve's directory resolver, atomically.
 
-    The resolver only follows links that stay inside its root, so the version is copied under
-    ``<root>/.versions/<tenant>/<name>/v<version>`` first; the name link is then swapped with one rename.
+    The resolver only follows links that stay inside the tenant's own folder, so the version is copied under
+    ``<root>/<tenant>/.versions/<name>/v<version>`` first (a dot name is never an adapter name); the name link is
+    then swapped with one rename.
     """
     import shutil
 
     root = Path(root or rayalign_home() / "adapters").resolve()
     src = Path(uri).resolve()
-    version_dir = root / ".versions" / tenant / name / f"v{version}"
+    version_dir = root / tenant / ".versions" / name / f"v{version}"
     if not version_dir.exists():
         shutil.copytree(src, version_dir)
     link = root / tenant / name

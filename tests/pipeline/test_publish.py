@@ -27,4 +27,5 @@ def test_publish_then_repoint(tmp_path):
     second = resolver.resolve("acme", "math")
     assert second.uri.endswith("v2") and second.version != first.version  # Serve sees a new version
     assert resolver.resolve("other", "math") is None  # published for one tenant only
-    assert not [p for p in (root / "acme").iterdir() if p.name.startswith(".")]  # no temp links left
+    assert not [p for p in (root / "acme").iterdir() if p.name.startswith(".math.")]  # no temp links left
+    assert resolver.list_names("acme") == ["math"]  # the tenant's .versions store is not an adapter name
