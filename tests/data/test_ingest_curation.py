@@ -23,6 +23,8 @@ def test_curated_ingest_quarantines_scrubs_and_samples(ray_local, tmp_path):
     rows = [{"question": " ".join(rng.sample(EN, k=10)) + f" {i}?", "answer": f"It is {i}. #### {i}"} for i in range(120)]
     rows += [{"question": " ".join(rng.sample(RU, k=10)) + f" {i}?", "answer": f"Ответ {i}. #### {i}"} for i in range(40)]
     rows[3]["question"] += " Write to ann.lee@example.com or call +1 415-555-0134."
+    for i in (5, 7, 9, 11, 13):  # more e-mails: latin rows are down-sampled (rate 2/3), so one row alone may be sampled out
+        rows[i]["question"] += " Write to ann.lee@example.com."
     junk = [{"question": "Lorem ipsum dolor sit amet, consectetur adipiscing elit?", "answer": "Lorem ipsum. #### 0"},
             {"question": "### ### ### ### ###", "answer": "### #### 1"}]
     (tmp_path / "in").mkdir()
@@ -47,7 +49,7 @@ def test_curated_ingest_quarantines_scrubs_and_samples(ray_local, tmp_path):
     c_rows = next(f["rows"] for f in m["source_files"] if f["path"].endswith("c.jsonl.gz"))
     assert c_rows < 20_000 // 5  # the bomb stopped early: only rows within the expansion budget were read
     assert m["rows_read"] == m["rows_accepted"] + m["rows_rejected"]
-    assert m["pii_replaced"]["email"] == 1 and m["pii_replaced"]["phone"] == 1
+    assert m["pii_replaced"]["email"] == 6 and m["pii_replaced"]["phone"] == 1
     assert m["sampling"]["languages_before"] == {"latin": 120, "cyrillic": 40}
     from app.models.loader import load_tokenizer, resolve_model
 
