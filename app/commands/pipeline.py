@@ -57,5 +57,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             failed = next((r for r in result.results if r.status == "failed"), None)
             job.finish("failed", error=f"stage {failed.name}: {failed.detail}" if failed else "stopped")
-    print("\n".join(summary_lines(result)))
+    summary, sink = "\n".join(summary_lines(result)), getattr(args, "console_sink", None)
+    if sink is not None:  # through the console's own terminal stream: a library may have rebound sys.stdout to fd 1
+        sink.text(summary)  # (the log) during the run, and the summary then landed in console.log only
+    else:
+        print(summary)
     return 0 if result.ok else 1

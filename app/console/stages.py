@@ -72,6 +72,10 @@ class StageConsole(ProgressSink):
         """A line above the live bars (or plainly, when not on a terminal)."""
         self.console.print(text)
 
+    def text(self, text: str) -> None:
+        """Plain text on the terminal (no markup: a model's answer may hold brackets), whatever ``sys.stdout`` is now."""
+        self.console.print(text, markup=False)
+
     def stage_started(self, name: str) -> None:
         expected = self.times.seconds.get(f"{self.key}/{name}")
         self.started[name] = time.monotonic()
