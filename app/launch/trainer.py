@@ -119,14 +119,11 @@ def trainer_for(kind: str, cfg: TrainingConfig, run_name: str | None = None, par
 def _method_data(kind: str, cfg) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(dataset id, Ray datasets, extra loop-config keys) of a method's data section."""
     if kind == "sft":
-        import pyarrow.parquet as pq
-        import ray.data
-
         manifest, split_dir = open_sft_artifact(cfg.data.artifact, cfg.data.split)
-        # Read once on the driver into the object store (a packed artifact is small next to the model): workers then
-        # iterate ready blocks instead of each launching read tasks that compete with training for CPUs.
-        dataset = ray.data.from_arrow(pq.read_table(split_dir, columns=["input_ids", "labels", "position_ids"]))
-        return manifest.get("id", ""), {"train": dataset}, {"seq_len": int(manifest.get("max_length", 512))}
+        # Nothing goes through the driver: each worker streams its own rows from the split's Parquet files
+        # (app/train/batches.py StreamingShard), so the folder must be reachable from every worker, like storage_path.
+        return manifest.get("id", ""), {}, {"seq_len": int(manifest.get("max_length", 512)),
+                                            "train_split_dir": str(split_dir.resolve())}
     from app.data.artifact import load_artifact
 
     return load_artifact(cfg.data.artifact).id, {}, {}

@@ -1,8 +1,12 @@
 """Preference pairs for the reward and DPO loops: held-out split, deterministic per-rank step batches, eval shards.
 
-Rows are plain column dicts (``{"chosen_input_ids": [[...], ...], ...}``) read once from the artifact. A step's rows
-are a pure function of (seed, epoch, batch_in_epoch, rank), which is what makes resume exact (the SFT loop's
-``PackedShard`` plays the same role for packed rows).
+Training pairs stream from the artifact's Parquet files: ``load_pair_splits`` makes one pass over the sequence
+lengths (the ``max_length`` filter and token count) and keeps only the global indices of the training rows
+(``PairRows``, 8 bytes a pair); ``PairShard`` reads a step's pairs through a seeded shuffle buffer
+(app/train/batches.py ``ShuffleBuffer``), holding at most two buffers of pairs. The held-out pairs (capped by
+``max_eval_pairs``) are read into plain column dicts (``{"chosen_input_ids": [[...], ...], ...}``), as are a step's
+micro-batches. A step's rows are a pure function of (seed, epoch, batch_in_epoch, rank), which is what makes resume
+exact (the SFT loop's ``StreamingShard`` plays the same role for packed rows).
 """
 
 from __future__ import annotations
@@ -10,18 +14,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from app.config.preference import PreferenceDataSpec
 from app.core.logprobs import PackedSequences, concat_for_packed_forward
 from app.core.preference_losses import PreferenceStats
+from app.train.batches import ParquetRows, ShuffleBuffer
 
 PAIR_COLUMNS = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
 UNPAIRED_ROW_COLUMNS = ["input_ids", "labels", "label"]  # KTO rows (record_type 'unpaired'), one completion each
 ROW_COLUMNS = {"preference": PAIR_COLUMNS, "unpaired": UNPAIRED_ROW_COLUMNS}
 
 
-def n_rows(data: dict[str, list]) -> int:
+@dataclass
+class PairRows:
+    """The training pairs of a split, not read yet: the split's reader, the global row indices kept (after the
+    ``max_length`` filter, the hold-out and ``max_pairs``, in row order) and their total ``*input_ids`` tokens."""
+
+    source: ParquetRows
+    index: np.ndarray
+    tokens: int
+
+
+def n_rows(data: dict[str, list] | PairRows) -> int:
+    if isinstance(data, PairRows):
+        return int(len(data.index))
     return len(next(iter(data.values()))) if data else 0
 
 
@@ -30,13 +48,21 @@ def select_rows(data: dict[str, list], index) -> dict[str, list]:
     return {k: [v[i] for i in index] for k, v in data.items()}
 
 
+def to_columns(rows: list[dict], columns: list[str]) -> dict[str, list]:
+    """Row dicts → one column dict (the shape every loss function takes)."""
+    return {c: [r[c] for r in rows] for c in columns}
+
+
 def load_pair_splits(spec: PreferenceDataSpec, columns: list[str], seed: int,
-                     record_type: str = "preference") -> tuple[dict[str, list], dict[str, list]]:
-    """(train, eval) columns of the artifact as dicts of lists; eval is the artifact's eval split, or a seeded hold-out.
+                     record_type: str = "preference") -> tuple[PairRows, dict[str, list]]:
+    """(train pairs to stream, held-out columns): eval is the artifact's eval split, or a seeded hold-out of train.
 
     Pairs longer than ``spec.max_length`` (either side) are dropped from both; ``max_pairs`` / ``max_eval_pairs`` cap sizes.
     ``record_type`` 'unpaired': KTO rows (one completion each) instead of pairs, filtered and capped the same way.
+    Only the held-out pairs are read into memory; the training pairs stay in the files (``PairShard`` streams them).
     """
+    import pyarrow.parquet as pq
+
     from app.data.artifact import load_artifact
     from app.data.errors import DataError
 
@@ -44,49 +70,65 @@ def load_pair_splits(spec: PreferenceDataSpec, columns: list[str], seed: int,
     if artifact.manifest["record_type"] != record_type:
         raise DataError(f"{artifact.path}: record_type is {artifact.manifest['record_type']!r}, need {record_type!r}")
     base = ROW_COLUMNS[record_type]
-    wanted = base + columns
+    wanted = list(dict.fromkeys(base + columns))
     sequences = [c for c in base if c.endswith("input_ids")]
+    counted = [c for c in wanted if c.endswith("input_ids")]  # what pair_tokens counts
 
-    def read(split: str) -> dict[str, list]:
-        table = artifact.read_table(split)
-        missing = [c for c in wanted if c not in table.column_names]
+    def scan(split: str) -> tuple[ParquetRows, np.ndarray, np.ndarray]:
+        """(reader, global indices of the rows within max_length, their token counts): one pass over the lengths."""
+        source = ParquetRows(str(artifact.split_path(split)), wanted, as_lists=True)
+        with source.fs.open(source.files[0], "rb") as fh:
+            names = pq.ParquetFile(fh).schema_arrow.names
+        missing = [c for c in wanted if c not in names]
         if missing:
             raise DataError(f"{artifact.path}/{split}: missing columns {missing}")
-        data = {c: table.column(c).to_pylist() for c in wanted}
-        if spec.max_length:
-            keep = [i for i in range(table.num_rows) if max(len(data[c][i]) for c in sequences) <= spec.max_length]
-            data = select_rows(data, keep)
-        return data
+        longest, tokens = [], []
+        for batch in source.batches(list(dict.fromkeys(sequences + counted))):
+            lengths = {c: np.diff(batch.column(c).offsets.to_numpy()) for c in batch.schema.names}
+            longest.append(np.max([lengths[c] for c in sequences], axis=0))
+            tokens.append(np.sum([lengths[c] for c in counted], axis=0))
+        longest = np.concatenate(longest) if longest else np.empty(0, np.int64)
+        tokens = np.concatenate(tokens) if tokens else np.empty(0, np.int64)
+        keep = np.flatnonzero(longest <= spec.max_length) if spec.max_length else np.arange(len(longest))
+        return source, keep, tokens[keep]
 
-    train = read(spec.train_split)
+    source, keep, tokens = scan(spec.train_split)
+    train_pos = np.arange(len(keep))
     if spec.eval_split in artifact.manifest["splits"]:
-        held_out = read(spec.eval_split)
+        eval_source, eval_keep, _ = scan(spec.eval_split)
+        eval_rows = eval_keep[: spec.max_eval_pairs] if spec.max_eval_pairs else eval_keep
     else:
-        n = n_rows(train)
+        n = len(keep)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         n_eval = int(round(n * spec.eval_fraction))
-        held_out, train = select_rows(train, order[:n_eval]), select_rows(train, sorted(order[n_eval:]))
+        held = order[:n_eval][: spec.max_eval_pairs] if spec.max_eval_pairs else order[:n_eval]
+        eval_source, eval_rows, train_pos = source, keep[np.asarray(held, dtype=np.int64)], np.asarray(sorted(order[n_eval:]), np.int64)
     if spec.max_pairs:
-        train = select_rows(train, range(min(spec.max_pairs, n_rows(train))))
-    if spec.max_eval_pairs:
-        held_out = select_rows(held_out, range(min(spec.max_eval_pairs, n_rows(held_out))))
-    if n_rows(train) == 0:
+        train_pos = train_pos[: spec.max_pairs]
+    if len(train_pos) == 0:
         raise DataError(f"{artifact.path}: no training pairs left (split {spec.train_split!r}, max_length {spec.max_length})")
-    return train, held_out
+    held_out = to_columns(eval_source.read(eval_rows), wanted)
+    return PairRows(source, keep[train_pos], int(tokens[train_pos].sum())), held_out
 
 
-@dataclass
 class PairShard:
-    """This rank's view of the training pairs: every epoch a seeded permutation of all rows; optimizer step s takes
-    the slice [s·P, (s+1)·P) (P = micro · accum · world), this rank keeps every world-th row of it and cuts that into
-    ``grad_accum`` micro-batches. Identical step counts on every rank."""
+    """This rank's view of the training pairs: every epoch a seeded order of all pairs (``ShuffleBuffer`` keyed by
+    the seed alone, so every rank sees the same order); optimizer step s takes the slice [s·P, (s+1)·P) (P = micro ·
+    accum · world), this rank keeps every world-th pair of it and cuts that into ``grad_accum`` micro-batches.
+    Identical step counts on every rank. ``data``: ``PairRows`` (streamed) or a column dict held in memory."""
 
-    data: dict[str, list]
-    rank: int
-    world: int
-    micro_batch_size: int
-    grad_accum: int
-    seed: int
+    def __init__(self, data: PairRows | dict[str, list], rank: int, world: int, micro_batch_size: int, grad_accum: int,
+                 seed: int, block_rows: int = 256, buffer_blocks: int = 8):
+        self.rank, self.world, self.micro_batch_size, self.grad_accum, self.seed = rank, world, micro_batch_size, grad_accum, seed
+        self.n = n_rows(data)
+        if isinstance(data, PairRows):
+            read, index, self.columns = data.source.read, data.index, data.source.columns
+        else:
+            def read(idx):
+                return [{c: v[int(i)] for c, v in data.items()} for i in idx]
+
+            index, self.columns = np.arange(self.n), list(data)
+        self.buffer = ShuffleBuffer(read, index, (seed,), block_rows, buffer_blocks)
 
     @property
     def per_step(self) -> int:
@@ -94,14 +136,14 @@ class PairShard:
 
     @property
     def steps_per_epoch(self) -> int:
-        return n_rows(self.data) // self.per_step
+        return self.n // self.per_step
 
     def step_rows(self, epoch: int, batch_in_epoch: int) -> list[dict[str, list]]:
         """The ``grad_accum`` micro-batches (column dicts) of this rank for optimizer step ``batch_in_epoch``."""
-        order = torch.randperm(n_rows(self.data), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)).tolist()
-        mine = order[batch_in_epoch * self.per_step : (batch_in_epoch + 1) * self.per_step][self.rank :: self.world]
+        rows = self.buffer.rows(epoch, batch_in_epoch * self.per_step, (batch_in_epoch + 1) * self.per_step)
+        mine = rows[self.rank :: self.world]
         m = self.micro_batch_size
-        return [select_rows(self.data, mine[k : k + m]) for k in range(0, len(mine), m)]
+        return [to_columns(mine[k : k + m], self.columns) for k in range(0, len(mine), m)]
 
 
 def eval_batches(n: int, batch_size: int, rank: int, world: int) -> list[tuple[list[int], float]]:
@@ -123,8 +165,10 @@ def pack_pairs(rows: dict[str, list], with_labels: bool) -> PackedSequences:
     return concat_for_packed_forward(ids, labels)
 
 
-def pair_tokens(rows: dict[str, list]) -> int:
+def pair_tokens(rows: dict[str, list] | PairRows) -> int:
     """Tokens a batch puts through the model: every ``*input_ids`` column (chosen + rejected; KTO: row + KL sequence)."""
+    if isinstance(rows, PairRows):
+        return rows.tokens
     return sum(len(x) for c, seqs in rows.items() if c.endswith("input_ids") for x in seqs)
 
 

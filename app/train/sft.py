@@ -18,7 +18,7 @@ import torch
 from app.config.sft import SFTConfig
 from app.core.losses import causal_lm_loss
 from app.models.lora import load_trainable_model
-from app.train.batches import PackedShard, collate_packed, shard_rows
+from app.train.batches import ParquetRows, StreamingShard, collate_packed
 from app.train.output import write_output
 from app.train.session import WorkerSession, mean_over_ranks, model_flops_per_token
 from app.train.strategy import large_model_init, make_strategy
@@ -30,8 +30,6 @@ def pad_token_id(model) -> int:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
-    import ray.train
-
     cfg = SFTConfig.model_validate(config["cfg"])
     session = WorkerSession(config, cfg)  # seeds: identical initial weights (LoRA init) on every rank
     rank, world, device = session.rank, session.world, session.device
@@ -39,11 +37,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     zero_init = large_model_init(cfg)  # noqa: F841  (ZeRO-3: weights are partitioned as they are created)
     model = load_trainable_model(config["model_dir"], cfg.method, cfg.lora, cfg.quant, cfg.model.dtype, t.grad_checkpointing, t.seed)
     pad_id = pad_token_id(model)
-    rows, total_rows = shard_rows(ray.train.get_dataset_shard("train").iter_rows(), rank, world)
-    shard = PackedShard(rows, total_rows, world, t.micro_batch_size, t.grad_accum, t.seed)
+    # this rank's rows stream from the split's Parquet files through a seeded shuffle buffer (O(buffer) rows held)
+    shard = StreamingShard(ParquetRows(config["train_split_dir"]), rank, world, t.micro_batch_size, t.grad_accum, t.seed)
     if shard.steps_per_epoch == 0:
         raise ValueError(
-            f"{total_rows} packed rows cannot fill one step of {world} workers x {t.micro_batch_size} "
+            f"{shard.total_rows} packed rows cannot fill one step of {world} workers x {t.micro_batch_size} "
             f"x {t.grad_accum}; lower train.micro_batch_size/grad_accum or add data"
         )
     total_steps = min(t.max_steps or math.inf, shard.steps_per_epoch * t.epochs)
