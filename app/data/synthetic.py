@@ -57,7 +57,10 @@ def write_preference_artifact(out: Path, tok, n_train: int, n_val: int, seed: in
     return out
 
 
-def write_packed_artifact(out: Path, n_rows: int = 48, max_length: int = 64, vocab: int = 500, seed: int = 0) -> Path:
+def write_packed_artifact(out: Path, n_rows: int = 48, max_length: int = 64, vocab: int = 500, seed: int = 0,
+                          row_group_size: int | None = None) -> Path:
+    """A packed 'sft' artifact of random examples (4–11 prompt + 4–15 response tokens each, packed to ``max_length``);
+    ``row_group_size``: Parquet rows per row group (None: pyarrow's default, one group for small splits)."""
     rng = np.random.default_rng(seed)
     rows = {"input_ids": [], "labels": [], "position_ids": [], "seq_len": []}
     for _ in range(n_rows):
@@ -81,7 +84,7 @@ def write_packed_artifact(out: Path, n_rows: int = 48, max_length: int = 64, voc
         "position_ids": pa.array(rows["position_ids"], type=pa.list_(pa.int32())),
         "seq_len": pa.array(rows["seq_len"], type=pa.int32()),
     })
-    pq.write_table(table, out / "train" / "part-00000.parquet")
+    pq.write_table(table, out / "train" / "part-00000.parquet", row_group_size=row_group_size)
     manifest = {"id": f"double-{seed}", "version": 1, "record_type": "sft", "max_length": max_length,
                 "splits": {"train": n_rows}, "tokens": int(sum(rows["seq_len"]))}
     (out / "manifest.json").write_text(json.dumps(manifest))
