@@ -43,8 +43,11 @@ def n_rows(data: dict[str, list] | PairRows) -> int:
     return len(next(iter(data.values()))) if data else 0
 
 
-def select_rows(data: dict[str, list], index) -> dict[str, list]:
+def select_rows(data: dict[str, list] | PairRows, index) -> dict[str, list]:
+    """Rows ``index`` (positions) of a column dict, or of ``PairRows`` (read from the files now), as a column dict."""
     index = list(index)
+    if isinstance(data, PairRows):
+        return to_columns(data.source.read(data.index[np.asarray(index, dtype=np.int64)]), data.source.columns)
     return {k: [v[i] for i in index] for k, v in data.items()}
 
 
@@ -54,12 +57,13 @@ def to_columns(rows: list[dict], columns: list[str]) -> dict[str, list]:
 
 
 def load_pair_splits(spec: PreferenceDataSpec, columns: list[str], seed: int,
-                     record_type: str = "preference") -> tuple[PairRows, dict[str, list]]:
-    """(train pairs to stream, held-out columns): eval is the artifact's eval split, or a seeded hold-out of train.
+                     record_type: str = "preference") -> tuple[PairRows, PairRows]:
+    """(train pairs, held-out pairs), both streamed: eval is the artifact's eval split, or a seeded hold-out of train.
 
     Pairs longer than ``spec.max_length`` (either side) are dropped from both; ``max_pairs`` / ``max_eval_pairs`` cap sizes.
     ``record_type`` 'unpaired': KTO rows (one completion each) instead of pairs, filtered and capped the same way.
-    Only the held-out pairs are read into memory; the training pairs stay in the files (``PairShard`` streams them).
+    Nothing but row indices is held: ``PairShard`` streams the training pairs, ``evaluate_pairs`` reads each held-out
+    batch when it scores it (``select_rows``).
     """
     import pyarrow.parquet as pq
 
@@ -94,20 +98,21 @@ def load_pair_splits(spec: PreferenceDataSpec, columns: list[str], seed: int,
 
     source, keep, tokens = scan(spec.train_split)
     train_pos = np.arange(len(keep))
+    cap = slice(None, spec.max_eval_pairs)  # the first max_eval_pairs held-out pairs (None: all)
     if spec.eval_split in artifact.manifest["splits"]:
-        eval_source, eval_keep, _ = scan(spec.eval_split)
-        eval_rows = eval_keep[: spec.max_eval_pairs] if spec.max_eval_pairs else eval_keep
+        eval_source, eval_keep, eval_tokens = scan(spec.eval_split)
+        held_out = PairRows(eval_source, eval_keep[cap], int(eval_tokens[cap].sum()))
     else:
         n = len(keep)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         n_eval = int(round(n * spec.eval_fraction))
-        held = order[:n_eval][: spec.max_eval_pairs] if spec.max_eval_pairs else order[:n_eval]
-        eval_source, eval_rows, train_pos = source, keep[np.asarray(held, dtype=np.int64)], np.asarray(sorted(order[n_eval:]), np.int64)
+        held = np.asarray(order[:n_eval], dtype=np.int64)[cap]
+        held_out = PairRows(source, keep[held], int(tokens[held].sum()))
+        train_pos = np.asarray(sorted(order[n_eval:]), dtype=np.int64)
     if spec.max_pairs:
         train_pos = train_pos[: spec.max_pairs]
     if len(train_pos) == 0:
         raise DataError(f"{artifact.path}: no training pairs left (split {spec.train_split!r}, max_length {spec.max_length})")
-    held_out = to_columns(eval_source.read(eval_rows), wanted)
     return PairRows(source, keep[train_pos], int(tokens[train_pos].sum())), held_out
 
 
@@ -183,7 +188,7 @@ def stat_metrics(stats: PreferenceStats, score_name: str, prefix: str) -> dict[s
 @torch.no_grad()
 def evaluate_pairs(
     loss_fn: Callable[[dict[str, list]], tuple[torch.Tensor, PreferenceStats]],
-    model: torch.nn.Module, data: dict[str, list], batch_size: int, rank: int, world: int, score_name: str,
+    model: torch.nn.Module, data: dict[str, list] | PairRows, batch_size: int, rank: int, world: int, score_name: str,
 ) -> dict[str, float]:
     """Pair-weighted mean held-out loss/accuracy/margin/scores over ALL held-out pairs, prefixed ``eval/``.
 

@@ -85,16 +85,17 @@ def test_pairs_stream_from_the_files_with_the_same_filter_and_hold_out(tmp_path)
     from app.data.artifact import load_artifact
     from app.data.synthetic import write_preference_artifact
     from app.models.loader import load_tokenizer, resolve_model
-    from app.train.pairs import PairRows, PairShard, load_pair_splits, n_rows, pair_tokens
+    from app.train.pairs import PairRows, PairShard, load_pair_splits, n_rows, pair_tokens, select_rows
 
     write_preference_artifact(tmp_path / "pref", load_tokenizer(str(resolve_model("tiny:llama").path)), 120, 0)
     table = load_artifact(tmp_path / "pref").read_table("train").to_pylist()
     longest = [max(len(r["chosen_input_ids"]), len(r["rejected_input_ids"])) for r in table]
     limit = sorted(longest)[90]  # some pairs are longer and must be dropped
     spec = PreferenceDataSpec(artifact=str(tmp_path / "pref"), eval_fraction=0.25, max_eval_pairs=10, max_length=limit)
-    train, held_out = load_pair_splits(spec, [], seed=5)
+    train, held = load_pair_splits(spec, [], seed=5)
     kept = [i for i, n in enumerate(longest) if n <= limit]
-    assert isinstance(train, PairRows) and n_rows(held_out) == 10 and n_rows(train) == len(kept) - round(len(kept) * 0.25)
+    assert isinstance(train, PairRows) and isinstance(held, PairRows) and n_rows(held) == 10
+    held_out = select_rows(held, range(10))  # read from the files now and n_rows(train) == len(kept) - round(len(kept) * 0.25)
     assert set(train.index.tolist()) <= set(kept) and list(train.index) == sorted(train.index)
     cols = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
     table = [{c: r[c] for c in cols} for r in table]
@@ -108,3 +109,18 @@ def test_pairs_stream_from_the_files_with_the_same_filter_and_hold_out(tmp_path)
     assert len(set(at)) == len(rows) == shards[0].steps_per_epoch * 8 and set(at) <= set(train.index.tolist())
     assert got[:4] == [mb for s in range(2) for sh in (PairShard(train, 0, 2, 2, 2, 1, 8, 2), PairShard(train, 1, 2, 2, 2, 1, 8, 2))
                        for mb in sh.step_rows(0, s)][:4]
+
+
+def test_held_out_pairs_come_from_the_eval_split_when_there_is_one(tmp_path):
+    from app.config.preference import PreferenceDataSpec
+    from app.data.artifact import load_artifact
+    from app.data.synthetic import write_preference_artifact
+    from app.models.loader import load_tokenizer, resolve_model
+    from app.train.pairs import load_pair_splits, n_rows, select_rows
+
+    write_preference_artifact(tmp_path / "pref", load_tokenizer(str(resolve_model("tiny:llama").path)), 30, 12)
+    train, held = load_pair_splits(PreferenceDataSpec(artifact=str(tmp_path / "pref"), max_eval_pairs=9), [], seed=0)
+    assert n_rows(train) == 30 and n_rows(held) == 9
+    val = load_artifact(tmp_path / "pref").read_table("validation").to_pylist()
+    got = select_rows(held, [8, 0])
+    assert got["rejected_labels"] == [val[8]["rejected_labels"], val[0]["rejected_labels"]]
