@@ -29,13 +29,13 @@ def test_unreachable_storage_fails_the_job_at_start(monkeypatch, capsys, tmp_pat
     import ray
 
     from jobs.sft import main
-    from tests.train.conftest import write_packed_artifact_double
+    from app.data.synthetic import write_packed_artifact
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    artifact = write_packed_artifact_double(tmp_path / "artifact")
+    artifact = write_packed_artifact(tmp_path / "artifact")
     was_running = ray.is_initialized()
     rc = main(["--config", str(REPO_ROOT / "configs/tiny/sft_lora.yaml"), f"data.artifact={artifact}",
                "ray.storage_path=s3://rayalign-ckpt/runs", "ray.run_name=unreachable"])
@@ -47,7 +47,7 @@ def test_unreachable_storage_fails_the_job_at_start(monkeypatch, capsys, tmp_pat
 
 @pytest.mark.ray
 @pytest.mark.e2e
-def test_sft_checkpoints_in_s3_and_a_rerun_resumes_from_them(moto_s3, packed_artifact_double):
+def test_sft_checkpoints_in_s3_and_a_rerun_resumes_from_them(moto_s3, sft_artifact):
     """Preempted at step 5 (SIGTERM drill) with storage on S3: the checkpoint is in the bucket; the same command
     resumes from it and finishes with no step lost or repeated."""
     import ray
@@ -61,7 +61,7 @@ def test_sft_checkpoints_in_s3_and_a_rerun_resumes_from_them(moto_s3, packed_art
 
     def cfg(*extra):
         return load_config(REPO_ROOT / "configs/tiny/sft_lora.yaml", SFTConfig,
-                           [f"data.artifact={packed_artifact_double}", f"ray.storage_path={storage}",
+                           [f"data.artifact={sft_artifact}", f"ray.storage_path={storage}",
                             "ray.run_name=s3-resume", *extra])
 
     try:
