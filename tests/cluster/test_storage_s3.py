@@ -73,5 +73,21 @@ def test_sft_checkpoints_in_s3_and_a_rerun_resumes_from_them(moto_s3, sft_artifa
         assert second.status == "completed" and second.step == 10 and second.resumed_from == [first.step]
         assert second.checkpoint_path and second.checkpoint_path.startswith(f"{moto_s3['bucket']}/runs/s3-resume/")
         assert len(first.history) + len(second.history) - second.resumed_from[0] == 10  # no step lost or repeated
+        # the finished adapter lands next to the checkpoints in the bucket, and a local copy under RAYALIGN_HOME
+        uploaded = {k.rsplit("/", 1)[1] for k in s3_keys(moto_s3, "runs/s3-resume/adapter/")}
+        assert {"adapter_model.safetensors", "rayalign_lineage.json", "loss_curve.png"} <= uploaded
+        assert second.output_dir.is_dir() and "s3:" not in str(second.output_dir)
     finally:
         ray.shutdown()
+
+
+def test_upload_folder_puts_every_file_under_the_uri(moto_s3, tmp_path):
+    """A finished run's output folder on object-store storage goes to the bucket (nested files included)."""
+    from app.launch.storage import upload_folder
+
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "a.json").write_text("{}")
+    (tmp_path / "out" / "sub" / "b.bin").write_bytes(b"x" * 10)
+    upload_folder(tmp_path / "out", f"s3://{moto_s3['bucket']}/runs/r1/adapter")
+    files = sorted(k for k in s3_keys(moto_s3, "runs/r1/adapter/") if not k.endswith("/"))  # '/' keys: pyarrow's dir markers
+    assert files == ["runs/r1/adapter/a.json", "runs/r1/adapter/sub/b.bin"]
