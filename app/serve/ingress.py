@@ -114,7 +114,8 @@ class Ingress:
         if found.version not in self.checked_versions:
             check_base(await asyncio.to_thread(read_lineage, found.uri, ref.adapter), self.base_sha, ref.adapter)
             self.checked_versions.add(found.version)
-        return AdapterTarget(key=found.key, label=f"{tenant}/{ref.adapter}", uri=found.uri)
+        # label per version: canary and production get their own request/latency/error counts
+        return AdapterTarget(key=found.key, label=f"{tenant}/{found.name}@{found.version[:12]}", uri=found.uri)
 
     def _prompt_ids(self, req: ChatCompletionRequest | CompletionRequest) -> list[int]:
         field = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
@@ -202,7 +203,8 @@ class Ingress:
                 stream = self._sse(response, first, req, chat, len(ids), tenant, label, t0, deadline, ticket)
                 weakref.finalize(stream, ticket.release)  # a stream that never starts (client gone) releases too
                 ticket = None  # the stream releases it when it ends
-                return StreamingResponse(stream, media_type="text/event-stream")
+                return StreamingResponse(stream, media_type="text/event-stream",
+                                         headers={"x-rayalign-adapter-version": label})
             response = handle.generate.remote(engine_req)
             out = await (response if deadline is None else asyncio.wait_for(response, max(0.0, deadline - time.monotonic())))
         except asyncio.TimeoutError:
@@ -230,7 +232,9 @@ class Ingress:
         self.metrics.record(label, tenant, 200, prompt_tokens=len(ids), completion_tokens=out["completion_tokens"],
                             ttft_s=latency, latency_s=latency)
         build = chat_response if chat else completion_response
-        return build(new_id("chatcmpl" if chat else "cmpl"), req.model, out["text"], out["finish_reason"], len(ids), out["completion_tokens"])
+        body = build(new_id("chatcmpl" if chat else "cmpl"), req.model, out["text"], out["finish_reason"], len(ids), out["completion_tokens"])
+        body["system_fingerprint"] = label  # which adapter version answered (registry: <tenant>/<name>@v<N>-<hash>)
+        return JSONResponse(body, headers={"x-rayalign-adapter-version": label})
 
     async def _sse(self, stream, first: dict, req, chat: bool, n_prompt: int, tenant: str, label: str, t0: float,
                    deadline: float | None, ticket):
