@@ -34,7 +34,7 @@ class AdapterSourceSpec(StrictModel):
         "'factory': an import string building an AdapterResolver",
     )
     registry_url: str | None = Field(None, description="registry database URL (None: sqlite <home>/registry.db)")
-    refresh_s: float = Field(1.0, ge=0, description="registry resolver: seconds a name's routing is cached")
+    refresh_s: float = Field(0.0, ge=0, description="registry resolver: seconds a name's routing may be cached (0: read per request, so a rollback applies to the next request)")
     root: str | None = Field(None, description="adapter root folder (None: <rayalign home>/adapters)")
     factory: str | None = Field(None, description="'module:function' returning an AdapterResolver (kind=factory)")
     cache_dir: str | None = Field(None, description="local copy of remote (s3://) adapters (None: <home>/serve/adapter-cache)")

@@ -4,9 +4,9 @@
                                                      ``share`` of the requests get the canary version instead
     model "ft:tiny-llama:acme:demo:0a1b2c3d4e5f"   → the exact version that fine-tuning job registered
 
-Routing per (tenant, name) is cached for ``refresh_s`` seconds (default 1), so ``promote`` / ``rollback`` / canary
-changes (``app.registry.rollout``, the job API's /v1/models routes, ``rayalign registry``) reach Serve within about
-that long, without a redeploy. The canary split is deterministic per resolver: request k goes to the canary when
+Routing per (tenant, name) is read from the registry on every request by default (``refresh_s`` 0; a positive value
+caches it that long), so ``promote`` / ``rollback`` / canary changes (``app.registry.rollout``, the job API's
+/v1/models routes, ``rayalign registry``) apply to the next request, without a redeploy. The canary split is deterministic per resolver: request k goes to the canary when
 ⌊(k+1)·share⌋ > ⌊k·share⌋, so any window of n requests sends ⌊n·share⌋ or ⌈n·share⌉ to it (exactly 100 of 1,000
 at 10%). The resolved ``version`` is ``v<N>-<uri hash>``: a new registry version is a new engine key.
 """
@@ -28,7 +28,7 @@ def _version(number: int, uri: str) -> str:
 class RegistryResolver:
     """``resolve(tenant, name)`` from the registry database at ``url`` (None: the default registry)."""
 
-    def __init__(self, url: str | None = None, refresh_s: float = 1.0):
+    def __init__(self, url: str | None = None, refresh_s: float = 0.0):
         from app.registry.store import Registry
 
         self.registry = Registry(url)
