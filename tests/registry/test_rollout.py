@@ -73,3 +73,17 @@ def test_fine_tuned_alias_pins_a_version_for_its_tenant_only(reg, tmp_path):
     assert served(res, name=model) == ["v2"]
     assert res.resolve("globex", model) is None
     assert model in res.list_names("acme")
+
+
+def test_serve_model_names_pass_ft_ids_to_the_resolver():
+    from app.serve.errors import BadRequest, NotFound
+    from app.serve.names import parse_model
+
+    ref = parse_model("ft:tiny-llama:acme:demo:0123456789ab", "tiny-llama")
+    assert ref.base == "tiny-llama" and ref.adapter == "ft:tiny-llama:acme:demo:0123456789ab"
+    assert parse_model("ft:tiny-llama:acme::0123456789ab", "tiny-llama").adapter.endswith("::0123456789ab")
+    with pytest.raises(NotFound):
+        parse_model("ft:smollm2-135m-instruct:acme:demo:0123456789ab", "tiny-llama")
+    for bad in ("ft:tiny-llama:acme:demo", "ft:tiny-llama:../x:demo:1", "ft:tiny-llama:acme:demo:1\n"):
+        with pytest.raises(BadRequest):
+            parse_model(bad, "tiny-llama")
