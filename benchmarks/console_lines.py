@@ -67,7 +67,7 @@ def render(stream: str) -> list[str]:
 def typescript_body(raw: str) -> str:
     """``script``'s capture without its 'Script started/done' lines."""
     body = raw.split("\n", 1)[1] if raw.startswith("Script started") else raw
-    return re.sub(r"\n?Script done on [^\n]*\n?$", "", body)
+    return re.sub(r"\r?\n?Script done on [^\n]*\n?$", "", body)
 
 
 def read_rc(path: Path) -> dict:
@@ -99,7 +99,8 @@ def one_run(lines: list[str], rc: dict, note: str) -> dict:
 
 def parse(captures: Path) -> dict:
     quiet = (captures / "quiet.txt").read_text(encoding="utf-8", errors="replace").splitlines()
-    pty_raw = typescript_body((captures / "quiet_pty.typescript").read_text(encoding="utf-8", errors="replace"))
+    with open(captures / "quiet_pty.typescript", encoding="utf-8", errors="replace", newline="") as fh:
+        pty_raw = typescript_body(fh.read())  # newline="": a bare \r (the live bar's redraw) must stay a \r
     pty = render(pty_raw)
     result = {
         "command": COMMAND, "goal_lines": GOAL,
