@@ -122,6 +122,9 @@ class JobsAPIConfig(StrictModel):
     quotas: dict[str, QuotaSpec] = Field(default_factory=dict, description="per-tenant limits (tenant name -> quota)")
     default_quota: QuotaSpec = Field(default_factory=QuotaSpec, description="limits of tenants without an entry")
     retry_after_s: int = Field(30, ge=1, description="Retry-After seconds sent with a quota 429")
+    usd_per_cpu_hour: float = Field(0.0446, ge=0, description="price of a reserved CPU-hour in usage cost estimates "
+                                    "(default: AWS c7i on-demand, per vCPU)")
+    gpu_type: str | None = Field(None, description="GPU type priced for jobs' GPU-seconds (app.plan.gpus.CATALOG name)")
     pipeline_template: str = Field(
         "configs/tiny/pipeline_job.yaml", description="pipeline YAML each API job starts from (method picks stages)"
     )

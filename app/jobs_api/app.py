@@ -234,6 +234,12 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
         rows = store.list_checkpoints(job_id, before=_cursor(after, "ftckpt-"), limit=limit + 1)
         return page([checkpoint_view(r, job) for r in rows], limit)
 
+    @app.get("/v1/usage")
+    def usage(who: str = Depends(tenant)):
+        from app.jobs_api.usage import tenant_usage
+
+        return tenant_usage(store.list_jobs(who, limit=100_000))
+
     add_model_routes(app, registry, store, tenant)
     if run_scheduler:
         runner.start()

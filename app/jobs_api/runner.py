@@ -195,6 +195,7 @@ class JobRunner:
             if job["cancel_requested"]:
                 self.client.stop_job(sid)
             return
+        self._record_usage(job, sid)
         fresh = self.store.get_job(None, job["id"])  # the job may have reported while we looked
         for event in exit_events(ray_status, fresh["reported"], fresh["cancel_requested"], fresh["attempts"],
                                  self.cfg.max_attempts):
@@ -202,6 +203,25 @@ class JobRunner:
                                   f"{fresh['checkpoint_path'] or 'the start'}",
                        "requeue": f"attempt {fresh['attempts'] + 1} of {self.cfg.max_attempts}"}.get(event, "")
             self.store.apply(job["id"], event, message)
+
+    def _record_usage(self, job: dict, sid: str) -> None:
+        """The ended attempt's reserved CPU/GPU time, tokens trained and estimated cost (``app.jobs_api.usage``)."""
+        import json
+
+        from app.jobs_api.usage import job_usage, reserved, tokens_trained
+
+        try:
+            info = self.client.get_job_info(sid)
+            wall = max(0.0, ((info.end_time or 0) - (info.start_time or 0)) / 1000) if info.start_time else 0.0
+            config = jobs_root() / job["id"] / "pipeline.yaml"
+            cpus, gpus = reserved(yaml.safe_load(config.read_text()) if config.exists() else {}, self.cfg.job_num_cpus)
+            fresh = self.store.get_job(None, job["id"])
+            previous = json.loads(fresh["usage"]) if fresh.get("usage") else None
+            usage = job_usage(wall, cpus, gpus, tokens_trained(fresh["checkpoint_path"]), self.cfg.usd_per_cpu_hour,
+                              self.cfg.gpu_type, previous)
+            self.store.update(job["id"], usage=json.dumps(usage))
+        except Exception:  # noqa: BLE001 - accounting must never block a job's outcome
+            log.exception("usage of job %s could not be recorded", job["id"])
 
     def _ingest_files(self) -> None:
         """Uploads become dataset artifacts: each is ingested by its own Ray job (validate, dedup, contamination,

@@ -77,6 +77,13 @@ def test_openai_sdk_drives_upload_jobs_events_checkpoints_cancel_and_chat(rayali
             timings["supervised_succeeded_s"] = time.time() - t0
             assert done.fine_tuned_model.startswith("ft:tiny-llama:alpha:sdk:"), done.fine_tuned_model
             assert done.finished_at and done.model_extra["rayalign"]["registry"]["version"] == 1
+            usage = done.model_extra["rayalign"]["usage"]
+            assert done.trained_tokens and done.trained_tokens > 0 and usage["cpu_seconds"] > 0, usage
+            timings["usage"] = usage
+            import httpx
+
+            total = httpx.get(f"{url}/v1/usage", headers={"Authorization": f"Bearer {KEY_A}"}).json()
+            assert total["jobs"] >= 1 and total["tokens_trained"] >= done.trained_tokens, total
 
             # events: the SDK pages through them with `after` cursors, two per page
             first = client.fine_tuning.jobs.list_events(sft.id, limit=2)
@@ -129,4 +136,4 @@ def test_openai_sdk_drives_upload_jobs_events_checkpoints_cancel_and_chat(rayali
         finally:
             serve.shutdown()
             ray.shutdown()
-    print("sdk e2e timings:", json.dumps({k: round(v, 1) for k, v in timings.items()}))
+    print("sdk e2e timings:", json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in timings.items()}))
