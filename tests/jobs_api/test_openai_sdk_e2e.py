@@ -41,7 +41,6 @@ def test_openai_sdk_drives_upload_jobs_events_checkpoints_cancel_and_chat(rayali
     from app.jobs_api.app import build_app
     from app.serve.app import build_app as build_serve_app
     from tests.jobs_api.ray_cluster import RayHead
-    from tests.serve.conftest import tenants_override  # noqa: F401 - same key format
 
     t0 = time.time()
     timings: dict[str, float] = {}
