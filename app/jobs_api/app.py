@@ -160,7 +160,7 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
         if created and request.get("openai", {}).get("integrations"):
             store.add_event(job["id"], "warning", "integrations are not supported by rayalign and were ignored: "
                             + ", ".join(request["openai"]["integrations"]))
-        return JSONResponse(job_view(store.get_job(who, job["id"])), status_code=200 if created else 200)
+        return JSONResponse(job_view(store.get_job(who, job["id"])))  # OpenAI answers 200; a repeat key too
 
     @app.post("/v1/fine_tuning/jobs")
     def create_job(body: CreateFineTuningJob, who: str = Depends(tenant),
