@@ -73,8 +73,9 @@ def publish_output(cfg: TrainingConfig, checkpoint, run_name: str, storage: str,
     from app.train.reporting import plot_loss_curve
 
     kind = output_kind(cfg)
-    # object-store storage: a local copy under RAYALIGN_HOME (what later stages read), uploaded next to the checkpoints
-    remote = f"{storage}/{run_name}/{kind}" if "://" in storage and not cfg.output.dir else None
+    # object-store storage: a local copy (output.dir, else under RAYALIGN_HOME: what later stages read), uploaded next
+    # to the checkpoints either way (configs/tiny/sft_lora.yaml sets output.dir)
+    remote = f"{storage}/{run_name}/{kind}" if "://" in storage else None
     local = (Path(cfg.output.dir).expanduser() if cfg.output.dir else
              rayalign_home() / "outputs" / run_name / kind if remote else Path(storage) / run_name / kind)
     out = export_output(checkpoint, local)
