@@ -99,7 +99,9 @@ def ingest(label: str, source: Path, out_parent: Path):
 
     cfg = load_config(ROOT / "configs/ingest/smollm2_gsm8k_sft.yaml", IngestConfig, [
         f"name=evalgates-{label}", "validation_fraction=0", "dedup.near=false",
-        f"sources=[{{path: '{source}', input_format: gsm8k}}]"])
+        f"sources=[{{path: '{source}', input_format: gsm8k}}]",
+        # the config's '../shared' is relative to a checkout next to shared/; RAYALIGN_SHARED may point elsewhere
+        f"contamination.benchmarks=['{shared_dir() / 'data/gsm8k/test.jsonl'}']"])
     return run_ingest(cfg, out_dir=out_parent, progress=False)
 
 
