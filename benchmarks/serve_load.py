@@ -8,7 +8,8 @@ Phases (each writes into benchmarks/results/serve_load[_<engine>].json as it fin
             completion tokens/s of the valid requests.
   clean     the same valid requests alone (without the bad 15%); the ratios mixed/clean are printed.
   noisy     tenant B (uncapped) at a steady concurrency alone, then again while tenant A (cap C) floods at 10 x C
-            concurrent clients (each honouring Retry-After); B's p99 with the flood / alone (goal <= 1.5).
+            concurrent clients (each honouring Retry-After), --reps times; B's p99 with the flood / alone (goal <= 1.5),
+            plus a decomposition of B's extra latency and CPU per process (benchmarks/serve_noisy.py).
   autoscale a second app whose engine autoscales 1..2 replicas (target 2 ongoing, up/down delays of a few seconds):
             the replica count is sampled under load and after it (grows, then shrinks).
   soak      a steady request rate for --soak-s seconds; errors, and RSS of the engine and ingress replicas at start/end.
@@ -163,44 +164,6 @@ async def run_tenant(base: str, tenant: str, concurrency: int, until: float | No
     return recs
 
 
-async def run_noisy(base: str, max_tokens: int, quiet_concurrency: int, quiet_n: int) -> dict:
-    alone = await run_tenant(base, "t1", quiet_concurrency, None, quiet_n, max_tokens)
-    stop_at = [float("inf")]
-    flood_task = asyncio.ensure_future(_flood(base, max_tokens, stop_at))
-    await asyncio.sleep(2.0)  # the flood is at full pressure before B starts
-    loaded = await run_tenant(base, "t1", quiet_concurrency, None, quiet_n, max_tokens)
-    stop_at[0] = 0
-    flood_recs = await flood_task
-    a, b = quantiles([r["latency_s"] for r in alone]), quantiles([r["latency_s"] for r in loaded])
-    ok = lambda rs: sum(r["status"] == 200 and r["terminated"] is True for r in rs)  # noqa: E731
-    return {
-        "tenant_a_cap": NOISY_CAP, "tenant_a_clients": NOISY_CAP * 10, "tenant_b_concurrency": quiet_concurrency,
-        "tenant_b_requests": quiet_n, "b_alone": a | {"ok": ok(alone)}, "b_with_flood": b | {"ok": ok(loaded)},
-        "a_flood": {"requests": len(flood_recs), "ok": ok(flood_recs), "rejected_429": sum(r["status"] == 429 for r in flood_recs),
-                    "other": sorted({r["status"] for r in flood_recs} - {200, 429})},
-        "b_p99_ratio": round(b["p99_s"] / a["p99_s"], 3), "b_p50_ratio": round(b["p50_s"] / a["p50_s"], 3),
-    }
-
-
-async def _flood(base: str, max_tokens: int, stop_at: list[float]) -> list[dict]:
-    import httpx
-
-    url, recs = base + "/v1/chat/completions", []
-
-    async def worker(client, w):
-        i = 0
-        while time.perf_counter() < stop_at[0]:
-            i += 1
-            rec = await stream_one(client, url, KEYS["noisy"], json.dumps(valid_body(i, "noisy", max_tokens)).encode())
-            recs.append(rec)
-            if rec["status"] == 429:  # a client that honours Retry-After, at 10 x the cap in concurrency
-                await asyncio.sleep(float(rec.get("retry_after") or 1))
-
-    async with httpx.AsyncClient(timeout=httpx.Timeout(900, connect=60), limits=httpx.Limits(max_connections=NOISY_CAP * 10 + 5)) as client:
-        await asyncio.gather(*(worker(client, w) for w in range(NOISY_CAP * 10)))
-    return recs
-
-
 def replica_counts(app: str) -> dict:
     from ray import serve
 
@@ -262,6 +225,18 @@ def run_soak(base: str, app: str, seconds: float, rps: float, max_tokens: int) -
             "rss_growth_ok": all(g <= 0.10 for g in growth.values()), **quantiles([r["latency_s"] for r in recs])}
 
 
+def app_commit() -> str:
+    """The commit of the app package this run imported (PYTHONPATH may point at another checkout than the script)."""
+    import subprocess
+
+    import app
+
+    where = Path(app.__file__).resolve().parent
+    sha = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True, text=True).stdout.strip()
+    return f"{sha}{'+dirty' if dirty else ''} ({where})"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--engine", choices=["hf", "vllm"], default="hf")
@@ -270,12 +245,14 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--phases", default="mixed,clean,noisy,autoscale,soak")
     ap.add_argument("--quiet-concurrency", type=int, default=4)
-    ap.add_argument("--quiet-requests", type=int, default=24)
+    ap.add_argument("--quiet-requests", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3, help="noisy: (alone, flood) pairs measured back to back")
     ap.add_argument("--autoscale-load-s", type=float, default=30)
     ap.add_argument("--soak-s", type=float, default=120)
     ap.add_argument("--soak-rps", type=float, default=4)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--split", action="store_true", help="each phase to its own file: <out stem>_<phase>.json")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     phases = args.phases.split(",")
@@ -314,16 +291,24 @@ def main() -> int:
               "hf.max_batch_size=16", "vllm.max_loras=4", "vllm.max_cpu_loras=5", "vllm.max_lora_rank=8",
               "vllm.max_num_seqs=32", "vllm.dtype=float32", *args.overrides]
     out = Path(args.out or Path(__file__).parent / "results" / f"serve_load{'' if args.engine == 'hf' else '_' + args.engine}.json")
-    results: dict = {"engine": args.engine, "model": args.model, "config": vars(args), "cpu_count": os.cpu_count()}
+    results: dict = {"engine": args.engine, "model": args.model, "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+                     "config": vars(args), "cpu_count": os.cpu_count(), "app_commit": app_commit()}
+
+    head = dict(results)
 
     def save(complete=False):
-        out.write_text(json.dumps(results | {"complete": complete}, indent=2, default=str))
+        if not args.split:
+            out.write_text(json.dumps(results | {"complete": complete}, indent=2, default=str))
+            return
+        for phase in (p for p in phases if p in results):
+            path = out.with_name(f"{out.stem}_{phase}.json")
+            path.write_text(json.dumps(head | {phase: results[phase], "complete": True}, indent=2, default=str))
 
     t0 = time.perf_counter()
     app = "load"
     serve.run(build_app(load_config(None, ServeConfig, [*common, "engine_deployment.max_replicas=1"])), name=app,
               route_prefix="/", blocking=False)
-    results["startup_s"] = round(time.perf_counter() - t0, 1)
+    results["startup_s"] = head["startup_s"] = round(time.perf_counter() - t0, 1)
     print(f"{args.engine} app up in {results['startup_s']:.0f}s", flush=True)
     asyncio.run(run_mixed(base, 10, 4, bad=False))  # warm-up: adapters loaded before timing
     engine = serve.get_deployment_handle("Engine", app)
@@ -350,10 +335,17 @@ def main() -> int:
             print(f"mixed / clean: {results['ratio_mixed_vs_clean']}", flush=True)
         save()
     if "noisy" in phases:
-        res = asyncio.run(run_noisy(base, args.max_tokens, args.quiet_concurrency, args.quiet_requests))
+        from serve_noisy import run_noisy
+
+        res = asyncio.run(run_noisy(base, app, args.max_tokens, args.quiet_concurrency, args.quiet_requests, args.reps,
+                                    NOISY_CAP, KEYS))
         results["noisy"] = res
-        print(f"noisy  B p99 alone {res['b_alone']['p99_s']}s, with A flooding {res['b_with_flood']['p99_s']}s: "
-              f"ratio {res['b_p99_ratio']} (goal <= 1.5); A: {res['a_flood']}", flush=True)
+        for pair in res["reps"]:
+            print(f"noisy  B p99 alone {pair['alone']['p99_s']}s, with A flooding {pair['flood']['p99_s']}s: ratio "
+                  f"{pair['p99_ratio']} (goal <= 1.5); A: {pair['flood']['a']}; cpu {pair['flood']['cpu']}", flush=True)
+        for name, phase in res.get("decomposition", {}).items():
+            print(f"noisy  {name}: B p50 {phase['p50_s']} p99 {phase['p99_s']} ttft p99 {phase['ttft_p99_s']}; "
+                  f"A {phase['a']}; cpu {phase['cpu']}", flush=True)
         save()
     if "soak" in phases:
         res = run_soak(base, app, args.soak_s, args.soak_rps, args.max_tokens)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import AsyncIterator, Callable
 
 from app.serve.adapter_store import materialize_async
+from app.serve.admission import FairQueue
 from app.serve.errors import EngineUnavailable, NotFound, ServeError
 from app.serve.metrics import replica_memory
 from app.serve.protocol import EngineRequest, truncate_at_stop
@@ -31,47 +32,66 @@ BASE = "__base__"  # peft's name for "no adapter" rows in a mixed batch
 
 
 class MixedBatcher:
-    """Gathers concurrent requests (any adapters) for up to ``wait_s`` or ``max_size``, runs them as one batch.
+    """Gathers concurrent requests (any adapters, streamed or not) and runs them as one batch on ``executor``.
 
-    ``run_batch(list[item], list[threading.Event]) -> list[result | Exception]`` is synchronous and runs on
-    ``executor``; the i-th event is set when the i-th caller went away (its row may stop generating).
+    Requests wait in a per-tenant ``FairQueue``: a batch takes up to ``max_size`` of them round-robin over tenants, so
+    a tenant with many queued requests never puts another tenant's behind all of its own. A batch starts once
+    ``max_size`` are queued or the oldest queued request has waited ``wait_s`` (requests that queued while the model
+    thread was busy have waited already and start at once).
+
+    ``run_batch(items, gone, sinks) -> list[result | Exception]`` is synchronous; the i-th event in ``gone`` is set
+    when the i-th caller went away (its row may stop generating); ``sinks[i]`` (or None) receives a streamed row's
+    tokens.
     """
 
-    def __init__(self, run_batch: Callable[[list], list], executor: ThreadPoolExecutor, max_size: int, wait_s: float):
+    def __init__(self, run_batch: Callable[..., list], executor: ThreadPoolExecutor, max_size: int, wait_s: float):
         self.run_batch, self.executor, self.max_size, self.wait_s = run_batch, executor, max_size, wait_s
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.pending = FairQueue()
+        self.wakeup: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
 
-    async def submit(self, item):
-        if self.task is None or self.task.done():  # (re)started on the running loop, with a queue bound to it
-            self.queue = asyncio.Queue()
-            self.task = asyncio.get_running_loop().create_task(self._loop())
-        fut = asyncio.get_running_loop().create_future()
+    async def submit(self, item, tenant: str | None = None, sink: "_RowSink | None" = None):
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done():  # (re)started on the running loop, with an event bound to it
+            self.pending, self.wakeup = FairQueue(), asyncio.Event()
+            self.task = loop.create_task(self._loop())
+        fut = loop.create_future()
         gone = threading.Event()
         fut.add_done_callback(lambda f: f.cancelled() and gone.set())
-        await self.queue.put((item, fut, gone))
+        self.pending.put(tenant or "", (item, fut, gone, sink, loop.time()))
+        self.wakeup.set()
         return await fut
+
+    async def _next_batch(self) -> list:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self.pending.size:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+            while self.pending.size < self.max_size:
+                remaining = min(entry[4] for entry in self.pending.heads()) + self.wait_s - loop.time()
+                if remaining <= 0:
+                    break
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch = [entry for entry in self.pending.take(self.max_size) if not entry[1].done()]  # callers still here
+            if batch:
+                return batch
 
     async def _loop(self):
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
-            deadline = loop.time() + self.wait_s
-            while len(batch) < self.max_size:
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
-                except asyncio.TimeoutError:
-                    break
-            batch = [entry for entry in batch if not entry[1].done()]  # callers that left before their turn
-            if not batch:
-                continue
+            batch = await self._next_batch()
             try:
                 results = await loop.run_in_executor(
-                    self.executor, self.run_batch, [item for item, _, _ in batch], [gone for _, _, gone in batch]
+                    self.executor, self.run_batch, [e[0] for e in batch], [e[2] for e in batch], [e[3] for e in batch]
                 )
             except Exception as exc:  # noqa: BLE001 - run_batch isolates requests; this is the model thread itself failing
                 results = [EngineUnavailable(f"generation failed: {type(exc).__name__}")] * len(batch)
-            for (_, fut, _), result in zip(batch, results):
+            for (_, fut, *_), result in zip(batch, results):
                 if fut.done():
                     continue
                 if isinstance(result, Exception):
@@ -80,16 +100,65 @@ class MixedBatcher:
                     fut.set_result(result)
 
 
-class _CallerGone:
-    """A transformers StoppingCriteria: row i stops once ``events[i]`` is set (its caller went away)."""
+class _RowSink:
+    """Where one streamed row's new tokens go: its consumer's asyncio queue (filled from the model thread)."""
 
-    def __init__(self, events: list[threading.Event]):
-        self.events = events
+    def __init__(self, max_tokens: int, eos: int | None):
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.max_tokens, self.eos = max_tokens, eos
+        self.sent = 0  # tokens handed to the consumer
+        self.closed = False  # eos or max_tokens reached: later tokens of this row are padding
+        self.halt = threading.Event()  # the consumer hit a stop string: the row need not generate further
+
+    def take(self, token: int) -> bool:
+        """Count ``token`` in (model thread); False once the row has ended."""
+        if self.closed:
+            return False
+        self.sent += 1
+        self.closed = token == self.eos or self.sent >= self.max_tokens
+        return True
+
+
+class _BatchStreamer:
+    """A transformers streamer for a batch: each step's token of every streamed row goes to its sink, one wake-up of
+    the event loop per step for all rows (generate() first hands over the prompt, which is skipped)."""
+
+    def __init__(self, sinks: list[_RowSink | None]):
+        self.sinks, self.skipped_prompt = sinks, False
+        self.loop = next(s.loop for s in sinks if s is not None)
+
+    def put(self, value):
+        if not self.skipped_prompt:
+            self.skipped_prompt = True
+            return
+        step = [(sink.queue, [token]) for sink, token in zip(self.sinks, value.reshape(-1).tolist())
+                if sink is not None and sink.take(token)]
+        if step:
+            self.loop.call_soon_threadsafe(_deliver, step)
+
+    def end(self):
+        pass  # every stream's end marker is its request's future completing (MixedBatcher)
+
+
+def _deliver(step: list) -> None:
+    for queue, tokens in step:
+        queue.put_nowait(tokens)
+
+
+class _RowsStop:
+    """A transformers StoppingCriteria: row i stops once its caller left, its stream hit a stop string, or it has
+    generated its own ``max_tokens`` (a batch runs to the largest)."""
+
+    def __init__(self, width: int, max_tokens: list[int], flags: list[list[threading.Event]]):
+        self.width, self.max_tokens, self.flags = width, max_tokens, flags
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        return torch.tensor([e.is_set() for e in self.events], dtype=torch.bool, device=input_ids.device)
+        made = input_ids.shape[1] - self.width
+        return torch.tensor([made >= m or any(f.is_set() for f in fl) for m, fl in zip(self.max_tokens, self.flags)],
+                            dtype=torch.bool, device=input_ids.device)
 
 
 class _LoadedAdapter:
@@ -183,13 +252,16 @@ class HFEngine:
         return req
 
     # ---- generation -----------------------------------------------------------------------------------------------
-    def _run_batch(self, reqs: list[EngineRequest], gone: list[threading.Event] | None = None) -> list:
+    def _run_batch(self, reqs: list[EngineRequest], gone: list[threading.Event] | None = None,
+                   sinks: list[_RowSink | None] | None = None) -> list:
         """Generate for a mixed-adapter batch; one result or exception per request, never one failure for all.
 
         Rows are grouped by sampling settings (temperature, top_p, seed); a group that fails is retried row by row,
-        so a poisoned request fails alone. ``gone[i]`` set: request i's caller left, its row stops generating.
+        so a poisoned request fails alone (a streamed row that already sent tokens fails instead of starting over).
+        ``gone[i]`` set: request i's caller left, its row stops generating; ``sinks[i]``: request i is streamed.
         """
         gone = gone or [threading.Event() for _ in reqs]
+        sinks = sinks or [None] * len(reqs)
         results: list = [None] * len(reqs)
         for i, r in enumerate(reqs):  # an adapter evicted while its request queued is reloaded (and swept again below)
             if r.adapter is not None and r.adapter.key not in self.model.peft_config:
@@ -206,14 +278,17 @@ class HFEngine:
         try:
             for idx in groups.values():
                 try:
-                    outs = self._generate_rows([reqs[i] for i in idx], [gone[i] for i in idx])
-                except Exception:  # noqa: BLE001 - find the poisoned row: alone, each request succeeds or fails itself
+                    outs = self._generate_rows([reqs[i] for i in idx], [gone[i] for i in idx], [sinks[i] for i in idx])
+                except Exception as exc:  # noqa: BLE001 - find the poisoned row: alone, each request succeeds or fails itself
                     outs = []
                     for i in idx:
-                        try:
-                            outs += self._generate_rows([reqs[i]], [gone[i]])
-                        except Exception as exc:  # noqa: BLE001
+                        if sinks[i] is not None and sinks[i].sent:
                             outs.append(self._failure(exc))
+                            continue
+                        try:
+                            outs += self._generate_rows([reqs[i]], [gone[i]], [sinks[i]])
+                        except Exception as row_exc:  # noqa: BLE001
+                            outs.append(self._failure(row_exc))
                 for i, out in zip(idx, outs):
                     results[i] = out
         finally:
@@ -231,7 +306,7 @@ class HFEngine:
         log.warning("generation failed: %s", exc, exc_info=exc)
         return EngineUnavailable(f"generation failed: {type(exc).__name__}")
 
-    def _generate_rows(self, rows: list[EngineRequest], gone: list[threading.Event]) -> list[dict]:
+    def _generate_rows(self, rows: list[EngineRequest], gone: list[threading.Event], sinks: list[_RowSink | None]) -> list[dict]:
         """One ``generate`` call for rows sharing sampling settings: left-padded [B, T] ids, one adapter name per row."""
         import torch
 
@@ -243,11 +318,13 @@ class HFEngine:
         if r0.seed is not None:
             torch.manual_seed(r0.seed)
         sampling = dict(do_sample=True, temperature=r0.temperature, top_p=r0.top_p) if r0.temperature > 0 else dict(do_sample=False)
+        stop = _RowsStop(width, [r.max_tokens for r in rows], [[g] + ([s.halt] if s else []) for g, s in zip(gone, sinks)])
+        streamer = _BatchStreamer(sinks) if any(s is not None for s in sinks) else None
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_tokens for r in rows),
                 adapter_names=[self._name(r) for r in rows], pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
-                stopping_criteria=[_CallerGone(gone)], **sampling,
+                stopping_criteria=[stop], streamer=streamer, **sampling,
             )
         results = []
         for row, (r, left) in enumerate(zip(rows, gone)):
@@ -281,71 +358,29 @@ class HFEngine:
     async def generate(self, request: dict) -> dict:
         """One completion: ``{"text", "completion_tokens", "finish_reason"}``."""
         req = await self._prepare(request)
-        return await self.batcher.submit(req)
+        return await self.batcher.submit(req, req.tenant)
 
     async def stream(self, request: dict) -> AsyncIterator[dict]:
         """Token-by-token deltas: ``{"text": delta, "completion_tokens": n, "finish_reason": None | str}``.
 
-        The end marker is queued from a ``finally``, so a generation that fails before its first token (a poisoned
-        seed) still ends the stream, with EngineUnavailable; a caller that leaves stops the generation.
+        The request is a row of a batch like any other (streamed and plain requests of all tenants generate
+        together). Its stream ends when its row ends (eos, max_tokens, a stop string), not when the batch does; its
+        request finishing (a failure included: a poisoned seed ends the stream with EngineUnavailable) queues the end
+        marker; a caller that leaves stops its row.
         """
-        import torch
-        from transformers.generation.streamers import BaseStreamer
-
         req = await self._prepare(request)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        n_prompt = len(req.prompt_token_ids)
-        halt = threading.Event()  # stops generate(): a stop string was hit or the caller left
-        left = [False]  # the caller left (set before halt, so the model thread sees it when it stops)
-        produced = [0]
-
-        class _Push(BaseStreamer):
-            def __init__(self):
-                self.skipped_prompt = False
-
-            def put(self, value):
-                if not self.skipped_prompt:  # generate() first hands over the prompt
-                    self.skipped_prompt = True
-                    return
-                tokens = value.reshape(-1).tolist()
-                produced[0] += len(tokens)
-                loop.call_soon_threadsafe(queue.put_nowait, tokens)
-
-            def end(self):
-                pass  # the end marker is queued by _generate's finally, whether generate() returned or raised
-
-        def _generate():
-            try:
-                if req.adapter is not None and req.adapter.key not in self.model.peft_config:
-                    self._load_sync(req.adapter.key)
-                if req.seed is not None:
-                    torch.manual_seed(req.seed)
-                sampling = dict(do_sample=True, temperature=req.temperature, top_p=req.top_p) if req.temperature > 0 else dict(do_sample=False)
-                with torch.no_grad():
-                    self.model.generate(
-                        input_ids=torch.tensor([req.prompt_token_ids]), attention_mask=torch.ones(1, n_prompt, dtype=torch.long),
-                        max_new_tokens=req.max_tokens, adapter_names=[self._name(req)],
-                        pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
-                        streamer=_Push(), stopping_criteria=[_CallerGone([halt])], **sampling,
-                    )
-            finally:
-                if left[0]:
-                    self.cancelled += 1
-                    self.cancelled_tokens += produced[0]
-                try:
-                    self._sweep()
-                finally:
-                    loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        job = loop.run_in_executor(self.executor, _generate)
+        sink = _RowSink(req.max_tokens, self.tokenizer.eos_token_id)
+        queue = sink.queue
+        job = asyncio.ensure_future(self.batcher.submit(req, req.tenant, sink))
+        job.add_done_callback(lambda _: queue.put_nowait(None))  # after every token the model thread queued
+        job.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if the stream ended first
         ids: list[int] = []
         sent = ""
         eos = self.tokenizer.eos_token_id
         finish, hit_eos, done = "length", False, False
         try:
             ended = False
-            while not ended and finish != "stop":
+            while not ended and finish != "stop" and len(ids) < req.max_tokens:
                 # every token queued since the last chunk goes out as one chunk: a slow reader (a loaded proxy)
                 # gets fewer, larger messages instead of falling further behind one token at a time
                 items = [await queue.get()]
@@ -368,18 +403,20 @@ class HFEngine:
                     sent = text
                 if hit or finish == "stop":
                     finish = "stop"
-                    halt.set()  # a stop string ended it: the rest need not be generated
-            try:
-                await job
-            except Exception as exc:  # noqa: BLE001 - a failed generate is the engine's failure, not the user's
-                raise self._failure(exc) from None
+                    sink.halt.set()  # a stop string ended it: the rest need not be generated
+            if ended:  # the request finished before its row showed an end: a failure surfaces here
+                try:
+                    await job
+                except ServeError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a failed generate is the engine's failure, not the user's
+                    raise self._failure(exc) from None
             done = True
             text, _ = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), req.stop)
             yield {"text": text[len(sent):], "completion_tokens": len(ids) + int(hit_eos), "finish_reason": finish}
         finally:
             if not done:  # the caller left (cancelled / closed) or the generation failed: stop generating for nobody
-                left[0] = True
-                halt.set()
+                job.cancel()
 
     async def check_health(self) -> None:
         """Serve health check: the model thread must be alive and responsive."""

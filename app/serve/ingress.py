@@ -196,7 +196,7 @@ class Ingress:
             ids = self._prompt_ids(req)
             engine_req = EngineRequest(
                 prompt_token_ids=ids, max_tokens=self._max_tokens(req, len(ids)), temperature=req.temperature,
-                top_p=req.top_p, seed=req.seed, stop=req.stop, adapter=target,
+                top_p=req.top_p, seed=req.seed, stop=req.stop, adapter=target, tenant=tenant,
             ).model_dump()
             handle = self.engine.options(multiplexed_model_id=target.key) if target else self.engine
             chat = schema is ChatCompletionRequest

@@ -155,6 +155,7 @@ class EngineRequest(BaseModel):
     seed: int | None = None
     stop: list[str] = []
     adapter: AdapterTarget | None = None
+    tenant: str | None = None  # who asked: the HF engine takes queued requests round-robin per tenant
 
 
 def truncate_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
