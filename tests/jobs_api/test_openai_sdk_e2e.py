@@ -97,7 +97,7 @@ def test_openai_sdk_drives_upload_jobs_events_checkpoints_cancel_and_chat(rayali
                     "checkpoint_every": 2}}})
             dpo = client.fine_tuning.jobs.create(
                 model="tiny-llama", training_file=pairs.id, suffix="sdk-dpo",
-                method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "batch_size": 2,
+                method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "batch_size": 2, "n_epochs": 50,
                                                                     "max_steps": 200, "checkpoint_every": 2}}})
             assert sft.status == dpo.status == "queued"
             done = wait(lambda: client.fine_tuning.jobs.retrieve(sft.id), lambda j: j.status in ("succeeded", "failed",
