@@ -1,17 +1,26 @@
-"""Node-level fault drills on a simulated multi-node Ray cluster (app/launch/sim_cluster.py), tiny Llama SFT.
+"""Node-level fault drills on a simulated multi-node Ray cluster (app/launch/sim_cluster.py), tiny Llama models.
 
-    python benchmarks/cluster_drills.py [--drills 1,4]     # writes benchmarks/results/cluster_drills.json
+    python benchmarks/cluster_drills.py --drills 1,4      # writes benchmarks/results/cluster_drills.json
+    python benchmarks/cluster_drills.py --drills 1dpo,2,3  # drills run separately add up in the same file
 
-Drill 1 (node loss): SFT with 2 workers on 2 worker nodes (2 CPUs each; a worker needs 2, the head has 1, so one
-worker per node). After the step-10 checkpoint lands, one step later, node ``a`` is killed (raylet + workers,
-SIGKILL) and a replacement node joins; Ray Train restarts the worker group from the newest checkpoint.
+Drill 1 (node loss, SFT; ``1dpo``: the same with DPO on HH-RLHF pairs): 2 Train workers on 2 worker nodes (2 CPUs
+each; a worker needs 2, the head has 1, so one worker per node). One step after the step-10 checkpoint lands, node
+``a`` is killed (raylet + workers, SIGKILL) and a replacement node joins; Ray Train restarts the worker group from the
+newest checkpoint.
+Drill 2 (PPO actor node loss): GAE PPO with a critic, policy (HF rollouts) and critic on different 1-CPU nodes; mid
+iteration 5 (after the iteration-3 checkpoint) the node holding the critic, then in a second run the node holding
+the rollout/policy actor, is killed and a replacement joins; the PPO driver replaces its actors and restores the
+newest checkpoint.
+Drill 3 (Serve): 2 engine replicas on 2 nodes under 50 requests/s open-loop load; one node is killed at 8 s.
 Drill 4 (whole-cluster loss, the managed-spot relaunch): the same run with ``ray.storage_path`` on a local S3
 (moto server): the driver and every node of its cluster are SIGKILLed mid-training, then the same command on a
 fresh cluster resumes from the checkpoint in the bucket.
 
-Per drill: steps lost (steps trained after the restored checkpoint and before the kill: MLflow's per-step loss
-entries logged before the kill), recovery seconds (kill, or relaunch, to the first step of the resumed run), and
-the largest per-step loss difference against an uninterrupted run on the same cluster shape (goal ≤ 1e-6).
+Per training drill: steps lost (steps trained after the restored checkpoint and before the kill: MLflow's per-step
+loss entries logged before the kill; PPO: iterations completed before the kill after the restored one), recovery
+seconds (kill, or relaunch, to the first step of the resumed run; PPO: kill to actors replaced and state restored),
+and the largest per-step loss (PPO: per-iteration metric) difference against an uninterrupted run on the same
+cluster shape (goal <= 1e-6).
 """
 
 from __future__ import annotations
@@ -31,18 +40,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "cluster_drills.json"
 TINY = ROOT / "configs" / "tiny" / "sft_lora.yaml"
+TINY_DPO = ROOT / "configs" / "tiny" / "dpo_sigmoid.yaml"
 STEPS, EVERY, KILL_AFTER = 24, 5, 10  # kill one step after the step-10 checkpoint: up to EVERY steps at risk
 
 
-def sft_cfg(artifact: str, storage: str, run_name: str, mlflow_db: Path):
+TRAIN_OVERRIDES = [f"train.max_steps={STEPS}", "train.epochs=50", "train.log_every=1", f"checkpoint.every_steps={EVERY}",
+                   "checkpoint.keep=2", "scaling.num_workers=2", "scaling.cpus_per_worker=2", "scaling.max_failures=3",
+                   "tracking.enabled=true", "tracking.experiment=drills"]
+
+
+def train_cfg(kind: str, artifact: str, storage: str, run_name: str, mlflow_db: Path):
+    """The tiny SFT (configs/tiny/sft_lora.yaml) or DPO (configs/tiny/dpo_sigmoid.yaml) run of drills 1 and 4."""
+    from app.config.dpo import DPOConfig
     from app.config.loader import load_config
     from app.config.sft import SFTConfig
 
-    return load_config(TINY, SFTConfig, [
+    path, schema = (TINY, SFTConfig) if kind == "sft" else (TINY_DPO, DPOConfig)
+    return load_config(path, schema, [
         f"data.artifact={artifact}", f"ray.storage_path={storage}", f"ray.run_name={run_name}",
-        f"train.max_steps={STEPS}", "train.epochs=50", "train.log_every=1", f"checkpoint.every_steps={EVERY}",
-        "checkpoint.keep=2", "scaling.num_workers=2", "scaling.cpus_per_worker=2", "scaling.max_failures=3",
-        "tracking.enabled=true", f"tracking.mlflow_uri=sqlite:///{mlflow_db}", f"tracking.experiment=drills"])
+        f"tracking.mlflow_uri=sqlite:///{mlflow_db}", *TRAIN_OVERRIDES])
+
+
+def sft_cfg(artifact: str, storage: str, run_name: str, mlflow_db: Path):
+    return train_cfg("sft", artifact, storage, run_name, mlflow_db)
 
 
 def write_artifact(folder: Path) -> Path:
@@ -64,6 +84,31 @@ def write_artifact(folder: Path) -> Path:
     return Path(run_ingest(cfg, out_dir=folder, progress=False).path)
 
 
+def write_preference_artifact(folder: Path) -> Path:
+    """Preference pairs from real HH-RLHF (first 300 transcripts) through the ingest pipeline, for tiny:llama, with
+    the DPO reference log-probs precomputed into it (as ``fit_preference`` does before training)."""
+    import gzip
+
+    from app.config.ingest import IngestConfig
+    from app.config.loader import load_config
+    from app.config.paths import shared_dir
+    from app.data.pipeline import run_ingest
+    from app.launch.preference import ensure_reference_logprobs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    subset = folder / "hh_300.jsonl"
+    with gzip.open(Path(shared_dir()) / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz", "rt", encoding="utf-8") as f, \
+            open(subset, "w", encoding="utf-8") as out:
+        for _, line in zip(range(300), f):
+            out.write(line)
+    cfg = load_config(ROOT / "configs" / "ingest" / "smollm2_hh_preference.yaml", IngestConfig, [
+        f"sources=[{{path: {subset}, input_format: hh_rlhf}}]", "model.source=tiny:llama", "max_length=128",
+        "validation_fraction=0.0", f"output_dir={folder}"])
+    path = str(run_ingest(cfg, out_dir=folder, progress=False).path)
+    ensure_reference_logprobs(train_cfg("dpo", path, str(folder / "unused"), "precompute", folder / "unused.db"))
+    return Path(path)
+
+
 def newest_checkpoint_step(run_dir: Path) -> int:
     steps = [json.loads(m.read_text()).get("step", 0) for m in run_dir.glob("checkpoint_*/rayalign_checkpoint.json")]
     return max(steps, default=0)
@@ -79,6 +124,8 @@ def logged_steps(mlflow_db: Path, run_id: str) -> list[tuple[int, float]]:
 
 def drill_numbers(history: list[dict], baseline: list[dict], entries: list[tuple[int, float]], t_kill: float,
                   restored: int, t_restart: float) -> dict:
+    if not entries:
+        raise RuntimeError("MLflow holds no per-step 'loss' entries for this run: steps lost cannot be counted")
     lost = sorted({s for s, t in entries if s > restored and t < t_kill})
     new_steps = [h for h in history if h["step"] > restored]
     same = len(history) == len(baseline) and all(a["step"] == b["step"] for a, b in zip(history, baseline))
@@ -88,21 +135,22 @@ def drill_numbers(history: list[dict], baseline: list[dict], entries: list[tuple
             "max_loss_diff_vs_uninterrupted": diff, "steps": len(history)}
 
 
-def drill1(sim, artifact: str, work: Path, baseline: list[dict]) -> dict:
-    from app.launch.run import run_sft
+def drill1(sim, artifact: str, work: Path, baseline: list[dict], kind: str = "sft") -> dict:
+    from app.launch.run import run_training
 
     db = work / "mlflow.db"
     out: list = []
+    name = f"d1-kill-{kind}"
 
     def train() -> None:
         try:
-            out.append(run_sft(sft_cfg(artifact, str(work / "runs"), "d1-kill", db)))
+            out.append(run_training(kind, train_cfg(kind, artifact, str(work / "runs"), name, db)))
         except Exception as exc:  # noqa: BLE001 - reported in the results
             out.append(exc)
 
     thread = threading.Thread(target=train)
     thread.start()
-    run_dir = work / "runs" / "d1-kill"
+    run_dir = work / "runs" / name
     while newest_checkpoint_step(run_dir) < KILL_AFTER and thread.is_alive():
         time.sleep(0.1)
     time.sleep(baseline_step_s(baseline))  # mid-interval: one step after the checkpoint
@@ -113,7 +161,7 @@ def drill1(sim, artifact: str, work: Path, baseline: list[dict]) -> dict:
     res = out[0]
     if isinstance(res, Exception):
         return {"status": "failed", "error": f"{type(res).__name__}: {res}"[:2000]}
-    numbers = drill_numbers(res.history, baseline, logged_steps(db, _run_id(db, "d1-kill")), t_kill,
+    numbers = drill_numbers(res.history, baseline, logged_steps(db, _run_id(db, name)), t_kill,
                             res.resumed_from[0] if res.resumed_from else 0, t_kill)
     return {"status": res.status, "resumed_from": res.resumed_from, "replacement_node_up_s": round(replaced - t_kill, 1),
             **numbers}
@@ -213,6 +261,118 @@ def drill4(artifact: str, work: Path, baseline: list[dict]) -> dict:
                 "note": "recovery_s counts from the relaunch of the same command (fresh cluster start included)"}
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- drill 2: PPO actor node lost
+PPO_ITERS, PPO_EVERY, PPO_KILL_AFTER = 8, 3, 4  # kill mid-iteration 5: iteration 4 (after the iteration-3 checkpoint) is at risk
+PPO_COMPARED = ("reward_mean", "kl", "policy_loss", "value_loss", "approx_kl")
+
+
+def ppo_cfg(out_dir: Path):
+    """Tiny PPO with a critic, roles disaggregated: policy (HF rollouts) and critic need 0.9 CPU each, so on two
+    1-CPU nodes they land on different nodes (the reward actor, 0.1 CPU, joins one of them)."""
+    from app.config.loader import load_config
+    from app.config.ppo import PPOConfig
+
+    return load_config(ROOT / "configs" / "tiny" / "ppo_gae.yaml", PPOConfig, [
+        f"run.output_dir={out_dir}", f"run.iterations={PPO_ITERS}", f"run.checkpoint_every={PPO_EVERY}",
+        "placement.colocate=false", "placement.policy_cpus=0.9", "placement.value_cpus=0.9", "placement.reward_cpus=0.1"])
+
+
+def ppo_run(sim, out_dir: Path, kill_role: str | None) -> dict:
+    """One PPO run on the sim cluster; with ``kill_role`` the node holding that role's actor is killed mid-iteration
+    ``PPO_KILL_AFTER + 1`` and a replacement node joins. The driver's own fault handling does the rest."""
+    from ray.util import placement_group_table
+
+    from app.ppo.driver import PPODriver
+
+    class TimedDriver(PPODriver):
+        """The driver unchanged, plus a clock on ``restore`` (when the actors were back and the state loaded)."""
+
+        def restore(self, folder):
+            digest = super().restore(folder)
+            self.restores = [*getattr(self, "restores", []), {"t": time.time(), "iteration": self.iteration}]
+            return digest
+
+    driver = TimedDriver(ppo_cfg(out_dir), out_dir)
+    where = placement_group_table(driver.placement.group)["bundles_to_node_id"]
+    nodes = {role: sim.name_of(where[b[0]]) for role, b in driver.placement.bundle_of.items()}
+    done: list[tuple[int, float]] = []
+    reached = threading.Event()
+    out: list = []
+
+    def on_iteration(_drv, metrics: dict) -> None:
+        done.append((metrics["iteration"], time.time()))
+        if metrics["iteration"] == PPO_KILL_AFTER:
+            reached.set()
+
+    def loop() -> None:
+        try:
+            out.append(driver.run(on_iteration=on_iteration))
+        except Exception as exc:  # noqa: BLE001 - reported in the results
+            out.append(exc)
+        finally:
+            reached.set()
+
+    t0 = time.time()
+    thread = threading.Thread(target=loop)
+    thread.start()
+    marks: dict = {}
+    if kill_role:
+        reached.wait()
+        if thread.is_alive() and len(done) >= 2:
+            time.sleep((done[-1][1] - done[-2][1]) / 2)  # mid-iteration
+            victim = nodes[kill_role]
+            marks["kill"] = sim.kill_node(victim)  # adds happen in this (main) thread: Ray's Node needs it
+            sim.add_node(f"{victim}2", cpus=1)
+            marks["node_up"] = time.time()
+    thread.join()
+    driver.shutdown()
+    res = out[0]
+    row = {"roles_on_nodes": nodes, "wall_s": round(time.time() - t0, 1), "restarts": driver.restarts}
+    if isinstance(res, Exception):
+        return {**row, "status": "failed", "error": f"{type(res).__name__}: {res}"[:2000]}
+    row |= {"status": "finished" if res and res[-1]["iteration"] == PPO_ITERS else "incomplete",
+            "iterations": [h["iteration"] for h in res], "history": [{k: h[k] for k in PPO_COMPARED} for h in res]}
+    if kill_role and "kill" in marks:
+        kill = marks["kill"]
+        restored = driver.restores[-1] if driver.restarts else {"t": None, "iteration": None}
+        after = [t for it, t in done if t > kill]
+        row |= {"killed_role": kill_role, "killed_node": nodes[kill_role],
+                "roles_lost": sorted(r for r, n in nodes.items() if n == nodes[kill_role]),
+                "restored_from_iteration": restored["iteration"], "checkpoint_every": PPO_EVERY,
+                "iterations_lost": len({it for it, t in done if restored["iteration"] is not None
+                                        and it > restored["iteration"] and t < kill}),
+                "replacement_node_up_s": round(marks["node_up"] - kill, 1),
+                "recovery_s": round(restored["t"] - kill, 1) if restored["t"] else None,
+                "first_iteration_after_kill_s": round(after[0] - kill, 1) if after else None}
+    return row
+
+
+def drill2(work: Path) -> dict:
+    """PPO (GAE with a critic, HF rollouts in the policy actor) on head 0 CPU + 2 nodes x 1 CPU: an uninterrupted
+    run, then the node holding the critic killed, then the node holding the rollout (policy) actor killed."""
+    import ray
+
+    from app.launch.sim_cluster import SimCluster
+
+    out: dict = {}
+    with SimCluster(head_cpus=0) as sim:
+        sim.add_node("a", cpus=1)
+        sim.add_node("b", cpus=1)
+        ray.init(address=sim.address, include_dashboard=False)
+        out["baseline"] = ppo_run(sim, work / "ppo-baseline", None)
+        for role in ("value", "policy"):
+            row = ppo_run(sim, work / f"ppo-kill-{role}", role)
+            base = out["baseline"].get("history", [])
+            if row.get("history") and len(row["history"]) == len(base):
+                row["max_metric_diff_vs_uninterrupted"] = max(abs(a[k] - b[k]) for a, b in zip(row["history"], base)
+                                                              for k in PPO_COMPARED)
+            out[f"kill_{role}_node"] = row
+            print(f"drill 2 ({role} node):", json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
+    for row in out.values():
+        row.pop("history", None)
+    return out
 
 
 # ---------------------------------------------------------------- drill 3: Serve replica node lost under load
@@ -325,7 +485,7 @@ def main() -> int:
     import ray
 
     from app.launch.sim_cluster import SimCluster
-    from app.launch.run import run_sft
+    from app.launch.run import run_sft, run_training
 
     wanted = set(args.drills.split(","))
     work = Path(tempfile.mkdtemp(prefix="cluster-drills-"))
@@ -333,23 +493,38 @@ def main() -> int:
     results: dict = json.loads(out.read_text()) if out.is_file() else {}  # drills run separately add up
     results["config"] = {"steps": STEPS, "checkpoint_every": EVERY, "kill_after_checkpoint": KILL_AFTER,
                          "train_nodes": "head 1 CPU + 2 worker nodes x 2 CPUs, 2 Train workers x 2 CPUs",
-                         "serve_nodes": "head 1 CPU (proxy, ingress) + 2 worker nodes x 1 CPU, 2 engine replicas x 1 CPU"}
+                         "serve_nodes": "head 1 CPU (proxy, ingress) + 2 worker nodes x 1 CPU, 2 engine replicas x 1 CPU",
+                         "ppo": {"iterations": PPO_ITERS, "checkpoint_every": PPO_EVERY, "kill_after_iteration": PPO_KILL_AFTER,
+                                 "nodes": "head 0 CPU + 2 worker nodes x 1 CPU; policy 0.9, critic 0.9, reward 0.1 CPU"}}
     t0 = time.time()
-    if wanted & {"1", "4"}:
+    if wanted & {"1", "1dpo", "4"}:
         with SimCluster(head_cpus=1) as sim:
             sim.add_node("a", cpus=2)
             sim.add_node("b", cpus=2)
             ray.init(address=sim.address, include_dashboard=False)
-            artifact = str(write_artifact(work / "datasets"))
-            base = run_sft(sft_cfg(artifact, str(work / "runs"), "baseline", work / "mlflow.db"))
-            results["baseline"] = {"status": base.status, "steps": base.step, "step_s": round(baseline_step_s(base.history), 3)}
+            if wanted & {"1", "4"}:
+                artifact = str(write_artifact(work / "datasets"))
+                base = run_sft(sft_cfg(artifact, str(work / "runs"), "baseline", work / "mlflow.db"))
+                results["baseline"] = {"status": base.status, "steps": base.step,
+                                       "step_s": round(baseline_step_s(base.history), 3)}
             if "1" in wanted:
                 results["drill1_node_kill"] = drill1(sim, artifact, work, base.history)
                 print("drill 1:", json.dumps(results["drill1_node_kill"]), flush=True)
                 out.write_text(json.dumps(results, indent=2))
+            if "1dpo" in wanted:
+                pairs = str(write_preference_artifact(work / "preference"))
+                base_dpo = run_training("dpo", train_cfg("dpo", pairs, str(work / "runs"), "baseline-dpo", work / "mlflow.db"))
+                results["baseline_dpo"] = {"status": base_dpo.status, "steps": base_dpo.step,
+                                           "step_s": round(baseline_step_s(base_dpo.history), 3)}
+                results["drill1_node_kill_dpo"] = drill1(sim, pairs, work, base_dpo.history, "dpo")
+                print("drill 1 (dpo):", json.dumps(results["drill1_node_kill_dpo"]), flush=True)
+                out.write_text(json.dumps(results, indent=2))
         if "4" in wanted:
             results["drill4_whole_cluster_s3"] = drill4(artifact, work, base.history)
             print("drill 4:", json.dumps({k: v for k, v in results["drill4_whole_cluster_s3"].items() if k != "tail"}), flush=True)
+    if "2" in wanted:
+        results["drill2_ppo_node_kill"] = drill2(work)
+        out.write_text(json.dumps(results, indent=2))
     if "3" in wanted:
         results["drill3_serve_node_kill"] = drill3(work)
         print("drill 3:", json.dumps(results["drill3_serve_node_kill"]), flush=True)

@@ -6,6 +6,9 @@ same core loss, same AdamW, same threads (2). Steady-state tokens/s skips the fi
 
     python benchmarks/train_overhead.py [--method sft|dpo] [--runs 3]   # writes benchmarks/results/train_overhead.json
 
+Each run is a fresh Python process (bare loop first, then Ray Train, then the process exits with its Ray cluster),
+so no run's bare loop shares the CPUs with an earlier run's Ray daemons.
+
 ``--method dpo``: the same comparison for the DPO loop (app/train/dpo.py: packed policy log-probs, precomputed
 reference columns, the core DPO loss) on synthetic pairs, 16 pairs per step.
 """
@@ -32,7 +35,7 @@ from app.train.batches import PackedShard, collate_packed, shard_rows  # noqa: E
 from app.train.strategy import make_strategy  # noqa: E402
 from app.data.synthetic import write_packed_artifact  # noqa: E402
 
-STEPS, WARMUP, SEQ = 30, 5, 512
+STEPS, WARMUP, SEQ = 80, 10, 512  # ~0.1 s a step: 70 steady steps, not 25, so one scheduler hiccup is not 10%
 MODEL = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
 
 
@@ -164,25 +167,42 @@ def measure_dpo(work: Path) -> dict:
             "steady_state_overhead": 1.0 - ray_res["tokens_per_s"] / bare["tokens_per_s"]}
 
 
+def one_run(method: str) -> dict:
+    """One comparison in a fresh process: ``python train_overhead.py --one METHOD`` prints its result as the last line."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, __file__, "--one", method], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"train_overhead run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--method", choices=["sft", "dpo"], default="sft")
     ap.add_argument("--runs", type=int, default=1, help="repeat the comparison (the goal is <= 10% in every run)")
+    ap.add_argument("--one", choices=["sft", "dpo"], help=argparse.SUPPRESS)  # internal: one run in this process
     args = ap.parse_args()
+    if args.one:
+        res = measure_dpo(Path(tempfile.mkdtemp(prefix="rayalign-overhead-dpo-"))) if args.one == "dpo" else measure_sft()
+        print(json.dumps(res), flush=True)
+        return
     out = ROOT / "benchmarks" / "results" / "train_overhead.json"
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    if args.method == "dpo":
-        runs = [measure_dpo(Path(tempfile.mkdtemp(prefix="rayalign-overhead-dpo-"))) for _ in range(args.runs)]
-        for r in runs:
-            print(f"DPO: bare {r['bare_pytorch']['tokens_per_s']:.0f} tok/s | Ray Train {r['ray_train_1x2cpu']['tokens_per_s']:.0f} "
-                  f"tok/s | overhead {r['steady_state_overhead'] * 100:.1f}%", flush=True)
-        out.write_text(json.dumps({**previous, "dpo_runs": runs}, indent=2))
-        return
-    results = [measure_sft() for _ in range(args.runs)]
+    runs = []
+    for i in range(args.runs):
+        r = one_run(args.method)
+        runs.append(r)
+        print(f"{args.method} run {i + 1}/{args.runs}: bare {r['bare_pytorch']['tokens_per_s']:.0f} tok/s | Ray Train "
+              f"{r['ray_train_1x2cpu']['tokens_per_s']:.0f} tok/s | overhead {r['steady_state_overhead'] * 100:.1f}% | "
+              f"Ray start-up {r['ray_train_1x2cpu']['startup_s']:.1f}s", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**previous, **results[-1], "sft_runs": [r["steady_state_overhead"] for r in results]}, indent=2))
+    key = "dpo_runs" if args.method == "dpo" else "sft_runs"
+    extra = {} if args.method == "dpo" else runs[-1]
+    out.write_text(json.dumps({**previous, **extra, key: runs, "one_process_per_run": True}, indent=2))
 
 
 def measure_sft() -> dict:
@@ -200,9 +220,6 @@ def measure_sft() -> dict:
         "throughput_ratio_ray_over_bare": ray_res["tokens_per_s"] / bare["tokens_per_s"],
         "steady_state_overhead": overhead,
     }
-    print(json.dumps(result, indent=2))
-    print(f"bare {bare['tokens_per_s']:.0f} tok/s | Ray Train {ray_res['tokens_per_s']:.0f} tok/s | "
-          f"overhead {overhead * 100:.1f}% | Ray start-up {ray_res['startup_s']:.1f}s", flush=True)
     return result
 
 

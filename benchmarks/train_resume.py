@@ -1,6 +1,7 @@
 """Exact-resume drill for every method × strategy of the one engine: tiny Llama, 2 CPU workers (gloo), LoRA.
 
-Cases are ``<method>-<strategy>``: method sft | reward | dpo, strategy ddp | fsdp2 | zero2 | zero3. For each:
+Cases are ``<method>-<strategy>``: method sft | reward | dpo | simpo | orpo (the last two: the DPO loop with
+``dpo.loss_type`` set), strategy ddp | fsdp2 | zero2 | zero3. For each:
 an uninterrupted run vs a worker killed right after a checkpoint step (automatic restart from it) vs SIGTERM
 during that step (checkpoint at the boundary, status 'preempted', then re-run the same run name). Reports the max
 per-step loss difference against the uninterrupted run and the steps lost.
@@ -24,7 +25,9 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 
 from app.config.loader import load_config  # noqa: E402
 
-METHODS = {"sft": ("sft_lora.yaml", 10, 5), "reward": ("reward_lora.yaml", 8, 4), "dpo": ("dpo_sigmoid.yaml", 8, 4)}
+METHODS = {"sft": ("sft_lora.yaml", 10, 5), "reward": ("reward_lora.yaml", 8, 4), "dpo": ("dpo_sigmoid.yaml", 8, 4),
+           "simpo": ("dpo_sigmoid.yaml", 8, 4), "orpo": ("dpo_sigmoid.yaml", 8, 4)}
+LOSS_TYPES = ("simpo", "orpo")  # DPO-loop losses: the same engine loop, another preference_objective
 STRATEGIES = {
     "ddp": ["strategy.kind=ddp"],
     "fsdp2": ["strategy.kind=fsdp2"],
@@ -56,6 +59,9 @@ def run(case: str, data: dict[str, Path], storage: Path, run_name: str, *extra: 
 
     method, strategy = case.split("-")
     name, steps, every = METHODS[method]
+    if method in LOSS_TYPES:
+        extra = (f"dpo.loss_type={method}", *extra)
+        method = "dpo"
     artifact = data["sft" if method == "sft" else "pref"]
     overrides = [f"data.artifact={artifact}", f"ray.storage_path={storage}", f"ray.run_name={run_name}", "ray.num_cpus=2",
                  "scaling.num_workers=2", "scaling.cpus_per_worker=0.5", "scaling.max_failures=2", f"train.max_steps={steps}",
@@ -117,4 +123,4 @@ def main(cases: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or [f"{m}-{s}" for m in ("reward", "dpo") for s in ("fsdp2", "zero2", "zero3")])
+    main(sys.argv[1:] or [f"{m}-{s}" for m in ("reward", "dpo", "simpo") for s in ("fsdp2", "zero2", "zero3")])

@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from app.commands import say
+
 HELP = "near-duplicate (MinHash LSH + Jaccard) dedup of a JSONL file: writes kept.jsonl and clusters.jsonl"
 
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             members = result.clusters[kept]
             fh.write(json.dumps({"kept": names[kept], "removed": [names[m] for m in members], "size": len(members) + 1}) + "\n")
     sizes = sorted((len(m) + 1 for m in result.clusters.values()), reverse=True)
-    print(json.dumps({"rows": len(docs), "kept": len(docs) - len(removed), "removed": len(removed),
-                      "clusters": len(result.clusters), "largest_clusters": sizes[:5],
-                      "candidate_pairs": result.candidates, "verified_pairs": result.verified, "out": str(out)}))
+    say(args, json.dumps({"rows": len(docs), "kept": len(docs) - len(removed), "removed": len(removed),
+                          "clusters": len(result.clusters), "largest_clusters": sizes[:5],
+                          "candidate_pairs": result.candidates, "verified_pairs": result.verified, "out": str(out)}))
     return 0

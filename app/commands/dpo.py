@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from app.commands import say
+
 HELP = "DPO/IPO-train a LoRA policy (reference log-probs precomputed into the artifact first); prints held-out accuracy and margin"
 
 
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, DPOConfig, args.overrides)
     if args.precompute_only:
         init_ray(cfg.ray)
-        print(json.dumps(ensure_reference_logprobs(cfg), indent=2))
+        say(args, json.dumps(ensure_reference_logprobs(cfg), indent=2))
         return 0
-    print(json.dumps(summarize(fit_preference("dpo", cfg)), indent=2))
+    say(args, json.dumps(summarize(fit_preference("dpo", cfg)), indent=2))
     return 0

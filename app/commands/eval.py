@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.commands import say
+
 HELP = "run the eval gates (perplexity, GSM8K, benchmark regression, safety, pairwise judge) on an adapter"
 
 
@@ -19,10 +21,10 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_eval(load_config(args.config, EvalConfig, args.overrides))
     d = result.decision
-    print(("PASSED: " if d.passed else "BLOCKED: ") + d.reason)
+    say(args, ("PASSED: " if d.passed else "BLOCKED: ") + d.reason)
     for o in d.outcomes:
-        print(f"  {o.name:<11} {o.status:<10} {o.reason}")
-    print(f"report: {result.report_md}  ({result.report_png.name})")
+        say(args, f"  {o.name:<11} {o.status:<10} {o.reason}")
+    say(args, f"report: {result.report_md}  ({result.report_png.name})")
     if result.artifact_ref:
-        print(f"recorded on {result.artifact_ref}")
+        say(args, f"recorded on {result.artifact_ref}")
     return 0 if d.passed else 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from app.commands import say
+
 HELP = "validate, dedup, contamination-check, tokenize and pack raw files into a versioned dataset artifact"
 
 
@@ -26,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     m = artifact.manifest
     keys = ("rows_read", "rows_accepted", "rows_rejected", "exact_dups_removed", "near_dups_removed",
             "contaminated_flagged", "contaminated_dropped", "rows_kept", "tokens", "packing_efficiency", "padded_efficiency", "splits")
-    print(json.dumps({"id": artifact.id, "path": str(artifact.path), **{k: m.get(k) for k in keys}}, indent=2))
+    say(args, json.dumps({"id": artifact.id, "path": str(artifact.path), **{k: m.get(k) for k in keys}}, indent=2))
     return 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from app.commands import say
+
 DRAWS_STAGES = True  # the quiet console draws one line per pipeline stage (app.console)
 HELP = "run ingest -> SFT LoRA -> [DPO|PPO] -> eval gates -> register -> promote -> serve -> sample request"
 
@@ -57,9 +59,5 @@ def run(args: argparse.Namespace) -> int:
         else:
             failed = next((r for r in result.results if r.status == "failed"), None)
             job.finish("failed", error=f"stage {failed.name}: {failed.detail}" if failed else "stopped")
-    summary, sink = "\n".join(summary_lines(result)), getattr(args, "console_sink", None)
-    if sink is not None:  # through the console's own terminal stream: a library may have rebound sys.stdout to fd 1
-        sink.text(summary)  # (the log) during the run, and the summary then landed in console.log only
-    else:
-        print(summary)
+    say(args, "\n".join(summary_lines(result)))
     return 0 if result.ok else 1

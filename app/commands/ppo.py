@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.commands import say
+
 HELP = "RL fine-tuning (PPO with a critic, or critic-free GRPO/RLOO) of a LoRA policy on a Ray actor group"
 
 
@@ -20,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, PPOConfig, args.overrides)
     run_dir, history = run_ppo(cfg)
     last = history[-1] if history else {}
-    print(f"run: {run_dir}\nadapter: {run_dir / 'adapter'}\nplot: {run_dir / 'ppo_curves.png'}")
+    say(args, f"run: {run_dir}\nadapter: {run_dir / 'adapter'}\nplot: {run_dir / 'ppo_curves.png'}")
     if last:
-        print(f"final reward_mean {last['reward_mean']:.3f}  kl {last['kl']:.3f}  iterations {last['iteration']}")
+        say(args, f"final reward_mean {last['reward_mean']:.3f}  kl {last['kl']:.3f}  iterations {last['iteration']}")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from app.commands import say
+
 HELP = "train a reward model (base + scalar head, LoRA or full) on a preference artifact; prints held-out accuracy"
 
 
@@ -19,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from app.launch.preference import fit_preference
 
     cfg = load_config(args.config, RewardConfig, args.overrides)
-    print(json.dumps(summarize(fit_preference("reward", cfg)), indent=2))
+    say(args, json.dumps(summarize(fit_preference("reward", cfg)), indent=2))
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from app.commands import say
+
 HELP = "fine-tune (SFT/CPT; full, LoRA, QLoRA; DDP/FSDP2/ZeRO) on Ray Train; re-run the same config to resume"
 
 
@@ -21,15 +23,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         outcome = run_sft(cfg)
     except TrainingFailed as exc:
-        print(f"rayalign train: failed: {exc}")
+        say(args, f"rayalign train: failed: {exc}")
         return 1
     last = outcome.history[-1] if outcome.history else {}
-    print(f"run {outcome.run_name}: {outcome.status} at step {outcome.step}"
-          + (f" (resumed from {outcome.resumed_from})" if outcome.resumed_from else "")
-          + (f", loss {last['loss']:.4f}" if last else ""))
+    say(args, f"run {outcome.run_name}: {outcome.status} at step {outcome.step}"
+              + (f" (resumed from {outcome.resumed_from})" if outcome.resumed_from else "")
+              + (f", loss {last['loss']:.4f}" if last else ""))
     if outcome.output_dir:
-        print(f"output: {outcome.output_dir}")
+        say(args, f"output: {outcome.output_dir}")
     if outcome.status == "preempted":
-        print("preempted: checkpoint saved; run the same command again to resume")
+        say(args, "preempted: checkpoint saved; run the same command again to resume")
         return 3
     return 0

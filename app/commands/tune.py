@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from app.commands import say
+
 HELP = "sweep dotted config keys of a reward/DPO job with Ray Tune (grid/random/optuna, ASHA); keeps the best adapter"
 
 
@@ -18,6 +20,6 @@ def run(args: argparse.Namespace) -> int:
     from app.launch.tune import load_sweep, run_sweep
 
     summary = run_sweep(load_sweep(args.config, args.overrides))
-    print(json.dumps(summary, indent=2))
-    print((Path(summary["output_dir"]) / "results.md").read_text(encoding="utf-8"))
+    say(args, json.dumps(summary, indent=2))
+    say(args, (Path(summary["output_dir"]) / "results.md").read_text(encoding="utf-8"))
     return 0

@@ -75,6 +75,13 @@ class LoraSpec(StrictModel):
             raise ValueError("layers_to_transform: a non-empty list of distinct layer indices >= 0 (or null for all)")
         return v
 
+    @model_validator(mode="after")
+    def _layers_need_module_list(self) -> "LoraSpec":
+        if self.layers_to_transform is not None and isinstance(self.target_modules, str):
+            raise ValueError("layers_to_transform: peft cannot combine it with target_modules 'all-linear'; list the "
+                             "modules instead (e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj])")
+        return self
+
 
 class QuantSpec(StrictModel):
     """4-bit base weights for QLoRA (Dettmers et al. 2023) via bitsandbytes."""

@@ -93,6 +93,14 @@ class PipelineConfig(StrictModel):
     job: JobLink = Field(default_factory=JobLink, description="job-API link (set by the job API, not by hand)")
 
 
+class QuotaSpec(StrictModel):
+    """One tenant's limits in the job API (None: unlimited). Over a limit: 429 with Retry-After, nothing stored."""
+
+    max_running_jobs: int | None = Field(None, ge=1, description="jobs of the tenant running at once (the rest wait)")
+    max_queued_jobs: int | None = Field(None, ge=0, description="jobs the tenant may have waiting; one more is a 429")
+    max_stored_mb: float | None = Field(None, gt=0, description="bytes of uploads the tenant may keep; over it: 429")
+
+
 class JobsAPIConfig(StrictModel):
     """The fine-tuning job API: where it listens, what it stores, how it runs jobs."""
 
@@ -108,6 +116,15 @@ class JobsAPIConfig(StrictModel):
     max_attempts: int = Field(3, ge=1, description="a preempted job is re-queued until it has run this many times")
     job_num_cpus: float = Field(0.0, ge=0, description="CPUs reserved for each job's driver (its Train workers ask their own)")
     max_concurrent_jobs: int = Field(1, ge=1, description="jobs running at once; the rest wait queued")
+    max_concurrent_ingests: int = Field(2, ge=1, description="upload-ingestion Ray jobs running at once (the rest wait)")
+    ingest_num_cpus: float = Field(0.5, gt=0, description="CPUs each ingestion job reserves (bounds torch processes)")
+    aging_s: float = Field(300.0, gt=0, description="priority aging: a waiting job gains one class per aging_s seconds")
+    quotas: dict[str, QuotaSpec] = Field(default_factory=dict, description="per-tenant limits (tenant name -> quota)")
+    default_quota: QuotaSpec = Field(default_factory=QuotaSpec, description="limits of tenants without an entry")
+    retry_after_s: int = Field(30, ge=1, description="Retry-After seconds sent with a quota 429")
+    usd_per_cpu_hour: float = Field(0.0446, ge=0, description="price of a reserved CPU-hour in usage cost estimates "
+                                    "(default: AWS c7i on-demand, per vCPU)")
+    gpu_type: str | None = Field(None, description="GPU type priced for jobs' GPU-seconds (app.plan.gpus.CATALOG name)")
     pipeline_template: str = Field(
         "configs/tiny/pipeline_job.yaml", description="pipeline YAML each API job starts from (method picks stages)"
     )

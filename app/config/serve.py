@@ -26,11 +26,15 @@ class TenantSpec(StrictModel):
 class AdapterSourceSpec(StrictModel):
     """Where adapter names resolve to adapter folders (local path or s3:// URI)."""
 
-    kind: Literal["directory", "factory"] = Field(
-        "directory",
-        description="'directory': <root>/<tenant>/<name> (a symlink re-pointed = promote/rollback); "
-        "'factory': an import string building an AdapterResolver (e.g. the registry's production alias)",
+    kind: Literal["auto", "directory", "registry", "factory"] = Field(
+        "auto",
+        description="'directory': <root>/<tenant>/<name> (a symlink re-pointed = promote/rollback); 'registry': the "
+        "registry's production/canary versions and ft: job model ids, read per request; 'auto': directory when "
+        "root is set, else registry then the default folder when a registry database exists; "
+        "'factory': an import string building an AdapterResolver",
     )
+    registry_url: str | None = Field(None, description="registry database URL (None: sqlite <home>/registry.db)")
+    refresh_s: float = Field(0.0, ge=0, description="registry resolver: seconds a name's routing may be cached (0: read per request, so a rollback applies to the next request)")
     root: str | None = Field(None, description="adapter root folder (None: <rayalign home>/adapters)")
     factory: str | None = Field(None, description="'module:function' returning an AdapterResolver (kind=factory)")
     cache_dir: str | None = Field(None, description="local copy of remote (s3://) adapters (None: <home>/serve/adapter-cache)")

@@ -29,6 +29,18 @@ def default_log_path(verb: str) -> Path:
     return rayalign_home() / "logs" / f"{verb}-{stamp}.log"
 
 
+def _ray_is_up() -> bool:
+    ray = sys.modules.get("ray")  # a verb that never imported Ray did not start it
+    return bool(ray is not None and ray.is_initialized())
+
+
+def _stop_ray() -> None:
+    try:
+        sys.modules["ray"].shutdown()
+    except Exception:  # noqa: BLE001 - the command's outcome is decided; a failed shutdown is only logged
+        log.exception("ray.shutdown failed")
+
+
 def run_quiet(args: argparse.Namespace, module, label: str, user_errors: tuple[type[BaseException], ...]) -> int:
     """Run ``args._run(args)`` (the verb's ``module``) with the quiet console; returns its exit code
     (2: user error, printed as one line on stderr; 1: failure, one line naming the log)."""
@@ -57,6 +69,7 @@ def run_quiet(args: argparse.Namespace, module, label: str, user_errors: tuple[t
         if single:
             console.stage_started(args.verb)
         start = time.monotonic()
+        ray_was_up = _ray_is_up()
         try:
             rc = int(args._run(args) or 0)
             outcome = (rc, "")
@@ -72,6 +85,10 @@ def run_quiet(args: argparse.Namespace, module, label: str, user_errors: tuple[t
         if single and outcome[0] != 2:
             console.stage_finished(args.verb, "ok" if outcome[0] == 0 else "failed", time.monotonic() - start,
                                    f"log: {log_path}")
+        # Ray started by this command stops while fds 1/2 still go to the log: the workers' last lines reach the
+        # driver late (under `ray job submit` they followed the result lines into the job's output).
+        if not ray_was_up and _ray_is_up():
+            _stop_ray()
         console.close()
         if outcome[1] and outcome[0] != 2:
             console.line(f"[red]{escape(outcome[1])}[/]")

@@ -73,8 +73,9 @@ class StageConsole(ProgressSink):
         self.console.print(text)
 
     def text(self, text: str) -> None:
-        """Plain text on the terminal (no markup: a model's answer may hold brackets), whatever ``sys.stdout`` is now."""
-        self.console.print(text, markup=False)
+        """Plain text on the terminal (no markup or emoji codes: a model's answer or a config may hold brackets or
+        colons), whatever ``sys.stdout`` is now."""
+        self.console.print(text, markup=False, emoji=False)
 
     def stage_started(self, name: str) -> None:
         expected = self.times.seconds.get(f"{self.key}/{name}")

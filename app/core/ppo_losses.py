@@ -11,9 +11,13 @@ from app.core.advantages import masked_mean
 
 
 def policy_loss(
-    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate, PPO eq. 7: ``L = -E[min(rho * A, clip(rho, 1-eps, 1+eps) * A)]``, ``rho = exp(logp - old_logp)``.
+
+    ``weights`` (``[B, T]``, detached; None = 1): per-token off-policy correction factors multiplying each token's
+    term (TIS/MIS from ``app.core.importance``); the mean stays over ``mask``.
 
     Returns the scalar loss and detached diagnostics: ``clip_frac`` (share of tokens where the clipped branch is
     active) and ``approx_kl`` = E[(rho - 1) - log rho] (k3 estimate of KL(old || new)).
@@ -22,7 +26,8 @@ def policy_loss(
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    per_token = torch.maximum(unclipped, clipped)
+    loss = masked_mean(per_token if weights is None else per_token * weights, mask)
     with torch.no_grad():
         clip_frac = masked_mean((clipped > unclipped).float(), mask)
         approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)

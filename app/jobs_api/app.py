@@ -1,52 +1,52 @@
-"""The fine-tuning job API (FastAPI), served on Ray Serve by ``deployment()`` or by uvicorn in-process.
+"""The fine-tuning job API in OpenAI's shapes (FastAPI), served on Ray Serve by ``deployment()`` or uvicorn in-process.
 
-    POST /v1/files?filename=x.jsonl          raw JSONL/Parquet body, streamed, size-bounded  -> {id, rows, status}
-    GET  /v1/files[/{id}]                    status uploaded -> ingesting -> processed (dataset_id) | error
-    POST /v1/fine-tuning/jobs                {base_model, training_file, method, hyperparameters, ...}
-                                             (header Idempotency-Key: a repeat returns the first job)
-    GET  /v1/fine-tuning/jobs[/{id}]         status, step, loss, tokens_per_sec, checkpoint_path
-    POST /v1/fine-tuning/jobs/{id}/cancel    GET /v1/fine-tuning/jobs/{id}/events
-    GET  /v1/models                          POST /v1/models/{id}/deploy
+    POST   /v1/files                            multipart ``file`` + ``purpose=fine-tune`` (OpenAI chat / DPO JSONL,
+                                                rayalign's formats, Parquet); streamed to disk under max_upload_mb
+    GET    /v1/files[/{id}]   DELETE /v1/files/{id}           (cursor paging: after, limit, order)
+    POST   /v1/fine_tuning/jobs                 {model, training_file, method: {type, <type>: {hyperparameters}}, …}
+                                                (header Idempotency-Key: a repeat returns the first job)
+    GET    /v1/fine_tuning/jobs[/{id}]          POST /v1/fine_tuning/jobs/{id}/cancel
+    GET    /v1/fine_tuning/jobs/{id}/events     GET /v1/fine_tuning/jobs/{id}/checkpoints   (after + has_more)
+    GET    /v1/models                           POST /v1/models/{id}/deploy | /promote | /rollback  (registry)
+    GET    /v1/usage                            the tenant's jobs' resources and estimated cost
 
-Every route needs ``Authorization: Bearer <key>``; every read is filtered by the key's tenant, so another tenant's
-job or model answers 404 exactly like a missing one.
+Every route needs ``Authorization: Bearer <key>`` (checked before the body is read, ``app.jobs_api.guard``); every
+read is filtered by the key's tenant, so another tenant's job, file or model answers 404 like a missing one.
+Errors are OpenAI's shape (``app.jobs_api.errors``); there is no /docs and no /openapi.json.
+``/v1/fine-tuning/jobs`` (rayalign's first body: base_model + a string method) stays as an alias for old clients.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from app.config.paths import rayalign_home
 from app.config.pipeline import JobsAPIConfig
+from app.jobs_api import errors
+from app.jobs_api.errors import APIError, bad_request, not_found
+from app.jobs_api.guard import Guard
+from app.jobs_api.models_routes import add_model_routes
+from app.jobs_api.openai_jobs import CreateFineTuningJob, internal_request
 from app.jobs_api.requests import CreateJob
 from app.jobs_api.runner import JobRunner
 from app.jobs_api.states import JobStatus
 from app.jobs_api.store import JobStore
+from app.jobs_api.uploads import UploadInvalid, UploadTooLarge, file_chunks, guess_record_type, store_upload
+from app.jobs_api.views import checkpoint_view, event_view, file_view, job_view, page
 from app.registry.store import Registry
 from app.serve.auth import KeyRing
-from app.serve.errors import Unauthorized
-from app.jobs_api.uploads import UploadInvalid, UploadTooLarge, store_upload
 
-JOB_VIEW = ("id", "status", "method", "step", "loss", "tokens_per_sec", "checkpoint_path", "fine_tuned_model",
-            "attempts", "error", "created_at", "updated_at")
+log = logging.getLogger(__name__)
+NEEDS = {"sft": "sft", "dpo": "preference"}  # method -> record type its training file must have
 
 
-def job_view(job: dict[str, Any]) -> dict[str, Any]:
-    out = {k: job[k] for k in JOB_VIEW}
-    out.update(object="fine_tuning.job", job_id=job["id"], base_model=job["request"]["base_model"],
-               training_file=job["request"]["training_file"], hyperparameters=job["request"]["hyperparameters"])
-    return out
-
-
-def file_view(row: dict[str, Any], purpose: str = "fine-tune") -> dict[str, Any]:
-    """OpenAI's file object plus what ingestion found: status uploaded -> ingesting -> processed (dataset_id) | error."""
-    return {"id": row["id"], "object": "file", "filename": row["filename"], "bytes": row["bytes"], "rows": row["rows"],
-            "sha256": row["sha256"], "purpose": purpose, "status": row["status"], "record_type": row["record_type"],
-            "dataset_id": row["dataset_id"], "status_details": row["status_details"], "created_at": row["created_at"]}
+def tenant(request: Request) -> str:
+    return request.state.tenant  # set by the Guard middleware, which already refused unauthenticated calls
 
 
 def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = True) -> FastAPI:
@@ -57,146 +57,210 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
     keys = KeyRing.from_specs(cfg.tenants)  # the serving app's auth: same keys, same tenants
     files_dir = Path(cfg.files_dir) if cfg.files_dir else rayalign_home() / "files"
     runner = JobRunner(cfg, store)
-    app = FastAPI(title="rayalign fine-tuning API", version="1")
+    app = FastAPI(title="rayalign fine-tuning API", version="1", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store, app.state.runner, app.state.cfg = store, runner, cfg
+    errors.install(app)
+    app.add_middleware(Guard, keys=keys, json_limit=cfg.max_body_kb * 1024,
+                       upload_limit=int(cfg.max_upload_mb * 1024 * 1024) + 64 * 1024)  # + multipart framing
 
-    @app.middleware("http")
-    async def bound_json_bodies(request: Request, call_next):
-        # uploads are bounded while streaming (below); everything else is small JSON
-        length = request.headers.get("content-length")
-        if request.url.path != "/v1/files" and length and int(length) > cfg.max_body_kb * 1024:
-            return JSONResponse({"detail": f"request body over {cfg.max_body_kb} KiB"}, status_code=413)
-        return await call_next(request)
-
-    def tenant(authorization: str | None = Header(None)) -> str:
-        try:
-            return keys.authenticate(authorization)
-        except Unauthorized as exc:
-            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
+    def quota(who: str):
+        return cfg.quotas.get(who, cfg.default_quota)
 
     def own_job(job_id: str, who: str) -> dict[str, Any]:
         job = store.get_job(who, job_id)
         if job is None:
-            raise HTTPException(404, f"job {job_id!r} not found")
+            raise not_found("fine_tuning_job_id", f"fine-tuning job {job_id!r} not found")
         return job
 
-    @app.post("/v1/files")
-    async def upload_file(request: Request, filename: str = Query(..., max_length=128),
-                          purpose: str = Query("fine-tune", pattern="^fine-tune$"), who: str = Depends(tenant)):
+    # ---- files -----------------------------------------------------------------------------------------------
+    async def _store(chunks, filename: str, who: str, purpose: str) -> dict[str, Any]:
         max_bytes = int(cfg.max_upload_mb * 1024 * 1024)
-        length = request.headers.get("content-length")
-        if length and int(length) > max_bytes:
-            raise HTTPException(413, f"upload over {cfg.max_upload_mb} MiB")
         try:
-            stored = await store_upload(request.stream(), filename, files_dir / who, max_bytes)
-        except UploadTooLarge as exc:
-            raise HTTPException(413, str(exc)) from None
+            stored = await store_upload(chunks, filename, files_dir / who, max_bytes)
+        except UploadTooLarge:
+            raise APIError(413, f"file: larger than this API's limit of {cfg.max_upload_mb} MiB", param="file") from None
         except UploadInvalid as exc:
-            raise HTTPException(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from None
-        # stored and well-formed; the scheduler now ingests it (a Ray job) -> status processed + dataset_id
+            raise bad_request("file", str(exc)) from None
+        limit = quota(who).max_stored_mb
+        if limit is not None and store.stored_bytes(who) + stored.bytes > limit * 1024 * 1024:
+            stored.path.unlink(missing_ok=True)
+            raise APIError(429, f"file: storing it would exceed your quota of {limit} MB of uploads; delete files "
+                                "(DELETE /v1/files/{id}) first", param="file", retry_after_s=cfg.retry_after_s)
+        try:
+            record_type = guess_record_type(stored.path, stored.format)
+        except Exception:  # noqa: BLE001 - counted rows already proved it parses; the ingest job decides later
+            record_type = None
         row = store.add_file(who, stored.file_id, filename=filename, format=stored.format, path=str(stored.path),
-                             bytes=stored.bytes, sha256=stored.sha256, rows=stored.rows, status="uploaded")
-        return file_view(row, purpose)
+                             bytes=stored.bytes, sha256=stored.sha256, rows=stored.rows, status="uploaded",
+                             record_type=record_type, purpose=purpose)
+        return file_view(row)
+
+    @app.post("/v1/files")
+    async def upload_file(request: Request, who: str = Depends(tenant),
+                          filename: str | None = Query(None, max_length=128)):
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            if not filename:  # rayalign's raw-body form: POST /v1/files?filename=x.jsonl
+                raise bad_request("file", "send multipart/form-data with 'file' and 'purpose' (as the openai SDK does)")
+            return await _store(request.stream(), filename, who, "fine-tune")
+        form = await request.form(max_files=1, max_fields=4)
+        try:
+            purpose, upload = form.get("purpose"), form.get("file")
+            if purpose != "fine-tune":
+                raise bad_request("purpose", f"{purpose!r} is not supported here; use 'fine-tune'")
+            if upload is None or isinstance(upload, str):
+                raise bad_request("file", "a file part named 'file' is required")
+            return await _store(file_chunks(upload), Path(upload.filename or "upload.jsonl").name, who, purpose)
+        finally:
+            await form.close()
 
     @app.get("/v1/files")
-    def list_files(who: str = Depends(tenant), limit: int = Query(20, ge=1, le=100)):
-        return {"object": "list", "data": [file_view(f) for f in store.list_files(who, limit=limit)]}
+    def list_files(who: str = Depends(tenant), after: str | None = Query(None, max_length=64),
+                   limit: int = Query(20, ge=1, le=10_000), order: str = Query("desc", pattern="^(asc|desc)$"),
+                   purpose: str | None = Query(None, max_length=32)):
+        rows = store.list_files(who, limit=100_000)
+        rows = [r for r in rows if purpose is None or (r.get("purpose") or "fine-tune") == purpose]
+        rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=order == "desc")
+        if after:
+            ids = [r["id"] for r in rows]
+            rows = rows[ids.index(after) + 1:] if after in ids else []
+        return page([file_view(r) for r in rows[: limit + 1]], limit)
 
     @app.get("/v1/files/{file_id}")
     def get_file(file_id: str, who: str = Depends(tenant)):
         row = store.get_file(who, file_id)
         if row is None:
-            raise HTTPException(404, f"file {file_id!r} not found")
+            raise not_found("file_id", f"file {file_id!r} not found")
         return file_view(row)
 
-    @app.post("/v1/fine-tuning/jobs")
-    def create_job(body: CreateJob, who: str = Depends(tenant),
+    @app.delete("/v1/files/{file_id}")
+    def delete_file(file_id: str, who: str = Depends(tenant)):
+        row = store.delete_file(who, file_id)
+        if row is None:
+            raise not_found("file_id", f"file {file_id!r} not found")
+        Path(row["path"]).unlink(missing_ok=True)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    # ---- jobs ------------------------------------------------------------------------------------------------
+    def _training_file(who: str, file_id: str, param: str) -> dict[str, Any]:
+        row = store.get_file(who, file_id)
+        if row is None:
+            raise not_found(param, f"{param}: file {file_id!r} not found")
+        if (row.get("purpose") or "fine-tune") != "fine-tune":
+            raise bad_request(param, f"file {file_id!r} has purpose {row['purpose']!r}, not 'fine-tune'")
+        return row
+
+    def _queue(who: str, request: dict[str, Any], idempotency_key: str | None) -> JSONResponse:
+        limit = quota(who).max_queued_jobs
+        if limit is not None and store.count_jobs(who, {JobStatus.QUEUED, JobStatus.PREEMPTED}) >= limit:
+            if not (idempotency_key and store._by_key(who, idempotency_key)):
+                raise APIError(429, f"you have {limit} jobs waiting, your quota; retry when one has started",
+                               param=None, retry_after_s=cfg.retry_after_s)
+        job, created = store.create_job(who, request["method"], request, idempotency_key,
+                                        priority=request.get("priority") or "normal")
+        if created and request.get("openai", {}).get("integrations"):
+            store.add_event(job["id"], "warning", "integrations are not supported by rayalign and were ignored: "
+                            + ", ".join(request["openai"]["integrations"]))
+        return JSONResponse(job_view(store.get_job(who, job["id"])))  # OpenAI answers 200; a repeat key too
+
+    @app.post("/v1/fine_tuning/jobs")
+    def create_job(body: CreateFineTuningJob, who: str = Depends(tenant),
                    idempotency_key: str | None = Header(None, max_length=256)):
+        train = _training_file(who, body.training_file, "training_file")
+        if body.validation_file:
+            _training_file(who, body.validation_file, "validation_file")
+        request = internal_request(body, train["rows"])
+        need = NEEDS.get(request["method"])
+        if need and train.get("record_type") and train["record_type"] != need:
+            raise bad_request("training_file", f"holds {train['record_type']} records; method "
+                              f"{body.method and body.method.get('type') or 'supervised'!r} needs {need} records")
+        if request["method"] == "ppo":
+            check_reward_source(registry, who, request)
+        return _queue(who, request, idempotency_key)
+
+    @app.post("/v1/fine-tuning/jobs")  # rayalign's first job body (base_model + string method): old clients
+    def create_job_legacy(body: CreateJob, who: str = Depends(tenant),
+                          idempotency_key: str | None = Header(None, max_length=256)):
         for key in ("training_file", "validation_file"):
-            file_id = getattr(body, key)
-            if file_id and store.get_file(who, file_id) is None:
-                raise HTTPException(422, [{"loc": ["body", key], "msg": f"file {file_id!r} not found",
-                                           "type": "value_error"}])
+            if getattr(body, key):
+                _training_file(who, getattr(body, key), key)
+        request = body.model_dump(mode="json")
         if body.method == "ppo":
-            check_reward_source(registry, who, body)
-        job, created = store.create_job(who, body.method, body.model_dump(mode="json"), idempotency_key)
-        return JSONResponse(job_view(job), status_code=201 if created else 200)
+            check_reward_source(registry, who, request)
+        return _queue(who, request, idempotency_key)
 
+    @app.get("/v1/fine_tuning/jobs")
     @app.get("/v1/fine-tuning/jobs")
-    def list_jobs(who: str = Depends(tenant), limit: int = Query(20, ge=1, le=100)):
-        return {"object": "list", "data": [job_view(j) for j in store.list_jobs(who, limit=limit)]}
+    def list_jobs(who: str = Depends(tenant), after: str | None = Query(None, max_length=64),
+                  limit: int = Query(20, ge=1, le=100)):
+        rows = store.list_jobs(who, limit=100_000)
+        rows.sort(key=lambda j: (j["created_at"], j["id"]), reverse=True)
+        if after:
+            ids = [j["id"] for j in rows]
+            rows = rows[ids.index(after) + 1:] if after in ids else []
+        return page([job_view(j) for j in rows[: limit + 1]], limit)
 
+    @app.get("/v1/fine_tuning/jobs/{job_id}")
     @app.get("/v1/fine-tuning/jobs/{job_id}")
     def get_job(job_id: str, who: str = Depends(tenant)):
         return job_view(own_job(job_id, who))
 
+    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
     @app.post("/v1/fine-tuning/jobs/{job_id}/cancel")
     def cancel_job(job_id: str, who: str = Depends(tenant)):
         job = own_job(job_id, who)
         if JobStatus(job["status"]) in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}:
-            raise HTTPException(409, f"job {job_id!r} is already {job['status']}")
+            raise APIError(409, f"fine-tuning job {job_id!r} is already {job['status']}", param="fine_tuning_job_id")
         return job_view(store.request_cancel(who, job_id))
 
+    def _cursor(after: str | None, prefix: str) -> int | None:
+        if after is None:
+            return None
+        if not after.startswith(prefix) or not after[len(prefix):].isdigit():
+            raise bad_request("after", f"must be an id from a previous page ({prefix}<n>)")
+        return int(after[len(prefix):])
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events")
     @app.get("/v1/fine-tuning/jobs/{job_id}/events")
-    def job_events(job_id: str, who: str = Depends(tenant), after: int = Query(0, ge=0)):
+    def job_events(job_id: str, who: str = Depends(tenant), after: str | None = Query(None, max_length=40),
+                   limit: int = Query(20, ge=1, le=1000)):
         own_job(job_id, who)
-        return {"object": "list", "data": store.list_events(job_id, after)}
+        rows = store.list_events(job_id, before=_cursor(after, "ftevent-"), limit=limit + 1, newest_first=True)
+        return page([event_view(r) for r in rows], limit)
 
-    @app.get("/v1/models")
-    def list_models(who: str = Depends(tenant), base_model: str | None = Query(None, max_length=96)):
-        return {"object": "list", "data": tenant_models(registry, who, base_model)}
+    @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+    def job_checkpoints(job_id: str, who: str = Depends(tenant), after: str | None = Query(None, max_length=40),
+                        limit: int = Query(10, ge=1, le=100)):
+        job = own_job(job_id, who)
+        rows = store.list_checkpoints(job_id, before=_cursor(after, "ftckpt-"), limit=limit + 1)
+        return page([checkpoint_view(r, job) for r in rows], limit)
 
-    @app.post("/v1/models/{model_id}/deploy")
-    def deploy_model(model_id: str, who: str = Depends(tenant)):
-        model = next((m for m in tenant_models(registry, who, None) if m["id"] == model_id), None)
-        if model is None:
-            raise HTTPException(404, f"model {model_id!r} not found")
-        return deploy(registry, model, who)
+    @app.get("/v1/usage")
+    def usage(who: str = Depends(tenant)):
+        from app.jobs_api.usage import tenant_usage
 
+        return tenant_usage(store.list_jobs(who, limit=100_000))
+
+    add_model_routes(app, registry, store, tenant)
     if run_scheduler:
         runner.start()
     return app
 
 
-def tenant_models(registry, tenant: str, base_model: str | None) -> list[dict[str, Any]]:
-    """The tenant's registered adapters (newest version per name), optionally only those on one base model."""
-    latest: dict[str, Any] = {}
-    for view in registry.list(tenant):
-        if base_model and view.base_model_source != base_model:
-            continue
-        if view.name not in latest or view.version > latest[view.name].version:
-            latest[view.name] = view
-    return [{"id": v.name, "object": "model", "owned_by": tenant, "version": v.version, "stage": v.stage,
-             "base_model": v.base_model_source, "method": v.method, "gate_passed": v.gate_passed,
-             "created_at": v.created_at} for v in latest.values()]
+def check_reward_source(registry, tenant: str, req: dict[str, Any]) -> None:
+    """A reinforcement (ppo) job needs a reward: a registered reward model of the tenant or a rule; else a 400."""
+    param = "method.reinforcement.grader" if "openai" in req else "reward_model"
+    if not req.get("reward_model") and not req.get("reward_rule"):
+        raise bad_request(param, "a reinforcement (ppo) job needs a reward source: set reward_model (your registered "
+                                 "reward model) or reward_rule")
+    if req.get("reward_model"):
+        from app.jobs_api.models_routes import tenant_models
 
-
-def check_reward_source(registry, tenant: str, body: CreateJob) -> None:
-    """A ppo job needs a reward: a reward model the tenant registered (a method 'reward' job) or a rule; else a 422."""
-    if not body.reward_model and not body.reward_rule:
-        raise HTTPException(422, [{"loc": ["body", "reward_model"], "type": "value_error",
-                                   "msg": "method 'ppo' needs a reward source: set reward_model (your registered "
-                                          "reward model) or reward_rule"}])
-    if body.reward_model:
-        model = next((m for m in tenant_models(registry, tenant, None) if m["id"] == body.reward_model), None)
+        model = next((m for m in tenant_models(registry, tenant, None) if m["id"] == req["reward_model"]), None)
         if model is None or model["method"] != "reward":
-            raise HTTPException(422, [{"loc": ["body", "reward_model"], "type": "value_error",
-                                       "msg": f"{body.reward_model!r} is not one of your registered reward models"}])
-        if model["base_model"] != body.base_model:
-            raise HTTPException(422, [{"loc": ["body", "reward_model"], "type": "value_error",
-                                       "msg": f"reward model {body.reward_model!r} was trained on {model['base_model']}, "
-                                              f"not on base_model {body.base_model}"}])
-
-
-def deploy(registry, model: dict[str, Any], tenant: str) -> dict[str, Any]:
-    """Promote the model's newest version to production: the serving app resolves `production` per request."""
-    from app.registry.errors import RegistryError
-
-    try:
-        view = registry.promote(tenant, model["id"], model["version"], "production")
-    except RegistryError as exc:  # e.g. gates not passed: the caller's to fix, not a server error
-        raise HTTPException(409, str(exc)) from None
-    return {"id": view.name, "object": "model", "owned_by": tenant, "version": view.version, "stage": view.stage}
+            raise bad_request(param, f"{req['reward_model']!r} is not one of your registered reward models")
+        if model["base_model"] != req["base_model"]:
+            raise bad_request(param, f"reward model {req['reward_model']!r} was trained on {model['base_model']}, "
+                                     f"not on {req['base_model']}")
 
 
 def deployment(cfg: JobsAPIConfig):

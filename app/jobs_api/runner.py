@@ -4,6 +4,14 @@ One ``JobRunner.tick()`` moves every job one step: queued jobs are written out a
 live jobs are polled; a finished Ray job becomes succeeded / failed / cancelled, or preempted and re-queued when its
 process vanished without reporting (see ``app.jobs_api.states.exit_events``). The job process reports its own
 progress (step, loss, tokens/s, checkpoint) straight into the store.
+
+Each job and each file is handled in its own ``try``: one whose Ray status cannot be read (a bogus submission id, a
+dashboard hiccup) is retried next tick and, after ``STATUS_FAILURES`` ticks in a row, treated as a vanished process
+(preempted → re-queued, or failed after ``max_attempts``); it never stops the others. A job is *claimed*
+(queued → running, submission id written) in a locked transaction before it is submitted, so a cancel that lands
+first leaves nothing submitted, and one that lands after finds a running job whose Ray job the next poll stops.
+Uploads are ingested by at most ``max_concurrent_ingests`` Ray jobs at once, each reserving ``ingest_num_cpus``.
+Which queued jobs start is ``app.jobs_api.schedule.pick`` (priority classes with aging, per-tenant limits).
 """
 
 from __future__ import annotations
@@ -12,18 +20,22 @@ import logging
 import shlex
 import sys
 import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
 
 from app.config.paths import REPO_ROOT, rayalign_home
 from app.config.pipeline import JobsAPIConfig
-from app.jobs_api.states import LIVE, JobStatus, exit_events
+from app.jobs_api.schedule import pick
+from app.jobs_api.states import LIVE, InvalidTransition, JobStatus, exit_events
 from app.jobs_api.store import JobStore
-from app.pipeline.job_config import pipeline_for_job
+from app.pipeline.job_config import heldout_from_validation, pipeline_for_job
 
 log = logging.getLogger(__name__)
 _DONE = {"SUCCEEDED", "FAILED", "STOPPED"}
+STATUS_FAILURES = 3  # ticks in a row a live job's Ray status may be unreadable before it counts as vanished
 
 
 def jobs_root() -> Path:
@@ -52,6 +64,7 @@ class JobRunner:
         self.cfg, self.store = cfg, store
         self._client = client
         self._stop = threading.Event()
+        self._status_failures: Counter[str] = Counter()
 
     @property
     def client(self):
@@ -62,42 +75,100 @@ class JobRunner:
         return self._client
 
     def tick(self) -> None:
-        """Ingest new uploads, poll live jobs, then submit queued ones while there is room."""
+        """Ingest new uploads, poll live jobs, then submit queued ones while there is room (each job isolated)."""
         self._ingest_files()
+        for job in self.store.list_jobs(statuses=set(LIVE), limit=1000):
+            try:
+                self._poll(job)
+                self._status_failures.pop(job["id"], None)
+            except Exception:  # noqa: BLE001 - this job's trouble must not stall the others
+                self._status_failures[job["id"]] += 1
+                log.exception("polling job %s failed (%d in a row)", job["id"], self._status_failures[job["id"]])
+                if self._status_failures[job["id"]] >= STATUS_FAILURES:
+                    self._status_failures.pop(job["id"], None)
+                    self._lost(job)
         live = self.store.list_jobs(statuses=set(LIVE), limit=1000)
-        for job in live:
-            self._poll(job)
-        running = len(self.store.list_jobs(statuses=set(LIVE), limit=1000))
-        queued = sorted(self.store.list_jobs(statuses={JobStatus.QUEUED}, limit=1000), key=lambda j: j["created_at"])
-        for job in queued[: max(0, self.cfg.max_concurrent_jobs - running)]:
-            self._submit(job)
+        slots = self.cfg.max_concurrent_jobs - len(live)
+        if slots <= 0:
+            return
+        ready = []
+        for job in self.store.list_jobs(statuses={JobStatus.QUEUED}, limit=1000):
+            try:
+                if self._ready(job):
+                    ready.append(job)
+            except Exception:  # noqa: BLE001
+                log.exception("checking job %s failed", job["id"])
+        running = Counter(j["tenant"] for j in live)
+        for job in pick(ready, running, slots, time.time(), self.cfg.aging_s, self._running_limit):
+            try:
+                self._submit(job)
+            except Exception as exc:  # noqa: BLE001 - a job that cannot be submitted fails alone, with the reason
+                log.exception("submitting job %s failed", job["id"])
+                fresh = self.store.get_job(None, job["id"])
+                if fresh and fresh["status"] == JobStatus.QUEUED.value:  # failed before its claim: a config problem
+                    self._give_up(job["id"], f"could not be prepared: {type(exc).__name__}")
+                elif fresh:  # claimed, but Ray refused it: like a lost attempt (re-queued while attempts remain)
+                    self._lost(fresh)
+
+    def _running_limit(self, tenant: str) -> int | None:
+        return self.cfg.quotas.get(tenant, self.cfg.default_quota).max_running_jobs
+
+    def _give_up(self, job_id: str, message: str) -> None:
+        try:
+            self.store.apply(job_id, "fail", message)
+        except InvalidTransition:
+            pass
+
+    def _lost(self, job: dict) -> None:
+        """A live job whose Ray job cannot be read at all: like a process that vanished without reporting."""
+        fresh = self.store.get_job(None, job["id"])
+        if fresh is None or fresh["status"] not in {s.value for s in LIVE}:
+            return
+        for event in exit_events("FAILED", fresh["reported"], fresh["cancel_requested"], fresh["attempts"],
+                                 self.cfg.max_attempts):
+            self.store.apply(job["id"], event, f"Ray job {job['ray_submission_id']} cannot be read; treated as lost"
+                             if event != "requeue" else f"attempt {fresh['attempts'] + 1} of {self.cfg.max_attempts}")
+
+    def _files(self, job: dict) -> dict[str, dict | None]:
+        return {key: self.store.get_file(job["tenant"], job["request"][key])
+                for key in ("training_file", "validation_file") if job["request"].get(key)}
+
+    def _ready(self, job: dict) -> bool:
+        """Whether a queued job can start now; a job whose files vanished or failed ingestion is failed here."""
+        files = self._files(job)
+        if any(f is None for f in files.values()):
+            self._give_up(job["id"], "training/validation file no longer exists")
+            return False
+        bad = next((f for f in files.values() if f["status"] == "error"), None)
+        if bad is not None:
+            self._give_up(job["id"], f"file {bad['id']} could not be ingested: {bad['status_details']}")
+            return False
+        # stays queued until upload-time ingestion of its files is done
+        return not any(f["status"] in ("uploaded", "ingesting") for f in files.values())
 
     def _submit(self, job: dict) -> None:
         attempt = job["attempts"] + 1
         job_dir = jobs_root() / job["id"]
         job_dir.mkdir(parents=True, exist_ok=True)
-        files = {key: self.store.get_file(job["tenant"], job["request"][key])
-                 for key in ("training_file", "validation_file") if job["request"].get(key)}
-        if any(f is None for f in files.values()):
-            self.store.apply(job["id"], "fail", "training/validation file no longer exists")
-            return
-        if any(f["status"] in ("uploaded", "ingesting") for f in files.values()):
-            return  # stays queued until upload-time ingestion of its files is done
-        bad = next((f for f in files.values() if f["status"] == "error"), None)
-        if bad is not None:
-            self.store.apply(job["id"], "fail", f"file {bad['id']} could not be ingested: {bad['status_details']}")
-            return
+        files = self._files(job)
         reward_model_path = self._reward_model_path(job)
         if job["request"].get("reward_model") and reward_model_path is None:
-            self.store.apply(job["id"], "fail", f"reward model {job['request']['reward_model']!r} is no longer registered")
+            self._give_up(job["id"], f"reward model {job['request']['reward_model']!r} is no longer registered")
             return
+        heldout = None
+        if files.get("validation_file"):
+            heldout = heldout_from_validation(Path(files["validation_file"]["path"]), job_dir / "heldout.jsonl")
         pipeline = pipeline_for_job(job, {k: f["path"] for k, f in files.items()}, job_dir, self.store.url,
                                     REPO_ROOT / self.cfg.pipeline_template,
                                     dataset=reusable_dataset(files["training_file"], job["request"]["base_model"]),
-                                    reward_model_path=reward_model_path)
+                                    reward_model_path=reward_model_path, heldout=heldout)
         config_path = job_dir / "pipeline.yaml"
         config_path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
         submission_id = f"{job['id']}-a{attempt}"
+        # claim first (locked queued -> running): a cancel that got in first means nothing is submitted
+        if not self.store.claim(job["id"], f"attempt {attempt} submitted as Ray job {submission_id}",
+                                ray_submission_id=submission_id, attempts=attempt, reported=None):
+            return
         self.client.submit_job(
             entrypoint=f"{sys.executable} -m jobs.pipeline --config {config_path}",
             submission_id=submission_id,
@@ -106,8 +177,6 @@ class JobRunner:
                                       "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}},
             metadata={"rayalign_job_id": job["id"], "tenant": job["tenant"], "attempt": str(attempt)},
         )
-        self.store.apply(job["id"], "start", f"attempt {attempt} submitted as Ray job {submission_id}",
-                         ray_submission_id=submission_id, attempts=attempt, reported=None)
 
     def _reward_model_path(self, job: dict) -> str | None:
         """A ppo job's reward model: the newest registered version of the tenant's model of that name."""
@@ -126,6 +195,7 @@ class JobRunner:
             if job["cancel_requested"]:
                 self.client.stop_job(sid)
             return
+        self._record_usage(job, sid)
         fresh = self.store.get_job(None, job["id"])  # the job may have reported while we looked
         for event in exit_events(ray_status, fresh["reported"], fresh["cancel_requested"], fresh["attempts"],
                                  self.cfg.max_attempts):
@@ -134,15 +204,40 @@ class JobRunner:
                        "requeue": f"attempt {fresh['attempts'] + 1} of {self.cfg.max_attempts}"}.get(event, "")
             self.store.apply(job["id"], event, message)
 
+    def _record_usage(self, job: dict, sid: str) -> None:
+        """The ended attempt's reserved CPU/GPU time, tokens trained and estimated cost (``app.jobs_api.usage``)."""
+        import json
+
+        from app.jobs_api.usage import job_usage, reserved, tokens_trained
+
+        try:
+            info = self.client.get_job_info(sid)
+            wall = max(0.0, ((info.end_time or 0) - (info.start_time or 0)) / 1000) if info.start_time else 0.0
+            config = jobs_root() / job["id"] / "pipeline.yaml"
+            cpus, gpus = reserved(yaml.safe_load(config.read_text()) if config.exists() else {}, self.cfg.job_num_cpus)
+            fresh = self.store.get_job(None, job["id"])
+            previous = json.loads(fresh["usage"]) if fresh.get("usage") else None
+            usage = job_usage(wall, cpus, gpus, tokens_trained(fresh["checkpoint_path"]), self.cfg.usd_per_cpu_hour,
+                              self.cfg.gpu_type, previous)
+            self.store.update(job["id"], usage=json.dumps(usage))
+        except Exception:  # noqa: BLE001 - accounting must never block a job's outcome
+            log.exception("usage of job %s could not be recorded", job["id"])
+
     def _ingest_files(self) -> None:
         """Uploads become dataset artifacts: each is ingested by its own Ray job (validate, dedup, contamination,
         tokenize, pack with ``cfg.upload_ingest``); the file then reads ``processed`` with its ``dataset_id``."""
-        for status, step in (("ingesting", self._poll_ingest), ("uploaded", self._submit_ingest)):
-            for f in self.store.list_files(statuses={status}, limit=1000):
-                try:
-                    step(f)
-                except Exception:  # noqa: BLE001 - one file's trouble must not stop the jobs' polling
-                    log.exception("ingestion of %s: %s failed; retried next tick", f["id"], step.__name__)
+        for f in self.store.list_files(statuses={"ingesting"}, limit=1000):
+            try:
+                self._poll_ingest(f)
+            except Exception:  # noqa: BLE001 - one file's trouble must not stop the jobs' polling
+                log.exception("ingestion of %s: polling failed; retried next tick", f["id"])
+        room = self.cfg.max_concurrent_ingests - len(self.store.list_files(statuses={"ingesting"}, limit=1000))
+        waiting = sorted(self.store.list_files(statuses={"uploaded"}, limit=1000), key=lambda f: f["created_at"])
+        for f in waiting[: max(0, room)]:  # oldest first, never more than the bound at once
+            try:
+                self._submit_ingest(f)
+            except Exception:  # noqa: BLE001
+                log.exception("ingestion of %s: submit failed; retried next tick", f["id"])
 
     def _submit_ingest(self, f: dict) -> None:
         from app.jobs_api.uploads import guess_record_type
@@ -151,7 +246,8 @@ class JobRunner:
         try:
             record_type = guess_record_type(path, f["format"])
         except Exception as exc:  # noqa: BLE001 - an unreadable file is the uploader's problem, not the runner's
-            self.store.update_file(f["id"], status="error", status_details=f"cannot read {f['filename']}: {exc}")
+            self.store.update_file(f["id"], status="error", status_details=f"cannot read {f['filename']}: "
+                                                                          f"{type(exc).__name__}")
             return
         overrides = [f"sources=[{{path: '{path}', input_format: auto}}]", f"record_type={record_type}",
                      f"name={f['id']}", f"output_dir={path.parent / 'datasets'}", "ray.address=auto"]
@@ -159,7 +255,7 @@ class JobRunner:
         self.client.submit_job(
             entrypoint=f"{sys.executable} -m jobs.ingest --config {REPO_ROOT / self.cfg.upload_ingest} "
                        + " ".join(shlex.quote(o) for o in overrides),
-            submission_id=submission_id, entrypoint_num_cpus=self.cfg.job_num_cpus,
+            submission_id=submission_id, entrypoint_num_cpus=self.cfg.ingest_num_cpus,
             runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT), "RAYALIGN_HOME": str(rayalign_home()),
                                       "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}},
             metadata={"rayalign_file_id": f["id"], "tenant": f["tenant"]},

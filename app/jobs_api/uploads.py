@@ -53,8 +53,8 @@ def count_rows(path: Path, fmt: str) -> int:
 
         try:
             return pq.ParquetFile(path).metadata.num_rows
-        except Exception as exc:  # noqa: BLE001 - any reader error means "not parquet"
-            raise UploadInvalid(f"not a readable Parquet file: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any reader error means "not parquet" (its text may name our path)
+            raise UploadInvalid(f"not a readable Parquet file ({type(exc).__name__})") from None
     rows = 0
     with path.open("rb") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -97,7 +97,8 @@ async def store_upload(chunks: AsyncIterator[bytes], filename: str, folder: Path
 
 
 def guess_record_type(path: Path, fmt: str) -> str:
-    """'preference' when records carry chosen+rejected, 'prompt' when only a prompt, else 'sft' (first record)."""
+    """'preference' when records carry chosen+rejected (or OpenAI's preferred/non_preferred_output), 'prompt' when
+    only a prompt, else 'sft' (OpenAI chat ``{messages}``, {question, answer}, …), from the first record."""
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -106,8 +107,17 @@ def guess_record_type(path: Path, fmt: str) -> str:
         with path.open("rb") as fh:
             first = next((line for line in fh if line.strip()), b"{}")
         keys = set(json.loads(first))
-    if {"chosen", "rejected"} <= keys:
-        return "preference"
+    if {"chosen", "rejected"} <= keys or {"preferred_output", "non_preferred_output"} <= keys:
+        return "preference"  # rayalign pairs, or OpenAI's DPO format {input, preferred_output, non_preferred_output}
     if keys <= {"prompt", "id", "metadata"} and "prompt" in keys:
         return "prompt"
     return "sft"
+
+
+async def file_chunks(fileobj, size: int = 1 << 20):
+    """An uploaded (spooled) file as async chunks, for ``store_upload``."""
+    while True:
+        chunk = await fileobj.read(size)
+        if not chunk:
+            return
+        yield chunk

@@ -67,13 +67,23 @@ def run_training(kind: str, cfg: TrainingConfig, run_name: str | None = None, pa
 
 def publish_output(cfg: TrainingConfig, checkpoint, run_name: str, storage: str, ret: dict[str, Any]) -> Path:
     """Copy the final adapter/model (with its lineage) out of the last checkpoint; add the loss curve and MLflow artifacts."""
+    from app.config.paths import rayalign_home
+    from app.launch.storage import upload_folder
     from app.train.output import export_output, output_kind
     from app.train.reporting import plot_loss_curve
 
     kind = output_kind(cfg)
-    out = export_output(checkpoint, Path(cfg.output.dir).expanduser() if cfg.output.dir else Path(storage) / run_name / kind)
+    # object-store storage: a local copy (output.dir, else under RAYALIGN_HOME: what later stages read), uploaded next
+    # to the checkpoints either way (configs/tiny/sft_lora.yaml sets output.dir)
+    remote = f"{storage}/{run_name}/{kind}" if "://" in storage else None
+    local = (Path(cfg.output.dir).expanduser() if cfg.output.dir else
+             rayalign_home() / "outputs" / run_name / kind if remote else Path(storage) / run_name / kind)
+    out = export_output(checkpoint, local)
     history = [h for h in ret.get("history", []) if "loss" in h]
     png = plot_loss_curve(history, out / "loss_curve.png", title=f"{run_name} loss") if history else None
+    if remote:
+        upload_folder(out, remote)
+        log.info("output %s uploaded to %s", out, remote)
     if cfg.tracking.enabled and ret.get("tracking_run_id"):
         from app.tracking.mlflow_store import configure_mlflow
 

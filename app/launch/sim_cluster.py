@@ -57,6 +57,10 @@ class SimCluster:
         log.info("node %s up in %.1f s", name, time.time() - t0)
         return node
 
+    def name_of(self, node_id: str) -> str | None:
+        """The name of the live node with Ray node id ``node_id`` (hex), e.g. from a placement group's bundle table."""
+        return next((name for name, node in self.nodes.items() if node.node_id == node_id), None)
+
     def kill_node(self, name: str) -> float:
         """Kill node ``name`` abruptly (raylet and its workers, SIGKILL), as a vanished VM; returns the kill time."""
         node = self.nodes.pop(name)
@@ -71,9 +75,26 @@ class SimCluster:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        self._wait_dead(pids)
         self.events.append({"event": "kill", "node": name, "t": t, "pids": len(pids)})
         log.info("killed node %s (%d processes)", name, len(pids))
         return t
+
+    @staticmethod
+    def _wait_dead(pids: list[int], timeout_s: float = 10.0) -> None:
+        """Return once every pid is gone or a zombie (SIGKILL is delivered asynchronously; on a loaded 2-core box a
+        killed worker can still read as running for a moment), so the node is really down when kill_node returns."""
+        import psutil
+
+        deadline = time.time() + timeout_s
+        for pid in pids:
+            while time.time() < deadline:
+                try:
+                    if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                        break
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(0.05)
 
     @staticmethod
     def _descendants(node) -> list[int]:

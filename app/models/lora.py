@@ -9,8 +9,8 @@ import torch
 from app.config.common import LoraSpec, QuantSpec
 
 
-def lora_config(spec: LoraSpec, task_type: str = "CAUSAL_LM"):
-    """A peft LoraConfig from our schema ('all-linear' is peft's own shorthand); ``task_type`` CAUSAL_LM or SEQ_CLS."""
+def lora_config(spec: LoraSpec, task_type: str | None = "CAUSAL_LM"):
+    """A peft LoraConfig from our schema ('all-linear' is peft's own shorthand); ``task_type`` CAUSAL_LM, SEQ_CLS or None (a bare backbone)."""
     from peft import LoraConfig
 
     return LoraConfig(

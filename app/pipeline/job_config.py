@@ -20,9 +20,10 @@ HYPER_KEYS: dict[str, str] = {
     "lora_r": "lora.r",
     "checkpoint_every": "checkpoint.every_steps",
     "seed": "train.seed",
+    "epochs": "train.epochs",
 }
-# the DPO/reward stage configs share the training envelope (app.config.common.TrainingConfig): same keys
-PREFERENCE_HYPER_KEYS: dict[str, str] = dict(HYPER_KEYS)
+# the DPO/reward stage configs share the training envelope (app.config.common.TrainingConfig): same keys, plus beta
+PREFERENCE_HYPER_KEYS: dict[str, str] = {**HYPER_KEYS, "beta": "dpo.beta"}
 # the same knobs in the PPO stage config (app.config.ppo): a "step" is one rollout + update iteration
 PPO_HYPER_KEYS: dict[str, str] = {
     "max_steps": "run.iterations",
@@ -47,17 +48,26 @@ METHOD_STAGES: dict[str, tuple[str, list[str]]] = {
 
 
 def pipeline_for_job(job: dict[str, Any], file_paths: dict[str, str], job_dir: Path, db_url: str,
-                     template: Path, dataset: str | None = None, reward_model_path: str | None = None) -> dict[str, Any]:
+                     template: Path, dataset: str | None = None, reward_model_path: str | None = None,
+                     heldout: Path | None = None) -> dict[str, Any]:
     """The PipelineConfig (as a plain dict) that runs ``job``; validated by jobs/pipeline.py before anything runs.
 
     ``dataset``: the training file's artifact from upload-time ingestion, when it was tokenized for this job's base
     model; the job then trains on it instead of ingesting the file again. ``reward_model_path``: a ppo job's
-    registered reward model folder (resolved by the runner from the request's ``reward_model``).
+    registered reward model folder (resolved by the runner from the request's ``reward_model``). ``heldout``: the
+    request's validation file as {question, answer} rows (``heldout_from_validation``): the eval stage runs on it
+    (held-out perplexity and exact match on the caller's own data) instead of the default held-out set.
     """
     req = job["request"]
     stage, method_overrides = METHOD_STAGES[req["method"]]
-    keys = {"sft": HYPER_KEYS, "ppo": PPO_HYPER_KEYS}.get(req["method"] if stage != "sft" else "sft", PREFERENCE_HYPER_KEYS)
-    hyper = [f"{keys[k]}={v}" for k, v in sorted(req.get("hyperparameters", {}).items()) if k in keys]
+    keys = HYPER_KEYS if stage == "sft" else {"ppo": PPO_HYPER_KEYS, "dpo": PREFERENCE_HYPER_KEYS}.get(req["method"], HYPER_KEYS)
+    given = req.get("hyperparameters", {})
+    unknown = sorted(set(given) - set(keys))
+    if unknown:  # an accepted knob that would be silently dropped is a bug: refuse it
+        raise ValueError(f"hyperparameters.{unknown[0]}: not a knob of method {req['method']!r}")
+    hyper = [f"{keys[k]}={v}" for k, v in sorted(given.items())]
+    if "epochs" in given and "max_steps" not in given:
+        hyper.append(f"{keys['max_steps']}=null")  # n_epochs decides the length, not the template's max_steps
     run = [f"ray.run_name={job['id']}-{stage}", f"ray.storage_path={job_dir / 'runs'}"]
     base = read_yaml(template)
     ingest_over = [f"sources=[{{path: '{file_paths['training_file']}', input_format: auto}}]",
@@ -68,6 +78,8 @@ def pipeline_for_job(job: dict[str, Any], file_paths: dict[str, str], job_dir: P
         "ray": {"address": "auto"},
         "ingest": {"overrides": base.get("ingest", {}).get("overrides", []) + ingest_over},
         "eval": {"enabled": bool(req.get("eval_config", {}).get("enabled", base.get("eval", {}).get("enabled", True)))},
+        **({"eval": {"enabled": True, "overrides": base.get("eval", {}).get("overrides", [])
+                     + [f"data.heldout={heldout}"]}} if heldout else {}),
         # registered under the job's tenant: /v1/models lists only the caller's tenant
         "promote": {"name": f"ft-{(req.get('suffix') or job['id'].split('-', 1)[1]).lower()}", "tenant": job["tenant"]},
         "serve": {"enabled": False},
@@ -105,3 +117,45 @@ def ppo_reward_overrides(req: dict[str, Any], reward_model_path: str | None) -> 
         return ([f"reward.kind=sum", f"reward.rule={rule}", "reward.rule_weight=0"] if rule else ["reward.kind=model"]) \
             + [f"reward.model_path={reward_model_path}"]
     return ["reward.kind=rule", f"reward.rule={rule}"] if rule else []
+
+
+def heldout_from_validation(src: Path, dst: Path, limit: int = 256) -> Path:
+    """An uploaded validation file (OpenAI chat ``{messages}``, DPO ``{input, preferred_output}``, ``{prompt,
+    chosen}`` or ``{question, answer}``) as the eval stage's {question, answer} JSONL: the last user turn and the
+    reference answer of each record (at most ``limit``). ValueError naming the line when a record has neither."""
+    import json
+
+    rows = []
+    with Path(src).open() as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            question, answer = _qa(rec)
+            if not question or not answer:
+                raise ValueError(f"validation_file line {lineno}: no user turn + reference answer to evaluate on")
+            rows.append({"question": question, "answer": answer})
+            if len(rows) >= limit:
+                break
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dst
+
+
+def _qa(rec: dict[str, Any]) -> tuple[str | None, str | None]:
+    def last(messages, role):
+        return next((m.get("content") for m in reversed(messages or []) if isinstance(m, dict) and m.get("role") == role), None)
+
+    if "question" in rec:
+        return rec.get("question"), rec.get("answer")
+    if "messages" in rec:
+        msgs = rec["messages"]
+        answer = last(msgs, "assistant")
+        cut = max((i for i, m in enumerate(msgs) if isinstance(m, dict) and m.get("role") == "assistant"), default=len(msgs))
+        return last(msgs[:cut], "user"), answer
+    if "preferred_output" in rec:
+        return last((rec.get("input") or {}).get("messages"), "user"), last(rec.get("preferred_output"), "assistant")
+    if "chosen" in rec and isinstance(rec.get("prompt"), str):
+        chosen = rec["chosen"]
+        return rec["prompt"], chosen if isinstance(chosen, str) else last(chosen, "assistant")
+    return None, None

@@ -104,6 +104,21 @@ def base_vs_adapter(metrics: dict[str, float]) -> list[tuple[str, str, str, str]
     return rows
 
 
+def gate_row(g: dict[str, Any]) -> tuple[str, ...]:
+    """One gate as (name, value [interval], threshold, n used, n needed (effect), result, reason)."""
+    def num(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, (int, float)) else ("" if v is None else str(v))
+
+    value = num(g.get("value"))
+    if g.get("ci_low") is not None and g.get("ci_high") is not None:
+        value += f" [{num(g['ci_low'])}, {num(g['ci_high'])}]"
+    needed = "" if g.get("n_needed") is None else f"{g['n_needed']} ({num(g.get('mde'))})"
+    status = g.get("status") or ("pass" if g.get("passed") else "fail")
+    result = status.upper() if status in ("fail", "unreliable") else status
+    return (str(g.get("name")), value, num(g.get("threshold")), num(g.get("n")), needed, result,
+            str(g.get("metric", "")))
+
+
 def write_report(ctx: RunContext, result: PipelineResult) -> Path:
     """Write ``report.md`` (+ PNGs) into the run's report folder and return its path."""
     out, o = ctx.report_dir, ctx.outputs
@@ -141,9 +156,12 @@ def write_report(ctx: RunContext, result: PipelineResult) -> Path:
     gates = o.get("gates")
     if gates:
         parts += ["## Eval gates", f"Decision: **{'PASS' if o.get('gates_passed') else 'FAIL'}**",
-                  _table([(g.get("name"), g.get("metric"), g.get("value"), g.get("threshold"),
-                           "pass" if g.get("passed") else "FAIL") for g in gates],
-                         ("gate", "metric", "value", "threshold", "result"))]
+                  "Suite sizes: *n used* = items the gate's interval rests on; *n needed* = items to detect the "
+                  "suite's minimum detectable effect (in brackets) with 80% power at alpha 0.05. Details: "
+                  f"`{o.get('eval_report', 'eval/gate_report.md')}`.",
+                  _table([gate_row(g) for g in gates],
+                         ("gate", "value [95% interval]", "threshold", "n used", "n needed (effect)", "result",
+                          "why"))]
 
     lineage = o.get("lineage")
     if lineage:

@@ -256,7 +256,8 @@ def evaluate(ctx: RunContext) -> dict[str, Any]:
     result = run_eval(cfg)
     decision = result.decision.to_dict()
     gates = [{"name": o["name"], "metric": o["reason"], "value": o["value"], "threshold": o["bound"],
-              "passed": o["status"] in ("pass", "skipped") or not o["blocking"], "status": o["status"]}
+              "passed": o["status"] in ("pass", "skipped") or not o["blocking"], "status": o["status"],
+              **{k: o.get(k) for k in ("ci_low", "ci_high", "n", "mde", "n_needed")}}
              for o in decision["outcomes"]]
     return {"gates": gates, "gates_passed": decision["passed"], "gate_decision": decision,
             "eval_metrics": result.metrics, "eval_report": str(result.report_md), "passed": decision["passed"],

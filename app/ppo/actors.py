@@ -26,12 +26,12 @@ def _setup(seed: int, torch_threads: int) -> None:
 
 
 def _lora_config(lora: dict, causal_lm: bool):
-    from peft import LoraConfig
+    """The one LoRA builder (app.models.lora.lora_config) on the actor's plain-dict copy of ``PolicyLoraSpec``: the
+    hand-built LoraConfig it replaces dropped ``layers_to_transform`` and split ``'all-linear'`` into characters."""
+    from app.config.ppo import PolicyLoraSpec
+    from app.models.lora import lora_config
 
-    return LoraConfig(
-        r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], target_modules=list(lora["target_modules"]),
-        task_type="CAUSAL_LM" if causal_lm else None,
-    )
+    return lora_config(PolicyLoraSpec.model_validate(lora), "CAUSAL_LM" if causal_lm else None)
 
 
 def response_logits(model, batch: RolloutBatch) -> torch.Tensor:

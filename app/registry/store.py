@@ -95,7 +95,7 @@ class Registry:
         self.store_root = store_root
         if self.url.startswith("sqlite"):
             self.engine = create_engine(self.url, connect_args={"timeout": 60, "check_same_thread": False})
-            _serialize_sqlite_writes(self.engine)
+            serialize_sqlite_writes(self.engine)
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -446,7 +446,7 @@ class Registry:
             self._mirror.set_alias(view.tenant, view.name, view.stage, view.mlflow_version)
 
 
-def _serialize_sqlite_writes(engine) -> None:
+def serialize_sqlite_writes(engine) -> None:
     """pysqlite's deferred BEGIN lets two writers deadlock on upgrade; take the write lock up front instead."""
 
     @event.listens_for(engine, "connect")

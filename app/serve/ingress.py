@@ -114,7 +114,11 @@ class Ingress:
         if found.version not in self.checked_versions:
             check_base(await asyncio.to_thread(read_lineage, found.uri, ref.adapter), self.base_sha, ref.adapter)
             self.checked_versions.add(found.version)
-        return AdapterTarget(key=found.key, label=f"{tenant}/{ref.adapter}", uri=found.uri)
+        # registry versions ('v<N>-<hash>') label metrics per version: canary and production counted apart
+        registry_version = found.version.split("-")[0] if found.version.startswith("v") else ""
+        label = f"{tenant}/{found.name}" + (f"@{registry_version}" if registry_version else "")
+        shown = f"{tenant}/{found.name}@{registry_version or found.version[:12]}"
+        return AdapterTarget(key=found.key, label=label, uri=found.uri, version=shown)
 
     def _prompt_ids(self, req: ChatCompletionRequest | CompletionRequest) -> list[int]:
         field = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
@@ -202,7 +206,8 @@ class Ingress:
                 stream = self._sse(response, first, req, chat, len(ids), tenant, label, t0, deadline, ticket)
                 weakref.finalize(stream, ticket.release)  # a stream that never starts (client gone) releases too
                 ticket = None  # the stream releases it when it ends
-                return StreamingResponse(stream, media_type="text/event-stream")
+                return StreamingResponse(stream, media_type="text/event-stream",
+                                         headers={"x-rayalign-adapter-version": target.version if target else "base"})
             response = handle.generate.remote(engine_req)
             out = await (response if deadline is None else asyncio.wait_for(response, max(0.0, deadline - time.monotonic())))
         except asyncio.TimeoutError:
@@ -230,7 +235,10 @@ class Ingress:
         self.metrics.record(label, tenant, 200, prompt_tokens=len(ids), completion_tokens=out["completion_tokens"],
                             ttft_s=latency, latency_s=latency)
         build = chat_response if chat else completion_response
-        return build(new_id("chatcmpl" if chat else "cmpl"), req.model, out["text"], out["finish_reason"], len(ids), out["completion_tokens"])
+        body = build(new_id("chatcmpl" if chat else "cmpl"), req.model, out["text"], out["finish_reason"], len(ids), out["completion_tokens"])
+        shown = target.version if target else f"base@{self.base_sha[:12]}"
+        body["system_fingerprint"] = shown  # which adapter version answered (registry: <tenant>/<name>@v<N>)
+        return JSONResponse(body, headers={"x-rayalign-adapter-version": shown})
 
     async def _sse(self, stream, first: dict, req, chat: bool, n_prompt: int, tenant: str, label: str, t0: float,
                    deadline: float | None, ticket):

@@ -31,6 +31,15 @@ def parse_model(model: str, served_name: str) -> ModelRef:
         raise BadRequest("'model' is required", param="model")
     if len(model) > 200:
         raise BadRequest("'model' is too long", param="model")
+    if model.startswith("ft:"):  # a fine-tuning job's model id, ft:<base>:<tenant>:<suffix>:<id>: the resolver's to map
+        parts = model.split(":")
+        if len(parts) != 5 or not all(_NAME.fullmatch(p) for p in (parts[1], parts[2], parts[4])) or \
+                (parts[3] and not _NAME.fullmatch(parts[3])):
+            raise BadRequest(f"invalid fine-tuned model id {model!r}: expected ft:<base>:<tenant>:<suffix>:<id>",
+                             param="model")
+        if parts[1] != served_name:
+            raise NotFound(f"model '{model}' is not served here (base: '{served_name}')", param="model")
+        return ModelRef(served_name, model)
     if ":" in model:
         base, _, adapter = model.partition(":")
         if base != served_name:

@@ -139,8 +139,9 @@ class AdapterTarget(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     key: str  # replica identity of this adapter version (multiplexed model id / LoRA name)
-    label: str  # '<tenant>/<name>' for metrics and logs
+    label: str  # '<tenant>/<name>' for metrics and logs ('<tenant>/<name>@v<N>' for registry versions)
     uri: str  # local folder or s3:// URI
+    version: str = ""  # the resolved version, shown as system_fingerprint / x-rayalign-adapter-version
 
 
 class EngineRequest(BaseModel):

@@ -87,9 +87,21 @@ class DirectoryResolver:
 
 
 def build_resolver(cfg) -> AdapterResolver:
-    """The resolver a ServeConfig asks for (directory by default; a factory for the registry or anything else)."""
+    """The resolver a ServeConfig asks for: ``directory``; ``registry`` (app.serve.resolver_registry); ``factory``;
+    ``auto`` (default): the directory when ``adapters.root`` is set, else the registry first and the default adapter
+    folder after it when a registry database exists, else the folder."""
     spec = cfg.adapters
     if spec.kind == "factory":
         module, _, func = spec.factory.partition(":")
         return getattr(importlib.import_module(module), func)(cfg)
-    return DirectoryResolver(spec.root or rayalign_home() / "adapters")
+    folder = DirectoryResolver(spec.root or rayalign_home() / "adapters")
+    if spec.kind == "directory" or (spec.kind == "auto" and spec.root):
+        return folder
+    # imported by name: resolver_registry builds on this module's ResolvedAdapter (a static import would be a cycle)
+    registry_mod = importlib.import_module("app.serve.resolver_registry")
+    ChainResolver, RegistryResolver = registry_mod.ChainResolver, registry_mod.RegistryResolver
+    if spec.kind == "registry":
+        return RegistryResolver(spec.registry_url, spec.refresh_s)
+    if spec.registry_url or (rayalign_home() / "registry.db").exists():
+        return ChainResolver(RegistryResolver(spec.registry_url, spec.refresh_s), folder)
+    return folder

@@ -103,7 +103,8 @@ class WorkerSession:
             strat.load(folder, self.rank)
             restore_rng_state(folder, self.rank)
             state.resumed_from.append(state.step)
-            state.status = "running"
+            if state.status != "completed":  # a finished run stays finished: its loop runs no step, and the
+                state.status = "running"     # re-run (README command 1 twice) returns it instead of 'running'
             self.state = state
         self.first_step = self.state.step
         log.info("rank %d resumed at step %d (epoch %d, batch %d)", self.rank, self.state.step, self.state.epoch, self.state.batch_in_epoch)

@@ -48,3 +48,11 @@ def moto_s3():
 def s3_keys(moto_s3, prefix: str) -> list[str]:
     pages = moto_s3["client"].get_paginator("list_objects_v2").paginate(Bucket=moto_s3["bucket"], Prefix=prefix)
     return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
+@pytest.fixture(scope="session")
+def sft_artifact(tmp_path_factory):
+    """A tiny packed SFT artifact (the data contract's columns) from app.data.synthetic, for the S3 resume test."""
+    from app.data.synthetic import write_packed_artifact
+
+    return write_packed_artifact(tmp_path_factory.mktemp("sft_artifact"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import textwrap
@@ -58,3 +59,29 @@ def test_user_error_in_a_quiet_command_is_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stdout == ""
     assert out.stderr.strip() == f"rayalign train: error: config file not found: {tmp_path / 'missing.yaml'}"
+
+
+def test_result_lines_reach_the_terminal_after_sys_stdout_is_rebound_to_fd1(tmp_path):
+    """Something in a run may rebind ``sys.stdout`` to fd 1, which is the log under the quiet console (the train verb's
+    ``output:`` line was lost so under ``ray job submit``): the verb's result lines (``say``) still reach the terminal."""
+    code = textwrap.dedent("""
+        import argparse, os, sys, types
+        from app.commands import say
+        from app.console.session import run_quiet
+
+        def run(args):
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # fd 1: the log, under the quiet console
+            print("library chatter")
+            say(args, "output: /somewhere/adapter")
+            return 0
+
+        args = argparse.Namespace(verb="train", _run=run)
+        sys.exit(run_quiet(args, types.SimpleNamespace(), "rayalign train", ()))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "RAYALIGN_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "output: /somewhere/adapter" and lines[1].startswith("✔ train") and len(lines) == 2
+    (log,) = (tmp_path / "logs").glob("train-*.log")
+    assert "library chatter" in log.read_text() and "output:" not in log.read_text()

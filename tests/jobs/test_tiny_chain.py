@@ -2,7 +2,7 @@
 
     rayalign ingest --config configs/tiny/ingest_sft.yaml
     rayalign train  --config configs/tiny/sft_lora.yaml           # reads ${RAYALIGN_HOME}/datasets/tiny-sft
-    rayalign eval   --config configs/tiny/eval_gates.yaml adapter=<train's output> registry.name=tiny-sft
+    rayalign eval   --config configs/tiny/eval_gates.yaml registry.name=tiny-sft   # ${RAYALIGN_HOME}/outputs/tiny-sft
     rayalign registry promote tiny-sft 1 --publish
     rayalign serve  --config configs/tiny/serve_hf.yaml            # then one chat request to tiny-sft
 
@@ -27,11 +27,11 @@ def test_ingest_train_eval_serve_chain(capfd, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     assert main(["ingest", "--config", "configs/tiny/ingest_sft.yaml"]) == 0
     assert main(["train", "--config", "configs/tiny/sft_lora.yaml", "train.max_steps=3"]) == 0
-    out = capfd.readouterr().out
-    adapter = re.search(r"^output: (\S+)$", out, re.M).group(1)
+    adapter = os.path.join(os.environ["RAYALIGN_HOME"], "outputs", "tiny-sft")  # where the tiny eval reads it
     assert os.path.isfile(os.path.join(adapter, "rayalign_lineage.json"))
-    assert main(["eval", "--config", "configs/tiny/eval_gates.yaml", f"adapter={adapter}", "registry.name=tiny-sft",
-                 "judge.kind=none"]) == 0
+    out = capfd.readouterr().out  # the quiet console still shows the verb's result lines
+    assert re.search(r"^output: (\S+)$", out, re.M).group(1) == adapter
+    assert main(["eval", "--config", "configs/tiny/eval_gates.yaml", "registry.name=tiny-sft", "judge.kind=none"]) == 0
     assert main(["registry", "promote", "tiny-sft", "1", "--publish"]) == 0
 
     from openai import OpenAI

@@ -27,18 +27,18 @@ def test_cli_submit_status_list_cancel(api, tmp_path, monkeypatch, capsys):
     data.write_bytes(gsm8k_lines(6))
     rc, job = run_cli(capsys, "jobs", "--url", url, "submit", "--file", str(data), "--base-model", "tiny:llama",
                       "--idempotency-key", "cli-1", "max_steps=5", "learning_rate=1e-4")
-    assert rc == 0 and job["status"] == "queued" and job["hyperparameters"]["max_steps"] == 5
+    assert rc == 0 and job["status"] == "queued" and job["rayalign"]["knobs"]["max_steps"] == 5
     rc, again = run_cli(capsys, "jobs", "--url", url, "submit", "--training-file", job["training_file"],
                         "--base-model", "tiny:llama", "--idempotency-key", "cli-1")
-    assert again["job_id"] == job["job_id"]
+    assert again["id"] == job["id"]
     rc, upload = run_cli(capsys, "jobs", "--url", url, "file", job["training_file"])
-    assert rc == 0 and upload["rows"] == 6 and upload["status"] == "uploaded"  # no scheduler here: not ingested
-    rc, status = run_cli(capsys, "jobs", "--url", url, "status", job["job_id"])
-    assert rc == 0 and status["job_id"] == job["job_id"]
+    assert rc == 0 and upload["rayalign"]["rows"] == 6 and upload["status"] == "uploaded"  # no scheduler here: not ingested
+    rc, status = run_cli(capsys, "jobs", "--url", url, "status", job["id"])
+    assert rc == 0 and status["id"] == job["id"]
     rc, listing = run_cli(capsys, "jobs", "--url", url, "list")
-    assert [j["job_id"] for j in listing["data"]] == [job["job_id"]]
-    rc, cancelled = run_cli(capsys, "jobs", "--url", url, "cancel", job["job_id"])
+    assert [j["id"] for j in listing["data"]] == [job["id"]]
+    rc, cancelled = run_cli(capsys, "jobs", "--url", url, "cancel", job["id"])
     assert rc == 0 and cancelled["status"] == "cancelled"
     rc, bad = run_cli(capsys, "jobs", "--url", url, "submit", "--training-file", job["training_file"],
                       "--base-model", "tiny:llama", "epochs=3")
-    assert rc == 1 and bad["detail"][0]["loc"] == ["body", "hyperparameters", "epochs"]
+    assert rc == 1 and bad["error"]["param"] == "hyperparameters.epochs"

@@ -47,6 +47,7 @@ def served_api(tmp_path_factory, rayalign_home):
             assert time.time() < deadline, "API did not come up on Serve"
             time.sleep(1)
         a = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30)
+        head.db_url = f"sqlite:///{tmp}/registry.db"  # server paths (checkpoints) are read from the store, not the API
         yield url, a, client, head
         a.close()
 
@@ -70,12 +71,12 @@ def test_failing_job_fails_and_is_not_requeued(served_api):
     file_id = a.post("/v1/files", params={"filename": "t.jsonl"}, content=gsm8k_lines(10)).json()["id"]
     body = {"base_model": "tiny:llama", "training_file": file_id, "method": "dpo"}
     job = a.post("/v1/fine-tuning/jobs", json=body).json()
-    done = wait_for(a, job["job_id"], {"failed", "succeeded"})
-    assert done["status"] == "failed" and done["attempts"] == 1 and done["error"], done
-    assert "needs a 'preference' dataset artifact" in done["error"], done
-    info = ray_client.get_job_info(f"{job['job_id']}-a1")  # it really ran as a Ray job
-    assert info.metadata["rayalign_job_id"] == job["job_id"]
-    messages = [e["message"] for e in a.get(f"/v1/fine-tuning/jobs/{job['job_id']}/events").json()["data"]]
+    done = wait_for(a, job["id"], {"failed", "succeeded"})
+    assert done["status"] == "failed" and done["rayalign"]["attempts"] == 1 and done["error"], done
+    assert "needs a 'preference' dataset artifact" in done["error"]["message"], done
+    info = ray_client.get_job_info(f"{job['id']}-a1")  # it really ran as a Ray job
+    assert info.metadata["rayalign_job_id"] == job["id"]
+    messages = [e["message"] for e in a.get(f"/v1/fine-tuning/jobs/{job['id']}/events").json()["data"]]
     assert not any(m.startswith("preempted") for m in messages)
 
 
@@ -104,7 +105,7 @@ def test_reward_job_then_ppo_job_scored_by_that_reward_model(served_api):
     pairs = a.post("/v1/files", params={"filename": "pairs.jsonl"}, content=preference_lines()).json()["id"]
     body = {"base_model": "tiny:llama", "training_file": pairs, "method": "reward", "suffix": "rm",
             "hyperparameters": {"max_steps": 4, "checkpoint_every": 2, "batch_size": 4}}
-    rm_job = a.post("/v1/fine-tuning/jobs", json=body).json()["job_id"]
+    rm_job = a.post("/v1/fine-tuning/jobs", json=body).json()["id"]
     done = wait_for(a, rm_job, {"failed", "succeeded"}, timeout=600)
     assert done["status"] == "succeeded", done
     t_rm = time.time() - t0
@@ -114,10 +115,10 @@ def test_reward_job_then_ppo_job_scored_by_that_reward_model(served_api):
             "reward_model": "ft-rm", "reward_rule": "gsm8k", "hyperparameters": {"max_steps": 2, "batch_size": 2}}
     ppo_job = a.post("/v1/fine-tuning/jobs", json=body)
     assert ppo_job.status_code == 201, ppo_job.text
-    done = wait_for(a, ppo_job.json()["job_id"], {"failed", "succeeded"}, timeout=600)
+    done = wait_for(a, ppo_job.json()["id"], {"failed", "succeeded"}, timeout=600)
     assert done["status"] == "succeeded", done
     assert any(m["id"] == "ft-ppo" and m["method"] == "grpo" for m in a.get("/v1/models").json()["data"])
-    run = jobs_root() / ppo_job.json()["job_id"] / "report" / "ppo"
+    run = jobs_root() / ppo_job.json()["id"] / "report" / "ppo"
     lineage = json.loads((run / "adapter" / "rayalign_lineage.json").read_text())
     assert lineage["parents"]["reward_model"]["path"].endswith("reward-model")
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -154,16 +155,16 @@ def test_upload_is_ingested_into_a_dataset_artifact(served_api):
         assert time.time() < deadline, f
         time.sleep(0.5)
     assert f["status"] == "processed", f
-    assert f["record_type"] == "sft" and f["dataset_id"].startswith("sft-"), f
+    assert f["rayalign"]["record_type"] == "sft" and f["rayalign"]["dataset_id"].startswith("sft-"), f
     assert "40 of 40 rows kept" in f["status_details"], f
     assert ray_client.get_job_status(f"{file_id}-ingest").value == "SUCCEEDED"
-    print(f"upload -> processed in {time.time() - t0:.1f}s: {f['dataset_id']} ({f['status_details']})")
+    print(f"upload -> processed in {time.time() - t0:.1f}s: {f['rayalign']['dataset_id']} ({f['status_details']})")
     # well-formed JSON whose records no reader accepts: the file is stored, ingestion reports why it failed
     bad = a.post("/v1/files", params={"filename": "odd.jsonl"}, content=b'{"foo": 1}\n{"foo": 2}\n').json()
     while (f := a.get(f"/v1/files/{bad['id']}").json())["status"] not in {"processed", "error"}:
         assert time.time() < deadline + 120, f
         time.sleep(0.5)
-    assert f["status"] == "error" and f["dataset_id"] is None and f["status_details"], f
+    assert f["status"] == "error" and f["rayalign"]["dataset_id"] is None and f["status_details"], f
 
 
 def kill_job_process(job_id: str) -> list[int]:
@@ -181,34 +182,36 @@ def kill_job_process(job_id: str) -> list[int]:
 
 def test_killed_job_is_preempted_requeued_resumes_and_succeeds(served_api):
     """submit → running → (checkpoint) → SIGKILL → preempted → queued → running → resumes → succeeded + registered."""
-    _, a, ray_client, _ = served_api
+    _, a, ray_client, head = served_api
+    from app.jobs_api.store import JobStore
+
+    store = JobStore(head.db_url)
     body = {"base_model": "tiny:llama", "training_file": upload_sample(a), "method": "lora",
             # batch_size 1: the 40 rows pack into ~23 windows, 5 steps an epoch on 2 workers; 3 epochs reach step 12
             "hyperparameters": {"max_steps": 12, "checkpoint_every": 3, "batch_size": 1}, "suffix": "resume"}
     t0 = time.time()
-    job_id = a.post("/v1/fine-tuning/jobs", json=body, headers={"Idempotency-Key": "resume-1"}).json()["job_id"]
+    job_id = a.post("/v1/fine-tuning/jobs", json=body, headers={"Idempotency-Key": "resume-1"}).json()["id"]
     deadline = time.time() + 400
     while True:  # wait for a real checkpoint, then kill the job's process
         job = a.get(f"/v1/fine-tuning/jobs/{job_id}").json()
         assert job["status"] not in {"failed", "succeeded"}, job
-        if job["checkpoint_path"] and job["step"] >= 3:
+        if store.get_job(None, job_id)["checkpoint_path"] and job["rayalign"]["step"] >= 3:
             break
         assert time.time() < deadline, job
         time.sleep(0.5)
-    killed_at, t_kill = job["step"], time.time()
+    killed_at, t_kill = job["rayalign"]["step"], time.time()
     assert kill_job_process(job_id)
     done = wait_for(a, job_id, {"succeeded", "failed"}, timeout=600)
     assert done["status"] == "succeeded", done
-    assert done["attempts"] == 2 and done["step"] == 12, done
-    statuses = [e["message"].split(":")[0] for e in a.get(f"/v1/fine-tuning/jobs/{job_id}/events").json()["data"]
-                if e["kind"] == "status"]
+    assert done["rayalign"]["attempts"] == 2 and done["rayalign"]["step"] == 12, done
+    statuses = [e["message"].split(":")[0] for e in store.list_events(job_id) if e["kind"] == "status"]
     i = statuses.index("preempted")
     assert statuses[i + 1] == "queued" and "running" in statuses[i + 2:], statuses
     # the second attempt resumed from the checkpoint the first one left: at most one interval of steps lost
     from app.train.checkpoint import read_manifest
     from pathlib import Path
 
-    final = read_manifest(Path(done["checkpoint_path"]))
+    final = read_manifest(Path(store.get_job(None, job_id)["checkpoint_path"]))
     resumed = final["state"]["resumed_from"]
     assert resumed and killed_at - resumed[0] <= 3 and resumed[0] >= 3, (resumed, killed_at)
     # steps lost = the last step attempt 1 reported (its Ray job log) minus the step attempt 2 resumed from
@@ -224,14 +227,14 @@ def test_killed_job_is_preempted_requeued_resumes_and_succeeds(served_api):
     assert any(m["id"] == "ft-resume" and m["method"] == "lora" for m in models), models
     # the duplicate key returns the first job, even after it finished
     again = a.post("/v1/fine-tuning/jobs", json=body, headers={"Idempotency-Key": "resume-1"})
-    assert again.status_code == 200 and again.json()["job_id"] == job_id
+    assert again.status_code == 200 and again.json()["id"] == job_id
 
 
 def test_cancel_running_job(served_api):
     _, a, ray_client, _ = served_api
     body = {"base_model": "tiny:llama", "training_file": upload_sample(a), "method": "lora",
             "hyperparameters": {"max_steps": 500, "checkpoint_every": 50}}
-    job_id = a.post("/v1/fine-tuning/jobs", json=body).json()["job_id"]
+    job_id = a.post("/v1/fine-tuning/jobs", json=body).json()["id"]
     wait_for(a, job_id, {"running", "checkpointing"}, timeout=300)
     assert a.post(f"/v1/fine-tuning/jobs/{job_id}/cancel").status_code == 200
     done = wait_for(a, job_id, {"cancelled", "failed", "succeeded"}, timeout=300)

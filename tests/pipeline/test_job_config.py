@@ -55,7 +55,7 @@ def test_every_request_knob_maps_to_a_real_dpo_key():
     from app.config.dpo import DPOConfig
     from app.pipeline.job_config import PREFERENCE_HYPER_KEYS
 
-    assert set(PREFERENCE_HYPER_KEYS) == set(HYPER_KEYS)
+    assert set(PREFERENCE_HYPER_KEYS) == set(HYPER_KEYS) | {"beta"}
     for key in PREFERENCE_HYPER_KEYS.values():
         node = DPOConfig
         for part in key.split("."):
@@ -98,3 +98,34 @@ def test_ppo_job_reward_source_becomes_reward_keys(tmp_path):
     assert ppo_reward_overrides({"reward_rule": "exact_match"}, None) == ["reward.kind=rule", "reward.rule=exact_match"]
     with pytest.raises(ValueError, match="'ft-rm' is no longer registered"):
         ppo_reward_overrides({"reward_model": "ft-rm"}, None)
+
+
+def test_epochs_beta_and_validation_file_reach_the_stage_configs(tmp_path):
+    """OpenAI's n_epochs (epochs, no step cap), DPO beta, and validation_file as the eval stage's held-out set."""
+    import json
+
+    from app.config.dpo import DPOConfig
+    from app.config.loader import load_config
+    from app.pipeline.job_config import heldout_from_validation
+
+    val = tmp_path / "val.jsonl"
+    val.write_text(json.dumps({"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]})
+                   + "\n" + json.dumps({"input": {"messages": [{"role": "user", "content": "hi"}]},
+                                        "preferred_output": [{"role": "assistant", "content": "hello"}],
+                                        "non_preferred_output": [{"role": "assistant", "content": "no"}]}) + "\n")
+    heldout = heldout_from_validation(val, tmp_path / "heldout.jsonl")
+    assert [json.loads(l) for l in heldout.read_text().splitlines()] == [
+        {"question": "2+2?", "answer": "4"}, {"question": "hi", "answer": "hello"}]
+    j = job("dpo")
+    j["request"]["hyperparameters"] = {"epochs": 3, "beta": 0.3}
+    data = pipeline_for_job(j, {"training_file": "/f/p.jsonl"}, tmp_path, "sqlite:///x.db",
+                            REPO_ROOT / "configs/tiny/pipeline_job.yaml", heldout=heldout)
+    cfg = validate_config(data, PipelineConfig)
+    assert cfg.eval.enabled and f"data.heldout={heldout}" in cfg.eval.overrides
+    dcfg = load_config(REPO_ROOT / cfg.preference.config, DPOConfig, cfg.preference.overrides)
+    assert dcfg.train.epochs == 3 and dcfg.train.max_steps is None and dcfg.dpo.beta == 0.3
+    j["request"]["hyperparameters"] = {"beta": 0.3}
+    j["request"]["method"] = "lora"
+    with pytest.raises(ValueError, match="hyperparameters.beta"):
+        pipeline_for_job(j, {"training_file": "/f/p.jsonl"}, tmp_path, "sqlite:///x.db",
+                         REPO_ROOT / "configs/tiny/pipeline_job.yaml")

@@ -19,7 +19,9 @@ def standin_stages(gate_passes: bool, calls: list[str]):
         return fn
 
     manifest = {"id": "ds-1", "record_type": "sft", "rows_accepted": 9, "tokens": 900, "packing_efficiency": 0.93}
-    gates = [{"name": "gsm8k", "metric": "exact_match", "value": 0.1, "threshold": 0.05, "passed": gate_passes}]
+    gates = [{"name": "gsm8k", "metric": "exact_match", "value": 0.1, "threshold": 0.05, "passed": gate_passes},
+             {"name": "forgetting", "metric": "general-text perplexity ratio", "value": 1.02, "threshold": 1.05,
+              "passed": True, "status": "pass", "ci_low": 0.99, "ci_high": 1.04, "n": 16, "mde": 0.05, "n_needed": 12}]
     lineage = {"base_model_source": "tiny:llama", "base_sha": "ab" * 32, "dataset_id": "ds-1", "config_hash": "c" * 64,
                "method": "lora", "lora": {"r": 8}, "metrics": {}, "created_at": "now"}
     return [
@@ -51,6 +53,9 @@ def test_pipeline_sequences_stages_and_writes_report(tmp_path, monkeypatch, gate
     report = result.report_path.read_text()
     assert "| packing_efficiency | 0.93 |" in report and "![loss curves](loss_curves.png)" in report
     assert ("**PASS**" if gate_passes else "**FAIL**") in report
+    # every gate states its interval and suite size: n used, n needed for the suite's minimum detectable effect
+    assert "| forgetting | 1.02 [0.99, 1.04] | 1.05 | 16 | 12 (0.05) | pass |" in report
+    assert f"| gsm8k | 0.1 | 0.05 |  |  | {'pass' if gate_passes else 'FAIL'} | exact_match |" in report
     assert (tmp_path / "loss_curves.png").stat().st_size > 1000 and (tmp_path / "lineage.png").is_file()
     assert ("> **response:** 72" in report) is gate_passes
     assert str(result.report_path) in summary_lines(result)[-1]

@@ -87,3 +87,26 @@ def test_run_checkpoints_are_atomic_pruned_and_skip_corrupt(tmp_path):
     (tmp_path / "checkpoints" / "iter_000003" / "policy.pt").write_bytes(b"x" * 64)  # same size, corrupt bytes
     latest = latest_run_checkpoint(tmp_path)
     assert latest.name == "iter_000002" and read_manifest(latest)["extra"]["cursor"]["position"] == 8
+
+
+def test_actor_lora_honours_layers_and_all_linear(tiny_model_dir):
+    """The PPO actors build LoRA through app.models.lora: layers_to_transform and 'all-linear' reach peft (the old
+    hand-built LoraConfig dropped the first and split the second into characters); peft refuses the two together,
+    so the schema does, naming the key."""
+    import pytest
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from app.config.ppo import PolicyLoraSpec
+    from app.ppo.actors import _lora_config
+
+    with pytest.raises(ValueError, match="layers_to_transform"):
+        PolicyLoraSpec(target_modules="all-linear", layers_to_transform=[0])
+    adapted_by = {}
+    for name, spec in {"layers": dict(target_modules=["q_proj", "down_proj"], layers_to_transform=[0]),
+                       "all": dict(target_modules="all-linear")}.items():
+        lora = PolicyLoraSpec(r=4, alpha=8, dropout=0.0, **spec).model_dump()
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), _lora_config(lora, causal_lm=True))
+        adapted_by[name] = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n}
+    assert adapted_by["layers"] and all(".layers.0." in n for n in adapted_by["layers"]), adapted_by["layers"]
+    assert {n.rsplit(".", 1)[-1] for n in adapted_by["all"]} >= {"q_proj", "o_proj", "gate_proj", "down_proj"}

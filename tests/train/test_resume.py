@@ -61,6 +61,15 @@ def test_uninterrupted_run_outputs(baseline):
     assert len(hist) == 10 and abs(hist[-1].value - out.history[-1]["loss"]) < 1e-9
 
 
+def test_rerun_of_a_finished_run_returns_it(baseline, packed_artifact_double):
+    """The same config again (README command 1 run twice): no step is trained, the run is returned as completed."""
+    ref, storage = baseline
+    again = run_sft(tiny_cfg(packed_artifact_double, storage, "ddp-base", "tracking.enabled=true",
+                             "tracking.experiment=train-tests"))
+    assert again.status == "completed" and again.step == 10 and again.resumed_from == [10]
+    assert (again.output_dir / "adapter_model.safetensors").is_file()
+
+
 def test_killed_worker_resumes_exactly(baseline, packed_artifact_double, tmp_path):
     ref, _ = baseline
     out = run_sft(tiny_cfg(packed_artifact_double, tmp_path, "ddp-kill", "fault.kill_at_step=5", "fault.rank=1"))

@@ -1,0 +1,161 @@
+"""What README command 1 prints, from a fresh clone: console line counts (captured to a file, and rendered as a
+terminal shows it under a pseudo-terminal), the same with `-v`, and the demo pipeline's wall and stage times.
+
+    python benchmarks/console_lines.py                    # ~17 min on 2 cores: clone, venv, three demo runs
+    python benchmarks/console_lines.py --captures DIR     # only parse captures made by hand (see below)
+
+The clone goes next to this repo (``<repo>/../rayalign-fc``) so ``../shared`` resolves as in a user's checkout.
+Run 1 is the clone's first command (it creates ``.venv`` and ``.venv-cloud``), stdout+stderr captured to a file
+(not a terminal: the console writes only finished stage lines); run 2 is the same command under ``script`` (a
+pseudo-terminal, 120x40) so the live bars draw as a user sees them, counted after rendering carriage returns and
+cursor moves; run 3 is ``rayalign -v pipeline``. Captures: ``quiet.txt``, ``quiet_pty.typescript``, ``verbose.txt``
+(+ ``*.rc`` holding ``rc=N wall=S``). The goal (issue 23): under 40 lines on success, plus the log file path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT = REPO / "benchmarks" / "results" / "console_lines.json"
+COMMAND = "bash .ci/env rayalign pipeline --config configs/pipeline/demo.yaml"
+VERBOSE = "bash .ci/env rayalign -v pipeline --config configs/pipeline/demo.yaml"
+GOAL = 40
+_TOKEN = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])|\x1b[()][0-9A-B]|\x1b[=>]|(\r\n|\n|\r)|([^\x1b\r\n]+)|(\x1b)")
+
+
+def render(stream: str) -> list[str]:
+    """The lines a terminal shows at the end of ``stream``: text, CR, LF, cursor up/down/column, erase line/screen."""
+    lines, row, col = [""], 0, 0
+    for m in _TOKEN.finditer(stream):
+        params, cmd, newline, text = m.group(1), m.group(2), m.group(3), m.group(4)
+        if text is not None:
+            text = "".join(c for c in text if c >= " " or c == "\t")
+            cur = lines[row].ljust(col)
+            lines[row] = cur[:col] + text + cur[col + len(text):]
+            col += len(text)
+        elif newline == "\r":
+            col = 0
+        elif newline is not None:
+            row, col = row + 1, 0
+            if row == len(lines):
+                lines.append("")
+        elif cmd == "A":
+            row = max(0, row - int(params or 1))
+        elif cmd == "B":
+            row += int(params or 1)
+            lines.extend("" for _ in range(row + 1 - len(lines)))
+        elif cmd == "G":
+            col = int(params or 1) - 1
+        elif cmd == "K":
+            lines[row] = {"": lines[row][:col], "0": lines[row][:col], "2": ""}.get(params, lines[row])
+        elif cmd == "J" and params in ("", "0"):
+            lines[row] = lines[row][:col]
+            del lines[row + 1:]
+    lines = [line.rstrip() for line in lines]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def typescript_body(raw: str) -> str:
+    """``script``'s capture without its 'Script started/done' lines."""
+    body = raw.split("\n", 1)[1] if raw.startswith("Script started") else raw
+    return re.sub(r"\r?\n?Script done on [^\n]*\n?$", "", body)
+
+
+def read_rc(path: Path) -> dict:
+    fields = dict(part.split("=", 1) for part in path.read_text().split()) if path.is_file() else {}
+    return {k: int(v) for k, v in fields.items()}
+
+
+def summary(lines: list[str]) -> dict:
+    """Pipeline wall time, per-stage status/seconds and the log/report paths from the console's summary lines."""
+    out: dict = {"stages": {}}
+    for line in lines:
+        if m := re.match(r"pipeline (PASSED|FAILED|STOPPED) in ([\d.]+) min", line):
+            out["status"], out["pipeline_minutes"] = m.group(1), float(m.group(2))
+        elif m := re.match(r"\s+(\w+)\s+(ok|failed|skipped|stopped)\s+([\d.]+)s\b", line):
+            out["stages"][m.group(1)] = {"status": m.group(2), "seconds": float(m.group(3))}
+        elif m := re.match(r"\s+held-out perplexity: base ([\d.]+) -> adapter ([\d.]+)", line):
+            out["heldout_perplexity"] = {"base": float(m.group(1)), "adapter": float(m.group(2))}
+        elif m := re.match(r"(log|report): (\S+)", line):
+            out[f"{m.group(1)}_path"] = m.group(2)
+    return out
+
+
+def one_run(lines: list[str], rc: dict, note: str) -> dict:
+    env_lines = [line for line in lines if line.startswith("[rayalign]")]  # .ci/env's own one-time lines
+    return {"note": note, **rc, "lines": len(lines), "lines_from_ci_env": len(env_lines),
+            "lines_from_rayalign": len(lines) - len(env_lines),
+            "meets_goal": bool(rc.get("rc") == 0 and len(lines) - len(env_lines) < GOAL), **summary(lines)}
+
+
+def parse(captures: Path) -> dict:
+    quiet = (captures / "quiet.txt").read_text(encoding="utf-8", errors="replace").splitlines()
+    with open(captures / "quiet_pty.typescript", encoding="utf-8", errors="replace", newline="") as fh:
+        pty_raw = typescript_body(fh.read())  # newline="": a bare \r (the live bar's redraw) must stay a \r
+    pty = render(pty_raw)
+    result = {
+        "command": COMMAND, "goal_lines": GOAL,
+        "quiet_to_file": {**one_run(quiet, read_rc(captures / "quiet.rc"),
+                                    "first command of a fresh clone (creates .venv, .venv-cloud); output to a file"),
+                          "console": quiet},
+        "quiet_on_terminal": {**one_run(pty, read_rc(captures / "quiet_pty.rc"),
+                                        "second run, same clone, under a pseudo-terminal (live bars with ETA); "
+                                        "lines as rendered at the end"),
+                              "raw_newlines": pty_raw.count("\n"), "console": pty},
+    }
+    if (captures / "verbose.txt").is_file():
+        verbose = (captures / "verbose.txt").read_text(encoding="utf-8", errors="replace").splitlines()
+        result["verbose_to_file"] = {**one_run(verbose, read_rc(captures / "verbose.rc"), "rayalign -v pipeline"),
+                                     "meets_goal": None, "console_head": verbose[:15], "console_tail": verbose[-25:]}
+    if (captures / "commit.txt").is_file():
+        result["commit"] = (captures / "commit.txt").read_text().strip()
+    return result
+
+
+def timed(cmd: str, cwd: Path, out: Path) -> None:
+    start = time.time()
+    with open(out, "wb") as fh:
+        rc = subprocess.run(cmd, shell=True, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT).returncode
+    out.with_suffix(".rc").write_text(f"rc={rc} wall={round(time.time() - start)}\n")
+
+
+def measure(captures: Path) -> None:
+    clone = REPO.parent / "rayalign-fc"
+    shutil.rmtree(clone, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    (captures / "commit.txt").write_text(subprocess.run(["git", "log", "--oneline", "-1"], cwd=clone, check=True,
+                                                        capture_output=True, text=True).stdout)
+    timed(COMMAND, clone, captures / "quiet.txt")
+    timed(f"script -qec 'stty cols 120 rows 40; {COMMAND}' {captures / 'quiet_pty.typescript'} >/dev/null",
+          clone, captures / "quiet_pty.txt")
+    timed(VERBOSE, clone, captures / "verbose.txt")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--captures", type=Path, help="parse these captures instead of running (quiet.txt, ...)")
+    args = ap.parse_args()
+    captures = args.captures
+    if captures is None:
+        captures = Path(REPO / ".rayalign" / "console_lines")
+        captures.mkdir(parents=True, exist_ok=True)
+        measure(captures)
+    result = parse(captures)
+    RESULT.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)} | {
+        k: {f: v[f] for f in ("rc", "wall", "lines", "lines_from_rayalign", "meets_goal") if f in v}
+        for k, v in result.items() if isinstance(v, dict)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
