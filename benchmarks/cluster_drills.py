@@ -102,7 +102,7 @@ def write_preference_artifact(folder: Path) -> Path:
         for _, line in zip(range(300), f):
             out.write(line)
     cfg = load_config(ROOT / "configs" / "ingest" / "smollm2_hh_preference.yaml", IngestConfig, [
-        f"sources=[{{path: {subset}, input_format: hh_rlhf}}]", "model.source=tiny:llama", "max_length=128",
+        f"sources=[{{path: {subset}, input_format: hh_rlhf}}]", "model.source=tiny:llama", "max_length=256",
         "validation_fraction=0.0", f"output_dir={folder}"])
     path = str(run_ingest(cfg, out_dir=folder, progress=False).path)
     ensure_reference_logprobs(train_cfg("dpo", path, str(folder / "unused"), "precompute", folder / "unused.db"))

@@ -8,7 +8,8 @@ The clone goes next to this repo (``<repo>/../rayalign-fc``) so ``../shared`` re
 Run 1 is the clone's first command (it creates ``.venv`` and ``.venv-cloud``), stdout+stderr captured to a file
 (not a terminal: the console writes only finished stage lines); run 2 is the same command under ``script`` (a
 pseudo-terminal, 120x40) so the live bars draw as a user sees them, counted after rendering carriage returns and
-cursor moves; run 3 is ``rayalign -v pipeline``. Captures: ``quiet.txt``, ``quiet_pty.typescript``, ``verbose.txt``
+cursor moves (a re-run: ETAs from run 1, the finished SFT run reused); run 3 is ``rayalign -v pipeline`` in a new
+rayalign home (so it trains again; the converted-model cache is linked). Captures: ``quiet.txt``, ``quiet_pty.typescript``, ``verbose.txt``
 (+ ``*.rc`` holding ``rc=N wall=S``). The goal (issue 23): under 40 lines on success, plus the log file path.
 """
 
@@ -70,6 +71,21 @@ def typescript_body(raw: str) -> str:
     return re.sub(r"\r?\n?Script done on [^\n]*\n?$", "", body)
 
 
+def read_raw(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        return fh.read()  # newline="": a bare \r (a live bar's redraw) must stay a \r, not become a line
+
+
+def read_typescript(path: Path) -> str:
+    return typescript_body(read_raw(path))
+
+
+def file_lines(path: Path) -> list[str]:
+    """Lines of a captured file as ``wc -l`` counts them (a bar's \r-redraws stay inside their line)."""
+    lines = read_raw(path).split("\n")
+    return [line.rstrip("\r") for line in (lines[:-1] if lines and not lines[-1] else lines)]
+
+
 def read_rc(path: Path) -> dict:
     fields = dict(part.split("=", 1) for part in path.read_text().split()) if path.is_file() else {}
     return {k: int(v) for k, v in fields.items()}
@@ -79,7 +95,7 @@ def summary(lines: list[str]) -> dict:
     """Pipeline wall time, per-stage status/seconds and the log/report paths from the console's summary lines."""
     out: dict = {"stages": {}}
     for line in lines:
-        if m := re.match(r"pipeline (PASSED|FAILED|STOPPED) in ([\d.]+) min", line):
+        if m := re.search(r"pipeline (PASSED|FAILED|STOPPED) in ([\d.]+) min", line):  # -v: after a bar's remains
             out["status"], out["pipeline_minutes"] = m.group(1), float(m.group(2))
         elif m := re.match(r"\s+(\w+)\s+(ok|failed|skipped|stopped)\s+([\d.]+)s\b", line):
             out["stages"][m.group(1)] = {"status": m.group(2), "seconds": float(m.group(3))}
@@ -93,31 +109,41 @@ def summary(lines: list[str]) -> dict:
 def one_run(lines: list[str], rc: dict, note: str) -> dict:
     env_lines = [line for line in lines if line.startswith("[rayalign]")]  # .ci/env's own one-time lines
     return {"note": note, **rc, "lines": len(lines), "lines_from_ci_env": len(env_lines),
-            "lines_from_rayalign": len(lines) - len(env_lines),
+            "lines_besides_ci_env": len(lines) - len(env_lines),
             "meets_goal": bool(rc.get("rc") == 0 and len(lines) - len(env_lines) < GOAL), **summary(lines)}
 
 
 def parse(captures: Path) -> dict:
-    quiet = (captures / "quiet.txt").read_text(encoding="utf-8", errors="replace").splitlines()
-    with open(captures / "quiet_pty.typescript", encoding="utf-8", errors="replace", newline="") as fh:
-        pty_raw = typescript_body(fh.read())  # newline="": a bare \r (the live bar's redraw) must stay a \r
-    pty = render(pty_raw)
+    quiet = file_lines(captures / "quiet.txt")
     result = {
-        "command": COMMAND, "goal_lines": GOAL,
+        "measured_command": COMMAND, "goal_lines": GOAL,
         "quiet_to_file": {**one_run(quiet, read_rc(captures / "quiet.rc"),
                                     "first command of a fresh clone (creates .venv, .venv-cloud); output to a file"),
                           "console": quiet},
-        "quiet_on_terminal": {**one_run(pty, read_rc(captures / "quiet_pty.rc"),
-                                        "second run, same clone, under a pseudo-terminal (live bars with ETA); "
-                                        "lines as rendered at the end"),
-                              "raw_newlines": pty_raw.count("\n"), "console": pty},
     }
+    if (captures / "quiet_pty.typescript").is_file():
+        pty_raw = read_typescript(captures / "quiet_pty.typescript")
+        pty = render(pty_raw)
+        result["quiet_on_terminal"] = {
+            **one_run(pty, read_rc(captures / "quiet_pty.rc"),
+                      "second run, same clone and home, under a pseudo-terminal (live bars with ETA from run 1; the "
+                      "finished SFT run is reused); lines as rendered"),
+            "raw_newlines": pty_raw.count("\n"), "raw_carriage_returns": pty_raw.count("\r"), "console": pty}
+    if (captures / "quiet_pty_before_fix.typescript").is_file():  # kept: the re-run that found the 'running' bug
+        lines = render(read_typescript(captures / "quiet_pty_before_fix.typescript"))
+        result["quiet_on_terminal_before_fix"] = {
+            **one_run(lines, read_rc(captures / "quiet_pty_before_fix.rc"),
+                      "the same re-run before the fix of a finished SFT run returning 'running' (app/train/session.py)"),
+            "console": lines}
     if (captures / "verbose.txt").is_file():
-        verbose = (captures / "verbose.txt").read_text(encoding="utf-8", errors="replace").splitlines()
-        result["verbose_to_file"] = {**one_run(verbose, read_rc(captures / "verbose.rc"), "rayalign -v pipeline"),
-                                     "meets_goal": None, "console_head": verbose[:15], "console_tail": verbose[-25:]}
-    if (captures / "commit.txt").is_file():
-        result["commit"] = (captures / "commit.txt").read_text().strip()
+        verbose = file_lines(captures / "verbose.txt")
+        result["verbose_to_file"] = {
+            **one_run(verbose, read_rc(captures / "verbose.rc"), "rayalign -v pipeline, new home; output to a file"),
+            "meets_goal": None, "lines_as_a_terminal_renders_them": len(render(read_raw(captures / "verbose.txt"))),
+            "console_head": verbose[:12], "console_tail": verbose[-20:]}
+    result["commits"] = {p.stem: p.read_text().strip() for p in sorted(captures.glob("commit*.txt"))}
+    result["load_average"] = {p.stem: [line.split("load average:")[-1].strip() for line in p.read_text().splitlines()]
+                              for p in sorted(captures.glob("load*.txt"))}  # `uptime` before/after; 2 cores
     return result
 
 
@@ -137,7 +163,10 @@ def measure(captures: Path) -> None:
     timed(COMMAND, clone, captures / "quiet.txt")
     timed(f"script -qec 'stty cols 120 rows 40; {COMMAND}' {captures / 'quiet_pty.typescript'} >/dev/null",
           clone, captures / "quiet_pty.txt")
-    timed(VERBOSE, clone, captures / "verbose.txt")
+    fresh = clone / ".rayalign-v"  # a new home (model cache linked): in the first one SFT is finished and reused
+    fresh.mkdir()
+    (fresh / "models").symlink_to(clone / ".rayalign" / "models", target_is_directory=True)
+    timed(f"RAYALIGN_HOME={fresh} {VERBOSE}", clone, captures / "verbose.txt")
 
 
 def main() -> int:
@@ -152,7 +181,7 @@ def main() -> int:
     result = parse(captures)
     RESULT.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)} | {
-        k: {f: v[f] for f in ("rc", "wall", "lines", "lines_from_rayalign", "meets_goal") if f in v}
+        k: {f: v[f] for f in ("rc", "wall", "lines", "lines_besides_ci_env", "meets_goal") if f in v}
         for k, v in result.items() if isinstance(v, dict)}, indent=1))
     return 0
 

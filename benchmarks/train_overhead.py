@@ -1,6 +1,6 @@
 """Ray Train overhead: bare PyTorch loop vs rayalign's loop on Ray Train (1 worker x 2 CPUs), same everything.
 
-Same model (a ~4.4M-parameter Llama with LoRA on all linear layers... see MODEL), same packed rows, same batch,
+Steady state is the median step's tokens/s (and the span mean next to it). Same model (a ~4.4M-parameter Llama with LoRA on all linear layers... see MODEL), same packed rows, same batch,
 same core loss, same AdamW, same threads (2). Steady-state tokens/s skips the first WARMUP steps; Ray's start-up
 (cluster, worker group, model load, data) is reported separately.
 
@@ -77,8 +77,15 @@ def bare_loop(cfg: SFTConfig, artifact: Path, model_dir: Path) -> dict:
 
 
 def steady_state(starts: list[float], tokens: list[int]) -> dict:
+    """tokens/s from the median step (the headline: robust to a step that another process on this shared 2-core box
+    slowed down) and from the whole steady span (mean), both after WARMUP steps."""
+    import statistics
+
     span = starts[-1] - starts[WARMUP]
-    return {"tokens_per_s": sum(tokens[WARMUP:]) / span, "seconds_per_step": span / (len(tokens) - WARMUP)}
+    durations = [b - a for a, b in zip(starts[WARMUP:], starts[WARMUP + 1:])]
+    rates = sorted(t / d for t, d in zip(tokens[WARMUP:], durations))
+    return {"tokens_per_s": statistics.median(rates), "tokens_per_s_mean": sum(tokens[WARMUP:len(durations) + WARMUP]) / span,
+            "seconds_per_step": statistics.median(durations)}
 
 
 def ray_loop(cfg: SFTConfig) -> dict:

@@ -61,6 +61,7 @@ def test_uninterrupted_run_outputs(baseline):
     assert len(hist) == 10 and abs(hist[-1].value - out.history[-1]["loss"]) < 1e-9
 
 
+@pytest.mark.e2e  # 28 s on 2 cores (Ray Train restores the final checkpoint)
 def test_rerun_of_a_finished_run_returns_it(baseline, packed_artifact_double):
     """The same config again (README command 1 run twice): no step is trained, the run is returned as completed."""
     ref, storage = baseline
