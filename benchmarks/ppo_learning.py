@@ -33,6 +33,8 @@ def main() -> int:
     p.add_argument("--window", type=int, default=4, help="iterations averaged at the start and at the end")
     p.add_argument("--name", default="ppo_learning_smollm2", help="results file stem under benchmarks/results/")
     p.add_argument("--budget-minutes", type=float, default=None, help="stop cleanly after this much wall time")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="no training: write the summary of the run already in --run-dir (its metrics.jsonl and plot)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides of the config")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -52,22 +54,26 @@ def main() -> int:
             raise OverBudget
 
     cfg = load_config(args.config, PPOConfig, [f"run.output_dir={args.run_dir}", *args.overrides])
-    init_ray(cfg.ray)
     run_dir = run_dir_for(cfg)
-    driver = make_driver(cfg, run_dir)
-    try:
+    if args.summarize_only:
+        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        history = [json.loads(line) for line in lines if line.strip()]
+    else:
+        init_ray(cfg.ray)
+        driver = make_driver(cfg, run_dir)
         try:
-            driver.run(on_iteration=stop_when_over_budget)
-        except OverBudget:
-            print(f"[ppo] wall-clock budget reached at iteration {driver.iteration}; checkpoint + plot", flush=True)
-            driver.save()
-            driver.export()
-        history = driver.history
-    finally:
-        driver.shutdown()
-    import ray
+            try:
+                driver.run(on_iteration=stop_when_over_budget)
+            except OverBudget:
+                print(f"[ppo] wall-clock budget reached at iteration {driver.iteration}; checkpoint + plot", flush=True)
+                driver.save()
+                driver.export()
+            history = driver.history
+        finally:
+            driver.shutdown()
+        import ray
 
-    ray.shutdown()
+        ray.shutdown()
     w = min(args.window, len(history) // 2)
     first, last = history[:w], history[-w:]
 
@@ -78,7 +84,7 @@ def main() -> int:
     from app.core.rewards import RULE_REWARDS
 
     result = {
-        "config": str(Path(args.config).relative_to(ROOT)), "overrides": args.overrides, "iterations": len(history),
+        "config": str(Path(args.config).resolve().relative_to(ROOT)), "overrides": args.overrides, "iterations": len(history),
         "reward_rule": cfg.reward.rule, "reward_definition": " ".join(RULE_REWARDS[cfg.reward.rule].__doc__.split()),
         "response_prefix": cfg.prompts.response_prefix, "max_new_tokens": cfg.rollout.max_new_tokens,
         "lr": cfg.algo.lr,

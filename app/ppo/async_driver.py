@@ -101,7 +101,7 @@ class AsyncPPODriver(PPODriver):
                 "questions": [p.text for p in prompts], "references": [p.reference for p in prompts],
                 "n": r.samples_per_prompt, "max_new_tokens": r.max_new_tokens, "temperature": r.temperature,
                 "top_p": r.top_p, "seed": c.run.seed * 100_003 + b, "env": r.env, "rule": c.reward.rule,
-                "max_turns": r.max_turns,
+                "max_turns": r.max_turns, "response_prefix": c.prompts.response_prefix,
             }
         return self.jobs[b]
 

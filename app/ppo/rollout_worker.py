@@ -39,7 +39,7 @@ class RolloutWorker(PolicyActor):
 
     def rollout(self, job: dict) -> dict:
         """Generate one batch. ``job``: batch_id, prompt_ids, questions, references, n, max_new_tokens, temperature,
-        top_p, seed, env ('none' | 'single_turn' | 'calculator'), rule, max_turns. Returns the samples (``n`` per prompt,
+        top_p, seed, env ('none' | 'single_turn' | 'calculator'), rule, max_turns, response_prefix. Returns the samples (``n`` per prompt,
         contiguous) with ``version`` and ``worker``."""
         if self.version < 0:
             raise RuntimeError("rollout worker has no adapter version yet (set_adapter first)")
@@ -59,7 +59,7 @@ class RolloutWorker(PolicyActor):
         rep = lambda xs: [x for x in xs for _ in range(n)]  # noqa: E731 - one episode per sample, groups contiguous
         episodes = run_episodes(rep(job["prompt_ids"]), rep(job["questions"]), rep(job["references"]),
                                 lambda: make_env(job["env"], job["rule"], job["max_turns"]), generate, self.tokenizer,
-                                self.glue, job["max_turns"])
+                                self.glue, job["max_turns"], job.get("response_prefix", ""))
         tokens = [e.tokens() for e in episodes]
         out.update(responses=[t[0] for t in tokens], loss_masks=[t[1] for t in tokens], rollout_logp=[t[2] for t in tokens],
                    env_rewards=[e.reward for e in episodes], texts=[e.text for e in episodes],
