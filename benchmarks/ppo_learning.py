@@ -6,6 +6,8 @@ Runs (or resumes: same ``--run-dir``) ``configs/ppo/smollm2_gsm8k_grpo_cpu.yaml`
 compares the mean reward of the first and last ``--window`` iterations (the baseline is the same run's start, i.e.
 the base model's own samples) and the largest sequence KL against ``algo.target_kl``. Writes
 benchmarks/results/ppo_learning_smollm2.json and the run's reward/KL plot as ppo_learning_smollm2.png.
+``--name ppo_learning_calc --config configs/ppo/smollm2_gsm8k_calc_async_cpu.yaml``: the calculator-tool environment
+in async mode; the JSON then also has the tool-call rate, tool errors, turns and policy lag per iteration.
 A CPU-sized run can be split over several invocations: each resumes from the last checkpoint, and
 ``--budget-minutes`` stops (checkpoint + plot + summary) after the iteration that crosses the wall-clock budget.
 """
@@ -29,14 +31,17 @@ def main() -> int:
     p.add_argument("--config", default=str(ROOT / "configs" / "ppo" / "smollm2_gsm8k_grpo_cpu.yaml"))
     p.add_argument("--run-dir", default="/tmp/rayalign-ppo-learning")
     p.add_argument("--window", type=int, default=4, help="iterations averaged at the start and at the end")
+    p.add_argument("--name", default="ppo_learning_smollm2", help="results file stem under benchmarks/results/")
     p.add_argument("--budget-minutes", type=float, default=None, help="stop cleanly after this much wall time")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="no training: write the summary of the run already in --run-dir (its metrics.jsonl and plot)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides of the config")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from app.config.loader import load_config
     from app.config.ppo import PPOConfig
     from app.launch.runtime import init_ray
-    from app.ppo.driver import PPODriver
+    from app.ppo.async_driver import make_driver
     from app.ppo.launch import run_dir_for
 
     deadline = time.monotonic() + 60 * args.budget_minutes if args.budget_minutes else float("inf")
@@ -49,22 +54,26 @@ def main() -> int:
             raise OverBudget
 
     cfg = load_config(args.config, PPOConfig, [f"run.output_dir={args.run_dir}", *args.overrides])
-    init_ray(cfg.ray)
     run_dir = run_dir_for(cfg)
-    driver = PPODriver(cfg, run_dir)
-    try:
+    if args.summarize_only:
+        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        history = [json.loads(line) for line in lines if line.strip()]
+    else:
+        init_ray(cfg.ray)
+        driver = make_driver(cfg, run_dir)
         try:
-            driver.run(on_iteration=stop_when_over_budget)
-        except OverBudget:
-            print(f"[ppo] wall-clock budget reached at iteration {driver.iteration}; checkpoint + plot", flush=True)
-            driver.save()
-            driver.export()
-        history = driver.history
-    finally:
-        driver.shutdown()
-    import ray
+            try:
+                driver.run(on_iteration=stop_when_over_budget)
+            except OverBudget:
+                print(f"[ppo] wall-clock budget reached at iteration {driver.iteration}; checkpoint + plot", flush=True)
+                driver.save()
+                driver.export()
+            history = driver.history
+        finally:
+            driver.shutdown()
+        import ray
 
-    ray.shutdown()
+        ray.shutdown()
     w = min(args.window, len(history) // 2)
     first, last = history[:w], history[-w:]
 
@@ -75,7 +84,7 @@ def main() -> int:
     from app.core.rewards import RULE_REWARDS
 
     result = {
-        "config": str(Path(args.config).relative_to(ROOT)), "overrides": args.overrides, "iterations": len(history),
+        "config": str(Path(args.config).resolve().relative_to(ROOT)), "overrides": args.overrides, "iterations": len(history),
         "reward_rule": cfg.reward.rule, "reward_definition": " ".join(RULE_REWARDS[cfg.reward.rule].__doc__.split()),
         "response_prefix": cfg.prompts.response_prefix, "max_new_tokens": cfg.rollout.max_new_tokens,
         "lr": cfg.algo.lr,
@@ -88,7 +97,8 @@ def main() -> int:
         "kl_under_target": target is None or max(h["kl"] for h in history) < target,
         "seconds_per_iteration_median": round(statistics.median(h["seconds_iteration"] for h in history), 2),
         "per_iteration": {k: [round(h[k], 4) for h in history]
-                          for k in ("reward_mean", "exact_match", "format_ok", "kl", "truncated_frac") if k in history[0]},
+                          for k in ("reward_mean", "exact_match", "format_ok", "kl", "truncated_frac", "tool_call_rate",
+                                    "tool_error_rate", "turns_mean", "policy_lag", "is_ratio_mean") if k in history[0]},
         "history": [{k: v for k, v in h.items() if k != "sample"} for h in history],
         "last_sample": history[-1]["sample"],
     }
@@ -98,9 +108,14 @@ def main() -> int:
           f"{result['exact_match_last']:.3f}; format {result['format_ok_first']:.3f} -> {result['format_ok_last']:.3f}; "
           f"max KL {result['kl_max']:.3f} (target {target})")
     out = ROOT / "benchmarks" / "results"
-    (out / "ppo_learning_smollm2.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-    shutil.copyfile(run_dir / "ppo_curves.png", out / "ppo_learning_smollm2.png")
-    print(f"wrote {out / 'ppo_learning_smollm2.json'} and ppo_learning_smollm2.png")
+    if "tool_call_rate" in history[0]:
+        result |= {"tool_call_rate_first": mean(first, "tool_call_rate"), "tool_call_rate_last": mean(last, "tool_call_rate"),
+                   "mode": cfg.algo.mode, "max_staleness": cfg.algo.max_staleness, "env": cfg.rollout.env,
+                   "max_turns": cfg.rollout.max_turns}
+        print(f"tool-call rate {result['tool_call_rate_first']:.3f} -> {result['tool_call_rate_last']:.3f}")
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    shutil.copyfile(run_dir / "ppo_curves.png", out / f"{args.name}.png")
+    print(f"wrote {out / (args.name + '.json')} and {args.name}.png")
     return 0
 
 

@@ -43,8 +43,9 @@ def version_of(fp: str) -> str:
     return fp.split("@")[1].split("-")[0] if "@" in fp else "?"
 
 
-def switch(records, t_cmd: float, old: str, new: str) -> dict:
-    after = [r for r in records if r[0] >= t_cmd]
+def switch(records, t_cmd: float, old: str, new: str, until: float = float("inf")) -> dict:
+    """Within [t_cmd, until) (the next command): requests started after the command that still got ``old``."""
+    after = [r for r in records if t_cmd <= r[0] < until]
     stale = [r for r in after if version_of(r[3]) == old]
     fresh = [r for r in records if r[1] >= t_cmd and version_of(r[3]) == new]
     return {"switch_s": round(max((r[0] for r in stale), default=t_cmd) - t_cmd, 3),
@@ -81,7 +82,8 @@ async def drill(url: str, reg, inflight: int, hold_s: float) -> dict:
     return {"requests": len(records), "in_flight": inflight, "failures": len(failures),
             "failure_samples": [r[3] for r in failures[:5]],
             "deploy_command_s": round(t_deploy_done - t_deploy, 3), "rollback_command_s": round(t_rb_done - t_rb, 3),
-            "deploy_v2": switch(records, t_deploy_done, "v1", "v2"), "rollback_to_v1": switch(records, t_rb_done, "v2", "v1"),
+            "deploy_v2": switch(records, t_deploy_done, "v1", "v2", until=t_rb),
+            "rollback_to_v1": switch(records, t_rb_done, "v2", "v1"),
             "answers_by_version": {v: sum(version_of(r[3]) == v for r in records) for v in ("v1", "v2")}}
 
 

@@ -247,6 +247,7 @@ def main() -> int:
     ap.add_argument("--quiet-concurrency", type=int, default=4)
     ap.add_argument("--quiet-requests", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3, help="noisy: (alone, flood) pairs measured back to back")
+    ap.add_argument("--no-decompose", action="store_true", help="noisy: skip the decomposition phases")
     ap.add_argument("--autoscale-load-s", type=float, default=30)
     ap.add_argument("--soak-s", type=float, default=120)
     ap.add_argument("--soak-rps", type=float, default=4)
@@ -335,10 +336,10 @@ def main() -> int:
             print(f"mixed / clean: {results['ratio_mixed_vs_clean']}", flush=True)
         save()
     if "noisy" in phases:
-        from serve_noisy import run_noisy
+        from serve_noisy import run_noisy, server_pids
 
-        res = asyncio.run(run_noisy(base, app, args.max_tokens, args.quiet_concurrency, args.quiet_requests, args.reps,
-                                    NOISY_CAP, KEYS))
+        res = asyncio.run(run_noisy(base, server_pids(app), args.max_tokens, args.quiet_concurrency, args.quiet_requests, args.reps,
+                                    NOISY_CAP, KEYS, decompose=not args.no_decompose))
         results["noisy"] = res
         for pair in res["reps"]:
             print(f"noisy  B p99 alone {pair['alone']['p99_s']}s, with A flooding {pair['flood']['p99_s']}s: ratio "

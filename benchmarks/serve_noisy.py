@@ -71,8 +71,8 @@ class CpuMeter:
                 out[name] = t.user + t.system
             except psutil.Error:
                 out[name] = 0.0
-        ct = psutil.cpu_times()
-        out["machine"] = sum(ct) - ct.idle - getattr(ct, "iowait", 0.0)
+        ct = psutil.cpu_times()  # guest time is already inside user time
+        out["machine"] = sum(ct) - ct.idle - sum(getattr(ct, k, 0.0) for k in ("iowait", "guest", "guest_nice"))
         return out
 
     def start(self):
@@ -137,10 +137,10 @@ async def b_phase(base: str, app_pids: dict, conc: int, n: int, max_tokens: int,
             "ttft_p50_s": ttft["p50_s"], "ttft_p99_s": ttft["p99_s"], "a": a, "cpu": cpu}
 
 
-async def run_noisy(base: str, app: str, max_tokens: int, conc: int, n: int, reps: int, cap: int, keys: dict,
+async def run_noisy(base: str, pids: dict[str, int], max_tokens: int, conc: int, n: int, reps: int, cap: int, keys: dict,
                     decompose: bool = True) -> dict:
-    """``reps`` × (B alone, B + flood), then (once) the decomposition phases; ratios are flood p99 / alone p99."""
-    pids = server_pids(app)
+    """``reps`` × (B alone, B + flood), then (once) the decomposition phases; ratios are flood p99 / alone p99.
+    ``pids``: the server processes to meter (``server_pids(app)``, called outside the event loop)."""
     pairs = []
     for _ in range(reps):
         alone = await b_phase(base, pids, conc, n, max_tokens, None, cap, keys)

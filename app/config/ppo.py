@@ -51,6 +51,13 @@ class RolloutSpec(StrictModel):
     max_new_tokens: int = Field(64, ge=1, description="response length cap")
     temperature: float = Field(1.0, gt=0.0, description="sampling temperature")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
+    workers: int = Field(1, ge=1, description="algo.mode=async: rollout worker actors (HF generate, each with its own "
+                         "copy of the model and the newest adapter version it was sent)")
+    env: Literal["none", "single_turn", "calculator"] = Field(
+        "none", description="algo.mode=async: 'none' (one reply, scored by the RewardActor), 'single_turn' (the reward "
+        "rule as a one-step environment) or 'calculator' (GSM8K with a calc(expr) tool; app/ppo/env.py)")
+    max_turns: int = Field(3, ge=1, description="rollout.env: model turns per episode (a tool-call loop ends here); "
+                           "max_new_tokens caps each turn")
     vllm_max_loras: int = Field(2, ge=1, description="vLLM: adapters resident at once")
     vllm_max_lora_rank: int = Field(8, ge=1, description="vLLM: max LoRA rank (>= lora.r)")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0.0, le=1.0, description="vLLM: GPU memory share (GPU only)")
@@ -117,6 +124,17 @@ class AlgoSpec(StrictModel):
     lr: float = Field(1e-4, gt=0.0, description="policy learning rate (AdamW)")
     value_lr: float = Field(1e-4, gt=0.0, description="critic learning rate (AdamW)")
     max_grad_norm: float = Field(1.0, gt=0.0, description="gradient clipping norm")
+    mode: Literal["sync", "async"] = Field(
+        "sync", description="'sync': generate, score and train take turns; 'async': rollout workers keep generating "
+        "with the newest adapter version they have while the trainer trains (app/ppo/async_driver.py)")
+    max_staleness: int = Field(1, ge=0, description="async: a batch is trained on only if the policy has moved at most "
+                               "this many versions since the adapter that generated it (0 = on-policy)")
+    is_correction: Literal["none", "tis", "mis"] = Field(
+        "none", description="off-policy correction between the rollout's log-probs and the trainer's "
+        "(app/core/importance.py): truncated IS, masked IS, or none; meant for algo.mode=async (HF rollouts only)")
+    is_cap: float = Field(2.0, gt=0.0, description="TIS truncation / MIS upper bound on the IS ratio")
+    is_low: float = Field(0.0, ge=0.0, description="MIS: lower bound on the IS ratio")
+    is_level: Literal["token", "sequence"] = Field("token", description="MIS: reject tokens or whole sequences")
 
 
 class PlacementSpec(StrictModel):
@@ -177,6 +195,24 @@ class PPOConfig(StrictModel):
         if self.reward.kind in ("model", "sum") and not self.reward.model_path:
             raise ValueError(f"reward.kind={self.reward.kind} but reward.model_path is not set: PPO has no reward source "
                              "(give a reward model folder, or use reward.kind=rule)")
+        if self.algo.is_correction != "none" and self.rollout.backend != "hf":
+            raise ValueError("algo.is_correction needs rollout log-probs: built for rollout.backend=hf only so far")
+        if self.algo.is_low > self.algo.is_cap:
+            raise ValueError(f"algo.is_low ({self.algo.is_low}) must be <= algo.is_cap ({self.algo.is_cap})")
+        if self.algo.mode == "async":
+            if self.rollout.backend != "hf":
+                raise ValueError("algo.mode=async runs HF rollout workers; rollout.backend=vllm is sync-only for now")
+            if not self.lora.enabled:
+                raise ValueError("algo.mode=async ships adapter versions to the rollout workers: it needs lora.enabled=true")
+        else:
+            if self.rollout.env != "none":
+                raise ValueError(f"rollout.env={self.rollout.env} runs in the rollout workers: set algo.mode=async "
+                                 "(max_staleness=0 is on-policy)")
+            if self.rollout.workers != 1:
+                raise ValueError("rollout.workers is an algo.mode=async setting (sync generates in the policy actor)")
+        if self.rollout.env != "none" and self.algo.estimator == "gae":
+            raise ValueError(f"rollout.env={self.rollout.env} needs algo.estimator grpo or rloo (the critic's reward "
+                             "shaping puts the score on the last loss token, which multi-turn masks move)")
         if self.init.adapter and not self.lora.enabled:
             raise ValueError("init.adapter continues training a LoRA adapter: it needs lora.enabled=true")
         return self

@@ -103,6 +103,10 @@ class HFSpec(StrictModel):
     max_adapters_per_replica: int = Field(4, ge=1, description="adapters loaded per replica (Serve multiplexed LRU)")
     max_batch_size: int = Field(8, ge=1, description="requests generated together (any mix of adapters)")
     batch_wait_timeout_s: float = Field(0.02, ge=0, description="how long a batch waits to fill")
+    stream_interval_s: float = Field(
+        0.0, ge=0, le=1, description="after its first chunk, a stream sends at most one chunk per interval (the tokens "
+        "made meanwhile go together: fewer messages through proxy and ingress); 0: every token as it comes",
+    )
     num_threads: int | None = Field(None, ge=1, description="torch threads in the replica (None: the replica's CPUs)")
 
 

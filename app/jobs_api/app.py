@@ -104,6 +104,9 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
             return await _store(request.stream(), filename, who, "fine-tune")
         form = await request.form(max_files=1, max_fields=4)
         try:
+            extra = sorted(set(form.keys()) - {"file", "purpose"})
+            if extra:  # e.g. expires_after: accepted-and-ignored would be a lie
+                raise bad_request(extra[0], "not supported by this API (send only 'file' and 'purpose')")
             purpose, upload = form.get("purpose"), form.get("file")
             if purpose != "fine-tune":
                 raise bad_request("purpose", f"{purpose!r} is not supported here; use 'fine-tune'")
@@ -190,9 +193,14 @@ def build_app(cfg: JobsAPIConfig | dict | None = None, run_scheduler: bool = Tru
 
     @app.get("/v1/fine_tuning/jobs")
     @app.get("/v1/fine-tuning/jobs")
-    def list_jobs(who: str = Depends(tenant), after: str | None = Query(None, max_length=64),
+    def list_jobs(request: Request, who: str = Depends(tenant), after: str | None = Query(None, max_length=64),
                   limit: int = Query(20, ge=1, le=100)):
         rows = store.list_jobs(who, limit=100_000)
+        wanted = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
+                  if k.startswith("metadata[") and k.endswith("]")}  # OpenAI's metadata filter
+        if wanted:
+            rows = [j for j in rows if all(((j["request"].get("openai") or {}).get("metadata") or {}).get(k) == v
+                                           for k, v in wanted.items())]
         rows.sort(key=lambda j: (j["created_at"], j["id"]), reverse=True)
         if after:
             ids = [j["id"] for j in rows]

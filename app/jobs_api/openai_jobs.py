@@ -164,7 +164,7 @@ def internal_request(body: CreateFineTuningJob, rows: int) -> dict[str, Any]:
     inner = method_spec.get(kind) or {}
     if not isinstance(inner, dict):
         raise bad_request(f"method.{kind}", "must be an object")
-    allowed_inner = {"hyperparameters"} | ({"grader", "response_format"} if kind == "reinforcement" else set())
+    allowed_inner = {"hyperparameters"} | ({"grader"} if kind == "reinforcement" else set())
     for key in inner:
         if key not in allowed_inner:
             raise bad_request(f"method.{kind}.{key}", "unknown field")

@@ -5,9 +5,10 @@ live jobs are polled; a finished Ray job becomes succeeded / failed / cancelled,
 process vanished without reporting (see ``app.jobs_api.states.exit_events``). The job process reports its own
 progress (step, loss, tokens/s, checkpoint) straight into the store.
 
-Each job and each file is handled in its own ``try``: one whose Ray status cannot be read (a bogus submission id, a
-dashboard hiccup) is retried next tick and, after ``STATUS_FAILURES`` ticks in a row, treated as a vanished process
-(preempted → re-queued, or failed after ``max_attempts``); it never stops the others. A job is *claimed*
+Each job and each file is handled in its own ``try``: one whose Ray status cannot be read is retried next tick; when
+Ray says its submission does not exist (a bogus id) ``STATUS_FAILURES`` ticks in a row, it is treated as a vanished
+process (preempted → re-queued, or failed after ``max_attempts``); a dashboard outage is retried without end. It
+never stops the others. A job is *claimed*
 (queued → running, submission id written) in a locked transaction before it is submitted, so a cancel that lands
 first leaves nothing submitted, and one that lands after finds a running job whose Ray job the next poll stops.
 Uploads are ingested by at most ``max_concurrent_ingests`` Ray jobs at once, each reserving ``ingest_num_cpus``.
@@ -81,8 +82,11 @@ class JobRunner:
             try:
                 self._poll(job)
                 self._status_failures.pop(job["id"], None)
-            except Exception:  # noqa: BLE001 - this job's trouble must not stall the others
-                self._status_failures[job["id"]] += 1
+            except Exception as exc:  # noqa: BLE001 - this job's trouble must not stall the others
+                # only Ray's own "does not exist" counts toward 'lost'; a dashboard outage is retried forever
+                # (treating a running job as lost would start a second copy of it)
+                gone = "does not exist" in str(exc) or "status code 404" in str(exc)
+                self._status_failures[job["id"]] += 1 if gone else 0
                 log.exception("polling job %s failed (%d in a row)", job["id"], self._status_failures[job["id"]])
                 if self._status_failures[job["id"]] >= STATUS_FAILURES:
                     self._status_failures.pop(job["id"], None)

@@ -97,9 +97,12 @@ class PolicyActor:
 
     @torch.no_grad()
     def generate(
-        self, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float, top_p: float, seed: int
-    ) -> list[list[int]]:
-        """Sample ``n`` responses per prompt (contiguous); returns token lists cut after the first EOS."""
+        self, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float, top_p: float, seed: int,
+        with_logprobs: bool = False,
+    ) -> list[list[int]] | tuple[list[list[int]], list[list[float]]]:
+        """Sample ``n`` responses per prompt (contiguous); returns token lists cut after the first EOS, and with
+        ``with_logprobs`` also each kept token's log-prob under the sampling model (raw logits, before temperature /
+        top-p, the way the trainer scores them; the rollout side of TIS/MIS)."""
         torch.manual_seed(seed)
         P = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), P), self.pad_id, dtype=torch.long)
@@ -110,10 +113,15 @@ class PolicyActor:
         out = self.model.generate(
             input_ids=ids, attention_mask=attn, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
             max_new_tokens=max_new_tokens, num_return_sequences=n, pad_token_id=self.pad_id,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self.tokenizer.eos_token_id, output_logits=with_logprobs, return_dict_in_generate=True,
         )
         eos = {self.tokenizer.eos_token_id}
-        return [trim_response(row.tolist(), eos, self.pad_id) for row in out[:, P:]]
+        responses = [trim_response(row.tolist(), eos, self.pad_id) for row in out.sequences[:, P:]]
+        if not with_logprobs:
+            return responses
+        steps = torch.stack(out.logits, 1).float()  # [B*n, steps, V]
+        token_logp = gather_logprobs(steps, out.sequences[:, P:P + steps.shape[1]])
+        return responses, [token_logp[i, :len(r)].tolist() for i, r in enumerate(responses)]
 
     @torch.no_grad()
     def logprobs(self, batch: RolloutBatch, reference: bool = False) -> torch.Tensor:
@@ -131,8 +139,12 @@ class PolicyActor:
                 return gather_logprobs(response_logits(self.model, batch), batch.response_ids) * batch.response_mask
         return gather_logprobs(response_logits(self.model, batch), batch.response_ids) * batch.response_mask
 
-    def update(self, batch: RolloutBatch, old_logp: torch.Tensor, advantages: torch.Tensor, seed: int) -> dict:
-        """PPO epochs over shuffled minibatches with the clipped surrogate (+ entropy bonus); mean diagnostics."""
+    def update(self, batch: RolloutBatch, old_logp: torch.Tensor, advantages: torch.Tensor, seed: int,
+               is_weights: torch.Tensor | None = None, is_mask: torch.Tensor | None = None) -> dict:
+        """PPO epochs over shuffled minibatches with the clipped surrogate (+ entropy bonus); mean diagnostics.
+
+        ``is_weights`` / ``is_mask`` ``[B, T]``: the off-policy correction (``app.core.importance.correction``):
+        per-token loss weights and the loss mask (MIS drops rejected tokens); None = weights 1, the response mask."""
         a = self.algo
         self.model.train()
         sums: dict[str, float] = {}
@@ -142,7 +154,9 @@ class PolicyActor:
             T = mb.response_mask.shape[1]
             logits = response_logits(self.model, mb)
             logp = gather_logprobs(logits, mb.response_ids)
-            loss, info = policy_loss(logp, old_logp[idx, :T], advantages[idx, :T], mb.response_mask, a["clip"])
+            loss_mask = mb.response_mask if is_mask is None else is_mask[idx, :T]
+            weights = None if is_weights is None else is_weights[idx, :T]
+            loss, info = policy_loss(logp, old_logp[idx, :T], advantages[idx, :T], loss_mask, a["clip"], weights)
             entropy = masked_mean(entropy_from_logits(logits), mb.response_mask)
             total = loss - a["entropy_coef"] * entropy
             self.optimizer.zero_grad(set_to_none=True)
@@ -156,6 +170,19 @@ class PolicyActor:
             steps += 1
         self.model.eval()
         return {k: v / steps for k, v in sums.items()}
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The trainable (LoRA) weights by name: what async mode ships to the rollout workers each version."""
+        return {k: v.detach().clone() for k, v in self.model.named_parameters() if v.requires_grad}
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy ``adapter_state()`` of another replica into this model (names must match exactly)."""
+        params = {k: v for k, v in self.model.named_parameters() if v.requires_grad}
+        if set(params) != set(state):
+            raise RuntimeError(f"adapter weights do not match this model ({sorted(set(params) ^ set(state))[:3]}…)")
+        with torch.no_grad():
+            for k, v in state.items():
+                params[k].copy_(v)
 
     def save_state(self, folder: str) -> str:
         """Trainable weights + optimizer to ``folder/policy.pt`` (and the peft adapter to ``folder/adapter``)."""

@@ -28,8 +28,8 @@ class RolloutBatch:
 
     def select(self, index: torch.Tensor) -> "RolloutBatch":
         """Rows ``index`` (a minibatch), trimmed of columns that are padding in every selected row."""
-        keep_t = int(self.response_mask[index].sum(1).max().clamp(min=1))
         am = self.attention_mask[index]
+        keep_t = int(am[:, self.prompt_len:].sum(1).max().clamp(min=1))  # real tokens, tool tokens of multi-turn included
         p_max = int(am[:, : self.prompt_len].sum(1).max())
         cut = self.prompt_len - p_max
         end = self.prompt_len + keep_t
@@ -37,6 +37,21 @@ class RolloutBatch:
             self.input_ids[index, cut:end], am[:, cut:end], self.position_ids[index, cut:end],
             self.response_mask[index, :keep_t], p_max,
         )
+
+
+@dataclass
+class Samples:
+    """One batch of rollouts as the trainer receives it. ``prompts``: one Prompt per sample (groups contiguous);
+    ``responses``: token lists; optional per-sample ``loss_masks`` (multi-turn: model tokens only),
+    ``rollout_logp`` (the sampler's log-probs, for TIS/MIS), ``env_rewards`` (an environment scored the episode:
+    no RewardActor call), ``texts`` (the model's turns as text, when responses hold more than the model said)."""
+
+    prompts: list
+    responses: list[list[int]]
+    loss_masks: list[list[float]] | None = None
+    rollout_logp: list[list[float]] | None = None
+    env_rewards: list[float] | None = None
+    texts: list[str] | None = None
 
 
 def trim_response(tokens: list[int], eos_ids: set[int], pad_id: int) -> list[int]:
@@ -52,9 +67,11 @@ def trim_response(tokens: list[int], eos_ids: set[int], pad_id: int) -> list[int
     return out
 
 
-def build_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int) -> RolloutBatch:
+def build_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: int,
+                loss_masks: list[list[float]] | None = None) -> RolloutBatch:
     """Pack token lists into a RolloutBatch (prompts left-padded, responses right-padded; empty responses get one pad
-    token with mask 0)."""
+    token with mask 0). ``loss_masks`` (multi-turn, one per response, same length): 0 on tokens that are context but
+    carry no loss (tool messages); they stay in the attention mask."""
     if len(prompts) != len(responses):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     B = len(prompts)
@@ -69,4 +86,16 @@ def build_batch(prompts: list[list[int]], responses: list[list[int]], pad_id: in
             ids[i, P:P + len(r)] = torch.tensor(r, dtype=torch.long)
             attn[i, P:P + len(r)] = 1
     position_ids = (attn.cumsum(1) - 1).clamp(min=0)
-    return RolloutBatch(ids, attn, position_ids, attn[:, P:].float(), P)
+    response_mask = attn[:, P:].float()
+    if loss_masks is not None:
+        response_mask = response_mask * pad_rows(loss_masks, T)
+    return RolloutBatch(ids, attn, position_ids, response_mask, P)
+
+
+def pad_rows(rows: list[list[float]], width: int, value: float = 0.0) -> torch.Tensor:
+    """Right-pad per-response float lists (loss masks, rollout log-probs) to ``[B, width]``."""
+    out = torch.full((len(rows), width), value, dtype=torch.float32)
+    for i, row in enumerate(rows):
+        if row:
+            out[i, :len(row)] = torch.tensor(row, dtype=torch.float32)
+    return out

@@ -26,7 +26,8 @@ from app.core.advantages import AdaptiveKLController, compute_gae, group_advanta
 from app.core.rewards import RULE_COMPONENTS, combine_rewards
 from app.models.loader import resolve_model
 from app.ppo.actors import PolicyActor, ReferenceActor, RewardActor, ValueActor
-from app.ppo.batch import build_batch
+from app.core.importance import correction
+from app.ppo.batch import Samples, build_batch, pad_rows
 from app.ppo.group import RayActorGroup, RoleResources, plan_placement, split_evenly
 from app.ppo.preflight import check_inputs
 from app.ppo.prompts import PromptCursor, load_prompts
@@ -78,6 +79,7 @@ class PPODriver:
             roles["reference"] = RoleResources(pl.reference_cpus, gpu)
         if c.rollout.backend == "vllm":
             roles["engine"] = RoleResources(pl.rollout_cpus, gpu)
+        roles.update(self.extra_roles())
         self.placement = plan_placement(roles, pl.colocate)
         path, lora, algo = str(self.model.path), c.lora.model_dump(), c.algo.model_dump()
         seed, threads = c.run.seed, pl.torch_threads
@@ -97,7 +99,15 @@ class PPODriver:
                                      r.vllm_max_lora_rank, c.prompts.max_prompt_tokens + r.max_new_tokens, seed,
                                      r.vllm_gpu_memory_utilization, r.vllm_kv_cache_gb, r.vllm_cpu_threads_bind)
                        if "engine" in roles else None)
+        self.start_extra_actors(roles)
         ray.get([ref for g in self.groups() for ref in g.call("ping")])
+
+    def extra_roles(self) -> dict[str, RoleResources]:
+        """Roles a subclass adds to the placement group (async mode: rollout workers)."""
+        return {}
+
+    def start_extra_actors(self, roles: dict[str, RoleResources]) -> None:
+        """Start the roles of ``extra_roles`` (after the built-in ones, same placement group)."""
 
     def groups(self) -> list[RayActorGroup]:
         return [g for g in (self.policy, self.reward, self.value, self.reference, self.engine) if g is not None]
@@ -155,32 +165,47 @@ class PPODriver:
 
     # ----- one iteration ------------------------------------------------------------------------------------------
     def step(self) -> dict:
-        c, a, r = self.cfg, self.cfg.algo, self.cfg.rollout
+        c, r = self.cfg, self.cfg.rollout
         seed = c.run.seed * 100_003 + self.iteration
         t0 = time.perf_counter()
         prompts = [self.prompts[i] for i in self.cursor.take(c.run.prompts_per_iteration)]
         n = r.samples_per_prompt
         generator = self.engine or self.policy
-        responses = ray.get(generator.call_one("generate", [p.ids for p in prompts], n, r.max_new_tokens,
-                                               r.temperature, r.top_p, seed))
-        rep = [p for p in prompts for _ in range(n)]
-        batch = build_batch([p.ids for p in rep], responses, self.pad_id)
-        # the reward sees the whole assistant turn: the pre-filled prefix plus what the policy generated
-        generated = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
-        texts = [c.prompts.response_prefix + t for t in generated]
-        # a reward model reads the conversation as it was trained on it: prompt (with the prefix) + reply + end of turn
-        conversations = [p.text + g + self.turn_end for p, g in zip(rep, generated)]
-        t_gen = time.perf_counter()
+        with_logp = c.algo.is_correction != "none"  # the rollout's own log-probs, for TIS/MIS
+        out = ray.get(generator.call_one("generate", [p.ids for p in prompts], n, r.max_new_tokens, r.temperature,
+                                         r.top_p, seed, **({"with_logprobs": True} if with_logp else {})))
+        responses, rollout_logp = out if with_logp else (out, None)
+        samples = Samples([p for p in prompts for _ in range(n)], responses, rollout_logp=rollout_logp)
+        return self.learn(samples, seed, t0, time.perf_counter())
 
-        shards = list(zip(*(split_evenly(x, len(self.reward)) for x in
-                            (conversations, texts, [p.reference for p in rep]))))
-        score_refs = self.reward.call_shards("score", shards)
+    def learn(self, samples: Samples, seed: int, t0: float, t_gen: float) -> dict:
+        """Score, advantage and train on one batch of rollouts (sync: just generated; async: from a rollout worker);
+        ends with ``iteration += 1`` and the engine sync. ``t0``/``t_gen``: when the step began / samples were ready."""
+        c, a, r = self.cfg, self.cfg.algo, self.cfg.rollout
+        n = r.samples_per_prompt
+        rep, responses = samples.prompts, samples.responses
+        batch = build_batch([p.ids for p in rep], responses, self.pad_id, samples.loss_masks)
+        if samples.texts is None:
+            # the reward sees the whole assistant turn: the pre-filled prefix plus what the policy generated
+            generated = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+            texts = [c.prompts.response_prefix + t for t in generated]
+        else:
+            generated = texts = samples.texts
+        if samples.env_rewards is None:
+            # a reward model reads the conversation as it was trained on it: prompt (with the prefix) + reply + end of turn
+            conversations = [p.text + g + self.turn_end for p, g in zip(rep, generated)]
+            shards = list(zip(*(split_evenly(x, len(self.reward)) for x in
+                                (conversations, texts, [p.reference for p in rep]))))
+            score_refs = self.reward.call_shards("score", shards)
         logp_ref = self.policy.call_one("logprobs", batch)
         ref_ref = (self.reference.call_one("logprobs", batch) if self.reference
                    else self.policy.call_one("logprobs", batch, reference=True))
         value_ref = self.value.call_one("values", batch) if self.value else None
-        parts = ray.get(score_refs)
-        components = {k: [s for part in parts for s in part[k]] for k in parts[0]}
+        if samples.env_rewards is None:
+            parts = ray.get(score_refs)
+            components = {k: [s for part in parts for s in part[k]] for k in parts[0]}
+        else:  # the environment scored its episodes with the rule
+            components = {"rule": list(samples.env_rewards)}
         lengths = [int(x) for x in batch.response_mask.sum(1)]
         scores = torch.tensor(self._combine(components, lengths), dtype=torch.float32)
         logp, ref_logp = ray.get([logp_ref, ref_ref])
@@ -198,7 +223,14 @@ class PPODriver:
         else:
             seq_adv = group_advantages(scores - beta * kl.sum(1), n, a.estimator)
             adv, returns = seq_adv[:, None] * mask, None
-        refs = [self.policy.call_one("update", batch, logp, adv, seed)]
+        is_stats, is_args = {}, ()
+        if samples.rollout_logp is not None:  # rollout vs trainer log-probs: TIS / MIS (diagnostics even with 'none')
+            rollout_logp = pad_rows(samples.rollout_logp, mask.shape[1])
+            weights, is_mask, info = correction(a.is_correction, logp, rollout_logp, mask, a.is_cap, a.is_low, a.is_level)
+            is_stats = {k: float(v) for k, v in info.items()}
+            if a.is_correction != "none":
+                is_args = (weights, is_mask)
+        refs = [self.policy.call_one("update", batch, logp, adv, seed, *is_args)]
         if self.value:
             refs.append(self.value.call_one("update", batch, values, returns, seed))
         stats = {}
@@ -217,7 +249,7 @@ class PPODriver:
             "kl": seq_kl, "kl_coef": beta, "response_length": float(lengths.mean()),
             "truncated_frac": float((lengths >= r.max_new_tokens).float().mean()),
             **source_means,  # 'rm_score' and 'rule_score' (rule-verified accuracy) side by side under reward.kind=sum
-            **stats,
+            **stats, **is_stats,
             "seconds_generation": t_gen - t0, "seconds_scoring": t_score - t_gen, "seconds_training": t_train - t_score,
             "seconds_sync": t_sync, "seconds_iteration": time.perf_counter() - t0,
         }

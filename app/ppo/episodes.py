@@ -53,9 +53,11 @@ class Episode:
 
 
 def run_episodes(prompt_ids: list[list[int]], questions: list[str], references: list[str], make_env: Callable,
-                 generate: Generate, tokenizer, glue: ToolGlue, max_turns: int) -> list[Episode]:
+                 generate: Generate, tokenizer, glue: ToolGlue, max_turns: int, prefix: str = "") -> list[Episode]:
     """Roll out one episode per prompt. ``generate(contexts, turn) -> [(tokens, logprobs)]`` samples one model turn per
-    context (tokens cut after EOS). ``make_env()`` returns a fresh environment; ``max_turns`` caps model turns."""
+    context (tokens cut after EOS). ``make_env()`` returns a fresh environment; ``max_turns`` caps model turns.
+    ``prefix``: text the first assistant turn was pre-filled with (already in ``prompt_ids``, ``prompts.response_prefix``);
+    the environment reads it as part of that turn."""
     envs = [make_env() for _ in prompt_ids]
     for env, q, ref in zip(envs, questions, references):
         env.reset(q, ref)
@@ -71,7 +73,7 @@ def run_episodes(prompt_ids: list[list[int]], questions: list[str], references: 
             ep = episodes[i]
             ep.segments.append((MODEL, list(tokens), list(logps)))
             contexts[i].extend(tokens)
-            said = tokenizer.decode(tokens, skip_special_tokens=True)
+            said = (prefix if turn == 0 else "") + tokenizer.decode(tokens, skip_special_tokens=True)
             ep.text = f"{ep.text}\n{said}" if ep.text else said
             result = envs[i].step(said)
             ep.info = result.info

@@ -69,16 +69,14 @@ class RayActorGroup:
 
     def __init__(self, name: str, cls: type, resources: RoleResources, placement: Placement, *args, **kwargs):
         self.name = name
-        remote_cls = ray.remote(cls)
-        self.actors = [
-            remote_cls.options(
-                num_cpus=resources.num_cpus,
-                num_gpus=resources.num_gpus,
-                scheduling_strategy=PlacementGroupSchedulingStrategy(placement.group, placement_group_bundle_index=b),
-                name=None,
-            ).remote(*args, **kwargs)
-            for b in placement.bundle_of[name]
-        ]
+        self._spawn = lambda b: ray.remote(cls).options(
+            num_cpus=resources.num_cpus,
+            num_gpus=resources.num_gpus,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement.group, placement_group_bundle_index=b),
+            name=None,
+        ).remote(*args, **kwargs)
+        self.bundles = list(placement.bundle_of[name])
+        self.actors = [self._spawn(b) for b in self.bundles]
 
     def __len__(self) -> int:
         return len(self.actors)
@@ -100,6 +98,12 @@ class RayActorGroup:
     @staticmethod
     def gather(refs):
         return ray.get(refs)
+
+    def replace(self, i: int):
+        """Start a fresh replica ``i`` (same class, arguments and bundle) in place of a dead one; returns it."""
+        ray.kill(self.actors[i], no_restart=True)
+        self.actors[i] = self._spawn(self.bundles[i])
+        return self.actors[i]
 
     def kill(self) -> None:
         for a in self.actors:

@@ -21,11 +21,11 @@ def run_dir_for(cfg: PPOConfig) -> Path:
 
 def run_ppo(cfg: PPOConfig) -> tuple[Path, list[dict]]:
     """Run (or resume) PPO to ``run.iterations``; returns the run folder and the per-iteration metrics."""
-    from app.ppo.driver import PPODriver
+    from app.ppo.async_driver import make_driver
 
     init_ray(cfg.ray)
     run_dir = run_dir_for(cfg)
-    driver = PPODriver(cfg, run_dir)
+    driver = make_driver(cfg, run_dir)
     try:
         if driver.iteration:
             print(f"[ppo] resuming {run_dir} at iteration {driver.iteration}", flush=True)

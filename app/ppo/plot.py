@@ -18,7 +18,7 @@ def plot_history(history: list[dict], path: str | Path, target_kl: float | None 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(it, mean, marker="o", label="reward mean")
     ax1.fill_between(it, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
-    for key, style in (("exact_match", "s--"), ("format_ok", "^:")):
+    for key, style in (("exact_match", "s--"), ("format_ok", "^:"), ("tool_call_rate", "d-.")):
         if all(key in h for h in history):
             ax1.plot(it, [h[key] for h in history], style, alpha=0.7, label=f"{key} (fraction)")
     ax1.set_xlabel("iteration")

@@ -28,13 +28,35 @@ def _is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
+def remote_fs(uri: str):
+    """(fsspec filesystem, path inside it) for a remote adapter URI. ``s3://`` goes through pyarrow's S3 filesystem with
+    the same AWS_* endpoint and credential variables as run storage (app/launch/storage.py: MinIO, moto, R2 alike), so
+    no s3fs is needed; other schemes through fsspec. A scheme with no filesystem installed is a NotFound naming the
+    scheme, not an ImportError (a 500)."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme
+    if scheme in ("s3", "s3a"):
+        from fsspec.implementations.arrow import ArrowFSWrapper
+
+        from app.launch.storage import object_store
+
+        fs, root = object_store(uri, timeout_s=30.0, attempts=3)
+        return ArrowFSWrapper(fs), root
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError):
+        raise NotFound(f"adapter URIs with scheme '{scheme}://' cannot be read by this server", param="model") from None
+
+
 def read_lineage(uri: str, name: str = "") -> dict:
-    """The adapter's ``rayalign_lineage.json`` (local or remote via fsspec); NotFound when missing or unreadable."""
+    """The adapter's ``rayalign_lineage.json`` (local or remote, see ``remote_fs``); NotFound when missing or unreadable."""
     try:
         if _is_remote(uri):
-            import fsspec
-
-            with fsspec.open(f"{uri.rstrip('/')}/{LINEAGE}", "r") as fh:
+            fs, root = remote_fs(uri)
+            with fs.open(f"{root.rstrip('/')}/{LINEAGE}", "r") as fh:
                 return json.load(fh)
         return json.loads((Path(uri.removeprefix("file://")) / LINEAGE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -72,12 +94,10 @@ def materialize(uri: str, cache_dir: str | Path, *, label: str = "", cancel: thr
         if not all((path / f).is_file() for f in REQUIRED):
             raise NotFound(f"{what} is missing {', '.join(REQUIRED)}", param="model")
         return path
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(uri)
+    fs, root = remote_fs(uri)
     try:
         listing = [i for i in fs.ls(root, detail=True) if i.get("type", "file") == "file"]
-    except FileNotFoundError:
+    except OSError:  # FileNotFoundError, and pyarrow's S3 errors for a missing bucket or prefix
         raise NotFound(f"{what} does not exist", param="model") from None
     if not any(Path(i["name"]).name == "adapter_config.json" for i in listing):
         raise NotFound(f"{what} has no adapter_config.json", param="model")

@@ -199,6 +199,7 @@ class HFEngine:
         self.paths: dict[str, Path] = {}
         self.labels: dict[str, str] = {}
         self.largest_mix = 0  # most distinct adapters (incl. base) seen in one batch
+        self.largest_batch = 0  # most requests (streamed or not) generated together
         self.cancelled = 0  # generations stopped early because their caller went away
         self.cancelled_tokens = 0  # tokens those generations produced before stopping
         self.metrics = EngineMetrics("hf")
@@ -271,6 +272,7 @@ class HFEngine:
                     results[i] = self._failure(exc)
         live = [i for i in range(len(reqs)) if results[i] is None]
         self.largest_mix = max(self.largest_mix, len({self._name(reqs[i]) for i in live} or {BASE}))
+        self.largest_batch = max(self.largest_batch, len(reqs))
         groups: dict[tuple, list[int]] = {}
         for i in live:
             r = reqs[i]
@@ -378,12 +380,16 @@ class HFEngine:
         sent = ""
         eos = self.tokenizer.eos_token_id
         finish, hit_eos, done = "length", False, False
+        loop, last = asyncio.get_running_loop(), float("-inf")  # when the last chunk went out
         try:
             ended = False
             while not ended and finish != "stop" and len(ids) < req.max_tokens:
                 # every token queued since the last chunk goes out as one chunk: a slow reader (a loaded proxy)
                 # gets fewer, larger messages instead of falling further behind one token at a time
                 items = [await queue.get()]
+                pause = last + self.cfg.hf.stream_interval_s - loop.time()
+                if pause > 0 and items[0] is not None and eos not in items[0]:
+                    await asyncio.sleep(pause)  # at most one chunk per stream_interval_s: the tokens made meanwhile join it
                 while not queue.empty():
                     items.append(queue.get_nowait())
                 for item in items:
@@ -400,7 +406,7 @@ class HFEngine:
                     continue
                 if len(text) > len(sent):
                     yield {"text": text[len(sent):], "completion_tokens": len(ids), "finish_reason": None}
-                    sent = text
+                    sent, last = text, loop.time()
                 if hit or finish == "stop":
                     finish = "stop"
                     sink.halt.set()  # a stop string ended it: the rest need not be generated
@@ -425,5 +431,5 @@ class HFEngine:
 
     async def stats(self) -> dict:
         """Resident adapters on this replica (for tests and debugging)."""
-        return {"engine": "hf", "resident": self.resident(), "largest_mix": self.largest_mix,
+        return {"engine": "hf", "resident": self.resident(), "largest_mix": self.largest_mix, "largest_batch": self.largest_batch,
                 "cancelled": self.cancelled, "cancelled_tokens": self.cancelled_tokens, **replica_memory()}

@@ -55,6 +55,10 @@ def test_files_create_list_retrieve_delete(sdk):
     with pytest.raises(openai.BadRequestError) as bad:
         a.files.create(file=("x.jsonl", io.BytesIO(chat_jsonl())), purpose="assistants")
     assert bad.value.body["param"] == "purpose"
+    with pytest.raises(openai.BadRequestError) as bad:
+        a.files.create(file=("x.jsonl", io.BytesIO(chat_jsonl())), purpose="fine-tune",
+                       expires_after={"anchor": "created_at", "seconds": 3600})
+    assert bad.value.body["param"].startswith("expires_after")
 
 
 def test_create_supervised_and_dpo_jobs_and_page_events(sdk):
@@ -75,6 +79,8 @@ def test_create_supervised_and_dpo_jobs_and_page_events(sdk):
                                     method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}})
     assert dpo.method.type == "dpo" and app.state.store.get_job(None, dpo.id)["request"]["hyperparameters"]["beta"] == 0.2
     assert [j.id for j in a.fine_tuning.jobs.list(limit=1)] == [dpo.id, job.id]
+    assert [j.id for j in a.fine_tuning.jobs.list(metadata={"team": "x"})] == [job.id]
+    assert a.fine_tuning.jobs.list(metadata={"team": "y"}).data == []
     assert b.fine_tuning.jobs.list().data == []
     with pytest.raises(openai.NotFoundError):
         b.fine_tuning.jobs.retrieve(job.id)

@@ -15,9 +15,37 @@ import openai
 import pytest
 
 from tests.jobs_api.conftest import KEY_A, TENANTS, LiveServer, free_port
-from tests.jobs_api.test_openai_api import chat_jsonl, dpo_jsonl
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e]
+
+
+def chat_rows(n: int = 40) -> bytes:
+    """OpenAI chat JSONL, varied enough that MinHash near-dedup keeps every row (as tests/jobs_api/test_ray_jobs.py)."""
+    import random
+
+    rng = random.Random(0)
+    names, things = ["Ann", "Bo", "Cy", "Di", "Ed", "Flo", "Gus", "Hal"], ["apples", "pens", "cards", "stamps", "coins"]
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        who, what = rng.choice(names), rng.choice(things)
+        rows.append({"messages": [
+            {"role": "user", "content": f"{who} has {a} {what} and buys {b} more on day {i}. How many {what} now?"},
+            {"role": "assistant", "content": f"{who} has {a} + {b} = {a + b} {what}.\n#### {a + b}"}]})
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def dpo_rows(n: int = 24) -> bytes:
+    """OpenAI DPO JSONL {input, preferred_output, non_preferred_output}: distinct helpful-vs-refusal pairs."""
+    import random
+
+    rng = random.Random(1)
+    topics = "apples water people words time day week dollars number question".split()
+    rows = [{"input": {"messages": [{"role": "user", "content": f"Question {i}: how many {' '.join(rng.sample(topics, 3))}?"}]},
+             "preferred_output": [{"role": "assistant", "content": f"Here to help: step by step, {' '.join(rng.sample(topics, 4))} makes {i}."}],
+             "non_preferred_output": [{"role": "assistant", "content": f"Sorry, I cannot say anything about {' '.join(rng.sample(topics, 2))} ({i})."}]}
+            for i in range(n)]
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
 def wait(fn, ok, timeout: float, what: str):
@@ -51,13 +79,15 @@ def test_openai_sdk_drives_upload_jobs_events_checkpoints_cancel_and_chat(rayali
         app = build_app(cfg, run_scheduler=True)
         with LiveServer(app) as url:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY_A, max_retries=0, timeout=60)
-            chat_file = client.files.create(file=("chat.jsonl", io.BytesIO(chat_jsonl(24))), purpose="fine-tune")
-            pairs = client.files.create(file=("pairs.jsonl", io.BytesIO(dpo_jsonl(16))), purpose="fine-tune")
+            chat_file = client.files.create(file=("chat.jsonl", io.BytesIO(chat_rows())), purpose="fine-tune")
+            pairs = client.files.create(file=("pairs.jsonl", io.BytesIO(dpo_rows())), purpose="fine-tune")
             assert chat_file.purpose == "fine-tune" and chat_file.status == "uploaded"
             for f in (chat_file, pairs):
                 done = wait(lambda f=f: client.files.retrieve(f.id), lambda x: x.status in ("processed", "error"),
                             300, f"ingestion of {f.filename}")
                 assert done.status == "processed", done
+                assert f.model_extra["rayalign"]["rows"] == done.model_extra["rayalign"]["rows"]
+                print(f"{f.filename}: {done.status_details}", flush=True)
             timings["uploads_processed_s"] = time.time() - t0
 
             sft = client.fine_tuning.jobs.create(
@@ -67,7 +97,7 @@ def test_openai_sdk_drives_upload_jobs_events_checkpoints_cancel_and_chat(rayali
                     "checkpoint_every": 2}}})
             dpo = client.fine_tuning.jobs.create(
                 model="tiny-llama", training_file=pairs.id, suffix="sdk-dpo",
-                method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "batch_size": 2,
+                method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "batch_size": 2, "n_epochs": 50,
                                                                     "max_steps": 200, "checkpoint_every": 2}}})
             assert sft.status == dpo.status == "queued"
             done = wait(lambda: client.fine_tuning.jobs.retrieve(sft.id), lambda j: j.status in ("succeeded", "failed",

@@ -80,3 +80,17 @@ def test_episode_bad_call_and_turn_cap(tiny_model_dir):
                         ToolGlue.from_tokenizer(tok), max_turns=2)
     assert "error: only arithmetic" in tok.decode(ep.segments[1][1])
     assert len(ep.segments) == 3 and ep.done and ep.reward == 0.0 and ep.info["tool_errors"] == 1
+
+
+def test_prefilled_first_turn_is_read_by_the_environment(tiny_model_dir):
+    """prompts.response_prefix is in the prompt tokens; the environment must still see it as the start of turn 1."""
+    from transformers import AutoTokenizer
+
+    from app.ppo.episodes import ToolGlue, run_episodes
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    [ep] = run_episodes([[1, 2]], ["q"], [REF], lambda: CalculatorEnv("gsm8k", 2),
+                        _scripted(tok, ["12 * 7)", "The answer is 84."]), tok, ToolGlue.from_tokenizer(tok),
+                        max_turns=2, prefix="calc(")
+    assert ep.info["tool_calls"] == 1 and "84" in tok.decode(ep.segments[1][1]) and ep.reward == 1.5
+    assert ep.text == "calc(12 * 7)\nThe answer is 84."

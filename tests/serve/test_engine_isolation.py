@@ -86,6 +86,43 @@ def test_caller_leaving_a_batched_request_stops_its_row(hf_engine):
     assert hf_engine.cancelled_tokens - tokens_before < 300  # the row stopped; its neighbour ran on
 
 
+def test_streams_are_rows_of_one_batch_and_get_their_own_tokens(hf_engine):
+    """4 streams and the same 4 prompts unstreamed, concurrently: one batch of 8 (the batch window is 0.2 s), and
+    each stream's text is exactly its own prompt's completion (no row's tokens reach another stream)."""
+    prompts = ["one two three", "the sea is", "water long little", "how many apples"]
+
+    async def both():
+        async def text_of(req):
+            return "".join([c["text"] async for c in hf_engine.stream(req)])
+
+        streams = [text_of(request(hf_engine, p, max_tokens=12, tenant=f"t{i % 2}")) for i, p in enumerate(prompts)]
+        plain = [hf_engine.generate(request(hf_engine, p, max_tokens=12)) for p in prompts]
+        return await asyncio.gather(*streams, *plain)
+
+    before = hf_engine.largest_batch
+    hf_engine.largest_batch = 0
+    out = asyncio.run(both())
+    streamed, plain = out[:4], [r["text"] for r in out[4:]]
+    assert hf_engine.largest_batch == 8, hf_engine.largest_batch
+    hf_engine.largest_batch = max(before, 8)
+    assert streamed == plain and len(set(plain)) > 1, (streamed, plain)
+
+
+def test_stream_interval_sends_fewer_chunks_with_the_same_text(hf_engine):
+    async def chunks(req):
+        return [c async for c in hf_engine.stream(req)]
+
+    every = asyncio.run(chunks(request(hf_engine, "count", max_tokens=24)))
+    hf_engine.cfg.hf.stream_interval_s = 1.0
+    try:
+        spaced = asyncio.run(chunks(request(hf_engine, "count", max_tokens=24)))
+    finally:
+        hf_engine.cfg.hf.stream_interval_s = 0.0
+    assert "".join(c["text"] for c in spaced) == "".join(c["text"] for c in every)
+    assert spaced[-1]["completion_tokens"] == every[-1]["completion_tokens"] == 24
+    assert len(spaced) <= 3 < len(every), (len(spaced), len(every))  # first chunk, maybe one more, the final one
+
+
 # ---- vLLM engine bookkeeping, without starting vLLM ------------------------------------------------------------------
 class _FakeOutput:
     def __init__(self, text, finished):
