@@ -42,9 +42,16 @@ def baseline(ray_local, packed_artifact_double, tmp_path_factory):
 def test_uninterrupted_run_outputs(baseline):
     out, _ = baseline
     assert out.status == "completed" and out.step == 10 and len(out.history) == 10 and out.resumed_from == []
-    assert out.history[-1]["loss"] < out.history[0]["loss"]  # it learns something on repeated data
+    assert all(6.0 < x < 7.0 for x in losses(out.history))  # ln(vocab) scale: finite, no blow-up
     folder = out.output_dir
     assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+    from safetensors.torch import load_file
+
+    # it trained: LoRA's B matrices start at zero, so a non-zero B means the optimizer stepped the adapter. (A
+    # first-vs-last loss comparison over 10 tiny-model steps is batch noise: 6.245 vs 6.262 once the epoch order
+    # became the streaming shuffle buffer's.)
+    b = [t for k, t in load_file(str(folder / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert b and all(float(t.abs().max()) > 0 for t in b)
     assert (folder / "loss_curve.png").stat().st_size > 1000
     lineage = json.loads((folder / "rayalign_lineage.json").read_text())
     assert lineage["method"] == "lora" and len(lineage["base_sha"]) == 64 and lineage["dataset_id"] == "double-0"
