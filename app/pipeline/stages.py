@@ -237,7 +237,7 @@ def ppo(ctx: RunContext, sft_adapter: TrainedModel | None, rm: TrainedModel | No
     """PPO/GRPO/RLOO on the Ray actor group (app.ppo), from the SFT adapter when SFT ran, scored by the reward model
     an earlier stage trained (or the stage config's ``reward.*``). Prompts: ``preference.ingest`` (a 'prompt'
     artifact) or the stage config's ``prompts.path``. The run folder sits in the report folder, so a re-run resumes."""
-    from app.ppo.launch import run_ppo
+    from app.ppo.runner import run_ppo
 
     spec = ctx.cfg.preference
     prompts = preference_data(ctx, "prompt", spec, None) if spec.ingest.enabled else None
