@@ -12,8 +12,8 @@ compared with ``full_ds`` (a full build in a process that imported DeepSpeed and
 import cost sits in both numerator and denominator, so for a 1.1 B model it, not the weights, keeps the ratio
 above 0.5. Per rank the result also splits the peak into ``baseline`` (imports), ``local_mib`` (the weights this
 rank keeps) and ``transient_mib`` (the rest: for ``zero.Init`` the one full-size tensor being partitioned, i.e.
-the 32000 x 2048 output head). The capacity planner's figure (app/core/memory.py, what ``rayalign plan`` prints:
-weights per rank, replicated vs ZeRO-3-partitioned) is next to it.
+the 32000 x 2048 output head). The capacity planner's figures for the same config (what ``rayalign plan`` counts
+and sizes: weights per rank, replicated vs ZeRO-3-partitioned, and the largest single tensor) are next to it.
 """
 
 from __future__ import annotations
@@ -127,15 +127,20 @@ def run_mode(mode: str, dtype: str, port: int, world: int = 2) -> list[dict]:
     return [json.loads((tmp / f"{r}.json").read_text()) for r in range(world)]
 
 
-def planner_weights_gib(n_params: int, dtype: str, world: int) -> dict[str, float]:
-    """Weights per rank as the capacity planner's memory model counts them (app/core/memory.py, what `rayalign plan`
-    uses): frozen weights at the dtype's bytes/param, replicated (stage 0) or partitioned (stage 3) over ``world``."""
+def planner_weights_gib(dtype: str, world: int) -> dict[str, float]:
+    """What `rayalign plan` computes for this config (app/plan/model_stats.py counts it on the meta device,
+    app/core/memory.py sizes it): weights per rank at the dtype's bytes/param, replicated (stage 0) or partitioned
+    (stage 3) over ``world``, and its largest single-module tensor, the one ``zero.Init`` holds whole while it
+    partitions it (the planner's ZeRO-3 gather term)."""
     from app.core.memory import model_state_bytes
+    from app.plan.model_stats import count_model_params, read_hf_config
 
+    stats = count_model_params(read_hf_config({"model_type": "llama", **llama_shape()}, None), "full")
     per = 2.0 if dtype in ("bfloat16", "float16") else 4.0
-    full = model_state_bytes(0, n_params, stage=0, n_gpus=world, frozen_bytes_per_param=per).total / 2**30
-    sharded = model_state_bytes(0, n_params, stage=3, n_gpus=world, frozen_bytes_per_param=per).total / 2**30
-    return {"full_gib": round(full, 3), "sharded_gib": round(sharded, 3), "ratio": round(sharded / full, 3)}
+    full = model_state_bytes(0, stats.total_params, stage=0, n_gpus=world, frozen_bytes_per_param=per).total / 2**30
+    sharded = model_state_bytes(0, stats.total_params, stage=3, n_gpus=world, frozen_bytes_per_param=per).total / 2**30
+    return {"params": stats.total_params, "full_gib": round(full, 3), "sharded_gib": round(sharded, 3),
+            "ratio": round(sharded / full, 3), "largest_tensor_mib": round(stats.largest_layer_params * per / 2**20, 1)}
 
 
 def summarise(results: dict[str, list[dict]], dtype: str) -> dict:
@@ -145,7 +150,7 @@ def summarise(results: dict[str, list[dict]], dtype: str) -> dict:
         ranks, full = results.get(mode, []), results.get(full_mode, [])
         if not (ranks and full and "peak_mib" in ranks[0] and "peak_mib" in full[0]):
             continue
-        summary.setdefault("planner_weights_per_rank", planner_weights_gib(full[0]["params"], dtype, len(full)))
+        summary.setdefault("planner_weights_per_rank", planner_weights_gib(dtype, len(full)))
         ratios = [round(r["peak_mib"] / f["peak_mib"], 3) for r, f in zip(ranks, full)]
         summary[f"{mode}_vs_{full_mode}_peak"] = ratios
         summary[f"{mode}_vs_{full_mode}_above_baseline"] = [
