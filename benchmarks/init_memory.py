@@ -77,7 +77,10 @@ def build(mode: str, dtype_name: str):
         import deepspeed
 
         ds = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}, "bf16": {"enabled": dtype_name == "bfloat16"}}
-        with deepspeed.zero.Init(config_dict_or_path=ds, dtype=dtype, remote_device="cpu"):
+        # the weights' dtype comes from the DeepSpeed config, as in training (transformers passes only the config).
+        # Not dtype=: DeepSpeed 0.19's Init._set_dtype parses `dtype or fp16 if fp16_supported else bf16 ...` so that
+        # on a CPU accelerator (no fp16) any dtype given becomes bfloat16; a float32 build would silently be bf16.
+        with deepspeed.zero.Init(config_dict_or_path=ds, remote_device="cpu"):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         n = sum(p.ds_numel for p in model.parameters())
         return n, sum(p.ds_tensor.numel() * p.ds_tensor.element_size() for p in model.parameters())
@@ -167,20 +170,24 @@ def main() -> None:
     from app.config.paths import rayalign_home
 
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(rayalign_home() / "torch_extensions"))
+    path = ROOT / "benchmarks" / "results" / "init_memory.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
     out: dict = {"model": LLAMA_1B, "ranks": 2, "baseline_of": BASELINE_OF}
+    commands = (previous.get("commands") or [previous.get("command")]) if previous.get("model") == LLAMA_1B else []
     port = 29600
     for dtype in args.dtypes:
-        results = {}
+        # modes not re-run keep their earlier measurement (same model); each mode's ranks ran together
+        results = {m: r for m, r in previous.get(dtype, {}).get("results", {}).items() if previous.get("model") == LLAMA_1B}
         for mode in args.modes:
             port += 1
             results[mode] = run_mode(mode, dtype, port)
             print(dtype, mode, json.dumps(results[mode]), flush=True)
-        out[dtype] = {"results": results, "summary": summarise(results, dtype)}
+        out[dtype] = {"results": {m: results[m] for m in MODES if m in results}, "summary": summarise(results, dtype)}
         print(dtype, json.dumps(out[dtype]["summary"], indent=1), flush=True)
     if os.environ.get("INIT_MEMORY_SMOKE"):
         return  # a code-path check, not a measurement
-    out["command"] = "python benchmarks/init_memory.py " + " ".join(sys.argv[1:])
-    (ROOT / "benchmarks" / "results" / "init_memory.json").write_text(json.dumps(out, indent=2))
+    out["commands"] = commands + ["python benchmarks/init_memory.py " + " ".join(sys.argv[1:])]
+    path.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

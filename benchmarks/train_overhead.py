@@ -4,7 +4,7 @@ Steady state is the median step's tokens/s (the span mean next to it). Same mode
 full fine-tuning), same packed rows, same batch, same core loss, same AdamW, same threads (2). Steady-state tokens/s
 skips the first WARMUP steps; Ray's start-up (cluster, worker group, model load, data) is reported separately.
 
-    python benchmarks/train_overhead.py [--method sft|dpo] [--runs 3]   # writes benchmarks/results/train_overhead.json
+    python benchmarks/train_overhead.py [--method sft|dpo] [--runs 3] [--no-diagnostics]   # writes benchmarks/results/train_overhead.json
 
 Each run is a fresh Python process: the bare loop first with no Ray process on the machine (the headline's
 baseline), then the Ray Train loop, then (a diagnostic) the bare loop again next to the now idle Ray cluster; the
@@ -211,12 +211,13 @@ def overheads(bare: dict, ray_res: dict, idle: dict) -> dict:
             "compute_only_overhead": 1.0 - ray_res["compute_tokens_per_s"] / bare["compute_tokens_per_s"]}
 
 
-def one_run(method: str) -> dict:
+def one_run(method: str, no_diagnostics: bool = False) -> dict:
     """One comparison in a fresh process: ``python train_overhead.py --one METHOD`` prints its result as the last line."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, __file__, "--one", method], capture_output=True, text=True, cwd=ROOT)
+    flags = ["--no-diagnostics"] if no_diagnostics else []
+    proc = subprocess.run([sys.executable, __file__, "--one", method, *flags], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"train_overhead run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -228,22 +229,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--method", choices=["sft", "dpo"], default="sft")
     ap.add_argument("--runs", type=int, default=1, help="repeat the comparison (the goal is <= 10% in every run)")
+    ap.add_argument("--no-diagnostics", action="store_true", help="SFT: skip the in-thread and idle-cluster bare loops")
     ap.add_argument("--one", choices=["sft", "dpo"], help=argparse.SUPPRESS)  # internal: one run in this process
     args = ap.parse_args()
     if args.one:
-        res = measure_dpo(Path(tempfile.mkdtemp(prefix="rayalign-overhead-dpo-"))) if args.one == "dpo" else measure_sft()
+        res = (measure_dpo(Path(tempfile.mkdtemp(prefix="rayalign-overhead-dpo-"))) if args.one == "dpo"
+               else measure_sft(diagnostics=not args.no_diagnostics))
         print(json.dumps(res), flush=True)
         return
     out = ROOT / "benchmarks" / "results" / "train_overhead.json"
     previous = json.loads(out.read_text()) if out.is_file() else {}
     runs = []
     for i in range(args.runs):
-        r = one_run(args.method)
+        r = one_run(args.method, args.no_diagnostics)
         runs.append(r)
         print(f"{args.method} run {i + 1}/{args.runs}: bare {r['bare_pytorch']['tokens_per_s']:.0f} tok/s | Ray Train "
               f"{r['ray_train_1x2cpu']['tokens_per_s']:.0f} tok/s | overhead {r['steady_state_overhead'] * 100:.1f}% | "
-              f"Ray start-up {r['ray_train_1x2cpu']['startup_s']:.1f}s | bare next to idle cluster "
-              f"{r['bare_pytorch_ray_cluster_idle']['tokens_per_s']:.0f} tok/s | compute-only overhead "
+              f"Ray start-up {r['ray_train_1x2cpu']['startup_s']:.1f}s | compute-only overhead "
               f"{r['compute_only_overhead'] * 100:.1f}%", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     key = "dpo_runs" if args.method == "dpo" else "sft_runs"
@@ -251,13 +253,19 @@ def main() -> None:
     out.write_text(json.dumps({**previous, **extra, key: runs, "one_process_per_run": True}, indent=2))
 
 
-def measure_sft() -> dict:
+def measure_sft(diagnostics: bool = True) -> dict:
     work = Path(tempfile.mkdtemp(prefix="rayalign-overhead-"))
     artifact = write_packed_artifact(work / "artifact", n_rows=STEPS + 5, max_length=SEQ, vocab=500)
     model_dir = build_tiny_model(work / "model", **MODEL)
     cfg = config(artifact, model_dir, work / "runs")
     n_params = sum(p.numel() for p in load_trainable_model(model_dir, "full", cfg.lora, cfg.quant).parameters())
     bare = bare_loop(cfg, artifact, model_dir)
+    if not diagnostics:
+        ray_res = ray_loop(cfg)
+        return {"model_params": n_params, "seq_len": SEQ, "steps": STEPS, "warmup_steps": WARMUP, "threads": 2,
+                "bare_pytorch": bare, "ray_train_1x2cpu": ray_res,
+                "steady_state_overhead": 1.0 - ray_res["tokens_per_s"] / bare["tokens_per_s"],
+                "compute_only_overhead": 1.0 - ray_res["compute_tokens_per_s"] / bare["compute_tokens_per_s"]}
     threaded = in_thread(bare_loop, cfg, artifact, model_dir)  # diagnostic: Ray Train runs the loop in a thread
     ray_res = ray_loop(cfg)
     idle = bare_loop(cfg, artifact, model_dir)  # diagnostic: the bare loop next to the (now idle) Ray cluster
