@@ -297,7 +297,8 @@ def main() -> int:
               "vllm.max_num_seqs=32", "vllm.dtype=float32", *args.overrides]
     out = Path(args.out or Path(__file__).parent / "results" / f"serve_load{'' if args.engine == 'hf' else '_' + args.engine}.json")
     results: dict = {"engine": args.engine, "model": args.model, "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
-                     "config": vars(args), "cpu_count": os.cpu_count(), "app_commit": app_commit()}
+                     "config": vars(args), "cpu_count": os.cpu_count(), "app_commit": app_commit(),
+                     "ray_serve_env": {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")}}
 
     head = dict(results)
 
