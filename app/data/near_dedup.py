@@ -16,8 +16,8 @@ stage cost seconds of fixed start-up on a small cluster; a task over block refs 
 3. ``involved_task``: the ids in any surviving pair; ``shingle_group``: their exact shingle sets (usually a
    fraction of the documents); ``verify_task``: its pairs from every shard, deduplicated, exact Jaccard of each
    (``pair_jaccards``, vectorized); returns the verified edges and how many pairs it checked.
-4. union-find over the verified edges (on the driver: edges ∝ near-duplicates); each cluster keeps its smallest id
-   (deterministic: the earliest input row) and removes the rest.
+4. union-find over the verified edges (on the driver, vectorized: ``edge_clusters``; edges ∝ near-duplicates);
+   each cluster keeps its smallest id (deterministic: the earliest input row) and removes the rest.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.core.minhash import UnionFind, band_keys, optimal_bands, pair_jaccards, shingle_hashes_batch, shingle_rows
+from app.core.minhash import band_keys, edge_clusters, optimal_bands, pair_jaccards, shingle_hashes_batch, shingle_rows
 
 _VERIFY_CHUNK = 4_000_000  # shingles per pair_jaccards call (its sort keys: 32 MB), so memory is bounded per task
 _ALL_PAIRS_UP_TO = 16  # buckets up to this size emit every pair; larger ones a star on the first id + a chain
@@ -293,9 +293,11 @@ def find_near_duplicates(ds, params: MinHashParams, num_partitions: int | None =
     edges = np.concatenate([e for e in ray.get([v[0] for v in verified])]).reshape(-1, 2)
     result.checked = sum(ray.get([v[1] for v in verified]))
     result.verified = int(len(edges))
-    uf = UnionFind()
-    for x, y in edges.tolist():
-        uf.union(x, y)
-    result.clusters = {int(root): [int(m) for m in members if m != root] for root, members in uf.clusters().items()}
+    ids, roots = edge_clusters(edges)  # vectorized union-find: no Python object per edge on the driver
+    gone = ids != roots
+    order = np.lexsort((ids[gone], roots[gone]))
+    roots, members = roots[gone][order], ids[gone][order]
+    starts = np.flatnonzero(np.r_[True, roots[1:] != roots[:-1]]) if roots.size else np.empty(0, np.int64)
+    result.clusters = {r: m.tolist() for r, m in zip(roots[starts].tolist(), np.split(members, starts[1:]))}
     result.seconds["verify_and_union_s"] = time.perf_counter() - t1
     return result
