@@ -155,7 +155,7 @@ def main() -> int:
     serve.run(build_app(cfg), name="rollout", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     results: dict = {"engine": "hf", "model": "tiny:llama", "refresh_s": args.refresh_s, "cpu_count": os.cpu_count(),
-                     "startup_s": round(time.time() - t0, 1)}
+                     "startup_s": round(time.time() - t0, 1), "run": run_info(sys.argv)}
     out = Path(args.out)
     try:
         warm = asyncio.run(_warm(url))
@@ -169,9 +169,25 @@ def main() -> int:
         serve.shutdown()
     d, c = results["drill"], results["canary"]
     ok = d["failures"] == 0 and c["within_3_points"] and c["rollback_next_request_v1"] and c["failures"] == 0
-    print(f"rollback switch {d['rollback_to_v1']['switch_s']} s, failures {d['failures']}; canary share "
+    print(f"deploy switch {d['deploy_v2']['switch_s']} s, rollback switch {d['rollback_to_v1']['switch_s']} s, "
+          f"failures {d['failures']}; canary share "
           f"{c['observed_share']} -> {'OK' if ok else 'NOT MET'}")
     return 0 if ok else 1
+
+
+def run_info(argv: list[str]) -> dict:
+    """When, what command and which commit produced the numbers (the commit plus '+dirty' for uncommitted edits)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True).stdout.strip()
+
+    dirty = "+dirty" if git("status", "--porcelain", "--", "app", "benchmarks/registry_rollout.py") else ""
+    return {"utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "command": " ".join(["python", "benchmarks/registry_rollout.py", *argv[1:]]),
+            "commit": (git("rev-parse", "--short", "HEAD") or "unknown") + dirty}
 
 
 def free_port() -> int:

@@ -101,6 +101,7 @@ def test_create_supervised_and_dpo_jobs_and_page_events(sdk):
 
 @pytest.mark.parametrize("kwargs, param, status", [
     ({"model": "gpt-4o-mini"}, "model", 400),
+    ({"model": "ft:tiny-llama:alpha:x:0123456789ab"}, "model", 400),  # a fine-tuned model is not a servable base
     ({"hyperparameters": {"epochs": 3}}, "hyperparameters.epochs", 400),
     ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"warmup": 1}}}},
      "method.supervised.hyperparameters.warmup", 400),
@@ -121,21 +122,25 @@ def test_bad_input_is_openai_error_naming_the_field_and_queues_nothing(sdk, kwar
     with pytest.raises(openai.APIStatusError) as err:
         a.fine_tuning.jobs.create(**args)
     assert err.value.status_code == status, err.value.body
+    assert set(err.value.body) == {"message", "type", "param", "code"} and err.value.body["type"] == "invalid_request_error"
     assert err.value.body["param"] == param and param.split(".")[-1] in err.value.body["message"], err.value.body
     assert app.state.store.list_jobs() == []
 
 
 def test_other_tenants_file_and_wrong_purpose_are_refused(sdk):
     a, b, app = sdk
-    mine = upload(a, chat_jsonl())
-    with pytest.raises(openai.NotFoundError) as err:
-        b.fine_tuning.jobs.create(model="tiny-llama", training_file=mine.id)
-    assert err.value.body["param"] == "training_file"
-    app.state.store.update_file(mine.id, purpose="batch")
+    mine, theirs = upload(a, chat_jsonl()), upload(b, chat_jsonl())
+    for key, other in (("training_file", {}), ("validation_file", {"training_file": theirs.id})):
+        with pytest.raises(openai.NotFoundError) as err:  # tenant A's file, used by tenant B
+            b.fine_tuning.jobs.create(model="tiny-llama", **{"training_file": mine.id, **other, key: mine.id})
+        assert err.value.body["param"] == key and err.value.body["message"].startswith(key), err.value.body
+        assert err.value.body["type"] == "invalid_request_error" and mine.id in err.value.body["message"]
+    app.state.store.update_file(mine.id, purpose="batch")  # the API refuses such uploads; an older row may have one
     with pytest.raises(openai.BadRequestError) as err:
         a.fine_tuning.jobs.create(model="tiny-llama", training_file=mine.id)
     assert err.value.body["param"] == "training_file" and "purpose" in err.value.body["message"]
-    assert app.state.store.list_jobs() == []
+    assert err.value.body["message"].startswith("training_file")
+    assert app.state.store.list_jobs() == []  # nothing queued for either tenant
 
 
 def test_reinforcement_maps_to_ppo_with_a_reward_source(sdk):

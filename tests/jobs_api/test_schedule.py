@@ -6,8 +6,6 @@ import threading
 
 import pytest
 
-from app.jobs_api.schedule import pick, rank
-
 
 def job(i: int, t: float, priority: str = "normal", tenant: str = "a") -> dict:
     return {"id": f"j{i:04d}", "tenant": tenant, "priority": priority, "created_at": t}
@@ -16,6 +14,8 @@ def job(i: int, t: float, priority: str = "normal", tenant: str = "a") -> dict:
 def simulate(aging_s: float, ticks: int, backlog: int = 3) -> int | None:
     """One slot, every job takes one tick; one high job arrives every tick (the queue never drains of high work).
     Returns the tick at which the low job (arrived at t=0) starts, or None if it never does."""
+    from app.jobs_api.schedule import pick
+
     queued = [job(0, 0.0, "low")] + [job(i, 0.0, "high") for i in range(1, backlog + 1)]
     n = backlog + 1
     for tick in range(ticks):
@@ -40,12 +40,16 @@ def test_low_priority_starts_within_its_aging_bound_while_high_jobs_keep_arrivin
 
 
 def test_rank_and_ties():
+    from app.jobs_api.schedule import pick, rank
+
     assert rank(job(1, 0.0, "high"), 0.0, 60) == 2 and rank(job(2, 0.0, "low"), 120.0, 60) == 2
     older, newer = job(1, 0.0), job(2, 5.0)
     assert pick([newer, older], {}, 1, 5.0, 1e9, lambda _: None) == [older]
 
 
 def test_tenant_at_its_running_limit_is_skipped_not_blocking_others():
+    from app.jobs_api.schedule import pick
+
     queued = [job(1, 0.0, "high", "greedy"), job(2, 1.0, "high", "greedy"), job(3, 2.0, "low", "calm")]
     limits = {"greedy": 1}
     chosen = pick(queued, {"greedy": 1}, 2, 3.0, 300, limits.get)
