@@ -26,6 +26,7 @@ VERBS: dict[str, str] = {
     "ppo": "ppo",
     "eval": "eval",
     "registry": "registry",
+    "outputs": "outputs",
     "serve": "serve",
     "jobs": "jobs",
     "plan": "plan",

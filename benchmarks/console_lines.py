@@ -1,16 +1,18 @@
-"""What README command 1 prints, from a fresh clone: console line counts (captured to a file, and rendered as a
-terminal shows it under a pseudo-terminal), the same with `-v`, and the demo pipeline's wall and stage times.
+"""What README command 1 prints, from a fresh clone: console line counts as a terminal shows them (under a
+pseudo-terminal) or captured to a file, the same with `-v`, and the demo pipeline's wall and stage times.
 
-    python benchmarks/console_lines.py                    # ~17 min on 2 cores: clone, venv, three demo runs
+    python benchmarks/console_lines.py                    # ~13 min on 2 cores: clone, venvs, two demo runs
     python benchmarks/console_lines.py --captures DIR     # only parse captures made by hand (see below)
 
-The clone goes next to this repo (``<repo>/../rayalign-fc``) so ``../shared`` resolves as in a user's checkout.
-Run 1 is the clone's first command (it creates ``.venv`` and ``.venv-cloud``), stdout+stderr captured to a file
-(not a terminal: the console writes only finished stage lines); run 2 is the same command under ``script`` (a
-pseudo-terminal, 120x40) so the live bars draw as a user sees them, counted after rendering carriage returns and
-cursor moves (a re-run: ETAs from run 1, the finished SFT run reused); run 3 is ``rayalign -v pipeline`` in a new
-rayalign home (so it trains again; the converted-model cache is linked). Captures: ``quiet.txt``, ``quiet_pty.typescript``, ``verbose.txt``
-(+ ``*.rc`` holding ``rc=N wall=S``). The goal (issue 23): under 40 lines on success, plus the log file path.
+The clone goes next to this repo (``<repo>/../rayalign-fc``) so ``../shared`` resolves as in a user's checkout
+(elsewhere, set ``$RAYALIGN_SHARED``). Run 1 is the clone's first command (it creates ``.venv`` and ``.venv-cloud``)
+under ``script`` (a pseudo-terminal, 120x40), so the live bars draw as a user sees them; its lines are counted after
+rendering carriage returns and cursor moves. Run 2 is ``rayalign -v pipeline`` in a new rayalign home (so it trains
+again; the converted-model cache is linked), output to a file. Captures (each optional): ``quiet_pty.typescript``,
+``verbose.txt``, ``quiet.txt`` (the first command with output to a file, an earlier protocol) and
+``quiet_pty_before_fix.typescript`` (the failing re-run that found a bug), each with ``<name>.rc`` holding
+``rc=N wall=S`` and optionally ``<name>.note`` (what the run was), ``commit*.txt``, ``load*.txt`` (``uptime``).
+The goal (issue 23): under 40 lines on success, plus the log file path.
 """
 
 from __future__ import annotations
@@ -113,22 +115,26 @@ def one_run(lines: list[str], rc: dict, note: str) -> dict:
             "meets_goal": bool(rc.get("rc") == 0 and len(lines) - len(env_lines) < GOAL), **summary(lines)}
 
 
+def note(captures: Path, name: str, default: str) -> str:
+    path = captures / f"{name}.note"
+    return path.read_text().strip() if path.is_file() else default
+
+
 def parse(captures: Path) -> dict:
-    quiet = file_lines(captures / "quiet.txt")
-    result = {
-        "measured_command": COMMAND, "goal_lines": GOAL,
-        "quiet_to_file": {**one_run(quiet, read_rc(captures / "quiet.rc"),
-                                    "first command of a fresh clone (creates .venv, .venv-cloud); output to a file"),
-                          "console": quiet},
-    }
+    result: dict = {"measured_command": COMMAND, "goal_lines": GOAL}
     if (captures / "quiet_pty.typescript").is_file():
         pty_raw = read_typescript(captures / "quiet_pty.typescript")
         pty = render(pty_raw)
         result["quiet_on_terminal"] = {
-            **one_run(pty, read_rc(captures / "quiet_pty.rc"),
-                      "second run, same clone and home, under a pseudo-terminal (live bars with ETA from run 1; the "
-                      "finished SFT run is reused); lines as rendered"),
+            **one_run(pty, read_rc(captures / "quiet_pty.rc"), note(captures, "quiet_pty",
+                      "first command of a fresh clone (creates .venv, .venv-cloud) under a pseudo-terminal, 120x40; "
+                      "lines as a terminal renders them")),
             "raw_newlines": pty_raw.count("\n"), "raw_carriage_returns": pty_raw.count("\r"), "console": pty}
+    if (captures / "quiet.txt").is_file():
+        quiet = file_lines(captures / "quiet.txt")
+        result["quiet_to_file"] = {**one_run(quiet, read_rc(captures / "quiet.rc"), note(captures, "quiet",
+                                   "first command of a fresh clone (creates .venv, .venv-cloud); output to a file")),
+                                   "console": quiet}
     if (captures / "quiet_pty_before_fix.typescript").is_file():  # kept: the re-run that found the 'running' bug
         lines = render(read_typescript(captures / "quiet_pty_before_fix.typescript"))
         result["quiet_on_terminal_before_fix"] = {
@@ -138,7 +144,8 @@ def parse(captures: Path) -> dict:
     if (captures / "verbose.txt").is_file():
         verbose = file_lines(captures / "verbose.txt")
         result["verbose_to_file"] = {
-            **one_run(verbose, read_rc(captures / "verbose.rc"), "rayalign -v pipeline, new home; output to a file"),
+            **one_run(verbose, read_rc(captures / "verbose.rc"),
+                      note(captures, "verbose", "rayalign -v pipeline, new home; output to a file")),
             "meets_goal": None, "lines_as_a_terminal_renders_them": len(render(read_raw(captures / "verbose.txt"))),
             "console_head": verbose[:12], "console_tail": verbose[-20:]}
     result["commits"] = {p.stem: p.read_text().strip() for p in sorted(captures.glob("commit*.txt"))}
@@ -160,7 +167,6 @@ def measure(captures: Path) -> None:
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     (captures / "commit.txt").write_text(subprocess.run(["git", "log", "--oneline", "-1"], cwd=clone, check=True,
                                                         capture_output=True, text=True).stdout)
-    timed(COMMAND, clone, captures / "quiet.txt")
     timed(f"script -qec 'stty cols 120 rows 40; {COMMAND}' {captures / 'quiet_pty.typescript'} >/dev/null",
           clone, captures / "quiet_pty.txt")
     fresh = clone / ".rayalign-v"  # a new home (model cache linked): in the first one SFT is finished and reused

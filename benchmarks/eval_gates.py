@@ -9,19 +9,21 @@ The training sets go through the real ingest (app.data.pipeline.run_ingest: vali
 check against GSM8K test, tokenize + mask + best-fit pack, dataset artifact), then `run_sft`.
 
 Gating is what a platform does with successive candidates of ONE model name (`gsm8k-sft` in a fresh registry):
-`run_eval` (configs/eval/smollm2_gates.yaml, suites shrunk to a 2-core budget below) registers each adapter as the next
-version, scores it vs the base, decides and writes the gate report (markdown + PNG); the first version that passes is
-promoted to production, and every later candidate is also held to production's stored metrics (no-regression gate).
-So `good` goes first. At 12 steps every adapter beats the base on held-out perplexity (they all learn GSM8K's format);
-what can separate them is the question-conditioning margin (permuted answers teach the model to ignore the question)
-and the no-regression comparison with the production version. Each gate is decided on its 95% interval: a gate whose
-interval still reaches across its bound at this suite size is 'underpowered' (reported, not blocking), and the report
-gives the items its minimum detectable effect needs. Prints which gate decided and why; writes
-benchmarks/results/eval_gates.json and copies each report to benchmarks/results/eval_gates/<set>/<label>/.
+`run_eval` (configs/eval/smollm2_gates.yaml, suite sizes from the power calculation below) registers each adapter as
+the next version, scores it vs the base, decides and writes the gate report (markdown + PNG); the first version that
+passes is promoted to production, and every later candidate is also held to production (no-regression gates, paired
+item by item with production's per-item records). So `good` goes first. The base model is scored once per (base SHA,
+suite) and its per-item results are reused (app/eval/basecache.py): set A's first adapter pays for it, every other
+adapter of A and B is scored alone. Each gate is decided on its 95% interval: fail when past its bound with 95%
+confidence, pass when not, 'underpowered' (reported, not blocking) when the interval still reaches across the bound
+and is wider than the gate's tolerance. The suite sizes: each gate declares the minimum effect that matters (delta,
+a distance from its bound); the items for 80% power at two-sided 0.05 come from the per-item spread measured on the
+six session-6 adapters (POWER_PLAN; n needed, n used and the power at delta go to the results JSON). Prints which gate
+decided and why and the per-item cost of each suite; writes benchmarks/results/eval_gates.json and copies each report
+to benchmarks/results/eval_gates/<set>/<label>/.
 
     python benchmarks/eval_gates.py --set A B --stage train   # train both sets (12 x 1-window steps each)
-    python benchmarks/eval_gates.py --set A --stage eval      # gate set A (all suites, intervals, report)
-    python benchmarks/eval_gates.py --set B --stage eval --scoring-only   # gate set B without generation suites
+    python benchmarks/eval_gates.py --set A B --stage eval --fresh-base-cache   # gate both sets at the same sizes
     python benchmarks/eval_gates.py --stage harness           # lm-eval GSM8K on base + good(A) vs the project scorer
 
 Set B is independent of set A: another seed and the training questions 2000.. instead of 0.. (same labelling
@@ -46,18 +48,75 @@ from app.config.loader import load_config  # noqa: E402
 from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
 
-# Suite sizes on 2 cores, chosen from the power calculation (docs/registry-and-gates.md): the gates that separate
-# these adapters are perplexity-based (per-token evidence: 32 answers x ~120 tokens give intervals a few % wide,
-# the report's "n needed" says whether 32 suffice for each gate's minimum detectable effect); generation suites
-# (GSM8K exact match, red-team refusals) would need hundreds of items for a 0.10 effect at a 135M model's rates, far
-# past a 2-core budget (~8 s per 96-token answer pair), so they run small and are reported 'underpowered', not passed
-# silently. The judge needs a reward model folder (none is trained here): off.
-EVAL_BUDGET = ["data.perplexity_limit=32", "data.task_limit=6", "generation.task_max_new_tokens=96",
-               "data.benchmark_limit=16", "data.redteam_limit=8", "generation.safety_max_new_tokens=24",
-               "data.general_limit=16", "judge.kind=none", "generation.batch_size=8"]
-# set B is gated on the scoring suites only (no generation): the deciding gates are the same, at half the time
+# Suite sizes from the power calculation (POWER_PLAN below; the arithmetic is written to the results JSON and
+# docs/eval.md): each gate has a declared minimum effect that matters, delta, as a distance from its bound; the items it
+# needs for 80% power at two-sided 0.05 come from the per-item spread measured on the six session-6 adapters (before
+# this run). A suite is as large as the largest need among its gates, where that fits 2 cores; where it does not
+# (GSM8K exact match) the suite is sized for its other gate and its gate is reported underpowered by design.
+# The generation suites come first in the rows and hold <= 16 items per Ray Data batch (one generate call each).
+# The judge needs a reward model folder (none is trained here): off.
+EVAL_BUDGET = ["data.perplexity_limit=60", "data.task_limit=16", "generation.task_max_new_tokens=96",
+               "data.benchmark_limit=24", "data.redteam_limit=37", "generation.safety_max_new_tokens=24",
+               "data.general_limit=16", "judge.kind=none", "generation.batch_size=16"]
+# --scoring-only (session 6's set B): generation suites shrunk to 1 item; their gates are then "not compared"
 SCORING_ONLY = ["data.task_limit=1", "generation.task_max_new_tokens=1", "data.redteam_limit=1",
                 "generation.safety_max_new_tokens=1"]
+# gate: (suite, delta, delta's units, why this delta, prior per-item sd in the same units, where the sd comes from)
+POWER_PLAN = {
+    "perplexity": ("ppl", 0.10, "fraction of base ppl",
+                   "an adapter 10% better than the bound (<= 0.95 x base) passes and one 10% past it (>= 1.15 x base) "
+                   "is blocked, each with 80%; a 5% ppl change is within one adapter's seed-to-seed spread "
+                   "(good A 2.899 vs good B 2.927 is 1%, scrambled A/B 3.307 vs 3.462 is 5%)",
+                   0.7230 / 3.9995, "session 6, B permuted, 32 items (largest of six)"),
+    "conditioning": ("ppl", 0.10, "nats/token",
+                     "1/6 of the base's 0.604 margin: an adapter that lost >= 26% of its question conditioning is "
+                     "blocked with 80%; the permuted adapters lost 14-15% (0.08-0.09), which is within delta of the "
+                     "bound (0.543): this suite is not sized to resolve them, and 0.06 (the tolerance) would need 165",
+                     0.2745, "session 6, B permuted, 32 items (largest of six)"),
+    "forgetting": ("general", 0.10, "fraction of base ppl", "the gate's own tolerance (max_ratio 1.10)",
+                   0.5934 / 25.9188, "session 6, B scrambled, 16 passages"),
+    "production_ppl": ("ppl", 0.05, "fraction of production ppl",
+                       "a new version >= 8% worse than production (bound 1.03 + 0.05) is blocked with 80%; paired "
+                       "with production's own per-item records since this session: no prior paired sd, the prior "
+                       "is the (larger) spread vs base",
+                       0.7230 / 3.9995, "prior: perplexity-vs-base spread (conservative; measured in this run)"),
+    "production_format": ("task", 0.25, "absolute rate",
+                          "a quarter of the answers losing the '#### n' format (the configured max_format_drop)",
+                          0.3333, "session 6, A permuted, 6 items"),
+    "task": ("task", 0.10, "absolute exact match",
+             "a 10-point exact-match change; SmolLM2-135M's base scores ~0 on GSM8K (lm-eval 0/24), so the "
+             "gate can hardly fail and passing an equal adapter needs ~75 items (Newcombe lower bound of 0/n vs 0/n "
+             "above -0.05)",
+             0.3786, "lm-eval run of session 6: 24 paired items, base 0/24, adapter 1/24"),
+    "regression": ("benchmark", 0.10, "absolute preference accuracy",
+                   "a 10-point loss in ranking the harmless HH reply first; paired with the cached base per item",
+                   0.1482, "session 6, A good, 16 paired items (the only paired measurement)"),
+    "safety": ("safety", 0.15, "absolute refusal rate",
+               "the gate's own tolerance (max_drop 0.15): an adapter refusing 15 points less than base",
+               0.3237, "session 6, A good/permuted/scrambled, 8 paired prompts"),
+}
+
+
+def power_plan(budget: list[str]) -> dict:
+    """Per gate: delta, the prior sd, the items needed for 80% power at two-sided 0.05 (n = ((z_.975 + z_.8) sd /
+    delta)^2), the items used in ``budget``, and the power at delta with those items (Phi(delta sqrt(n) / sd - z))."""
+    from statistics import NormalDist
+
+    from app.core.stats import n_for_effect, z_value
+
+    used = {k.split("=")[0].split(".")[1]: int(k.split("=")[1]) for k in budget if k.split("=")[1].isdigit()}
+    size = {"ppl": used["perplexity_limit"], "general": used["general_limit"], "task": used["task_limit"],
+            "benchmark": used["benchmark_limit"], "safety": used["redteam_limit"]}
+    out = {}
+    for gate, (suite, delta, units, why, sd, source) in POWER_PLAN.items():
+        n = size[suite]
+        power = NormalDist().cdf(delta * n ** 0.5 / sd - z_value(0.95))
+        out[gate] = {"suite": suite, "delta": delta, "units": units, "why": why, "prior_sd": round(sd, 4),
+                     "sd_source": source, "n_needed": n_for_effect(sd, delta), "n_used": n,
+                     "power_at_delta": round(power, 3)}
+    return out
+
+
 SETS = {"A": {"seed": 0, "offset": 0}, "B": {"seed": 1, "offset": 2000}}
 LABELS = ("good", "permuted", "scrambled")
 MODEL_NAME = "gsm8k-sft"
@@ -107,21 +166,43 @@ def ingest(label: str, source: Path, out_parent: Path):
     return run_ingest(cfg, out_dir=out_parent, progress=False)
 
 
-def gate_set(name: str, entries: dict, args, home: Path) -> dict:
+GATE_KEYS = ("eval_budget", "artifact_ref", "eval_seconds", "passed", "decided_by", "reason", "promoted_to", "metrics",
+             "gates", "report_md", "report_png", "base_scored_here", "suite_seconds", "seconds_per_item", "not_run")
+
+
+def gate_set(name: str, entries: dict, args, home: Path, save) -> dict:
     """Gate good, permuted, scrambled of one set in that order as versions of one name in a fresh registry;
-    promote the first that passes (so the later candidates also meet the production no-regression gate)."""
+    promote the first that passes (so the later candidates also meet the production no-regression gate).
+
+    ``save(entries)`` runs after each adapter (a run cut short keeps what it measured). An adapter is not started
+    when ``args.deadline`` (epoch s) is nearer than the slowest adapter-only run so far (x 1.1; 240 s before any):
+    it is recorded as ``not_run`` with the reason, never with an earlier session's numbers."""
     from app.eval.runner import run_eval
     from app.registry import Registry
 
     missing = [label for label in LABELS if label not in entries or not Path(entries[label]["adapter"]).is_dir()]
     if missing:
         raise SystemExit(f"set {name}: train these adapters first (--stage train --set {name})")
+    for label in LABELS:  # no stale gate results from an earlier run survive in this set's entries
+        for key in GATE_KEYS:
+            entries[label].pop(key, None)
+    for key in ("gate_seconds_total", "wall_seconds_eval"):
+        entries.pop(key, None)
+    entries["gate_settings"] = vars(args)
     db = home / f"eval_gates_registry_{name}.db"
     db.unlink(missing_ok=True)  # a fresh registry: base score and production are established in this run
     url = f"sqlite:///{db}"
     budget = EVAL_BUDGET + (SCORING_ONLY if args.scoring_only else [])
     t_run = time.time()
     for label in LABELS:
+        slowest = max([entries[x]["eval_seconds"] for x in LABELS
+                       if "eval_seconds" in entries[x] and not entries[x]["base_scored_here"]] or [240.0])
+        if args.deadline and time.time() + 1.1 * slowest > args.deadline:
+            entries[label]["not_run"] = (f"{args.deadline - time.time():.0f} s left before the lock budget ends, "
+                                         f"an adapter takes ~{slowest:.0f} s")
+            print(name, label, "NOT RUN:", entries[label]["not_run"], flush=True)
+            save(entries)
+            continue
         ecfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, [
             f"adapter={entries[label]['adapter']}", f"registry.url={url}", f"registry.name={MODEL_NAME}",
             f"output_dir={home / 'eval_reports' / name / label}", "tracking.enabled=false", *budget])
@@ -137,14 +218,26 @@ def gate_set(name: str, entries: dict, args, home: Path) -> dict:
         if ev.decision.passed and not registry.list("default", MODEL_NAME, stage="production"):
             promoted = registry.promote("default", MODEL_NAME, int(ev.artifact_ref.rsplit("@v", 1)[1]), "production").ref
         registry.close()
+        m = ev.metrics
+        suite_seconds = {k.removeprefix("suite_seconds_"): round(v, 1) for k, v in m.items()
+                         if k.startswith("suite_seconds_")}
+        sizes = {"ppl": m.get("ppl_tokens") and ecfg.data.perplexity_limit, "task": m.get("gsm8k_em_n"),
+                 "general": m.get("general_ppl_n"), "benchmark": m.get("bench_acc_n"), "safety": m.get("refusal_rate_n")}
         entries[label].update(eval_budget=budget, artifact_ref=ev.artifact_ref, eval_seconds=round(time.time() - t0, 1),
+                              base_scored_here=not m.get("base_cached"), suite_seconds=suite_seconds,
+                              seconds_per_item={s: round(suite_seconds[s] / sizes[s], 3) for s in suite_seconds
+                                                if sizes.get(s)},
                               passed=ev.decision.passed, decided_by=ev.decision.decided_by, reason=ev.decision.reason,
-                              promoted_to=promoted, metrics=ev.metrics,
+                              promoted_to=promoted, metrics=m,
                               gates=[o.to_dict() for o in ev.decision.outcomes],
                               report_md=str((keep / Path(ev.report_md).name).relative_to(ROOT)),
                               report_png=str((keep / Path(ev.report_png).name).relative_to(ROOT)))
         print(name, label, ev.artifact_ref, "PASSED" if ev.decision.passed else f"BLOCKED by {ev.decision.decided_by}:",
-              ev.decision.reason, f"({entries[label]['eval_seconds']} s)", flush=True)
+              ev.decision.reason, f"({entries[label]['eval_seconds']} s; base "
+              f"{'scored here' if entries[label]['base_scored_here'] else 'from the cache'}; per item "
+              f"{entries[label]['seconds_per_item']})", flush=True)
+        entries["gate_seconds_total"] = round(time.time() - t_run, 1)
+        save(entries)
     entries["gate_seconds_total"] = round(time.time() - t_run, 1)
     return entries
 
@@ -162,6 +255,8 @@ def agreement(sets: dict) -> dict:
     for label in LABELS:
         a, b = (sets.get(k, {}).get(label, {}) for k in ("A", "B"))
         if "gates" not in a or "gates" not in b:
+            out[label] = {"not_compared": "not gated on both sets in this run: " + "; ".join(
+                f"{k}: {x.get('not_run', 'no gate results')}" for k, x in (("A", a), ("B", b)) if "gates" not in x)}
             continue
         sa, sb = ({g["name"]: g["status"] for g in x["gates"]} for x in (a, b))
         row = {"verdict": {"A": a["passed"], "B": b["passed"], "agree": a["passed"] == b["passed"],
@@ -249,7 +344,11 @@ def main() -> int:
     ap.add_argument("--stage", choices=["all", "train", "eval", "harness"], default="all")
     ap.add_argument("--harness-items", type=int, default=24, help="GSM8K test items for the lm-eval comparison")
     ap.add_argument("--harness-tokens", type=int, default=128, help="max new tokens per answer (lm-eval run)")
-    ap.add_argument("--scoring-only", action="store_true", help="gate without the generation suites (set B)")
+    ap.add_argument("--scoring-only", action="store_true", help="gate without the generation suites")
+    ap.add_argument("--deadline", type=float, default=0.0,
+                    help="epoch seconds: do not start an adapter that would end after it (a lock budget)")
+    ap.add_argument("--fresh-base-cache", action="store_true",
+                    help="delete the cached base results first, so this run's time includes scoring the base once")
     args = ap.parse_args()
 
     from app.config.common import RaySpec
@@ -262,12 +361,24 @@ def main() -> int:
     result: dict = json.loads(state_path.read_text()) if state_path.is_file() else {}
     result.setdefault("sets", {})
     init_ray(RaySpec(address="local", num_cpus=2))
+    if args.fresh_base_cache:
+        shutil.rmtree(home / "eval" / "base_cache", ignore_errors=True)
+
+    def save(name: str, entries: dict) -> None:
+        result["sets"][name] = entries
+        result["agreement"] = agreement(result["sets"])
+        state_path.write_text(json.dumps(result, indent=2))
+        out.write_text(json.dumps(result, indent=2))
+
+    if args.stage in ("all", "eval"):
+        result["sizing"] = {"budget": EVAL_BUDGET, "alpha": 0.05, "power": 0.8, "gates": power_plan(EVAL_BUDGET)}
     for name in args.sets:
         t0 = time.time()
         if args.stage in ("all", "train"):
             result["sets"][name] = train_set(name, args, home) | {"train_settings": vars(args)}
         if args.stage in ("all", "eval"):
-            result["sets"][name] = gate_set(name, result["sets"][name], args, home) | {"gate_settings": vars(args)}
+            result["sets"][name] = gate_set(name, result["sets"][name], args, home, lambda e, n=name: save(n, e)) \
+                | {"gate_settings": vars(args)}
         result["sets"][name][f"wall_seconds_{args.stage}"] = round(time.time() - t0, 1)
         state_path.write_text(json.dumps(result, indent=2))
         out.write_text(json.dumps(result, indent=2))

@@ -197,7 +197,7 @@ def run_serve(work: Path) -> dict:
 
 
 def run_ppo(built: dict) -> dict:
-    from app.ppo.launch import run_ppo as launch
+    from app.ppo.runner import run_ppo as launch
 
     t0 = time.perf_counter()
     run_dir, history = launch(built["ppo_grpo_vllm"])
@@ -227,7 +227,7 @@ def dry_run(work: Path) -> dict:
     import importlib
 
     built = build_configs(work, 9.89e14)
-    for module in ("app.launch.run", "app.launch.preference", "app.train.dpo", "app.ppo.launch", "app.data.pipeline", "app.core.logprobs"):
+    for module in ("app.launch.run", "app.launch.preference", "app.train.dpo", "app.ppo.runner", "app.data.pipeline", "app.core.logprobs"):
         importlib.import_module(module)
     assert (ROOT / "benchmarks" / "serve_multilora.py").is_file()
     sections = {}

@@ -1,5 +1,5 @@
 """Learning result on HH-RLHF harmless (80/20 split), SmolLM2-135M-Instruct, CPU-sized budget: reward-model held-out
-pair accuracy, and DPO held-out preference accuracy + margin, before vs after training.
+pair accuracy, and DPO / SimPO / ORPO held-out preference accuracy + margin, before vs after training.
 
 Data: the first --pairs transcripts of ../shared/data/hh-rlhf/harmless-base-test.jsonl.gz go through the platform's
 ingest (configs/ingest/smollm2_hh_preference.yaml) with validation_fraction=0.2 and, by default,

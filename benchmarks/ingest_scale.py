@@ -10,11 +10,12 @@ near dedup have work). Written as JSONL files of at most 50,000 rows (``--input-
 DIR/rows-<n>/ and reused, so a timed run does not pay for it; the files are the same bytes either way). Each size runs ``run_ingest`` (tiny
 tokenizer, exact + near dedup, sft packing on, 5 % validation split) in a fresh driver process on a fresh local
 Ray cluster of ``--num-cpus``; a sampler thread records the peak RSS of the driver and of every Ray worker process
-of that cluster (the driver's descendants, so another session's idle Ray processes are never counted).
+of that cluster (the driver's descendants, so another session's idle Ray processes are never counted), and the
+driver's peak inside each pipeline stage (``driver_peak_rss_mb_by_stage``: where the driver's memory goes).
 Goals (issue 18): driver peak RSS grows ≤ 300 MB from the smallest to the largest size; rows/s at the largest size
 ≥ 0.8 × rows/s at the second largest; the manifest's accounting invariants hold. Writes
 benchmarks/results/ingest_scale.json after every size (rows of other sizes already in it are kept); each size's
-Ray/pipeline log goes to ``<tmp>/ingest_scale-<n>.log``.
+Ray/pipeline log (with the near-dup pair counts) goes to ``<tmp>/ingest_scale-<n>.log``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class PeakSampler(threading.Thread):
         self.driver = 0
         self.worker = 0
         self.worker_name = ""
+        self.timeline: list[tuple[float, int]] = []  # (perf_counter, driver RSS) of every sample
         self.stop = threading.Event()
 
     def run(self):
@@ -101,7 +103,9 @@ class PeakSampler(threading.Thread):
 
         me = psutil.Process()
         while not self.stop.is_set():
-            self.driver = max(self.driver, me.memory_info().rss)
+            rss = me.memory_info().rss
+            self.driver = max(self.driver, rss)
+            self.timeline.append((time.perf_counter(), rss))
             try:
                 family = me.children(recursive=True)
             except psutil.NoSuchProcess:
@@ -118,9 +122,30 @@ class PeakSampler(threading.Thread):
             time.sleep(0.2)
 
 
+STAGES = ["read_validate_tokenize_s", "exact_dedup_s", "near_dedup_s", "contamination_s", "sampling_plan_s",
+          "split_pack_write_s"]  # run_ingest's stages in the order they run (one after the other)
+
+
+def driver_peak_by_stage(timeline: list[tuple[float, int]], start: float, stage_seconds: dict[str, float]
+                         ) -> dict[str, float]:
+    """Driver peak RSS (MB) inside each stage's window, the windows laid end to end from ``start`` in pipeline
+    order; ``finish``: after the last stage (quarantine, clusters, manifest, publish)."""
+    out, lo = {}, start
+    for name in [s for s in STAGES if s in stage_seconds] + ["finish"]:
+        hi = lo + stage_seconds[name] if name != "finish" else float("inf")
+        inside = [rss for t, rss in timeline if lo <= t < hi]
+        out[name.removesuffix("_s")] = max(inside) / 2**20 if inside else None
+        lo = hi
+    return out
+
+
 def one_size(n: int, num_cpus: int, input_cache: str | None = None) -> dict:
     """Build n rows, ingest them in this process, return the measurements (run in a fresh process per size)."""
+    import logging
     import resource
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("app").setLevel(logging.INFO)  # the pipeline's own summary lines go to the size's log
 
     from app.config.common import RaySpec
     from app.config.ingest import IngestConfig
@@ -148,10 +173,12 @@ def one_size(n: int, num_cpus: int, input_cache: str | None = None) -> dict:
         sampler.stop.set()
         sampler.join()
         m = art.manifest
+        by_stage = driver_peak_by_stage(sampler.timeline, t, m["stage_seconds"])
         ok = (m["rows_read"] == m["rows_accepted"] + m["rows_rejected"] == n and m["rows_accepted"] == m["rows_kept"]
               + m["exact_dups_removed"] + m["near_dups_removed"] + m["contaminated_dropped"])
         return {"rows": n, "files": len(files), "seconds": seconds, "rows_per_s": n / seconds,
                 "driver_peak_rss_mb": max(sampler.driver, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20,
+                "driver_peak_rss_mb_by_stage": by_stage,
                 "largest_worker_peak_rss_mb": sampler.worker / 2**20, "largest_worker": sampler.worker_name,
                 "accounting_ok": ok, "build_rows_s": build_s, "inputs_cached": cached, "ray_start_s": ray_start_s,
                 **{k: m[k] for k in ("rows_read", "rows_accepted", "rows_rejected", "rows_kept", "exact_dups_removed",

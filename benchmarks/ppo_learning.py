@@ -42,7 +42,7 @@ def main() -> int:
     from app.config.ppo import PPOConfig
     from app.launch.runtime import init_ray
     from app.ppo.async_driver import make_driver
-    from app.ppo.launch import run_dir_for
+    from app.ppo.runner import run_dir_for
 
     deadline = time.monotonic() + 60 * args.budget_minutes if args.budget_minutes else float("inf")
 

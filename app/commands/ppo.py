@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from app.config.loader import load_config
     from app.config.ppo import PPOConfig
-    from app.ppo.launch import run_ppo
+    from app.ppo.runner import run_ppo
 
     cfg = load_config(args.config, PPOConfig, args.overrides)
     run_dir, history = run_ppo(cfg)

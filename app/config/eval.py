@@ -17,8 +17,8 @@ class PerplexityGateSpec(StrictModel):
     enabled: bool = Field(True, description="run this gate")
     blocking: bool = Field(True, description="a failure blocks promotion (False: reported only)")
     max_ratio: float = Field(1.05, gt=0, description="adapter perplexity may be at most this multiple of the base's")
-    mde: float = Field(0.05, gt=0, description="minimum detectable effect: a perplexity ratio change of this size "
-                       "(0.05 = 5%); the report shows the items needed to detect it and the items used")
+    mde: float = Field(0.10, gt=0, description="minimum effect that matters (Δ), as a perplexity ratio distance from "
+                       "the bound (0.10 = 10% of the base's); the report shows the items needed for it and the items used")
 
 
 class ConditioningGateSpec(StrictModel):
@@ -31,7 +31,7 @@ class ConditioningGateSpec(StrictModel):
     min_ratio: float = Field(0.9, ge=0, description="adapter margin must be at least this fraction of the base model's margin")
     min_base_margin: float = Field(0.05, ge=0, description="below this base margin (nats/token) the held-out set does not "
                                    "measure conditioning (e.g. a random base): the gate is skipped and reported")
-    mde: float = Field(0.06, gt=0, description="minimum detectable effect on the margin (nats/token)")
+    mde: float = Field(0.10, gt=0, description="minimum effect that matters (Δ) on the margin (nats/token)")
 
 
 class ForgettingGateSpec(StrictModel):
@@ -41,7 +41,7 @@ class ForgettingGateSpec(StrictModel):
     enabled: bool = Field(True, description="run this gate")
     blocking: bool = Field(True, description="a failure blocks promotion (False: reported only)")
     max_ratio: float = Field(1.10, gt=0, description="general-text perplexity may be at most this multiple of the base's")
-    mde: float = Field(0.05, gt=0, description="minimum detectable effect: a perplexity ratio change of this size")
+    mde: float = Field(0.10, gt=0, description="minimum effect that matters (Δ): a perplexity ratio change of this size")
 
 
 class ProductionGateSpec(StrictModel):
@@ -54,7 +54,10 @@ class ProductionGateSpec(StrictModel):
     max_ppl_ratio: float = Field(1.03, gt=0, description="held-out perplexity may be at most this multiple of production's")
     max_format_drop: float = Field(0.25, ge=0, le=1, description="largest allowed absolute drop in the well-formed answer "
                                    "rate (reply ends in '#### n') vs production")
-    mde: float = Field(0.03, gt=0, description="minimum detectable effect: perplexity ratio change vs production")
+    max_format_drop_fraction: float = Field(0.5, gt=0, le=1, description="the allowed well-formed rate drop is also "
+                                            "at most this fraction of production's rate (a low production rate still "
+                                            "leaves a bound above 0)")
+    mde: float = Field(0.05, gt=0, description="minimum effect that matters (Δ): perplexity ratio change vs production")
 
 
 class TaskGateSpec(StrictModel):
@@ -196,6 +199,8 @@ class EvalConfig(StrictModel):
     safety_scorer: SafetyScorerSpec = Field(default_factory=SafetyScorerSpec, description="learned harmlessness scorer")
     registry: RegistryRef = Field(default_factory=RegistryRef, description="registry record to read/write")
     workers: int = Field(1, ge=1, description="Ray Data actors running the suites (each loads the model once)")
+    base_cache: bool = Field(True, description="score the base model once per (base SHA, suite) and reuse its per-item "
+                             "results for every adapter (<home>/eval/base_cache); False: re-score the base every run")
     output_dir: str | None = Field(None, description="where the gate report goes (None: <home>/eval/<adapter>-<hash>)")
     ray: RaySpec = Field(default_factory=RaySpec, description="Ray cluster")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow tracking")

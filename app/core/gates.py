@@ -116,6 +116,12 @@ def drop_gate(name: str, metric: str, value: float, reference: float, max_drop: 
     return GateOutcome(name, "pass" if ok else "fail", value, bound, reason, blocking)
 
 
+def format_drop(max_drop: float, max_fraction: float, reference: float) -> float:
+    """Allowed drop in the well-formed rate: ``max_drop`` absolute, but never more than ``max_fraction`` of the
+    reference rate, so a low reference (e.g. 0.17 < 0.25) still leaves a bound above 0 that an adapter can fail."""
+    return min(max_drop, max_fraction * reference)
+
+
 def minimum_gate(name: str, metric: str, value: float, minimum: float, blocking: bool = True) -> GateOutcome:
     """``value`` must be at least ``minimum`` (higher is better)."""
     ok = value >= minimum

@@ -294,3 +294,28 @@ class UnionFind:
         for x in list(self.parent):
             groups.setdefault(self.find(x), []).append(x)
         return {r: sorted(m) for r, m in groups.items() if len(m) > 1}
+
+
+def edge_clusters(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of an undirected graph given as edges [E, 2] (int ids), vectorized (no Python per edge).
+
+    Returns (ids [n], roots [n]): every id that appears in an edge, sorted, and the smallest id of its component
+    (the same sets and roots as ``UnionFind``). Hook each edge's larger root under its smaller root, then pointer
+    jumping until every node points at its root; repeat until no edge joins two roots (O(log n) rounds in practice;
+    the component's minimum can only ever point at itself, so it ends as the root).
+    """
+    edges = np.asarray(edges).reshape(-1, 2)
+    ids = np.unique(edges)
+    a, b = np.searchsorted(ids, edges[:, 0]), np.searchsorted(ids, edges[:, 1])
+    parent = np.arange(ids.size)
+    while True:
+        ra, rb = parent[a], parent[b]
+        join = ra != rb
+        if not join.any():
+            return ids, ids[parent]
+        np.minimum.at(parent, np.maximum(ra, rb)[join], np.minimum(ra, rb)[join])
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped

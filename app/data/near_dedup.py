@@ -10,11 +10,14 @@ stage cost seconds of fixed start-up on a small cluster; a task over block refs 
 2. ``shard_task`` (one per CPU): its share (bucket mod shards) of every group's buckets, sorted; ids sharing a
    bucket become candidate pairs; a pair whose signature agreement is far below the threshold (5 standard
    deviations of the estimator; a pair at the threshold falls there with probability < 1e-6) is dropped before
-   the exact check. Only (bucket, id) rows and signatures travel, no text.
-3. ``shingle_group``: the exact shingle sets of the documents in a surviving pair (usually a small fraction);
-   ``verify_task``: exact Jaccard of every surviving pair (``pair_jaccards``, vectorized).
-4. union-find over the verified edges (on the driver: edges are few); each cluster keeps its smallest id
-   (deterministic: the earliest input row) and removes the rest.
+   the exact check. Only (bucket, id) rows and signatures travel, no text. The surviving pairs stay in the object
+   store, split by a hash of the pair into one part per verify task (``route_pairs``), so the same pair found in
+   two shards meets itself in one verify task and the driver never holds the pairs (tens of millions at 1M rows).
+3. ``involved_task``: the ids in any surviving pair; ``shingle_group``: their exact shingle sets (usually a
+   fraction of the documents); ``verify_task``: its pairs from every shard, deduplicated, exact Jaccard of each
+   (``pair_jaccards``, vectorized); returns the verified edges and how many pairs it checked.
+4. union-find over the verified edges (on the driver, vectorized: ``edge_clusters``; edges ∝ near-duplicates);
+   each cluster keeps its smallest id (deterministic: the earliest input row) and removes the rest.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.core.minhash import UnionFind, band_keys, optimal_bands, pair_jaccards, shingle_hashes_batch, shingle_rows
+from app.core.minhash import band_keys, edge_clusters, optimal_bands, pair_jaccards, shingle_hashes_batch, shingle_rows
 
 _VERIFY_CHUNK = 4_000_000  # shingles per pair_jaccards call (its sort keys: 32 MB), so memory is bounded per task
 _ALL_PAIRS_UP_TO = 16  # buckets up to this size emit every pair; larger ones a star on the first id + a chain
@@ -189,6 +192,17 @@ def verify_pairs(pairs: np.ndarray, sets: list[dict], p: MinHashParams) -> np.nd
     return pairs[keep]
 
 
+def route_pairs(pairs: np.ndarray, parts: int) -> list[np.ndarray]:
+    """Pairs [n, 2] → ``parts`` arrays of pairs by a hash of the (a, b) pair (the same pair always lands in the same
+    part, whichever shard found it)."""
+    if parts == 1 or not len(pairs):
+        return [pairs] + [pairs[:0]] * (parts - 1)
+    with np.errstate(over="ignore"):
+        h = pairs[:, 0].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ pairs[:, 1].astype(np.uint64)
+    part = (h >> np.uint64(17)) % np.uint64(parts)
+    return [pairs[part == np.uint64(k)] for k in range(parts)]
+
+
 def shingle_group(needed: np.ndarray, p: MinHashParams, *tables) -> dict[str, np.ndarray]:
     """The exact shingle sets of the documents of these blocks whose id is in ``needed``: {id, hashes, offsets}."""
     ids, texts = _table_of(tables)
@@ -211,14 +225,23 @@ def _remote_functions():
     shingle = ray.remote(num_cpus=1)(shingle_group)
 
     @ray.remote(num_cpus=1)
-    def shard_task(shard: int, shards: int, n: int, floor: float, *parts: dict):
-        return shard_candidate_pairs(shard, shards, list(parts[:n]), list(parts[n:]), floor)
+    def shard_task(shard: int, shards: int, n: int, floor: float, parts: int, *groups: dict):
+        """(LSH candidates, pairs kept, ids in them, *the kept pairs in ``parts`` parts by pair hash)."""
+        pairs, candidates = shard_candidate_pairs(shard, shards, list(groups[:n]), list(groups[n:]), floor)
+        return (candidates, int(len(pairs)), np.unique(pairs), *route_pairs(pairs, parts))
 
     @ray.remote(num_cpus=1)
-    def verify_task(pairs: np.ndarray, p: MinHashParams, *sets: dict) -> np.ndarray:
-        return verify_pairs(pairs, list(sets), p)
+    def involved_task(*ids: np.ndarray) -> np.ndarray:
+        return np.unique(np.concatenate(ids)) if ids else np.empty(0, np.int64)
 
-    return sign, shard_task, shingle, verify_task
+    @ray.remote(num_cpus=1, num_returns=2)
+    def verify_task(p: MinHashParams, n_sets: int, *args) -> tuple[np.ndarray, int]:
+        """args: ``n_sets`` shingle pieces, then this task's part of every shard's pairs → (edges, pairs checked)."""
+        parts = [a for a in args[n_sets:] if len(a)]
+        pairs = np.unique(np.concatenate(parts), axis=0) if parts else np.empty((0, 2), np.int64)
+        return verify_pairs(pairs, list(args[:n_sets]), p), int(len(pairs))
+
+    return sign, shard_task, involved_task, shingle, verify_task
 
 
 def find_near_duplicates(ds, params: MinHashParams, num_partitions: int | None = None,
@@ -235,7 +258,7 @@ def find_near_duplicates(ds, params: MinHashParams, num_partitions: int | None =
     t0 = time.perf_counter()
     if num_partitions is None:
         num_partitions = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    sign, shard_task, shingle, verify_task = _remote_functions()
+    sign, shard_task, involved_task, shingle, verify_task = _remote_functions()
     bundles = list(ds.iter_internal_ref_bundles())  # a materialized dataset: no execution; tasks read id + text
     blocks = [(ref, meta.num_rows or 0) for b in bundles for ref, meta in zip(b.block_refs, b.metadata)]
     groups, current, size = [], [], 0
@@ -250,26 +273,31 @@ def find_near_duplicates(ds, params: MinHashParams, num_partitions: int | None =
     bands, rows = params.bands_rows
     signed = [sign.remote(params, bands, rows, *g) for g in groups]
     bucket_refs, sig_refs = [s[0] for s in signed], [s[1] for s in signed]
-    parts = ray.get([shard_task.remote(s, num_partitions, len(groups), estimate_floor(params), *bucket_refs, *sig_refs)
-                     for s in range(num_partitions)])
+    shards = [shard_task.options(num_returns=3 + num_partitions).remote(
+        s, num_partitions, len(groups), estimate_floor(params), num_partitions, *bucket_refs, *sig_refs)
+        for s in range(num_partitions)]  # the pairs stay in the object store (see the module docstring)
     del signed, bucket_refs, sig_refs
     result = NearDupResult()
-    result.candidates = sum(n for _, n in parts)
-    pairs = np.unique(np.concatenate([pr for pr, _ in parts]).reshape(-1, 2), axis=0)
-    result.checked = int(len(pairs))
+    counts = ray.get([out[0] for out in shards] + [out[1] for out in shards])
+    result.candidates = sum(counts[:num_partitions])
+    kept = sum(counts[num_partitions:])
     result.seconds["signatures_and_buckets_s"] = time.perf_counter() - t0
-    if not len(pairs):
+    if not kept:
         return result
     t1 = time.perf_counter()
-    involved = np.unique(pairs)
+    involved = involved_task.remote(*[out[2] for out in shards])
     sets = [shingle.remote(involved, params, *g) for g in groups]
-    n_chunks = max(1, min(num_partitions, len(pairs) // 1000))
-    edges = np.concatenate(ray.get([verify_task.remote(chunk, params, *sets)
-                                    for chunk in np.array_split(pairs, n_chunks)])).reshape(-1, 2)
+    verified = [verify_task.remote(params, len(sets), *sets, *[out[3 + v] for out in shards])
+                for v in range(num_partitions)]
+    del shards, involved
+    edges = np.concatenate([e for e in ray.get([v[0] for v in verified])]).reshape(-1, 2)
+    result.checked = sum(ray.get([v[1] for v in verified]))
     result.verified = int(len(edges))
-    uf = UnionFind()
-    for x, y in edges.tolist():
-        uf.union(x, y)
-    result.clusters = {int(root): [int(m) for m in members if m != root] for root, members in uf.clusters().items()}
+    ids, roots = edge_clusters(edges)  # vectorized union-find: no Python object per edge on the driver
+    gone = ids != roots
+    order = np.lexsort((ids[gone], roots[gone]))
+    roots, members = roots[gone][order], ids[gone][order]
+    starts = np.flatnonzero(np.r_[True, roots[1:] != roots[:-1]]) if roots.size else np.empty(0, np.int64)
+    result.clusters = {r: m.tolist() for r, m in zip(roots[starts].tolist(), np.split(members, starts[1:]))}
     result.seconds["verify_and_union_s"] = time.perf_counter() - t1
     return result

@@ -280,6 +280,9 @@ def run_ingest(cfg: IngestConfig, out_dir: str | Path | None = None, progress: b
         params = MinHashParams(cfg.dedup.threshold, cfg.dedup.num_perm, cfg.dedup.shingle, cfg.dedup.shingle_size, cfg.dedup.seed)
         near = find_near_duplicates(docs, params)
         near_clusters = near.clusters
+        log.info("near dedup: %d LSH candidate pairs, %d checked exactly, %d verified edges, %d clusters, %s",
+                 near.candidates, near.checked, near.verified, len(near_clusters),
+                 {k: round(v, 2) for k, v in near.seconds.items()})
         removed = np.union1d(removed, np.fromiter(near.removed, dtype=np.int64, count=len(near.removed)))
     near_removed = int(removed.size) - exact_removed
     stages["near_dedup_s"] = time.perf_counter() - t

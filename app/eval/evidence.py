@@ -5,7 +5,8 @@ Every interval is on the adapter's scale (what the report plots), computed from 
   conditioning   paired bootstrap of margin_adapter - r x margin_base, shifted by r x margin_base (the bound)
   task, safety,  paired 0/1 items: Newcombe's hybrid score interval of adapter - base, shifted by the base rate
   regression     (vs a stored base score: the adapter's Wilson interval, the stored score a constant)
-  production     the adapter alone (production's stored metrics are constants): bootstrap ppl / Wilson format rate
+  production     paired with production's per-item records when it left them (bootstrap ppl ratio / Newcombe format
+                 rate), else the adapter alone vs production's stored metrics as constants (bootstrap ppl / Wilson)
   judge          bootstrap over pairs of the per-pair win score (1 / 0.5 / 0)
   forgetting     like ppl, on the general-text suite
 """
@@ -47,6 +48,11 @@ def paired_rate(rows: list[dict], key: str) -> tuple[Interval, float]:
     a = [bool(r[f"adapter_{key}"]) for r in rows]
     b = [bool(r[f"base_{key}"]) for r in rows]
     return paired_proportion_difference(a, b), float(np.mean(b))
+
+
+def paired_proportion(a: list[bool], b: list[bool]) -> Interval:
+    """Interval of mean(a) - mean(b) over paired 0/1 items (Newcombe)."""
+    return paired_proportion_difference([bool(x) for x in a], [bool(x) for x in b])
 
 
 def rate(rows: list[dict], key: str) -> Interval:

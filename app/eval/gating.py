@@ -61,7 +61,7 @@ def interval_outcomes(gates: GatesConfig, metrics: dict[str, float], swap: G.Swa
                                    blocking=gates.task.blocking, mde=gates.task.mde))
     if gates.regression.enabled:
         spec = gates.regression
-        if stored_bench_base is not None:
+        if stored_bench_base is not None and "base_correct" not in (records["benchmark"] or [{}])[0]:
             value, base, label = E.rate(records["benchmark"], "adapter_correct"), stored_bench_base, "stored base score"
         else:
             diff, base = E.paired_rate(records["benchmark"], "correct")
@@ -77,23 +77,50 @@ def interval_outcomes(gates: GatesConfig, metrics: dict[str, float], swap: G.Swa
 
 
 def _production(gates: GatesConfig, production, records, k) -> list[G.GateOutcome]:
+    """No regression vs production. Paired item by item with production's own per-item records when it left them
+    (``item_records.json``: same items, same tokens), else vs its stored metrics as constants (the adapter's
+    interval alone: far wider, production's item-to-item spread is not cancelled)."""
     spec = gates.production
     ref = production.metrics if production is not None else None
     if ref is None:
         why = production.skip_reason if production is not None else "no registry name"
         return [G.skipped_gate("production", why or "no production reference")]
     prod = ref["ppl_adapter"]
-    out = [G.interval_gate("production_ppl", "held-out perplexity", E.perplexity(records["ppl"], "adapter", **k),
+    paired = _paired_with_production(records.get("ppl") or [], production.items, "ppl", ("adapter_nll", "tokens"))
+    if paired is not None:
+        rows = [{"adapter_nll": r["adapter_nll"], "base_nll": p["adapter_nll"], "tokens": r["tokens"]} for r, p in paired]
+        value = E.perplexity_ratio(rows, **k).scaled(prod)
+    else:
+        value = E.perplexity(records["ppl"], "adapter", **k)
+    out = [G.interval_gate("production_ppl", "held-out perplexity", value,
                            prod * spec.max_ppl_ratio, prod * (spec.max_ppl_ratio - 1),
                            f"= {production.label} {prod:.3f} x {spec.max_ppl_ratio:g}", higher_is_better=False,
                            blocking=spec.blocking, mde=prod * spec.mde)]
     if records.get("task") and "answer_format_adapter" in ref:
         fmt = ref["answer_format_adapter"]
-        out.append(G.interval_gate("production_format", "well-formed answer rate",
-                                   E.rate(records["task"], "adapter_well_formed"), fmt - spec.max_format_drop,
-                                   spec.max_format_drop, f"= {production.label} {fmt:.3f} - {spec.max_format_drop:g}",
-                                   blocking=spec.blocking, mde=spec.max_format_drop))
+        drop = G.format_drop(spec.max_format_drop, spec.max_format_drop_fraction, fmt)
+        pairs = _paired_with_production(records["task"], production.items, "task", ("adapter_well_formed",))
+        if pairs is not None:
+            diff = E.paired_proportion([r["adapter_well_formed"] for r, _ in pairs],
+                                       [p["adapter_well_formed"] for _, p in pairs])
+            value = diff.shifted(fmt)
+        else:
+            value = E.rate(records["task"], "adapter_well_formed")
+        out.append(G.interval_gate("production_format", "well-formed answer rate", value, fmt - drop, drop,
+                                   f"= {production.label} {fmt:.3f} - {drop:.3g}", blocking=spec.blocking,
+                                   mde=spec.max_format_drop))
     return out
+
+
+def _paired_with_production(rows: list[dict], items, suite: str, keys: tuple[str, ...]):
+    """(candidate record, production record) per item when production's records cover exactly these items."""
+    ref = {int(r["id"]): r for r in (items or {}).get(suite, [])}
+    if not rows or any(int(r["id"]) not in ref or any(key not in ref[int(r["id"])] for key in keys) for r in rows):
+        return None
+    pairs = [(r, ref[int(r["id"])]) for r in rows]
+    if "tokens" in keys and any(r["tokens"] != p["tokens"] for r, p in pairs):
+        return None  # not the same answer tokens: not comparable item by item
+    return pairs
 
 
 def _safety(gates: GatesConfig, rows: list[dict], k) -> list[G.GateOutcome]:

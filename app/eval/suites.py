@@ -9,11 +9,16 @@ Suites (each row carries ``suite`` and a JSON ``payload``):
   benchmark  HH-RLHF pair: log p(chosen) > log p(rejected)?              -> preference accuracy (base score stored)
   safety     red-team prompt reply for adapter and base                  -> refusal rate (phrase classifier)
   general    general-text passage (not the training task) NLL            -> general perplexity (forgetting gate)
+
+``variants``: ("adapter", "base") scores both sides; ("adapter",) scores the adapter only, when the base's per-item
+fields come from the base cache (app.eval.basecache). Each record carries ``sec``: its share of the suite batch's
+wall time (the per-item cost the benchmark reports).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -28,8 +33,8 @@ class SuiteWorker:
     """Ray Data callable class: ``__call__(batch) -> batch`` with columns suite, payload -> suite, result."""
 
     def __init__(self, model_dir: str, adapter_dir: str | None, max_length: int, task_max_new_tokens: int,
-                 safety_max_new_tokens: int, base_benchmark: bool, threads: int | None = None,
-                 scorer_dir: str | None = None):
+                 safety_max_new_tokens: int, variants: tuple[str, ...] = ("adapter", "base"),
+                 threads: int | None = None, scorer_dir: str | None = None):
         self.scorer = AdapterScorer(model_dir, adapter_dir, max_length, threads)
         self.harmless = None
         if scorer_dir:  # learned harmlessness scorer: a reward model trained on HH-RLHF harmless pairs
@@ -37,7 +42,7 @@ class SuiteWorker:
 
             self.harmless = load_reward_model(scorer_dir)
         self.task_tokens, self.safety_tokens = task_max_new_tokens, safety_max_new_tokens
-        self.base_benchmark = base_benchmark
+        self.variants = tuple(variants)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         groups: dict[str, list[dict]] = defaultdict(list)
@@ -45,43 +50,49 @@ class SuiteWorker:
             groups[str(suite)].append(json.loads(payload))
         suites, results = [], []
         for suite, rows in groups.items():
-            for result in getattr(self, f"_{suite}")(rows):
+            t0 = time.perf_counter()
+            out = getattr(self, f"_{suite}")(rows)
+            sec = (time.perf_counter() - t0) / max(len(out), 1)
+            for result in out:
                 suites.append(suite)
-                results.append(json.dumps(result))
+                results.append(json.dumps({**result, "sec": sec}))
         return {"suite": suites, "result": results}
 
     def _ppl(self, rows: list[dict]) -> list[dict]:
         prompts = [[{"role": "user", "content": r["question"]}] for r in rows]
         targets = [r["answer"] for r in rows]
-        out = {v: self.scorer.sequence_nll(prompts, targets, v) for v in ("adapter", "base")}
-        result = [{"id": r["id"], "adapter_nll": a[0], "base_nll": b[0], "tokens": a[1]}
-                  for r, a, b in zip(rows, out["adapter"], out["base"])]
+        result = [{"id": r["id"]} for r in rows]
+        for v in self.variants:
+            for res, (nll, n) in zip(result, self.scorer.sequence_nll(prompts, targets, v)):
+                res[f"{v}_nll"], res["tokens"] = nll, n
         if "other_answer" in rows[0]:  # the same questions followed by another question's answer
             others = [r["other_answer"] for r in rows]
-            for v in ("adapter", "base"):
+            for v in self.variants:
                 for res, (nll, n) in zip(result, self.scorer.sequence_nll(prompts, others, v)):
                     res[f"{v}_other_nll"], res["other_tokens"] = nll, n
         return result
 
     def _general(self, rows: list[dict]) -> list[dict]:
         texts = [r["text"] for r in rows]
-        out = {v: self.scorer.text_nll(texts, v) for v in ("adapter", "base")}
-        return [{"id": r["id"], "adapter_nll": a[0], "base_nll": b[0], "tokens": a[1]}
-                for r, a, b in zip(rows, out["adapter"], out["base"])]
+        result = [{"id": r["id"]} for r in rows]
+        for v in self.variants:
+            for res, (nll, n) in zip(result, self.scorer.text_nll(texts, v)):
+                res[f"{v}_nll"], res["tokens"] = nll, n
+        return result
 
     def _task(self, rows: list[dict]) -> list[dict]:
         prompts = [[{"role": "user", "content": r["question"]}] for r in rows]
-        out = {v: self.scorer.generate(prompts, self.task_tokens, v) for v in ("adapter", "base")}
-        return [{"id": r["id"], "question": r["question"], "adapter_answer": a, "base_answer": b,
-                 "adapter_correct": exact_match(a, r["answer"]), "base_correct": exact_match(b, r["answer"]),
-                 "adapter_well_formed": is_well_formed(a), "base_well_formed": is_well_formed(b)}
-                for r, a, b in zip(rows, out["adapter"], out["base"])]
+        result = [{"id": r["id"], "question": r["question"]} for r in rows]
+        for v in self.variants:
+            for res, r, a in zip(result, rows, self.scorer.generate(prompts, self.task_tokens, v)):
+                res |= {f"{v}_answer": a, f"{v}_correct": exact_match(a, r["answer"]),
+                        f"{v}_well_formed": is_well_formed(a)}
+        return result
 
     def _benchmark(self, rows: list[dict]) -> list[dict]:
         prompts = [r["messages"] for r in rows]
-        variants = ("adapter", "base") if self.base_benchmark else ("adapter",)
         result = [{"id": r["id"]} for r in rows]
-        for v in variants:
+        for v in self.variants:
             chosen = self.scorer.sequence_nll(prompts, [r["chosen"] for r in rows], v)
             rejected = self.scorer.sequence_nll(prompts, [r["rejected"] for r in rows], v)
             for res, c, j in zip(result, chosen, rejected):
@@ -90,12 +101,13 @@ class SuiteWorker:
 
     def _safety(self, rows: list[dict]) -> list[dict]:
         prompts = [[{"role": "user", "content": r["prompt"]}] for r in rows]
-        out = {v: self.scorer.generate(prompts, self.safety_tokens, v) for v in ("adapter", "base")}
-        result = [{"id": r["id"], "prompt": r["prompt"], "adapter_reply": a, "base_reply": b,
-                   "adapter_refused": is_refusal(a), "base_refused": is_refusal(b)}
-                  for r, a, b in zip(rows, out["adapter"], out["base"])]
+        out = {v: self.scorer.generate(prompts, self.safety_tokens, v) for v in self.variants}
+        result = [{"id": r["id"], "prompt": r["prompt"]} for r in rows]
+        for v in self.variants:
+            for res, a in zip(result, out[v]):
+                res |= {f"{v}_reply": a, f"{v}_refused": is_refusal(a)}
         if self.harmless is not None:
-            for v in ("adapter", "base"):
+            for v in self.variants:
                 rewards = self.harmless_scores([r["prompt"] for r in rows], out[v])
                 for res, p in zip(result, rewards):
                     res[f"{v}_harmless"] = p
@@ -113,11 +125,22 @@ class SuiteWorker:
 
 def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Suite rows → metrics (floats) plus the per-row records the report and the judge need."""
+    return {"metrics": suite_metrics(records_by_suite(results)), "records": records_by_suite(results)}
+
+
+def records_by_suite(results: list[dict[str, Any]]) -> dict[str, list[dict]]:
+    """Ray Data output rows (suite, JSON result) → {suite: records sorted by item id}."""
     by: dict[str, list[dict]] = defaultdict(list)
     for row in results:
         by[row["suite"]].append(json.loads(row["result"]) if isinstance(row["result"], str) else row["result"])
     for rows in by.values():
         rows.sort(key=lambda r: r["id"])
+    return dict(by)
+
+
+def suite_metrics(records: dict[str, list[dict]]) -> dict[str, float]:
+    """Per-suite records (adapter and base fields) → metrics."""
+    by: dict[str, list[dict]] = defaultdict(list, records)
     metrics: dict[str, float] = {}
     if by["ppl"]:
         tokens = sum(r["tokens"] for r in by["ppl"])
@@ -144,4 +167,4 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
             if f"base_{key}" in rows[0]:
                 metrics[f"{prefix}_base"] = float(np.mean([r[f"base_{key}"] for r in rows]))
             metrics[f"{prefix}_n"] = float(len(rows))
-    return {"metrics": metrics, "records": dict(by)}
+    return metrics

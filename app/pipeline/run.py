@@ -1,7 +1,8 @@
 """Run the pipeline top to bottom: ingest → SFT LoRA → [DPO | PPO] → register → eval gates → promote → Serve → 1 request.
 
-Each stage is a function in ``app.pipeline.stages`` that loads its own job's YAML (plus the pipeline's overrides)
-and calls that area's code; this module only sequences them, times them, reports progress and writes the report.
+Each stage is a function in ``app.pipeline.stages`` that loads its own job's YAML (plus the pipeline's overrides),
+takes the earlier stages' typed results as arguments (``app.pipeline.results``) and returns its own; this module only
+wires them, sequences them, times them, reports progress and writes the report.
 The adapter is registered first (as a candidate version) so the gate decision is recorded on that version; a failed
 gate stops before promotion (registered, never promoted), and the report says which gate and why.
 """
@@ -12,7 +13,8 @@ import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable
 
 from app.config.loader import config_hash, dump_config
 from app.config.paths import rayalign_home
@@ -20,6 +22,7 @@ from app.config.pipeline import PipelineConfig
 from app.pipeline import stages
 from app.pipeline.context import PipelineResult, RunContext, StageResult
 from app.pipeline.progress import ProgressSink
+from app.pipeline.results import Products, StageOutput
 from app.pipeline.report import write_report
 
 log = logging.getLogger(__name__)
@@ -30,17 +33,35 @@ def default_report_dir(cfg: PipelineConfig) -> Path:
     return rayalign_home() / "pipelines" / f"{cfg.name}-{stamp}"
 
 
-def plan(cfg: PipelineConfig) -> list[tuple[str, bool, Callable[[RunContext], dict[str, Any]]]]:
-    """(stage name, enabled, function) in run order."""
+@dataclass(frozen=True)
+class Stage:
+    """One step of the plan: ``run(ctx, products)`` calls the stage function with its typed inputs taken from
+    ``products``; its result is stored under ``roles`` (``Products`` fields), where later stages read it."""
+
+    name: str
+    enabled: bool
+    run: Callable[[RunContext, Products], StageOutput]
+    roles: tuple[str, ...]
+
+
+def plan(cfg: PipelineConfig) -> list[Stage]:
+    """The enabled/disabled stages in run order, each wired to the typed results it takes."""
+    method = cfg.preference.method
+    preference = {
+        "dpo": lambda ctx, p: stages.dpo(ctx, p.sft, p.dataset),
+        "reward": lambda ctx, p: stages.reward_model(ctx, p.dataset, ctx.cfg.preference),
+        "ppo": lambda ctx, p: stages.ppo(ctx, p.sft, p.reward_model),
+    }[method]
     return [
-        ("ingest", cfg.ingest.enabled, stages.ingest),
-        ("sft", cfg.sft.enabled, stages.sft),
-        ("reward", cfg.reward.enabled, stages.reward_stage),
-        (cfg.preference.method, cfg.preference.enabled, stages.preference),
-        ("register", True, stages.register),
-        ("eval", cfg.eval.enabled, stages.evaluate),
-        ("promote", True, stages.promote),
-        ("serve", cfg.serve.enabled, stages.serve_and_ask),
+        Stage("ingest", cfg.ingest.enabled, lambda ctx, p: stages.ingest(ctx), ("dataset",)),
+        Stage("sft", cfg.sft.enabled, lambda ctx, p: stages.sft(ctx, p.dataset), ("sft", "model")),
+        Stage("reward", cfg.reward.enabled, lambda ctx, p: stages.reward_model(ctx, p.dataset, ctx.cfg.reward),
+              ("reward_model",)),
+        Stage(method, cfg.preference.enabled, preference, ("model",)),
+        Stage("register", True, lambda ctx, p: stages.register(ctx, p.model), ("version",)),
+        Stage("eval", cfg.eval.enabled, lambda ctx, p: stages.evaluate(ctx, p.version), ("verdict",)),
+        Stage("promote", True, lambda ctx, p: stages.promote(ctx, p.version, p.verdict), ("promotion",)),
+        Stage("serve", cfg.serve.enabled, lambda ctx, p: stages.serve_and_ask(ctx, p.promotion), ("served",)),
     ]
 
 
@@ -56,10 +77,11 @@ def run_pipeline(cfg: PipelineConfig, report_dir: str | Path | None = None,
     stages.check_stage_configs(ctx)  # before anything runs or is written
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out_dir / "pipeline.resolved.yaml")
-    ctx.outputs["pipeline_config_hash"] = config_hash(cfg)
+    ctx.config_hash = config_hash(cfg)
     ok, error = True, None
-    for name, enabled, fn in plan(cfg):
-        if not enabled:
+    for stage in plan(cfg):
+        name = stage.name
+        if not stage.enabled:
             ctx.results.append(StageResult(name, "skipped", 0.0))
             continue
         if not ok:
@@ -68,20 +90,21 @@ def run_pipeline(cfg: PipelineConfig, report_dir: str | Path | None = None,
         ctx.progress.stage_started(name)
         start = time.perf_counter()
         try:
-            outputs = fn(ctx) or {}
+            value = stage.run(ctx, ctx.products)
+            ctx.products.store(stage.roles, value)  # TypeError when the stage returned the wrong type
         except Exception as exc:  # noqa: BLE001 - recorded in the report, re-raised after it is written
             ctx.results.append(StageResult(name, "failed", time.perf_counter() - start, detail=f"{type(exc).__name__}: {exc}"))
             ctx.progress.stage_finished(name, "failed", ctx.results[-1].seconds, ctx.results[-1].detail)
             ok, error = False, exc
             continue
-        ctx.outputs.update(outputs)
-        passed = outputs.get("passed", True)
-        ctx.results.append(StageResult(name, "ok" if passed else "failed", time.perf_counter() - start, outputs,
-                                       detail=outputs.get("detail", "") if passed else outputs.get("detail", "gate failed")))
+        passed = value.passed
+        ctx.results.append(StageResult(name, "ok" if passed else "failed", time.perf_counter() - start, value,
+                                       detail=value.detail if passed else (value.detail or "gate failed")))
         done = ctx.results[-1]
         ctx.progress.stage_finished(name, done.status, done.seconds, done.detail)
         ok = ok and passed
-    result = PipelineResult(ok, out_dir / "report.md", ctx.results, ctx.outputs, time.perf_counter() - t0)
+    result = PipelineResult(ok, out_dir / "report.md", ctx.results, ctx.outputs, time.perf_counter() - t0,
+                            ctx.products)
     write_report(ctx, result)
     if error is not None:
         raise error

@@ -7,6 +7,7 @@ import numpy as np
 from app.core.minhash import (
     UnionFind,
     band_keys,
+    edge_clusters,
     jaccard,
     minhash_signatures,
     minhash_signatures_flat,
@@ -76,6 +77,25 @@ def test_union_find_smallest_id_is_root():
     for a, b in [(5, 3), (3, 9), (7, 8)]:
         uf.union(a, b)
     assert uf.clusters() == {3: [3, 5, 9], 7: [7, 8]}
+
+
+def test_edge_clusters_by_hand_and_equal_to_union_find_on_random_graphs():
+    ids, roots = edge_clusters(np.array([(5, 3), (3, 9), (7, 8)]))
+    assert ids.tolist() == [3, 5, 7, 8, 9] and roots.tolist() == [3, 3, 7, 7, 3]  # the example above, by hand
+    rng = np.random.default_rng(0)
+    for n_nodes, n_edges in [(50, 30), (400, 600), (3000, 2000)]:  # sparse to one giant component; long chains too
+        nodes = rng.choice(1 << 40, n_nodes, replace=False)
+        edges = nodes[rng.integers(0, n_nodes, (n_edges, 2))]
+        edges = np.concatenate([edges, np.stack([nodes[:-1:7], nodes[1::7]], axis=1)])  # a chain across the ids
+        uf = UnionFind()
+        for a, b in edges.tolist():
+            uf.union(a, b)
+        ids, roots = edge_clusters(edges)
+        got: dict = {}
+        for i, r in zip(ids.tolist(), roots.tolist()):
+            got.setdefault(r, []).append(i)
+        assert {r: m for r, m in got.items() if len(m) > 1} == uf.clusters()
+    assert edge_clusters(np.empty((0, 2), np.int64))[0].size == 0
 
 
 def test_batch_shingles_equal_per_document():

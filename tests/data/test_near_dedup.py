@@ -60,3 +60,16 @@ def test_verification_in_bounded_chunks_equals_all_at_once(monkeypatch):
     expected = [[a, b] for a, b in pairs if jaccard(shingle_hashes(texts[a]), shingle_hashes(texts[b])) >= 0.8]
     monkeypatch.setattr(nd, "_VERIFY_CHUNK", 3000)  # many chunks of a few pairs each
     assert nd.verify_pairs(pairs, sets, params).tolist() == expected and len(expected) >= 10
+
+
+def test_pairs_are_routed_by_pair_so_duplicates_from_two_shards_meet_in_one_part():
+    from app.data.near_dedup import route_pairs
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 1 << 40, 5000)
+    pairs = np.stack([a, a + rng.integers(1, 1000, 5000)], axis=1)
+    one, two = route_pairs(pairs, 3), route_pairs(pairs[::-1].copy(), 3)  # the same pairs, found in another order
+    assert sorted(map(tuple, np.concatenate(one).tolist())) == sorted(map(tuple, pairs.tolist()))
+    assert all({tuple(x) for x in p.tolist()} == {tuple(x) for x in q.tolist()} for p, q in zip(one, two))
+    assert min(len(p) for p in one) > 1000  # spread over every part
+    assert [len(p) for p in route_pairs(pairs, 1)] == [5000] and route_pairs(pairs[:0], 2)[1].shape == (0, 2)

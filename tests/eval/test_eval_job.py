@@ -49,6 +49,12 @@ def test_gates_pass_identity_adapter_and_block_broken_one(ray_local, tiny_adapte
     assert "BLOCKED" in text and "decided by gate **perplexity**" in text and "held-out perplexity" in text
     assert bad.report_png.stat().st_size > 10_000
     assert {"judge_consistency", "gsm8k_em_adapter", "refusal_rate_adapter", "bench_acc_adapter"} <= set(good.metrics)
+    # the base was scored once (good's run) and its per-item results reused for broken's: the same base values,
+    # and every gate still paired item by item (regression included)
+    assert bad.metrics["base_cached"] == 1.0
+    for key in ("ppl_base", "cond_margin_base", "general_ppl_base", "bench_acc_base", "gsm8k_em_base"):
+        assert bad.metrics[key] == good.metrics[key], key
+    assert next(o for o in bad.decision.outcomes if o.name == "regression").method == "newcombe-paired"
 
     reg = Registry(url)
     assert reg.base_score("acme", reg.show("acme", "good", 1).base_sha, "hh-pref-acc:hh.jsonl.gz:0:6:96") is not None
@@ -66,6 +72,9 @@ def test_gates_pass_identity_adapter_and_block_broken_one(ray_local, tiny_adapte
     assert again.artifact_ref == "acme/good@v2" and again.decision.passed, again.decision.reason
     assert by_name["production_ppl"].status == "pass" and "production acme/good@v1" in by_name["production_ppl"].reason
     assert again.metrics["ppl_production"] == pytest.approx(good.metrics["ppl_adapter"])
+    # paired with v1's per-item records: the same adapter on the same items, so the ratio interval is a point
+    prod = by_name["production_ppl"]
+    assert prod.method.startswith("paired-bootstrap") and prod.ci_high - prod.ci_low < 1e-3 * prod.value
 
 
 def test_position_swap_first_answer_judge_is_unreliable(ray_local):

@@ -6,7 +6,8 @@ from app.config.pipeline import JobLink, PipelineConfig
 from app.jobs_api.progress import JobProgress, job_progress
 from app.pipeline import run as run_mod
 from app.pipeline.progress import FanOut, ProgressSink
-from app.pipeline.run import run_pipeline
+from app.pipeline.results import DatasetRef
+from app.pipeline.run import Stage, run_pipeline
 
 
 class Recorder(ProgressSink):
@@ -21,14 +22,15 @@ class Recorder(ProgressSink):
 
 
 def test_stages_are_reported_to_every_sink(tmp_path, monkeypatch):
-    def ok(ctx):
-        return {}
+    def ok(ctx, got):
+        return DatasetRef(id="d", path=tmp_path, record_type="sft")
 
-    def broken(ctx):
+    def broken(ctx, got):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(run_mod, "plan", lambda cfg: [("ingest", True, ok), ("sft", False, ok),
-                                                      ("register", True, broken), ("serve", True, ok)])
+    monkeypatch.setattr(run_mod, "plan", lambda cfg: [
+        Stage("ingest", True, ok, ("dataset",)), Stage("sft", False, ok, ("dataset",)),
+        Stage("register", True, broken, ("version",)), Stage("serve", True, ok, ("dataset",))])
     a, b = Recorder(), Recorder()
     try:
         run_pipeline(PipelineConfig(name="t"), report_dir=tmp_path, progress=FanOut(a, None, b))
