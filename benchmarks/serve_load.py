@@ -7,15 +7,17 @@ Phases (each writes into benchmarks/results/serve_load[_<engine>].json as it fin
             stream terminated ([DONE] or a 4xx body), the engine stopped every cancelled generation; p50/p99 latency and
             completion tokens/s of the valid requests.
   clean     the same valid requests alone (without the bad 15%); the ratios mixed/clean are printed.
-  noisy     tenant B (uncapped) at a steady concurrency alone, then again while tenant A (cap C) floods at 10 x C
+  noisy     tenant B (uncapped) open-loop at a steady rate alone, then again while tenant A (cap C) floods at 10 x C
             concurrent clients (each honouring Retry-After), --reps times; B's p99 with the flood / alone (goal <= 1.5),
             plus a decomposition of B's extra latency and CPU per process (benchmarks/serve_noisy.py).
+  interval  B alone (as in noisy) on an app per --interval-sweep value of hf.stream_interval_s: what coalescing tokens
+            into fewer chunks saves in CPU and costs in time to first token and gaps between chunks.
   autoscale a second app whose engine autoscales 1..2 replicas (target 2 ongoing, up/down delays of a few seconds):
             the replica count is sampled under load and after it (grows, then shrinks).
   soak      a steady request rate for --soak-s seconds; errors, and RSS of the engine and ingress replicas at start/end.
 
     python benchmarks/serve_load.py [--engine hf|vllm] [--model tiny:llama] [--requests 200] [--max-tokens 16]
-                                    [--phases mixed,clean,noisy,autoscale,soak] [--soak-s 120] [--soak-rps 4]
+                                    [--phases mixed,clean,noisy,interval,autoscale,soak] [--soak-s 120] [--soak-rps 4]
 """
 
 from __future__ import annotations
@@ -244,8 +246,10 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--phases", default="mixed,clean,noisy,autoscale,soak")
-    ap.add_argument("--quiet-concurrency", type=int, default=4)
-    ap.add_argument("--quiet-requests", type=int, default=64)
+    ap.add_argument("--b-rate", type=float, default=5.0, help="noisy/interval: tenant B's open-loop requests per second")
+    ap.add_argument("--b-requests", type=int, default=150, help="noisy: tenant B's requests per phase")
+    ap.add_argument("--interval-sweep", default="0,0.1", help="interval: hf.stream_interval_s values (besides the app's own)")
+    ap.add_argument("--sweep-requests", type=int, default=75, help="interval: tenant B's requests per value")
     ap.add_argument("--reps", type=int, default=3, help="noisy: (alone, flood) pairs measured back to back")
     ap.add_argument("--no-decompose", action="store_true", help="noisy: skip the decomposition phases")
     ap.add_argument("--autoscale-load-s", type=float, default=30)
@@ -293,7 +297,8 @@ def main() -> int:
               "vllm.max_num_seqs=32", "vllm.dtype=float32", *args.overrides]
     out = Path(args.out or Path(__file__).parent / "results" / f"serve_load{'' if args.engine == 'hf' else '_' + args.engine}.json")
     results: dict = {"engine": args.engine, "model": args.model, "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
-                     "config": vars(args), "cpu_count": os.cpu_count(), "app_commit": app_commit()}
+                     "config": vars(args), "cpu_count": os.cpu_count(), "app_commit": app_commit(),
+                     "ray_serve_env": {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")}}
 
     head = dict(results)
 
@@ -338,12 +343,15 @@ def main() -> int:
     if "noisy" in phases:
         from serve_noisy import run_noisy, server_pids
 
-        res = asyncio.run(run_noisy(base, server_pids(app), args.max_tokens, args.quiet_concurrency, args.quiet_requests, args.reps,
+        res = asyncio.run(run_noisy(base, server_pids(app), args.max_tokens, args.b_rate, args.b_requests, args.reps,
                                     NOISY_CAP, KEYS, decompose=not args.no_decompose))
+        res["stream_interval_s"] = load_config(None, ServeConfig, common).hf.stream_interval_s
         results["noisy"] = res
         for pair in res["reps"]:
-            print(f"noisy  B p99 alone {pair['alone']['p99_s']}s, with A flooding {pair['flood']['p99_s']}s: ratio "
-                  f"{pair['p99_ratio']} (goal <= 1.5); A: {pair['flood']['a']}; cpu {pair['flood']['cpu']}", flush=True)
+            print(f"noisy  B p99 alone {pair['alone']['p99_s']}s (failures {pair['alone']['b_failures']}, cpu "
+                  f"{pair['alone']['cpu']}), with A flooding {pair['flood']['p99_s']}s (failures "
+                  f"{pair['flood']['b_failures']}): ratio {pair['p99_ratio']} (goal <= 1.5); A: {pair['flood']['a']}; "
+                  f"cpu {pair['flood']['cpu']}", flush=True)
         for name, phase in res.get("decomposition", {}).items():
             print(f"noisy  {name}: B p50 {phase['p50_s']} p99 {phase['p99_s']} ttft p99 {phase['ttft_p99_s']}; "
                   f"A {phase['a']}; cpu {phase['cpu']}", flush=True)
@@ -355,6 +363,25 @@ def main() -> int:
               f"{res['rss_mib_start']} end {res['rss_mib_end']} growth {res['rss_growth']}", flush=True)
         save()
     serve.delete(app)
+    if "interval" in phases:
+        from serve_noisy import b_phase, server_pids
+
+        sweep = []
+        for value in [float(v) for v in args.interval_sweep.split(",") if v]:
+            name = "load-interval"
+            serve.run(build_app(load_config(None, ServeConfig, [*common, "engine_deployment.max_replicas=1",
+                                                                f"hf.stream_interval_s={value}"])),
+                      name=name, route_prefix="/", blocking=False)
+            asyncio.run(run_mixed(base, 10, 4, bad=False))  # warm-up: adapters loaded before timing
+            res = asyncio.run(b_phase(base, server_pids(name), args.b_rate, args.sweep_requests, args.max_tokens, None,
+                                      NOISY_CAP, KEYS))
+            sweep.append({"stream_interval_s": value, **res})
+            print(f"interval {value}: B p50 {res['p50_s']} p99 {res['p99_s']} ttft p50 {res['ttft_p50_s']} p99 "
+                  f"{res['ttft_p99_s']} gap p50 {res['gap_p50_s']} p99 {res['gap_p99_s']} events/request "
+                  f"{res['content_events_per_request']} failures {res['b_failures']} cpu {res['cpu']}", flush=True)
+            serve.delete(name)
+        results["interval"] = {"b_rate_per_s": args.b_rate, "b_requests": args.sweep_requests, "sweep": sweep}
+        save()
     if "autoscale" in phases:
         auto = "load-autoscale"
         serve.run(build_app(load_config(None, ServeConfig, [
@@ -371,7 +398,7 @@ def main() -> int:
         save()
     serve.shutdown()
     save(complete=True)
-    print(f"wrote {out}")
+    print(f"wrote {[str(out.with_name(f'{out.stem}_{p}.json')) for p in phases if p in results] if args.split else out}")
     return 0
 
 

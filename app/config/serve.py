@@ -104,8 +104,9 @@ class HFSpec(StrictModel):
     max_batch_size: int = Field(8, ge=1, description="requests generated together (any mix of adapters)")
     batch_wait_timeout_s: float = Field(0.02, ge=0, description="how long a batch waits to fill")
     stream_interval_s: float = Field(
-        0.0, ge=0, le=1, description="after its first chunk, a stream sends at most one chunk per interval (the tokens "
-        "made meanwhile go together: fewer messages through proxy and ingress); 0: every token as it comes",
+        0.05, ge=0, le=1, description="after its first chunk (the first token, sent at once), a stream sends at most one "
+        "chunk per interval (the tokens made meanwhile go together: fewer messages through proxy and ingress, each of "
+        "which costs CPU whatever its size); 0: every token as it comes",
     )
     num_threads: int | None = Field(None, ge=1, description="torch threads in the replica (None: the replica's CPUs)")
 

@@ -19,16 +19,23 @@ class TenantGate:
         self.caps = dict(caps)
         self.inflight: dict[str, int] = {}
 
-    def admit(self, tenant: str) -> "Ticket":
-        """Count one request in, or raise TooManyRequests naming the tenant's cap; release the ticket when done."""
+    def over_cap(self, tenant: str) -> TooManyRequests | None:
+        """The 429 a new request of ``tenant`` would get now (None: it would be admitted)."""
         cap = self.caps.get(tenant)
         held = self.inflight.get(tenant, 0)
         if cap is not None and held >= cap:
-            raise TooManyRequests(
+            return TooManyRequests(
                 f"tenant '{tenant}' already has {held} requests in flight (its limit is {cap}); retry later",
                 code="tenant_concurrency_limit",
             )
-        self.inflight[tenant] = held + 1
+        return None
+
+    def admit(self, tenant: str) -> "Ticket":
+        """Count one request in, or raise TooManyRequests naming the tenant's cap; release the ticket when done."""
+        err = self.over_cap(tenant)
+        if err is not None:
+            raise err
+        self.inflight[tenant] = self.inflight.get(tenant, 0) + 1
         return Ticket(self, tenant)
 
 

@@ -383,15 +383,17 @@ class HFEngine:
         loop, last = asyncio.get_running_loop(), float("-inf")  # when the last chunk went out
         try:
             ended = False
-            while not ended and finish != "stop" and len(ids) < req.max_tokens:
-                # every token queued since the last chunk goes out as one chunk: a slow reader (a loaded proxy)
-                # gets fewer, larger messages instead of falling further behind one token at a time
+            while True:
+                # every token queued since the last chunk goes out as one chunk (a slow reader gets fewer, larger
+                # messages); after the first chunk, at most one chunk per stream_interval_s (the tokens made meanwhile
+                # join it): each chunk costs a hop engine -> ingress -> proxy, whatever its size
                 items = [await queue.get()]
                 pause = last + self.cfg.hf.stream_interval_s - loop.time()
                 if pause > 0 and items[0] is not None and eos not in items[0]:
-                    await asyncio.sleep(pause)  # at most one chunk per stream_interval_s: the tokens made meanwhile join it
-                while not queue.empty():
-                    items.append(queue.get_nowait())
+                    await asyncio.sleep(pause)
+                if sent or pause > 0:  # the first chunk is the first token alone: time to first token is unchanged
+                    while not queue.empty():
+                        items.append(queue.get_nowait())
                 for item in items:
                     if item is None:
                         ended = True
@@ -402,14 +404,16 @@ class HFEngine:
                         break
                     ids.extend(item)
                 text, hit = truncate_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), req.stop)
-                if text.endswith("\ufffd") and not hit and not ended:  # an unfinished multi-byte character
+                if hit:
+                    finish = "stop"
+                    sink.halt.set()  # a stop string ended it: the rest need not be generated
+                if ended or finish == "stop" or len(ids) >= req.max_tokens:
+                    break  # the last text goes out with the final chunk (one message, not two)
+                if text.endswith("\ufffd"):  # an unfinished multi-byte character
                     continue
                 if len(text) > len(sent):
                     yield {"text": text[len(sent):], "completion_tokens": len(ids), "finish_reason": None}
                     sent, last = text, loop.time()
-                if hit or finish == "stop":
-                    finish = "stop"
-                    sink.halt.set()  # a stop string ended it: the rest need not be generated
             if ended:  # the request finished before its row showed an end: a failure surfaces here
                 try:
                     await job

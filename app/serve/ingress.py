@@ -8,6 +8,7 @@ a full queue or a tenant over its concurrency cap answers 429 with Retry-After, 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import weakref
@@ -64,6 +65,36 @@ def _error(err: ServeError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
+COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
+_front: list = []  # this process's Ingress replica (set in Ingress.__init__), for the FrontDoor middleware
+
+
+class FrontDoor:
+    """Pure-ASGI middleware in front of FastAPI: a completion request with an unknown key (401) or from a tenant at its
+    concurrency cap (429) is answered here from its headers alone — before routing, the Request object, the body read
+    and JSON validation. A tenant over its cap (a flood) then costs the ingress a header lookup and a sha256; the
+    response is the same as the endpoint's (the endpoint still checks both, for requests that pass here)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and _front and scope.get("method") == "POST" and scope.get("path", "").endswith(COMPLETION_PATHS):
+            err = _front[0].refuse_early(scope)
+            if err is not None:
+                payload = json.dumps(err.body()).encode()
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+                if isinstance(err, TooManyRequests):
+                    headers.append((b"retry-after", str(int(err.retry_after_s)).encode()))
+                await send({"type": "http.response.start", "status": err.status, "headers": headers})
+                await send({"type": "http.response.body", "body": payload})
+                return
+        await self.app(scope, receive, send)
+
+
+api.add_middleware(FrontDoor)
+
+
 @serve.ingress(api)
 class Ingress:
     """Ray Serve ingress deployment; ``engine`` is a handle to the Engine deployment (vLLM or HF)."""
@@ -87,6 +118,20 @@ class Ingress:
         self.metrics = IngressMetrics()
         self.gate = TenantGate({t.name: t.max_concurrent_requests for t in self.cfg.tenants})
         self.checked_versions: set[str] = set()  # adapter versions whose lineage matched this base
+        _front[:] = [self]
+
+    def refuse_early(self, scope) -> ServeError | None:
+        """401 / 429 for a completion request from its headers alone (FrontDoor); None: let the endpoint handle it."""
+        authorization = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
+        try:
+            tenant = self.keys.authenticate(authorization.decode("latin-1") if authorization is not None else None)
+        except ServeError as err:
+            self.metrics.record("-", "-", err.status)
+            return err
+        err = self.gate.over_cap(tenant)
+        if err is not None:
+            self.metrics.record("-", tenant, err.status)
+        return err
 
     # ---- request plumbing ------------------------------------------------------------------------------------------
     async def _read_json(self, request: Request) -> dict:

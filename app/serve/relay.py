@@ -47,26 +47,33 @@ async def relay_sse(
     stream, first: dict, *, rid: str, model: str, chat: bool, n_prompt: int, include_usage: bool,
     deadline: float | None, outcome: StreamOutcome, to_error: Callable[[BaseException], ServeError],
 ) -> AsyncIterator[str]:
-    """SSE lines for one completion. ``first`` is the engine's first chunk (already awaited for the status code)."""
+    """SSE lines for one completion. ``first`` is the engine's first chunk (already awaited for the status code).
+
+    Each yielded string is one message ingress -> proxy -> client, and each message costs CPU in both whatever its
+    size, so events that are ready together go together: the role event with the first text, and the final chunk with
+    the usage event and ``[DONE]`` (the engine's chunk carrying ``finish_reason`` is its last).
+    """
+    build = chat_chunk if chat else completion_chunk
     try:
-        if chat:
-            yield sse(chat_chunk(rid, model, {"role": "assistant", "content": ""}, None))
+        out = sse(chat_chunk(rid, model, {"role": "assistant", "content": ""}, None)) if chat else ""
         chunk = first
         while True:
             outcome.completion_tokens = chunk["completion_tokens"]
             if chunk["text"] or chunk["finish_reason"]:
                 if chat:
                     delta = {"content": chunk["text"]} if chunk["text"] else {}
-                    yield sse(chat_chunk(rid, model, delta, chunk["finish_reason"]))
+                    out += sse(chat_chunk(rid, model, delta, chunk["finish_reason"]))
                 else:
-                    yield sse(completion_chunk(rid, model, chunk["text"], chunk["finish_reason"]))
+                    out += sse(completion_chunk(rid, model, chunk["text"], chunk["finish_reason"]))
+            if not chunk["finish_reason"] and out:
+                yield out
+                out = ""
             try:
                 chunk = await next_chunk(stream, deadline)
             except StopAsyncIteration:
                 break
         if include_usage:
-            build = chat_chunk if chat else completion_chunk
-            yield sse(build(rid, model, {} if chat else "", None, usage(n_prompt, outcome.completion_tokens)))
+            out += sse(build(rid, model, {} if chat else "", None, usage(n_prompt, outcome.completion_tokens)))
     except (asyncio.CancelledError, GeneratorExit):  # the client went away: stop its generation, send nothing more
         outcome.status = 499
         cancel(stream)
@@ -75,5 +82,5 @@ async def relay_sse(
         cancel(stream)
         err = to_error(exc)
         outcome.status = err.status
-        yield sse(err.body())
-    yield sse("[DONE]")
+        out += sse(err.body())
+    yield out + sse("[DONE]")

@@ -112,15 +112,20 @@ def test_stream_interval_sends_fewer_chunks_with_the_same_text(hf_engine):
     async def chunks(req):
         return [c async for c in hf_engine.stream(req)]
 
-    every = asyncio.run(chunks(request(hf_engine, "count", max_tokens=24)))
-    hf_engine.cfg.hf.stream_interval_s = 1.0
+    default = hf_engine.cfg.hf.stream_interval_s
     try:
+        hf_engine.cfg.hf.stream_interval_s = 0.0
+        every = asyncio.run(chunks(request(hf_engine, "count", max_tokens=24)))
+        hf_engine.cfg.hf.stream_interval_s = 1.0
         spaced = asyncio.run(chunks(request(hf_engine, "count", max_tokens=24)))
     finally:
-        hf_engine.cfg.hf.stream_interval_s = 0.0
+        hf_engine.cfg.hf.stream_interval_s = default
     assert "".join(c["text"] for c in spaced) == "".join(c["text"] for c in every)
     assert spaced[-1]["completion_tokens"] == every[-1]["completion_tokens"] == 24
-    assert len(spaced) <= 3 < len(every), (len(spaced), len(every))  # first chunk, maybe one more, the final one
+    assert all(c["finish_reason"] is None for c in every[:-1]) and every[-1]["finish_reason"] == "length"
+    # the first token alone (time to first token unchanged), then everything made within the second: the final chunk
+    # carries the last text itself (no empty end message)
+    assert len(spaced) == 2 < len(every) and spaced[-1]["text"], (spaced, len(every))
 
 
 # ---- vLLM engine bookkeeping, without starting vLLM ------------------------------------------------------------------

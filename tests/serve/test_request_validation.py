@@ -142,6 +142,36 @@ def _relay(stream, deadline=None):
     return gen, outcome
 
 
+def _events(messages: list[str]) -> list[str]:
+    """The SSE events in the relay's messages (one message may carry several events)."""
+    return [e + "\n\n" for e in "".join(messages).split("\n\n") if e]
+
+
+def test_relay_sends_events_that_are_ready_together_as_one_message():
+    import json
+
+    middle = [{"text": t, "completion_tokens": i + 2, "finish_reason": None} for i, t in enumerate("bcd")]
+    stream = _Stream(middle + [{"text": "e", "completion_tokens": 5, "finish_reason": "length"}])
+    from app.serve.ingress import as_serve_error
+    from app.serve.relay import StreamOutcome, relay_sse
+
+    gen = relay_sse(stream, {"text": "a", "completion_tokens": 1, "finish_reason": None}, rid="r", model="m", chat=True,
+                    n_prompt=3, include_usage=True, deadline=None, outcome=StreamOutcome(), to_error=as_serve_error)
+
+    async def drain():
+        return [m async for m in gen]
+
+    messages = asyncio.run(drain())
+    events = _events(messages)
+    # role + "a" | "b" | "c" | "d" | "e" with finish_reason + usage + [DONE]: 5 messages for 8 events
+    assert len(messages) == 5 and len(events) == 8, messages
+    assert messages[0] == events[0] + events[1] and messages[-1] == "".join(events[-3:])
+    data = [json.loads(e[6:]) for e in events[:-1]]
+    assert [d["choices"][0]["delta"].get("content") for d in data[:-1]] == ["", "a", "b", "c", "d", "e"]
+    assert data[-2]["choices"][0]["finish_reason"] == "length" and data[-1]["usage"]["completion_tokens"] == 5
+    assert events[-1] == "data: [DONE]\n\n"
+
+
 def test_stream_failing_midway_ends_with_error_event_then_done():
     from app.serve.errors import EngineUnavailable
 
@@ -151,7 +181,7 @@ def test_stream_failing_midway_ends_with_error_event_then_done():
     async def drain():
         return [line async for line in gen]
 
-    lines = asyncio.run(drain())
+    lines = _events(asyncio.run(drain()))
     assert lines[-1] == "data: [DONE]\n\n" and '"engine_unavailable"' in lines[-2]
     assert outcome.status == 503 and stream.cancelled
 
@@ -165,7 +195,7 @@ def test_stream_past_request_timeout_is_cancelled_and_terminated():
     async def drain():
         return [line async for line in gen]
 
-    lines = asyncio.run(drain())
+    lines = _events(asyncio.run(drain()))
     assert lines[-1] == "data: [DONE]\n\n" and '"timeout"' in lines[-2]
     assert outcome.status == 504 and stream.cancelled and len(lines) < 20
 
@@ -181,3 +211,37 @@ def test_client_leaving_cancels_the_engine_call():
 
     asyncio.run(leave_early())
     assert stream.cancelled and outcome.status == 499
+
+
+def test_front_door_refuses_over_cap_and_unknown_keys_from_headers_alone():
+    """A tenant at its cap gets 429 (and an unknown key 401) from the ASGI middleware in front of FastAPI: no routing,
+    no body read (an invalid 1 MB body still gets the 429, not a 400/413), the same OpenAI error the endpoint gives."""
+    import types
+
+    import httpx
+
+    from app.serve import ingress
+    from app.serve.admission import TenantGate
+    from app.serve.auth import KeyRing, hash_key
+
+    recorded = []
+    door = types.SimpleNamespace(keys=KeyRing({hash_key("sk-a"): "a"}), gate=TenantGate({"a": 1}),
+                                 metrics=types.SimpleNamespace(record=lambda *a: recorded.append(a)))
+    door.refuse_early = types.MethodType(ingress.Ingress.refuse_early, door)
+    door.gate.admit("a")  # a is at its cap of 1
+
+    async def post(key):
+        transport = httpx.ASGITransport(app=ingress.api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            return await client.post("/v1/chat/completions", content=b"{" * 1_000_000, headers={"Authorization": f"Bearer {key}"})
+
+    saved = list(ingress._front)
+    ingress._front[:] = [door]
+    try:
+        over, unknown = asyncio.run(post("sk-a")), asyncio.run(post("sk-b"))
+    finally:
+        ingress._front[:] = saved
+    assert over.status_code == 429 and over.headers["Retry-After"] == "1"
+    assert over.json()["error"]["code"] == "tenant_concurrency_limit" and "limit is 1" in over.json()["error"]["message"]
+    assert unknown.status_code == 401 and unknown.json()["error"]["message"] == "invalid API key"
+    assert recorded == [("-", "a", 429), ("-", "-", 401)] and door.gate.inflight == {"a": 1}
