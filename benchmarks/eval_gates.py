@@ -69,7 +69,8 @@ POWER_PLAN = {
                    "(good A 2.899 vs good B 2.927 is 1%, scrambled A/B 3.307 vs 3.462 is 5%)",
                    0.7230 / 3.9995, "session 6, B permuted, 32 items (largest of six)"),
     "conditioning": ("ppl", 0.10, "nats/token",
-                     "1/6 of the base's 0.604 margin: an adapter that lost >= 26% of its question conditioning is "
+                     "1/6 of the base's margin (0.604 at session 6's 32 answers): an adapter that lost >= 26% of its "
+                     "question conditioning is "
                      "blocked with 80%; the permuted adapters lost 14-15% (0.08-0.09), which is within delta of the "
                      "bound (0.543): this suite is not sized to resolve them, and 0.06 (the tolerance) would need 165",
                      0.2745, "session 6, B permuted, 32 items (largest of six)"),

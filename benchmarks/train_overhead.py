@@ -1,16 +1,21 @@
 """Ray Train overhead: bare PyTorch loop vs rayalign's loop on Ray Train (1 worker x 2 CPUs), same everything.
 
-Steady state is the median step's tokens/s (and the span mean next to it). Same model (a ~4.4M-parameter Llama with LoRA on all linear layers... see MODEL), same packed rows, same batch,
-same core loss, same AdamW, same threads (2). Steady-state tokens/s skips the first WARMUP steps; Ray's start-up
-(cluster, worker group, model load, data) is reported separately.
+Steady state is the median step's tokens/s (the span mean next to it). Same model (MODEL: a ~3.3M-parameter Llama,
+full fine-tuning), same packed rows, same batch, same core loss, same AdamW, same threads (2). Steady-state tokens/s
+skips the first WARMUP steps; Ray's start-up (cluster, worker group, model load, data) is reported separately.
 
-    python benchmarks/train_overhead.py [--method sft|dpo] [--runs 3]   # writes benchmarks/results/train_overhead.json
+    python benchmarks/train_overhead.py [--method sft|dpo] [--runs 3] [--no-diagnostics]   # writes benchmarks/results/train_overhead.json
 
-Each run is a fresh Python process (bare loop first, then Ray Train, then the process exits with its Ray cluster),
-so no run's bare loop shares the CPUs with an earlier run's Ray daemons.
+Each run is a fresh Python process: the bare loop first with no Ray process on the machine (the headline's
+baseline), then the Ray Train loop, then (a diagnostic) the bare loop again next to the now idle Ray cluster; the
+process exits with its cluster, so no run shares the CPUs with an earlier run's Ray daemons. SFT also runs the bare
+loop in a non-main thread before Ray starts (``bare_pytorch_in_thread``), as Ray Train V2 runs the train function. Each loop also records
+its in-step rate (batch, forward, backward, optimizer step only): ``compute_only_overhead`` near the headline means
+the steps themselves ran slower (CPU contention), not that work between steps was added.
 
 ``--method dpo``: the same comparison for the DPO loop (app/train/dpo.py: packed policy log-probs, precomputed
-reference columns, the core DPO loss) on synthetic pairs, 16 pairs per step.
+reference columns, the core DPO loss) on synthetic pairs, 16 pairs per step; the reference precompute runs on Ray
+first, and Ray is shut down before the bare loop.
 """
 
 from __future__ import annotations
@@ -62,29 +67,34 @@ def bare_loop(cfg: SFTConfig, artifact: Path, model_dir: Path) -> dict:
     rows, total = shard_rows(pq.read_table(artifact / "train").to_pylist(), 0, 1)
     shard = PackedShard(rows, total, 1, 1, 1, cfg.train.seed)
     strat = make_strategy(model, cfg, STEPS)
-    starts, tokens = [], []
+    starts, tokens, compute = [], [], []
     for step in range(STEPS):
         starts.append(time.time())
+        t0 = time.perf_counter()
         batch = collate_packed(shard.step_rows(0, step % shard.steps_per_epoch)[0], 0)
         logits = strat.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
         loss_sum, n = causal_lm_loss(logits, batch["labels"], batch["position_ids"])
         strat.backward(loss_sum / n, last=True)
-        strat.step()
         loss_sum.item()
+        strat.step()
         tokens.append(int(batch["n_real_tokens"]))
+        compute.append(tokens[-1] / (time.perf_counter() - t0))
     starts.append(time.time())
-    return steady_state(starts, tokens)
+    return steady_state(starts, tokens, compute)
 
 
-def steady_state(starts: list[float], tokens: list[int]) -> dict:
+def steady_state(starts: list[float], tokens: list[int], compute: list[float]) -> dict:
     """tokens/s from the median step (the headline: robust to a step that another process on this shared 2-core box
-    slowed down) and from the whole steady span (mean), both after WARMUP steps."""
+    slowed down) and from the whole steady span (mean), both after WARMUP steps. ``compute``: each step's tokens/s
+    over batch + forward + backward + optimizer step only (what the Ray loop logs as ``tokens_per_s``); its median
+    next to the headline splits an overhead into slower compute (CPU contention) and work between steps."""
     import statistics
 
     span = starts[-1] - starts[WARMUP]
     durations = [b - a for a, b in zip(starts[WARMUP:], starts[WARMUP + 1:])]
     rates = sorted(t / d for t, d in zip(tokens[WARMUP:], durations))
     return {"tokens_per_s": statistics.median(rates), "tokens_per_s_mean": sum(tokens[WARMUP:len(durations) + WARMUP]) / span,
+            "compute_tokens_per_s": statistics.median(compute[WARMUP:WARMUP + len(durations)]),
             "seconds_per_step": statistics.median(durations)}
 
 
@@ -97,7 +107,7 @@ def ray_loop(cfg: SFTConfig) -> dict:
     hist = out.history
     starts = [h["wall_start"] for h in hist] + [end]
     # the last step also writes the final checkpoint + adapter; measure steady state over the steps before it
-    res = steady_state(starts[:-1], [int(h["tokens"]) for h in hist][:-1])
+    res = steady_state(starts[:-1], [int(h["tokens"]) for h in hist][:-1], [h["tokens_per_s"] for h in hist])
     res["startup_s"] = hist[0]["wall_start"] - t0
     res["total_s"] = end - t0
     return res
@@ -130,17 +140,19 @@ def bare_dpo_loop(cfg, artifact: Path, model_dir: Path) -> dict:
     train, _ = load_pair_splits(cfg.data, list(COLUMNS), cfg.train.seed)
     shard = PairShard(train, 0, 1, PAIRS_PER_STEP, 1, cfg.train.seed)
     strat = make_strategy(PolicyLogprobs(load_trainable_model(model_dir, cfg.method, cfg.lora, cfg.quant)), cfg, STEPS)
-    starts, tokens = [], []
+    starts, tokens, compute = [], [], []
     for step in range(STEPS):
         starts.append(time.time())
+        t0 = time.perf_counter()
         rows = shard.step_rows(step // shard.steps_per_epoch, step % shard.steps_per_epoch)[0]
         loss, _, _ = preference_objective(strat.model(pack_pairs(rows, with_labels=True)), rows, cfg.dpo)
         strat.backward(loss, last=True)
-        strat.step()
         loss.item()
+        strat.step()
         tokens.append(pair_tokens(rows))
+        compute.append(tokens[-1] / (time.perf_counter() - t0))
     starts.append(time.time())
-    return steady_state(starts, tokens)
+    return steady_state(starts, tokens, compute)
 
 
 def ray_dpo_loop(cfg) -> dict:
@@ -150,7 +162,7 @@ def ray_dpo_loop(cfg) -> dict:
     out = fit_preference("dpo", cfg)
     end = time.time()
     hist = out["history"]
-    res = steady_state([h["wall_start"] for h in hist], [int(h["tokens"]) for h in hist][:-1])
+    res = steady_state([h["wall_start"] for h in hist], [int(h["tokens"]) for h in hist][:-1], [h["tokens_per_s"] for h in hist])
     res["startup_s"] = hist[0]["wall_start"] - t0
     res["total_s"] = end - t0
     return res
@@ -168,18 +180,44 @@ def measure_dpo(work: Path) -> dict:
     cfg = dpo_config(artifact, model_dir, work / "runs")
     init_ray(cfg.ray)
     ensure_reference_logprobs(cfg)  # once, outside both timings
+    import ray
+
+    ray.shutdown()  # the bare loop runs with no Ray processes on the machine, as SFT's does
     bare = bare_dpo_loop(cfg, artifact, model_dir)
     ray_res = ray_dpo_loop(cfg)
+    idle = bare_dpo_loop(cfg, artifact, model_dir)  # diagnostic: the bare loop next to the (now idle) Ray cluster
     return {"pairs_per_step": PAIRS_PER_STEP, "bare_pytorch": bare, "ray_train_1x2cpu": ray_res,
-            "steady_state_overhead": 1.0 - ray_res["tokens_per_s"] / bare["tokens_per_s"]}
+            "bare_pytorch_ray_cluster_idle": idle, **overheads(bare, ray_res, idle)}
 
 
-def one_run(method: str) -> dict:
+def in_thread(fn, *args) -> dict:
+    """``fn(*args)`` in a non-main thread, as Ray Train V2 runs a worker's train function (own malloc arena, own
+    OpenMP team): separates a thread effect from Ray's own work."""
+    import threading
+
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(fn(*args)))
+    t.start()
+    t.join()
+    return out
+
+
+def overheads(bare: dict, ray_res: dict, idle: dict) -> dict:
+    """The headline (Ray Train vs the bare loop with no Ray on the machine, median steps) and its split: the bare
+    loop slowed by the idle cluster's daemons alone, and the in-step compute rate of Ray's loop vs the bare loop's."""
+    return {"steady_state_overhead": 1.0 - ray_res["tokens_per_s"] / bare["tokens_per_s"],
+            "idle_cluster_slowdown_of_bare": 1.0 - idle["tokens_per_s"] / bare["tokens_per_s"],
+            "ray_train_vs_bare_next_to_idle_cluster": 1.0 - ray_res["tokens_per_s"] / idle["tokens_per_s"],
+            "compute_only_overhead": 1.0 - ray_res["compute_tokens_per_s"] / bare["compute_tokens_per_s"]}
+
+
+def one_run(method: str, no_diagnostics: bool = False) -> dict:
     """One comparison in a fresh process: ``python train_overhead.py --one METHOD`` prints its result as the last line."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, __file__, "--one", method], capture_output=True, text=True, cwd=ROOT)
+    flags = ["--no-diagnostics"] if no_diagnostics else []
+    proc = subprocess.run([sys.executable, __file__, "--one", method, *flags], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"train_overhead run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -191,43 +229,52 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--method", choices=["sft", "dpo"], default="sft")
     ap.add_argument("--runs", type=int, default=1, help="repeat the comparison (the goal is <= 10% in every run)")
+    ap.add_argument("--no-diagnostics", action="store_true", help="SFT: skip the in-thread and idle-cluster bare loops")
     ap.add_argument("--one", choices=["sft", "dpo"], help=argparse.SUPPRESS)  # internal: one run in this process
     args = ap.parse_args()
     if args.one:
-        res = measure_dpo(Path(tempfile.mkdtemp(prefix="rayalign-overhead-dpo-"))) if args.one == "dpo" else measure_sft()
+        res = (measure_dpo(Path(tempfile.mkdtemp(prefix="rayalign-overhead-dpo-"))) if args.one == "dpo"
+               else measure_sft(diagnostics=not args.no_diagnostics))
         print(json.dumps(res), flush=True)
         return
     out = ROOT / "benchmarks" / "results" / "train_overhead.json"
     previous = json.loads(out.read_text()) if out.is_file() else {}
     runs = []
     for i in range(args.runs):
-        r = one_run(args.method)
+        r = one_run(args.method, args.no_diagnostics)
         runs.append(r)
         print(f"{args.method} run {i + 1}/{args.runs}: bare {r['bare_pytorch']['tokens_per_s']:.0f} tok/s | Ray Train "
               f"{r['ray_train_1x2cpu']['tokens_per_s']:.0f} tok/s | overhead {r['steady_state_overhead'] * 100:.1f}% | "
-              f"Ray start-up {r['ray_train_1x2cpu']['startup_s']:.1f}s", flush=True)
+              f"Ray start-up {r['ray_train_1x2cpu']['startup_s']:.1f}s | compute-only overhead "
+              f"{r['compute_only_overhead'] * 100:.1f}%", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     key = "dpo_runs" if args.method == "dpo" else "sft_runs"
     extra = {} if args.method == "dpo" else runs[-1]
     out.write_text(json.dumps({**previous, **extra, key: runs, "one_process_per_run": True}, indent=2))
 
 
-def measure_sft() -> dict:
+def measure_sft(diagnostics: bool = True) -> dict:
     work = Path(tempfile.mkdtemp(prefix="rayalign-overhead-"))
     artifact = write_packed_artifact(work / "artifact", n_rows=STEPS + 5, max_length=SEQ, vocab=500)
     model_dir = build_tiny_model(work / "model", **MODEL)
     cfg = config(artifact, model_dir, work / "runs")
     n_params = sum(p.numel() for p in load_trainable_model(model_dir, "full", cfg.lora, cfg.quant).parameters())
     bare = bare_loop(cfg, artifact, model_dir)
+    if not diagnostics:
+        ray_res = ray_loop(cfg)
+        return {"model_params": n_params, "seq_len": SEQ, "steps": STEPS, "warmup_steps": WARMUP, "threads": 2,
+                "bare_pytorch": bare, "ray_train_1x2cpu": ray_res,
+                "steady_state_overhead": 1.0 - ray_res["tokens_per_s"] / bare["tokens_per_s"],
+                "compute_only_overhead": 1.0 - ray_res["compute_tokens_per_s"] / bare["compute_tokens_per_s"]}
+    threaded = in_thread(bare_loop, cfg, artifact, model_dir)  # diagnostic: Ray Train runs the loop in a thread
     ray_res = ray_loop(cfg)
-    overhead = 1.0 - ray_res["tokens_per_s"] / bare["tokens_per_s"]
-    result = {
+    idle = bare_loop(cfg, artifact, model_dir)  # diagnostic: the bare loop next to the (now idle) Ray cluster
+    return {
         "model_params": n_params, "seq_len": SEQ, "steps": STEPS, "warmup_steps": WARMUP, "threads": 2,
-        "bare_pytorch": bare, "ray_train_1x2cpu": ray_res,
-        "throughput_ratio_ray_over_bare": ray_res["tokens_per_s"] / bare["tokens_per_s"],
-        "steady_state_overhead": overhead,
+        "bare_pytorch": bare, "ray_train_1x2cpu": ray_res, "bare_pytorch_ray_cluster_idle": idle,
+        "bare_pytorch_in_thread": threaded, "in_thread_slowdown_of_bare": 1.0 - threaded["tokens_per_s"] / bare["tokens_per_s"],
+        "throughput_ratio_ray_over_bare": ray_res["tokens_per_s"] / bare["tokens_per_s"], **overheads(bare, ray_res, idle),
     }
-    return result
 
 
 if __name__ == "__main__":

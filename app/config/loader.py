@@ -99,16 +99,22 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 HOME_VAR = "${RAYALIGN_HOME}"
+SHARED_VAR = "${RAYALIGN_SHARED}"
 
 
 def expand_home(value: Any) -> Any:
     """Replace a leading ``${RAYALIGN_HOME}`` in every string with the rayalign home (``app.config.paths``), so a
     config can name another job's output (``data.artifact: ${RAYALIGN_HOME}/datasets/tiny-sft``) wherever it runs:
-    in the clone, or under ``ray job submit`` where the working directory is a temporary copy."""
+    in the clone, or under ``ray job submit`` where the working directory is a temporary copy. A leading
+    ``${RAYALIGN_SHARED}`` becomes the shared assets folder (``$RAYALIGN_SHARED``, else ``<repo>/../shared``)."""
     if isinstance(value, str) and value.startswith(HOME_VAR):
         from app.config.paths import rayalign_home
 
         return str(rayalign_home()) + value[len(HOME_VAR):]
+    if isinstance(value, str) and value.startswith(SHARED_VAR):
+        from app.config.paths import REPO_ROOT, shared_dir
+
+        return str(shared_dir() or REPO_ROOT.parent / "shared") + value[len(SHARED_VAR):]
     if isinstance(value, dict):
         return {k: expand_home(v) for k, v in value.items()}
     if isinstance(value, list):

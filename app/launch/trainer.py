@@ -12,6 +12,7 @@ return the run's latest checkpoint (Ray 2.60 Train V2 has no ``resume_from_check
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,6 +32,16 @@ class _PreemptibleTorchBackend(_TorchBackend):
         installed = worker_group.execute(install_sigterm_handler)
         if not all(installed):
             raise RuntimeError("could not install the SIGTERM handler on every training worker's main thread")
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of every training worker process. Ray Train V2 runs the train function in a thread of the worker
+    (its ThreadRunner), and glibc gives a non-main thread its own malloc arena: 64 MiB mmap'd heaps that the
+    per-step activations grow and shrink again every step (page faults, mprotect/munmap), where the main thread
+    reuses its brk heap. ``benchmarks/train_overhead.py``: the same bare loop ran 20-34 % slower in a plain thread
+    than in the main thread, and Ray's loop ran at the thread's speed. ``MALLOC_ARENA_MAX=1`` puts every thread on
+    the main arena (as a plain ``python train.py``); a value set in the driver's environment wins."""
+    return {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "1")}
 
 
 @dataclass
@@ -71,6 +82,7 @@ def build_trainer(
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
             callbacks=list(callbacks),
+            worker_runtime_env={"env_vars": worker_env()},
         ),
         datasets=datasets or {},
         dataset_config=DataConfig(datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -65,7 +66,28 @@ def load_trainable_model(
 
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     torch.manual_seed(seed)
-    return get_peft_model(model, lora_config(lora))
+    model = get_peft_model(model, lora_config(lora))
+    with torch.no_grad():  # the adapter's start is a function of (seed, names, shapes) only: see lora_init_values
+        for name, value in lora_init_values(model, seed).items():
+            model.get_parameter(name).copy_(value)
+    return model
+
+
+def lora_init_values(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Initial LoRA tensors by parameter name: A kaiming-uniform(a=√5) (peft's default ``init_lora_weights=True``),
+    B zeros, drawn from one generator seeded ``seed`` in parameter-name order. Shapes and dtypes come from the
+    parameters, so a base loaded in full and one built on the meta device (app/models/meta_init.py, FSDP2) start
+    from the same adapter, independent of how peft's constructors consumed the global RNG."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, p in model.named_parameters():
+        if ".lora_A." in name:
+            t = torch.empty(p.shape, dtype=p.dtype)
+            torch.nn.init.kaiming_uniform_(t, a=math.sqrt(5), generator=gen)
+            out[name] = t
+        elif ".lora_B." in name:
+            out[name] = torch.zeros(p.shape, dtype=p.dtype)
+    return out
 
 
 def trainable_names(model: torch.nn.Module) -> list[str]:

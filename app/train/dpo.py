@@ -41,8 +41,8 @@ from app.data.reference_logprobs import COLUMNS as REF_COLUMNS
 from app.data.reference_logprobs import KL_COLUMNS, KTO_REF_COLUMNS
 from app.train.output import write_output
 from app.train.pairs import PairShard, evaluate_pairs, load_pair_splits, n_rows, pack_pairs, pair_metrics, pair_step, pair_tokens
-from app.train.session import WorkerSession, mean_over_ranks, model_flops_per_token
-from app.train.strategy import large_model_init, make_strategy
+from app.train.session import WorkerSession, model_flops_per_token
+from app.train.strategy import large_model_init, load_model_for_strategy, make_strategy
 
 
 class PolicyLogprobs(torch.nn.Module):
@@ -118,7 +118,6 @@ def objective_columns(spec: DPOSpec) -> tuple[str, list[str]]:
 def dpo_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train entry: re-validate the config (plain dict across the process boundary) and train."""
     from app.models.loader import load_tokenizer
-    from app.models.lora import load_trainable_model
 
     cfg = DPOConfig.model_validate(loop_config["cfg"])
     session = WorkerSession(loop_config, cfg)
@@ -133,10 +132,9 @@ def dpo_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
     total_steps = min(t.max_steps or math.inf, shard.steps_per_epoch * t.epochs)
 
     zero_init = large_model_init(cfg)  # noqa: F841  (ZeRO-3: weights are partitioned as they are created)
-    model = load_trainable_model(loop_config["model_dir"], cfg.method, cfg.lora, cfg.quant, cfg.model.dtype,
-                                 t.grad_checkpointing, t.seed, adapter=d.reference_adapter)
+    model, fill = load_model_for_strategy(loop_config["model_dir"], cfg, d.reference_adapter)  # FSDP2: meta device
     flops_per_token = model_flops_per_token(model, pair_tokens(train_rows) / (2 * n_rows(train_rows)))
-    strat = make_strategy(PolicyLogprobs(model).to(device), cfg, total_steps)
+    strat = make_strategy(PolicyLogprobs(model) if fill else PolicyLogprobs(model).to(device), cfg, total_steps, fill)
     resumed = session.restore(strat)
     session.open_reporter()
     state = session.state
@@ -162,7 +160,7 @@ def dpo_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         stats, tokens = pair_step(strat, shard.step_rows(state.epoch, state.batch_in_epoch), policy_loss, cfg.fault.nan_at_step == step)
         session.sigterm_drill(step)
         grad_norm, lr = strat.step()
-        *means, tok_s = mean_over_ranks(stats + [tokens / (time.perf_counter() - t0)])
+        *means, tok_s = session.mean_over_ranks(stats + [tokens / (time.perf_counter() - t0)])
         if not (math.isfinite(means[0]) and math.isfinite(grad_norm)):
             return session.fail(f"non-finite loss {means[0]} / grad norm {grad_norm} at step {step}")
         state.step, state.batch_in_epoch = step, state.batch_in_epoch + 1

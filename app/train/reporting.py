@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from app.tracking.tracker import flatten_params  # noqa: F401  (re-exported for 
 log = logging.getLogger(__name__)
 
 RAY_GAUGES = ("loss", "grad_norm", "lr", "tokens_per_s", "mfu", "step")
+GAUGE_EVERY_S = 1.0  # Prometheus scrapes every few seconds: gauges set once a second at most, not every step
 
 
 class StepReporter:
@@ -25,6 +27,7 @@ class StepReporter:
 
         self.gauges = {k: Gauge(f"rayalign_train_{k}", description=f"rayalign training {k}", tag_keys=("run",)) for k in RAY_GAUGES}
         self.tags = {"run": run_name}
+        self._gauges_set_at = -math.inf
         self.mlflow = None
         self.run_id = run_id
         if tracking_uri:
@@ -41,10 +44,14 @@ class StepReporter:
                 mlflow.log_params(params)
             self.mlflow = mlflow
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        for key, gauge in self.gauges.items():
-            if key in metrics:
-                gauge.set(float(metrics[key]), tags=self.tags)
+    def log(self, metrics: dict[str, float], step: int, last: bool = False) -> None:
+        """MLflow: every call; Ray gauges: at most once per GAUGE_EVERY_S, and always on the ``last`` step."""
+        now = time.monotonic()
+        if last or now - self._gauges_set_at >= GAUGE_EVERY_S:
+            self._gauges_set_at = now
+            for key, gauge in self.gauges.items():
+                if key in metrics:
+                    gauge.set(float(metrics[key]), tags=self.tags)
         if self.mlflow is not None:
             numbers = {k: float(v) for k, v in metrics.items()
                        if k not in ("step", "wall_start") and isinstance(v, (int, float)) and math.isfinite(v)}

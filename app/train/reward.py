@@ -23,7 +23,7 @@ from app.core.logprobs import PackedSequences
 from app.core.preference_losses import PreferenceStats, bradley_terry_loss, pair_stats
 from app.train.output import write_output
 from app.train.pairs import PairShard, evaluate_pairs, load_pair_splits, n_rows, pack_pairs, pair_metrics, pair_step, pair_tokens
-from app.train.session import WorkerSession, mean_over_ranks, model_flops_per_token
+from app.train.session import WorkerSession, model_flops_per_token
 from app.train.strategy import large_model_init, make_strategy
 
 
@@ -95,7 +95,7 @@ def reward_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
         stats, tokens = pair_step(strat, shard.step_rows(state.epoch, state.batch_in_epoch), score_loss, cfg.fault.nan_at_step == step)
         session.sigterm_drill(step)
         grad_norm, lr = strat.step()
-        *means, tok_s = mean_over_ranks(stats + [tokens / (time.perf_counter() - t0)])
+        *means, tok_s = session.mean_over_ranks(stats + [tokens / (time.perf_counter() - t0)])
         if not (math.isfinite(means[0]) and math.isfinite(grad_norm)):
             return session.fail(f"non-finite loss {means[0]} / grad norm {grad_norm} at step {step}")
         state.step, state.batch_in_epoch = step, state.batch_in_epoch + 1

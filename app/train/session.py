@@ -41,17 +41,6 @@ from app.train.reporting import StepReporter, flatten_params
 log = logging.getLogger(__name__)
 
 
-def mean_over_ranks(values: list[float]) -> list[float]:
-    """Element-wise mean of ``values`` over all ranks (identity on one worker)."""
-    from app.train.checkpoint import collective_device
-
-    t = torch.tensor(values, dtype=torch.float64, device=collective_device())  # NCCL reduces CUDA tensors only
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return t.tolist()
-
-
 def model_flops_per_token(model: torch.nn.Module, seq_len: float) -> float:
     """Training FLOPs per token of a transformers decoder (frozen weights skip their weight gradients; app/core/flops.py)."""
     cfg = model.config
@@ -82,6 +71,7 @@ class WorkerSession:
         seed_everything(cfg.train.seed)  # identical initial weights (LoRA / head init) on every rank
         self.state = TrainState(config_hash=self.cfg_hash)
         self.first_step = 0
+        self._preempt_agreed: bool | None = None  # this step's SIGTERM agreement, made in mean_over_ranks
         self.reporter: StepReporter | None = None
         self.peak_flops, self.peak_source = hardware_peak_flops(self.device, cfg.use_bf16, cfg.output.peak_flops)
 
@@ -129,6 +119,20 @@ class WorkerSession:
             s.epoch, s.batch_in_epoch = s.epoch + 1, 0
         return s.step + 1
 
+    def mean_over_ranks(self, values: list[float]) -> list[float]:
+        """Element-wise mean of this step's ``values`` over all ranks, with the ranks' SIGTERM agreement riding in
+        the same all-reduce: one collective per step (was two), none on a single worker."""
+        flag = 1.0 if preemption_requested() else 0.0
+        if self.world > 1 and dist.is_available() and dist.is_initialized():
+            from app.train.checkpoint import collective_device
+
+            t = torch.tensor([*values, flag], dtype=torch.float64, device=collective_device())  # NCCL: CUDA tensors
+            dist.all_reduce(t)
+            *sums, flag = t.tolist()
+            values = [v / self.world for v in sums]
+        self._preempt_agreed = flag > 0
+        return [float(v) for v in values]
+
     def record_eval(self, held_out: dict[str, float], before: bool = False) -> None:
         """Keep the newest held-out figures (they ride along in every report, for ASHA); ``before``: also as the
         run's ``eval_before/*`` baseline, reported at step 0."""
@@ -159,9 +163,11 @@ class WorkerSession:
 
         step = self.state.step
         self.state.history.append(metrics)
+        # agreed in this step's mean_over_ranks (the loops call it after strat.step()), else with its own all-reduce
+        preempted = self._preempt_agreed if self._preempt_agreed is not None else any_rank(preemption_requested())
+        self._preempt_agreed = None
         if self.reporter:
-            self.reporter.log(metrics, step)
-        preempted = any_rank(preemption_requested())
+            self.reporter.log(metrics, step, last=done or preempted)
         self.state.status = "completed" if done else "preempted" if preempted else "running"
         if preempted or done or step % self.cfg.checkpoint.every_steps == 0:
             with staged_checkpoint(self.rank, step) as folder:

@@ -17,11 +17,10 @@ import torch
 
 from app.config.sft import SFTConfig
 from app.core.losses import causal_lm_loss
-from app.models.lora import load_trainable_model
 from app.train.batches import ParquetRows, StreamingShard, collate_packed
 from app.train.output import write_output
-from app.train.session import WorkerSession, mean_over_ranks, model_flops_per_token
-from app.train.strategy import large_model_init, make_strategy
+from app.train.session import WorkerSession, model_flops_per_token
+from app.train.strategy import large_model_init, load_model_for_strategy, make_strategy
 
 
 def pad_token_id(model) -> int:
@@ -35,7 +34,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     rank, world, device = session.rank, session.world, session.device
     t = cfg.train
     zero_init = large_model_init(cfg)  # noqa: F841  (ZeRO-3: weights are partitioned as they are created)
-    model = load_trainable_model(config["model_dir"], cfg.method, cfg.lora, cfg.quant, cfg.model.dtype, t.grad_checkpointing, t.seed)
+    model, fill = load_model_for_strategy(config["model_dir"], cfg)  # FSDP2: on the meta device, shards filled later
     pad_id = pad_token_id(model)
     # this rank's rows stream from the split's Parquet files through a seeded shuffle buffer (O(buffer) rows held)
     shard = StreamingShard(ParquetRows(config["train_split_dir"]), rank, world, t.micro_batch_size, t.grad_accum, t.seed)
@@ -46,7 +45,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         )
     total_steps = min(t.max_steps or math.inf, shard.steps_per_epoch * t.epochs)
     flops_per_token = model_flops_per_token(model, int(config.get("seq_len", 512)))
-    strat = make_strategy(model.to(device), cfg, total_steps)
+    strat = make_strategy(model if fill else model.to(device), cfg, total_steps, fill)
     session.restore(strat)
     session.open_reporter()
     state = session.state
@@ -69,7 +68,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             tokens += int(batch["n_real_tokens"])
         session.sigterm_drill(step)
         grad_norm, lr = strat.step()
-        loss_mean, tok_per_s = mean_over_ranks([sum(losses) / len(losses), tokens / (time.perf_counter() - t0)])
+        loss_mean, tok_per_s = session.mean_over_ranks([sum(losses) / len(losses), tokens / (time.perf_counter() - t0)])
         tok_per_s *= world  # mean per-rank rate x ranks = global rate
         if not (math.isfinite(loss_mean) and math.isfinite(grad_norm)):
             return session.fail(f"non-finite loss {loss_mean} / grad norm {grad_norm} at step {step}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -139,7 +139,7 @@ class DDPStrategy:
 class FSDP2Strategy(DDPStrategy):
     """Fully sharded data parallel (torch ``fully_shard``), checkpointed with torch.distributed.checkpoint."""
 
-    def __init__(self, model: torch.nn.Module, cfg: TrainingConfig, total_steps: int):
+    def __init__(self, model: torch.nn.Module, cfg: TrainingConfig, total_steps: int, fill: Callable[[], None] | None = None):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
@@ -150,6 +150,9 @@ class FSDP2Strategy(DDPStrategy):
             if type(module).__name__.endswith("DecoderLayer"):
                 fully_shard(module, mesh=mesh, reshard_after_forward=reshard)
         fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+        if fill is not None:  # built on the meta device (app/models/meta_init.py): storage for the local shards only
+            model.to_empty(device=torch.device(device, torch.cuda.current_device()) if device == "cuda" else device)
+            fill()
         self.module = self.model = model
         self.cfg = cfg
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -263,9 +266,37 @@ def large_model_init(cfg: TrainingConfig):
     return HfDeepSpeedConfig(deepspeed_config(cfg))
 
 
-def make_strategy(model: torch.nn.Module, cfg: TrainingConfig, total_steps: int):
+def builds_on_meta(cfg: TrainingConfig, adapter: str | None = None) -> bool:
+    """FSDP2 over several workers, full or fresh LoRA: the base is built on the meta device and each rank loads only
+    its own shards (app/models/meta_init.py). QLoRA is refused with FSDP2 by the config; continuing a saved adapter
+    and the reward model (its fresh score head) still load the base in full before ``fully_shard``."""
+    return cfg.strategy.kind == "fsdp2" and _distributed() and cfg.method in ("full", "lora") and adapter is None
+
+
+def load_model_for_strategy(model_dir: str | Path, cfg: TrainingConfig, adapter: str | None = None):
+    """(trainable causal LM, fill): built on the meta device with the ``fill`` that loads each rank's shards when
+    ``builds_on_meta(cfg)``, else loaded in full on every rank (``fill`` None; under ZeRO-3 inside zero.Init when
+    ``large_model_init`` is alive)."""
+    t = cfg.train
+    if builds_on_meta(cfg, adapter):
+        from app.models.meta_init import meta_trainable_model
+
+        return meta_trainable_model(model_dir, cfg.method, cfg.lora, cfg.model.dtype, t.grad_checkpointing, t.seed)
+    from app.models.lora import load_trainable_model
+
+    return load_trainable_model(model_dir, cfg.method, cfg.lora, cfg.quant, cfg.model.dtype, t.grad_checkpointing, t.seed,
+                                adapter=adapter), None
+
+
+def make_strategy(model: torch.nn.Module, cfg: TrainingConfig, total_steps: int, fill: Callable[[], None] | None = None):
+    """The strategy for ``cfg.strategy``; ``fill``: the model is on the meta device (``builds_on_meta``) and this
+    loads each rank's shards once they are laid out (FSDP2 only)."""
     kind = cfg.strategy.kind
     if kind == "fsdp2" and not _distributed():
         kind = "ddp"  # one worker: nothing to shard
+    if fill is not None:
+        if kind != "fsdp2":
+            raise ValueError(f"a meta-device model needs strategy.kind fsdp2 over several workers, not {kind}")
+        return FSDP2Strategy(model, cfg, total_steps, fill)
     cls = {"ddp": DDPStrategy, "fsdp2": FSDP2Strategy, "deepspeed": DeepSpeedStrategy}[kind]
     return cls(model, cfg, total_steps)

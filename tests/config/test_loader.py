@@ -76,3 +76,18 @@ def test_dump_round_trips(tmp_path):
     out = dump_config(cfg, tmp_path / "resolved.yaml")
     again = load_config(out, Job)
     assert again == cfg and out.read_text().startswith(f"# config_hash: {config_hash(cfg)}")
+
+
+def test_shared_and_home_placeholders_expand(tmp_path, monkeypatch):
+    """A config names the shared assets as ``${RAYALIGN_SHARED}/…``: a clone anywhere reads them from
+    ``$RAYALIGN_SHARED`` (before: ingest configs said ``../shared/…``, found only in a clone next to that folder)."""
+    from app.config.loader import expand_home
+
+    shared = tmp_path / "assets"
+    shared.mkdir()
+    monkeypatch.setenv("RAYALIGN_SHARED", str(shared))
+    monkeypatch.setenv("RAYALIGN_HOME", str(tmp_path / "home"))
+    got = expand_home({"sources": [{"path": "${RAYALIGN_SHARED}/data/x.jsonl"}], "out": "${RAYALIGN_HOME}/d",
+                       "keep": "../shared/y"})
+    assert got == {"sources": [{"path": f"{shared}/data/x.jsonl"}], "out": f"{tmp_path / 'home'}/d",
+                   "keep": "../shared/y"}
