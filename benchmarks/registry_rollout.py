@@ -5,7 +5,8 @@ Two real peft adapters (seeded random LoRA) are registered as v1 and v2 of tenan
 passed). Every answer names the version that produced it (``system_fingerprint``: ``acme/math@v<N>-<hash>``).
   drill   50 clients loop requests; v1 is production; `deploy v2` (promote) → requests answer v2 → `rollback` →
           requests answer v1. Switch time = from the command's return to the start of the last request that still
-          got the old version (0 when none did); first_new_s = to the first answer from the new version.
+          got the old version although it started after the command returned and ended before the next command
+          (0 when none did); first_new_s = to the first answer from the new version.
           Failures = non-200 answers during the whole drill (goal 0).
   canary  v2 deployed at --share (0.1) beside production v1; --requests (1000) requests at 16 in flight: observed
           share (goal within ±3 points); then the canary is rolled back and the next 20 sequential requests must
@@ -44,12 +45,17 @@ def version_of(fp: str) -> str:
 
 
 def switch(records, t_cmd: float, old: str, new: str, until: float = float("inf")) -> dict:
-    """Within [t_cmd, until) (the next command): requests started after the command that still got ``old``."""
-    after = [r for r in records if t_cmd <= r[0] < until]
-    stale = [r for r in after if version_of(r[3]) == old]
+    """Requests that started after the command returned and ended before the next command (``until``) began, i.e.
+    ran wholly under the new setting: those that still got ``old`` are stale. A request still running when the next
+    command starts may legitimately answer either version: it is counted apart (``straddling_next_command``)."""
+    inside = [r for r in records if r[0] >= t_cmd and r[1] < until]
+    stale = [r for r in inside if version_of(r[3]) == old]
     fresh = [r for r in records if r[1] >= t_cmd and version_of(r[3]) == new]
     return {"switch_s": round(max((r[0] for r in stale), default=t_cmd) - t_cmd, 3),
+            "requests_wholly_after_command": len(inside),
             "stale_answers_after_command": len(stale),
+            "stale_samples_start_end_s": [[round(r[0] - t_cmd, 3), round(r[1] - t_cmd, 3)] for r in stale[:5]],
+            "straddling_next_command": sum(r[0] >= t_cmd and r[0] < until <= r[1] for r in records),
             "first_new_s": round(min((r[1] for r in fresh), default=float("nan")) - t_cmd, 3)}
 
 
