@@ -8,7 +8,6 @@ a full queue or a tenant over its concurrency cap answers 429 with Retry-After, 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import weakref
@@ -82,12 +81,7 @@ class FrontDoor:
         if scope["type"] == "http" and _front and scope.get("method") == "POST" and scope.get("path", "").endswith(COMPLETION_PATHS):
             err = _front[0].refuse_early(scope)
             if err is not None:
-                payload = json.dumps(err.body()).encode()
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-                if isinstance(err, TooManyRequests):
-                    headers.append((b"retry-after", str(int(err.retry_after_s)).encode()))
-                await send({"type": "http.response.start", "status": err.status, "headers": headers})
-                await send({"type": "http.response.body", "body": payload})
+                await _error(err)(scope, receive, send)  # the endpoint's own error response, itself an ASGI app
                 return
         await self.app(scope, receive, send)
 
