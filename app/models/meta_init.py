@@ -96,11 +96,14 @@ def meta_trainable_model(model_dir: str | Path, method: str, lora: LoraSpec, dty
                 raise KeyError(f"{model_dir}: checkpoint has no tensor {key!r} for parameter {name}")
             with safe_open(str(files[key]), "pt") as f:  # one mapping per tensor: only its pages are ever mapped
                 local.copy_(f.get_slice(key)[first : first + local.shape[0]])
+        recomputed: set[str] = set()
         for name, buf in model.named_buffers():
             module_name, _, buf_name = name.rpartition(".")
             owner = model.get_submodule(module_name)
             if buf_name in owner._non_persistent_buffers_set:
-                hf_model._init_weights(owner)  # transformers' own recomputation (rotary inv_freq, original_inv_freq)
+                if module_name not in recomputed:  # once per module: it recomputes all its buffers (inv_freq and
+                    hf_model._init_weights(owner)  # original_inv_freq of a rotary embedding): transformers' own init
+                    recomputed.add(module_name)
             elif checkpoint_key(name) in files:
                 with safe_open(str(files[checkpoint_key(name)]), "pt") as f:
                     buf.copy_(f.get_tensor(checkpoint_key(name)))
