@@ -61,59 +61,56 @@ EVAL_BUDGET = ["data.perplexity_limit=60", "data.task_limit=16", "generation.tas
 # --scoring-only (session 6's set B): generation suites shrunk to 1 item; their gates are then "not compared"
 SCORING_ONLY = ["data.task_limit=1", "generation.task_max_new_tokens=1", "data.redteam_limit=1",
                 "generation.safety_max_new_tokens=1"]
-# gate: (suite, delta, delta's units, why this delta, prior per-item sd in the same units, where the sd comes from)
-POWER_PLAN = {
-    "perplexity": ("ppl", 0.10, "fraction of base ppl",
-                   "an adapter 10% better than the bound (<= 0.95 x base) passes and one 10% past it (>= 1.15 x base) "
-                   "is blocked, each with 80%; a 5% ppl change is within one adapter's seed-to-seed spread "
-                   "(good A 2.899 vs good B 2.927 is 1%, scrambled A/B 3.307 vs 3.462 is 5%)",
-                   0.7230 / 3.9995, "session 6, B permuted, 32 items (largest of six)"),
-    "conditioning": ("ppl", 0.10, "nats/token",
-                     "1/6 of the base's margin (0.604 at session 6's 32 answers): an adapter that lost >= 26% of its "
-                     "question conditioning is "
-                     "blocked with 80%; the permuted adapters lost 14-15% (0.08-0.09), which is within delta of the "
-                     "bound (0.543): this suite is not sized to resolve them, and 0.06 (the tolerance) would need 165",
-                     0.2745, "session 6, B permuted, 32 items (largest of six)"),
-    "forgetting": ("general", 0.10, "fraction of base ppl", "the gate's own tolerance (max_ratio 1.10)",
-                   0.5934 / 25.9188, "session 6, B scrambled, 16 passages"),
-    "production_ppl": ("ppl", 0.05, "fraction of production ppl",
-                       "a new version >= 8% worse than production (bound 1.03 + 0.05) is blocked with 80%; paired "
-                       "with production's own per-item records since this session: no prior paired sd, the prior "
-                       "is the (larger) spread vs base",
-                       0.7230 / 3.9995, "prior: perplexity-vs-base spread (conservative; measured in this run)"),
-    "production_format": ("task", 0.25, "absolute rate",
-                          "a quarter of the answers losing the '#### n' format (the configured max_format_drop)",
-                          0.3333, "session 6, A permuted, 6 items"),
-    "task": ("task", 0.10, "absolute exact match",
-             "a 10-point exact-match change; SmolLM2-135M's base scores ~0 on GSM8K (lm-eval 0/24), so the "
-             "gate can hardly fail and passing an equal adapter needs ~75 items (Newcombe lower bound of 0/n vs 0/n "
-             "above -0.05)",
-             0.3786, "lm-eval run of session 6: 24 paired items, base 0/24, adapter 1/24"),
-    "regression": ("benchmark", 0.10, "absolute preference accuracy",
-                   "a 10-point loss in ranking the harmless HH reply first; paired with the cached base per item",
-                   0.1482, "session 6, A good, 16 paired items (the only paired measurement)"),
-    "safety": ("safety", 0.15, "absolute refusal rate",
-               "the gate's own tolerance (max_drop 0.15): an adapter refusing 15 points less than base",
-               0.3237, "session 6, A good/permuted/scrambled, 8 paired prompts"),
-}
+POWER_PLAN = Path(__file__).resolve().with_name("eval_gates_power_plan.yaml")  # delta, why, prior spread per gate
 
 
-def power_plan(budget: list[str]) -> dict:
-    """Per gate: delta, the prior sd, the items needed for 80% power at two-sided 0.05 (n = ((z_.975 + z_.8) sd /
-    delta)^2), the items used in ``budget``, and the power at delta with those items (Phi(delta sqrt(n) / sd - z))."""
+def previous_spreads(previous: dict) -> dict[str, dict]:
+    """Per gate: the largest per-item sd (in the gate's delta units) over the adapters a previous run gated, from
+    the stored 95% intervals (``app.core.stats.item_sd``: the estimator the gate's own "n needed" uses)."""
+    from app.core.stats import Interval, item_sd
+
+    out: dict[str, dict] = {}
+    for set_name, entries in (previous.get("sets") or {}).items():
+        for label in LABELS:
+            for g in (entries.get(label) or {}).get("gates", []):
+                if g.get("ci_low") is None or not g.get("mde") or not g.get("n"):
+                    continue
+                iv = Interval(g["value"], g["ci_low"], g["ci_high"], int(g["n"]))
+                sd_abs = item_sd(iv)  # in the gate's units; its mde is delta in those units
+                if g["name"] not in out or sd_abs / g["mde"] > out[g["name"]]["sd_over_delta"]:
+                    out[g["name"]] = {"sd_over_delta": sd_abs / g["mde"], "n": int(g["n"]),
+                                      "n_needed": g.get("n_needed"), "adapter": f"{set_name} {label}"}
+    return out
+
+
+def power_plan(budget: list[str], previous: dict) -> dict:
+    """Per gate: delta, the prior sd (session 6's and the previous run's, see eval_gates_power_plan.yaml for which
+    is used), the items needed for 80% power at two-sided 0.05 (n = ((z_.975 + z_.8) sd / delta)^2), the items
+    used in ``budget``, and the power at delta with those items (Phi(delta sqrt(n) / sd - z_.975))."""
     from statistics import NormalDist
+
+    import yaml
 
     from app.core.stats import n_for_effect, z_value
 
     used = {k.split("=")[0].split(".")[1]: int(k.split("=")[1]) for k in budget if k.split("=")[1].isdigit()}
     size = {"ppl": used["perplexity_limit"], "general": used["general_limit"], "task": used["task_limit"],
             "benchmark": used["benchmark_limit"], "safety": used["redteam_limit"]}
+    measured = previous_spreads(previous)
     out = {}
-    for gate, (suite, delta, units, why, sd, source) in POWER_PLAN.items():
-        n = size[suite]
+    for gate, p in yaml.safe_load(POWER_PLAN.read_text()).items():
+        delta, prev = p["delta"], measured.get(gate)
+        prev_sd = prev["sd_over_delta"] * delta if prev else None
+        candidates = {"max": [p["prior_sd"], prev_sd], "previous": [prev_sd], "fixed": [p["prior_sd"]]}[p["rule"]]
+        sd = max((c for c in candidates if c is not None), default=p["prior_sd"])
+        n = size[p["suite"]]
         power = NormalDist().cdf(delta * n ** 0.5 / sd - z_value(0.95))
-        out[gate] = {"suite": suite, "delta": delta, "units": units, "why": why, "prior_sd": round(sd, 4),
-                     "sd_source": source, "n_needed": n_for_effect(sd, delta), "n_used": n,
+        out[gate] = {"suite": p["suite"], "delta": delta, "units": p["units"], "why": " ".join(p["why"].split()),
+                     "prior_sd_session6": round(p["prior_sd"], 4), "prior_source_session6": p["prior_source"],
+                     "previous_run_sd": None if prev_sd is None else round(prev_sd, 4),
+                     "previous_run_sd_from": None if prev is None else f"{prev['adapter']}, {prev['n']} items",
+                     "rule": p["rule"], "rule_why": " ".join(p.get("rule_why", "").split()) or None,
+                     "prior_sd": round(sd, 4), "n_needed": n_for_effect(sd, delta), "n_used": n,
                      "power_at_delta": round(power, 3)}
     return out
 
@@ -371,8 +368,12 @@ def main() -> int:
         state_path.write_text(json.dumps(result, indent=2))
         out.write_text(json.dumps(result, indent=2))
 
-    if args.stage in ("all", "eval"):
-        result["sizing"] = {"budget": EVAL_BUDGET, "alpha": 0.05, "power": 0.8, "gates": power_plan(EVAL_BUDGET)}
+    if args.stage in ("all", "eval"):  # priors from the previous run's results (read before they are overwritten)
+        previous = json.loads(out.read_text()) if out.is_file() else {}
+        result["sizing"] = {"budget": EVAL_BUDGET, "alpha": 0.05, "power": 0.8, "plan": str(POWER_PLAN.relative_to(ROOT)),
+                            "previous_run": previous.get("sizing", {}).get("run_started"),
+                            "run_started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "gates": power_plan(EVAL_BUDGET, previous)}
     for name in args.sets:
         t0 = time.time()
         if args.stage in ("all", "train"):

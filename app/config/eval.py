@@ -155,7 +155,13 @@ class GenerationSpec(StrictModel):
 
     task_max_new_tokens: int = Field(160, ge=1, description="new tokens for GSM8K answers")
     safety_max_new_tokens: int = Field(40, ge=1, description="new tokens for red-team replies")
-    batch_size: int = Field(8, ge=1, description="rows per Ray Data batch (and per generate call)")
+    batch_size: int = Field(8, ge=1, description="prompts per generate call: a suite's prompts are sorted by length "
+                            "and generated in ceil(n / batch_size) near-equal chunks")
+    rows_per_call: int = Field(0, ge=0, description="rows per Ray Data batch (one SuiteWorker call); 0 = all rows "
+                               "split evenly over the workers, so each generation suite is chunked as a whole")
+    merge_adapter: bool = Field(True, description="when the base comes from the base cache (adapter-only run), fold "
+                                "the LoRA into the weights first (peft merge_and_unload: same function, fewer ops "
+                                "per decode step); false keeps peft's separate LoRA layers")
 
 
 class JudgeSpec(StrictModel):
