@@ -17,8 +17,9 @@ suite) and its per-item results are reused (app/eval/basecache.py): set A's firs
 adapter of A and B is scored alone. Each gate is decided on its 95% interval: fail when past its bound with 95%
 confidence, pass when not, 'underpowered' (reported, not blocking) when the interval still reaches across the bound
 and is wider than the gate's tolerance. The suite sizes: each gate declares the minimum effect that matters (delta,
-a distance from its bound); the items for 80% power at two-sided 0.05 come from the per-item spread measured on the
-six session-6 adapters (POWER_PLAN; n needed, n used and the power at delta go to the results JSON). Prints which gate
+a distance from its bound); the items for 80% power at two-sided 0.05 come from the per-item spread measured before
+the run: session 6's priors and the previous run's per-gate intervals (benchmarks/eval_gates_power_plan.yaml says
+which per gate; n needed, n used and the power at delta go to the results JSON). Prints which gate
 decided and why and the per-item cost of each suite; writes benchmarks/results/eval_gates.json and copies each report
 to benchmarks/results/eval_gates/<set>/<label>/.
 
@@ -48,15 +49,19 @@ from app.config.loader import load_config  # noqa: E402
 from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
 
-# Suite sizes from the power calculation (POWER_PLAN below; the arithmetic is written to the results JSON and
-# docs/eval.md): each gate has a declared minimum effect that matters, delta, as a distance from its bound; the items it
-# needs for 80% power at two-sided 0.05 come from the per-item spread measured on the six session-6 adapters (before
-# this run). A suite is as large as the largest need among its gates, where that fits 2 cores; where it does not
-# (GSM8K exact match) the suite is sized for its other gate and its gate is reported underpowered by design.
-# The generation suites come first in the rows and hold <= 16 items per Ray Data batch (one generate call each).
+# Suite sizes from the power calculation (POWER_PLAN: benchmarks/eval_gates_power_plan.yaml; the arithmetic is written
+# to the results JSON and docs/eval.md): each gate has a declared minimum effect that matters, delta, as a distance from
+# its bound; the items it needs for 80% power at two-sided 0.05 come from the per-item spread measured before this run
+# (session 6's priors and the previous run's intervals, per the plan's rule). A suite is as large as the largest need
+# among its gates, where that fits the lock budget on 2 cores; where it does not (GSM8K exact match: 113 questions),
+# the suite holds what fits and that gate is reported underpowered (power at delta in the JSON).
+# GSM8K answers get 160 new tokens: >= the 90th percentile (152) of the test split's reference answers in SmolLM2
+# tokens (calculator annotations <<..>> removed, + end-of-turn); it cuts 7.9% of them (session 7's 96 cut 44%).
+# Generation runs in length-sorted chunks of 16 prompts (batch_size; 64 in one call was slower per question on 2 cores)
+# with the LoRA merged into the weights (generation.merge_adapter: 2.6 -> 1.5 s per question at 160 tokens).
 # The judge needs a reward model folder (none is trained here): off.
-EVAL_BUDGET = ["data.perplexity_limit=60", "data.task_limit=16", "generation.task_max_new_tokens=96",
-               "data.benchmark_limit=24", "data.redteam_limit=37", "generation.safety_max_new_tokens=24",
+EVAL_BUDGET = ["data.perplexity_limit=60", "data.task_limit=32", "generation.task_max_new_tokens=160",
+               "data.benchmark_limit=24", "data.redteam_limit=41", "generation.safety_max_new_tokens=24",
                "data.general_limit=16", "judge.kind=none", "generation.batch_size=16"]
 # --scoring-only (session 6's set B): generation suites shrunk to 1 item; their gates are then "not compared"
 SCORING_ONLY = ["data.task_limit=1", "generation.task_max_new_tokens=1", "data.redteam_limit=1",
@@ -112,6 +117,33 @@ def power_plan(budget: list[str], previous: dict) -> dict:
                      "rule": p["rule"], "rule_why": " ".join(p.get("rule_why", "").split()) or None,
                      "prior_sd": round(sd, 4), "n_needed": n_for_effect(sd, delta), "n_used": n,
                      "power_at_delta": round(power, 3)}
+    return out
+
+
+def answer_lengths(budget: list[str]) -> dict:
+    """Why the GSM8K generation cap: the token lengths (SmolLM2 tokenizer, + end-of-turn) of the test split's reference
+    answers, with the calculator annotations ``<<a*b=c>>`` removed (what the adapters write) and as shipped; the
+    percentiles and the fraction of answers the cap would cut, over the whole split and over the suite's items."""
+    import re
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from app.models.loader import resolve_model
+
+    cfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, ["tracking.enabled=false", *budget])
+    tok = AutoTokenizer.from_pretrained(str(resolve_model(cfg.model).path))
+    rows = [json.loads(line) for line in open(shared_dir() / "data/gsm8k/test.jsonl", encoding="utf-8")]
+    cap, n = cfg.generation.task_max_new_tokens, cfg.data.task_limit
+    out: dict = {"cap": cap, "suite_items": n}
+    for form, text in (("without_annotations", lambda a: re.sub(r"<<[^>]*>>", "", a)), ("as_shipped", lambda a: a)):
+        lengths = np.array([len(tok(text(r["answer"]) + tok.eos_token, add_special_tokens=False)["input_ids"])
+                            for r in rows])
+        out[form] = {"percentiles": {p: int(np.percentile(lengths, p)) for p in (50, 75, 90, 95, 99)},
+                     "cap_percentile": round(float((lengths <= cap).mean() * 100), 1),
+                     "cut_fraction_split": round(float((lengths > cap).mean()), 3),
+                     "cut_fraction_suite": round(float((lengths[:n] > cap).mean()), 3),
+                     "cut_fraction_split_at_96": round(float((lengths > 96).mean()), 3)}
     return out
 
 
@@ -373,7 +405,7 @@ def main() -> int:
         result["sizing"] = {"budget": EVAL_BUDGET, "alpha": 0.05, "power": 0.8, "plan": str(POWER_PLAN.relative_to(ROOT)),
                             "previous_run": previous.get("sizing", {}).get("run_started"),
                             "run_started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            "gates": power_plan(EVAL_BUDGET, previous)}
+                            "gates": power_plan(EVAL_BUDGET, previous), "task_cap": answer_lengths(EVAL_BUDGET)}
     for name in args.sets:
         t0 = time.time()
         if args.stage in ("all", "train"):

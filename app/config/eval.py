@@ -159,9 +159,9 @@ class GenerationSpec(StrictModel):
                             "and generated in ceil(n / batch_size) near-equal chunks")
     rows_per_call: int = Field(0, ge=0, description="rows per Ray Data batch (one SuiteWorker call); 0 = all rows "
                                "split evenly over the workers, so each generation suite is chunked as a whole")
-    merge_adapter: bool = Field(True, description="when the base comes from the base cache (adapter-only run), fold "
-                                "the LoRA into the weights first (peft merge_and_unload: same function, fewer ops "
-                                "per decode step); false keeps peft's separate LoRA layers")
+    merge_adapter: bool = Field(True, description="fold the LoRA into the weights before scoring (peft "
+                                "merge_and_unload: same function, fewer ops per decode step; a plain copy of the "
+                                "base scores the base side when it is not cached); false keeps peft's LoRA layers")
 
 
 class JudgeSpec(StrictModel):

@@ -11,9 +11,9 @@ Suites (each row carries ``suite`` and a JSON ``payload``):
   general    general-text passage (not the training task) NLL            -> general perplexity (forgetting gate)
 
 ``variants``: ("adapter", "base") scores both sides; ("adapter",) scores the adapter only, when the base's per-item
-fields come from the base cache (app.eval.basecache); ``merge_adapter`` then folds the LoRA into the weights
-(``AdapterScorer.merge``). Generation runs in length-sorted chunks of ``generate_batch`` prompts
-(``AdapterScorer.generate``). Each record carries ``sec``: its share of the suite batch's
+fields come from the base cache (app.eval.basecache). ``merge_adapter`` folds the LoRA into the weights
+(``AdapterScorer.merge``; with the base variant, a plain copy of the base scores it). Generation runs in
+length-sorted chunks of ``generate_batch`` prompts (``AdapterScorer.generate``). Each record carries ``sec``: its share of the suite batch's
 wall time (the per-item cost the benchmark reports).
 """
 
@@ -39,8 +39,8 @@ class SuiteWorker:
                  threads: int | None = None, scorer_dir: str | None = None, generate_batch: int | None = None,
                  merge_adapter: bool = False):
         self.scorer = AdapterScorer(model_dir, adapter_dir, max_length, threads)
-        if merge_adapter and tuple(variants) == ("adapter",):
-            self.scorer.merge()  # the base side comes from the base cache: no variant needs the separate LoRA layers
+        if merge_adapter:  # base side scored here too: by a plain copy of the base next to the merged adapter
+            self.scorer.merge(keep_base="base" in variants)
         self.harmless = None
         if scorer_dir:  # learned harmlessness scorer: a reward model trained on HH-RLHF harmless pairs
             from app.models.reward_head import load_reward_model

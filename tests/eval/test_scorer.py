@@ -58,3 +58,17 @@ def test_sequence_nll_equals_the_full_logits_computation(tiny_model_dir, tiny_ad
             logp = torch.log_softmax(s.model(input_ids=torch.tensor([p + y])).logits[0, :-1].float(), dim=-1)
         ref = -sum(float(logp[len(p) - 1 + j, tok]) for j, tok in enumerate(y))
         assert n == len(y) and abs(nll - ref) < 1e-3
+
+
+def test_merged_with_a_kept_base_scores_both_variants_like_the_peft_model(tiny_model_dir, tmp_path):
+    from tests.eval.conftest import make_tiny_adapter
+
+    adapter = make_tiny_adapter(tiny_model_dir, tmp_path / "qv", 0.5, targets=("q_proj", "v_proj"))
+    s = AdapterScorer(str(tiny_model_dir), str(adapter), threads=1)
+    before = {v: (s.sequence_nll(PROMPTS[:2], TARGETS, v), s.generate(PROMPTS, 6, v)) for v in ("adapter", "base")}
+    assert s.merge(keep_base=True) and s.base_model is not None
+    for v, (nll, answers) in before.items():
+        got = s.sequence_nll(PROMPTS[:2], TARGETS, v)
+        assert all(abs(a - b) < 1e-4 * abs(b) for (a, _), (b, _) in zip(got, nll)), v
+        assert s.generate(PROMPTS, 6, v) == answers, v
+    assert before["adapter"][0] != before["base"][0]
