@@ -26,6 +26,7 @@ to benchmarks/results/eval_gates/<set>/<label>/.
     python benchmarks/eval_gates.py --set A B --stage train   # train both sets (12 x 1-window steps each)
     python benchmarks/eval_gates.py --set A B --stage eval --fresh-base-cache   # gate both sets at the same sizes
     python benchmarks/eval_gates.py --stage harness           # lm-eval GSM8K on base + good(A) vs the project scorer
+    python benchmarks/eval_gates.py --stage gencost           # seconds per GSM8K question: LoRA layers vs merged, batch
 
 Set B is independent of set A: another seed and the training questions 2000.. instead of 0.. (same labelling
 rules); the result file states agree / disagree per adapter and gate (thresholds were set on an earlier run of A).
@@ -335,6 +336,39 @@ def harness_check(entries: dict, home: Path, items: int, max_tokens: int) -> dic
     return out
 
 
+def generation_cost(entries: dict, cap: int, n: int) -> dict:
+    """Seconds per GSM8K question of greedy generation with the good set-A adapter (no Ray, one process, 2 threads):
+    16 questions in one call with peft's separate LoRA layers (before), the same 16 with the LoRA merged (answers
+    compared), then ``n`` questions in one length-sorted call, merged."""
+    from app.eval.answers import is_well_formed
+    from app.eval.scorer import AdapterScorer
+    from app.models.loader import resolve_model
+
+    cfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, ["tracking.enabled=false"])
+    rows = [json.loads(line) for line in open(shared_dir() / "data/gsm8k/test.jsonl", encoding="utf-8")][:n]
+    prompts = [[{"role": "user", "content": r["question"]}] for r in rows]
+    s = AdapterScorer(str(resolve_model(cfg.model).path), entries["good"]["adapter"], 384, threads=2)
+    out: dict = {"cap": cap}
+
+    def run(name: str, ps: list, chunk: int) -> list[str]:
+        t = time.time()
+        answers = s.generate(ps, cap, "adapter", chunk)
+        dt = time.time() - t
+        tokens = [len(s.tok(a, add_special_tokens=False)["input_ids"]) for a in answers]
+        out[name] = {"n": len(ps), "chunk": chunk, "seconds": round(dt, 1), "s_per_q": round(dt / len(ps), 3),
+                     "answers_hitting_cap": sum(k >= cap - 1 for k in tokens),
+                     "well_formed": sum(map(is_well_formed, answers))}
+        print(name, json.dumps(out[name]), flush=True)
+        return answers
+
+    before = run("before_unmerged_chunk16", prompts[:16], 16)
+    out["merged"] = s.merge()
+    after = run("merged_chunk16", prompts[:16], 16)
+    out["merged_same_answers_of_16"] = sum(x == y for x, y in zip(before, after))
+    run(f"merged_one_sorted_call_{n}", prompts, n)
+    return out
+
+
 def train_set(name: str, args, home: Path) -> dict:
     from app.launch.run import run_sft
 
@@ -371,7 +405,7 @@ def main() -> int:
     ap.add_argument("--n-train", type=int, default=200, help="GSM8K train questions in each training set")
     ap.add_argument("--set", dest="sets", nargs="+", choices=sorted(SETS), default=["A"],
                     help="A: seed 0, train rows 0..n; B: seed 1, train rows 2000..2000+n (independent)")
-    ap.add_argument("--stage", choices=["all", "train", "eval", "harness"], default="all")
+    ap.add_argument("--stage", choices=["all", "train", "eval", "harness", "gencost"], default="all")
     ap.add_argument("--harness-items", type=int, default=24, help="GSM8K test items for the lm-eval comparison")
     ap.add_argument("--harness-tokens", type=int, default=128, help="max new tokens per answer (lm-eval run)")
     ap.add_argument("--scoring-only", action="store_true", help="gate without the generation suites")
@@ -416,6 +450,8 @@ def main() -> int:
         result["sets"][name][f"wall_seconds_{args.stage}"] = round(time.time() - t0, 1)
         state_path.write_text(json.dumps(result, indent=2))
         out.write_text(json.dumps(result, indent=2))
+    if args.stage == "gencost":
+        result["generation_cost"] = generation_cost(result["sets"]["A"]["good"], 160, 64)
     if args.stage == "harness":
         result["harness"] = harness_check(result["sets"]["A"], home, args.harness_items, args.harness_tokens)
         print(json.dumps({k: v for k, v in result["harness"].items() if k not in ("base", "adapter")}), flush=True)
