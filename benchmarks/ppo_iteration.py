@@ -40,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,25 @@ def write_prompts(path: Path, n: int = 32) -> Path:
              "answer": f"#### {a + b}"} for a in range(1, n // 4 + 1) for b in (2, 3, 5, 7)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows[:n]), encoding="utf-8")
     return path
+
+
+@contextmanager
+def workspace():
+    """A temporary folder with the benchmark prompts, on a local Ray with 2 CPUs: yields (folder, prompts file)."""
+    from app.config.common import RaySpec
+    from app.launch.runtime import init_ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        prompts = write_prompts(out / "prompts.jsonl")
+        init_ray(RaySpec(num_cpus=2))
+        yield out, prompts
+
+
+def stored_results(args) -> tuple[Path, dict]:
+    """The results file and what it holds already (sections written by other modes are kept)."""
+    dest = ROOT / "benchmarks" / "results" / args.out
+    return dest, (json.loads(dest.read_text()) if dest.is_file() else {})
 
 
 def run_ours(estimator: str, args, prompts: Path, out: Path) -> dict:
@@ -156,13 +176,7 @@ def run_backend(backend: str, args, prompts: Path, out: Path) -> dict:
 
 
 def compare_backends(args) -> int:
-    from app.config.common import RaySpec
-    from app.launch.runtime import init_ray
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        prompts = write_prompts(out / "prompts.jsonl")
-        init_ray(RaySpec(num_cpus=2))
+    with workspace() as (out, prompts):
         hf = run_backend("hf", args, prompts, out)
         vllm = run_backend("vllm", args, prompts, out)
     section = {"model": args.backends_model, "estimator": "grpo", "prompts_per_iteration": args.prompts,
@@ -174,8 +188,7 @@ def compare_backends(args) -> int:
     print(f"{'phase':<22}{'HF':>10}{'vLLM':>10}")
     for k in PHASES:
         print(f"{k:<22}{hf[k]:>10.3f}{vllm[k]:>10.3f}")
-    dest = ROOT / "benchmarks" / "results" / args.out
-    result = json.loads(dest.read_text()) if dest.is_file() else {}
+    dest, result = stored_results(args)
     result["rollout_backends"] = section
     dest.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"wrote {dest} (rollout_backends)")
@@ -230,15 +243,8 @@ def samples_per_s(per_iteration: list[dict], warmup: int, samples: int) -> float
 
 def async_vllm(args) -> int:
     """``--mode async --rollout-backend vllm``: one async run with a vLLM rollout worker, next to the runs in the JSON."""
-    from app.config.common import RaySpec
-    from app.launch.runtime import init_ray
-
-    dest = ROOT / "benchmarks" / "results" / args.out
-    result = json.loads(dest.read_text()) if dest.is_file() else {}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        prompts = write_prompts(out / "prompts.jsonl")
-        init_ray(RaySpec(num_cpus=2))
+    dest, result = stored_results(args)
+    with workspace() as (out, prompts):
         history, startup = timed_run(async_cfg("async", args, prompts, out, args.iterations, "vllm"), out / "async")
     run = throughput(history, args) | {"startup_s": round(startup, 2)}
     samples = args.prompts * args.group
@@ -276,15 +282,8 @@ def compare_modes(args) -> int:
 
     import ray
 
-    from app.config.common import RaySpec
-    from app.launch.runtime import init_ray
-
-    dest = ROOT / "benchmarks" / "results" / args.out
-    result = json.loads(dest.read_text()) if dest.is_file() else {}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        prompts = write_prompts(out / "prompts.jsonl")
-        init_ray(RaySpec(num_cpus=2))
+    dest, result = stored_results(args)
+    with workspace() as (out, prompts):
         runs = {}
         for mode in ("sync", "async"):
             history, startup = timed_run(async_cfg(mode, args, prompts, out, args.iterations), out / mode)
@@ -356,13 +355,7 @@ def main() -> int:
         return compare_backends(args)
     if args.mode == "async":
         return async_vllm(args) if args.rollout_backend == "vllm" else compare_modes(args)
-    from app.config.common import RaySpec
-    from app.launch.runtime import init_ray
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        prompts = write_prompts(out / "prompts.jsonl")
-        init_ray(RaySpec(num_cpus=2))
+    with workspace() as (out, prompts):
         ppo = run_ours("gae", args, prompts, out)
         grpo = run_ours("grpo", args, prompts, out)
         import ray
