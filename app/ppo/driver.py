@@ -77,7 +77,7 @@ class PPODriver:
             roles["value"] = RoleResources(pl.value_cpus, gpu)
         if pl.reference == "actor":
             roles["reference"] = RoleResources(pl.reference_cpus, gpu)
-        if c.rollout.backend == "vllm":
+        if c.rollout.backend == "vllm" and c.algo.mode == "sync":  # async: the rollout workers are the vLLM engines
             roles["engine"] = RoleResources(pl.rollout_cpus, gpu)
         roles.update(self.extra_roles())
         self.placement = plan_placement(roles, pl.colocate)
