@@ -1,8 +1,8 @@
 """Learning result of the RLHF chain on HH-RLHF harmless (SFT -> reward model -> GRPO against that RM), measured on
 held-out prompts from ONE `rayalign pipeline --config configs/pipeline/rlhf.yaml` run; and RLAIF -> DPO on top of it.
 
-    bash .ci/env rayalign pipeline --config configs/pipeline/rlhf.yaml --report-dir R   # ~25 min on 2 cores
-    python benchmarks/hh_rlhf.py --report R            # the chain, evaluated on held-out prompts (~4 min)
+    bash .ci/env rayalign pipeline --config configs/pipeline/rlhf.yaml report_dir=R     # ~25 min on 2 cores
+    python benchmarks/hh_rlhf.py --report R            # the chain, evaluated on 64 held-out prompts (~4 min)
     python benchmarks/hh_rlhf.py --report R --rlaif    # RLAIF pairs -> DPO -> human held-out pairs (~10 min)
     python benchmarks/hh_rlhf.py --plot-only           # re-draw the PNG from the JSON
 
@@ -53,7 +53,8 @@ def read_run(report: Path) -> dict:
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     stages = {}
     text = (report / "report.md").read_text(encoding="utf-8") if (report / "report.md").is_file() else ""
-    for name, status, seconds in re.findall(r"^\| (\w+) \| (\w+) \| ([\d.]+) \|", text, flags=re.M):
+    table = text.split("## Stages", 1)[-1].split("\n## ", 1)[0] if text else ""
+    for name, status, seconds in re.findall(r"^\| (\w+) \| (\w+) \| ([\d.]+) \|", table, flags=re.M):
         stages[name] = {"status": status, "seconds": float(seconds)}
     rm_lineage = json.loads((Path(cfg.reward.model_path) / "rayalign_lineage.json").read_text())
     return {"cfg": cfg, "history": history, "stages": stages, "rm_lineage": rm_lineage,
@@ -257,11 +258,17 @@ def run_rlaif(report: Path, args) -> dict:
     rows = _rows_from_artifact(expand_path(cfg.prompts.path), "train")[-args.rlaif_prompts:]
     prompts_jsonl = out_dir / "prompts.jsonl"
     prompts_jsonl.write_text("".join(json.dumps({"messages": m}) + "\n" for m, _ in rows), encoding="utf-8")
+    # the HH ingest's filters and length policy for both RLAIF artifacts, with a 10 % validation split (DPO's own
+    # held-out AI-labelled pairs; the 5 % of the HH config could leave ~50 pairs with an empty one)
+    import yaml
+
+    ingest = yaml.safe_load((ROOT / "configs/ingest/smollm2_hh_preference.yaml").read_text()) | {"validation_fraction": 0.1}
+    (out_dir / "ingest.yaml").write_text(yaml.safe_dump(ingest), encoding="utf-8")
     init_ray(RaySpec(address="local", num_cpus=2))
-    bon = run_best_of_n(prompts_jsonl, out_dir, cfg.model.source, rm_path, ROOT / "configs/ingest/smollm2_hh_preference.yaml",
+    bon = run_best_of_n(prompts_jsonl, out_dir, cfg.model.source, rm_path, out_dir / "ingest.yaml",
                         adapter=sft_path, k=args.k, max_new_tokens=cfg.rollout.max_new_tokens,
                         temperature=cfg.rollout.temperature, min_gap=args.min_gap, batch_size=4, actors=1,
-                        cpus_per_actor=2.0)
+                        cpus_per_actor=0.5)  # sampler + scorer + the read task must fit the 2 CPUs together
     t_pairs = time.perf_counter()
     overrides = [f"model.source={cfg.model.source}", f"data.artifact={bon.preference_artifact}", f"dpo.reference_adapter={sft_path}",
                  f"train.max_steps={args.dpo_steps}", f"train.micro_batch_size={args.dpo_batch}", "train.epochs=3",
@@ -302,45 +309,48 @@ def run_rlaif(report: Path, args) -> dict:
 
 
 # ----- plot -----------------------------------------------------------------------------------------------------
+RUNS = (("chain", "-", "run 2 (lr 5e-4, beta 0.2)"), ("chain_run1_collapsed", ":", "run 1 (lr 1.5e-3, beta 0.05)"))
+
+
 def plot(result: dict, path: Path) -> None:
+    """Per GRPO iteration: RM score, KL (with its target) and reply length, one line per stored run; and the held-out
+    RM score of SFT vs GRPO with the win rate, per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chain = result.get("chain")
-    if not chain:
+    runs = [(result[k], style, label) for k, style, label in RUNS if k in result]
+    if not runs:
         return
-    it = [h["iteration"] for h in chain["per_iteration"]]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
-    ax = axes[0]
-    ax.plot(it, [h["rm_score"] for h in chain["per_iteration"]], marker="o", label="RM score (train prompts)")
-    ax.set_title("reward per iteration")
-    ax.set_xlabel("GRPO iteration")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    ax.plot(it, [h["kl"] for h in chain["per_iteration"]], marker="o", color="tab:red", label="KL(pi || SFT), nats/reply")
-    if chain.get("kl_target") is not None:
-        ax.axhline(chain["kl_target"], ls="--", color="grey", label=f"target {chain['kl_target']}")
-    ax.set_title("KL to the reference")
-    ax.set_xlabel("GRPO iteration")
-    ax.legend(fontsize=8)
-    ax = axes[2]
-    ax.plot(it, [h["response_length"] for h in chain["per_iteration"]], marker="o", color="tab:green")
-    ax.set_title("reply length (tokens)")
-    ax.set_xlabel("GRPO iteration")
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.0))
+    for chain, style, label in runs:
+        it = [h["iteration"] for h in chain["per_iteration"]]
+        for ax, key, color in zip(axes[:3], ("rm_score", "kl", "response_length"), ("tab:blue", "tab:red", "tab:green")):
+            ax.plot(it, [h[key] for h in chain["per_iteration"]], style, marker="o", color=color, label=label)
+    if runs[0][0].get("kl_target") is not None:
+        axes[1].axhline(runs[0][0]["kl_target"], ls="--", color="grey", label=f"target {runs[0][0]['kl_target']}")
+    for ax, title in zip(axes[:3], ("RM score of the GRPO samples (train prompts)", "KL(pi || SFT reference), nats/reply",
+                                    "reply length (tokens)")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("GRPO iteration")
+        ax.legend(fontsize=7)
     ax = axes[3]
-    h = chain["held_out"]
-    wr = h["win_rate_grpo_vs_sft"]
-    vals = [h["rm_score_before_sft"], h["rm_score_after_grpo"]]
-    ax.bar(["SFT (before)", "GRPO (after)"], vals, color=["tab:grey", "tab:blue"])
-    for i, v in enumerate(vals):
-        ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
-    ax.axhline(0, color="black", lw=0.5)
-    lo, hi = wr["ci95_ties_half"]
-    ax.set_title(f"held-out RM score, {h['prompts']} prompts\nwin rate {wr['win_rate_ties_half']:.3f} [95% {lo:.3f}, {hi:.3f}]",
-                 fontsize=9)
-    fig.suptitle("SmolLM2-135M, HH-RLHF harmless: SFT -> RM -> GRPO (configs/pipeline/rlhf.yaml), 2 CPU cores", fontsize=10)
+    names, values, notes = [], [], []
+    for chain, _, label in runs:
+        h = chain["held_out"]
+        wr = h["win_rate_grpo_vs_sft"]
+        lo, hi = wr["ci95_ties_half"]
+        names += [f"SFT\n{label.split(' (')[0]}", f"GRPO\n{label.split(' (')[0]}"]
+        values += [h["rm_score_before_sft"], h["rm_score_after_grpo"]]
+        notes.append(f"{label.split(' (')[0]}: win {wr['win_rate_ties_half']:.2f} "
+                     f"[{lo:.2f}, {hi:.2f}], n={h['prompts']}")
+    bars = ax.bar(range(len(values)), values, color=["tab:grey", "tab:blue"] * len(runs))
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(range(len(values)), names, fontsize=8)
+    ax.set_title("held-out RM score; GRPO vs SFT win rate [95%]\n" + "\n".join(notes), fontsize=8)
+    fig.suptitle("SmolLM2-135M, HH-RLHF harmless: SFT -> reward model -> GRPO (configs/pipeline/rlhf.yaml), 2 CPU cores",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -349,13 +359,13 @@ def plot(result: dict, path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--report", help="the pipeline's report folder (holds ppo/, reward-model/, report.md)")
-    ap.add_argument("--prompts", type=int, default=96, help="held-out prompts for the before/after and win rate")
+    ap.add_argument("--prompts", type=int, default=64, help="held-out prompts for the before/after and win rate")
     ap.add_argument("--samples", type=int, default=2, help="replies per held-out prompt and policy")
     ap.add_argument("--split", default="validation", help="prompt artifact split the held-out prompts come from")
     ap.add_argument("--chunk", type=int, default=8, help="prompts per generate call")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rlaif", action="store_true", help="RLAIF -> DPO -> human held-out pairs instead of the chain")
-    ap.add_argument("--rlaif-prompts", type=int, default=64)
+    ap.add_argument("--rlaif-prompts", type=int, default=48)
     ap.add_argument("--k", type=int, default=4, help="RLAIF: replies per prompt")
     ap.add_argument("--min-gap", type=float, default=0.2, help="RLAIF: smallest best-worst RM score gap kept as a pair")
     ap.add_argument("--dpo-steps", type=int, default=16)
