@@ -165,9 +165,11 @@ def evaluate_chain(report: Path, n_prompts: int, n_samples: int, chunk: int, thr
                  cfg.run.prompts_per_iteration, "samples_per_prompt": r.samples_per_prompt,
                  "max_new_tokens": r.max_new_tokens, "temperature": r.temperature, "lr": cfg.algo.lr,
                  "ppo_epochs": cfg.algo.ppo_epochs, "init_kl_coef": cfg.algo.init_kl_coef, "target_kl": target,
+                 "min_reply_tokens": cfg.reward.min_reply_tokens, "short_reply_penalty": cfg.reward.short_reply_penalty,
                  "reference": cfg.init.reference},
         "per_iteration": [{k: h.get(k) for k in ("iteration", "rm_score", "reward_mean", "reward_std", "kl", "kl_coef",
-                                                  "response_length", "truncated_frac", "seconds_iteration")}
+                                                  "response_length", "truncated_frac", "empty_reply_frac",
+                                                  "seconds_iteration")}
                           for h in history],
         "kl_max": max(kls) if kls else None, "kl_target": target,
         "kl_under_target_every_iteration": bool(target is None or all(k <= target for k in kls)),
@@ -179,6 +181,8 @@ def evaluate_chain(report: Path, n_prompts: int, n_samples: int, chunk: int, thr
             "win_rate_grpo_vs_sft": win_rate(per_prompt["grpo"], per_prompt["sft"]),
             "kl_grpo_to_sft_nats_per_reply": float(kl.mean()),
             "reply_tokens_sft": lengths["sft"], "reply_tokens_grpo": lengths["grpo"],
+            "empty_reply_frac_sft": float(np.mean([not t.strip() for t in texts["sft"]])),
+            "empty_reply_frac_grpo": float(np.mean([not t.strip() for t in texts["grpo"]])),
             "example": {"prompt_tail": held_out[0].text[-200:], "sft": texts["sft"][0][:200], "grpo": texts["grpo"][0][:200]},
         },
         "seconds": {"generation": round(t_gen - t0, 1), "total": round(time.perf_counter() - t0, 1)},
@@ -309,7 +313,7 @@ def run_rlaif(report: Path, args) -> dict:
 
 
 # ----- plot -----------------------------------------------------------------------------------------------------
-RUNS = (("chain", "-", "run 2 (lr 5e-4, beta 0.2)"), ("chain_run1_collapsed", ":", "run 1 (lr 1.5e-3, beta 0.05)"))
+RUNS = (("chain", "-", "run 2 (lr 5e-4, beta 0.2, short-reply guard)"), ("chain_run1_collapsed", ":", "run 1 (lr 1.5e-3, beta 0.05)"))
 
 
 def plot(result: dict, path: Path) -> None:
