@@ -190,6 +190,9 @@ def main() -> None:
     out: dict = {"model": LLAMA_1B, "ranks": 2, "baseline_of": BASELINE_OF}
     commands = (previous.get("commands") or [previous.get("command")]) if previous.get("model") == LLAMA_1B else []
     port = 29600
+    for dtype in ("float32", "bfloat16"):  # a dtype not re-run keeps its earlier measurement (same model)
+        if dtype not in args.dtypes and previous.get("model") == LLAMA_1B and dtype in previous:
+            out[dtype] = previous[dtype]
     for dtype in args.dtypes:
         # modes not re-run keep their earlier measurement (same model); each mode's ranks ran together
         results = {m: r for m, r in previous.get(dtype, {}).get("results", {}).items() if previous.get("model") == LLAMA_1B}
