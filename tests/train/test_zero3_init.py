@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import torch
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.train.conftest import fixed_steps, free_port
 
 
 def _run(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
     import torch.distributed as dist
 
     from app.config.sft import SFTConfig
-    from app.core.losses import causal_lm_loss
     from app.models.lora import load_trainable_model
     from app.models.meta_init import partitioned_trainable_model
     from app.train.strategy import builds_partitioned, deepspeed_config, large_model_init, make_strategy
@@ -54,16 +48,7 @@ def _run(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
             parts = {n: p.ds_tensor.numel() for n, p in model.named_parameters() if hasattr(p, "ds_tensor")}
             strat = make_strategy(model, cfg, 10)
             start = {k: v.float().tolist() for k, v in strat.full_trainable_state().items()}
-            strat.model.train()
-            losses = []
-            for step in range(3):
-                g = torch.Generator().manual_seed(100 * step + rank)
-                ids = torch.randint(3, 400, (2, 24), generator=g)
-                logits = strat.model(input_ids=ids, use_cache=False).logits
-                loss_sum, n = causal_lm_loss(logits, ids, torch.arange(24).expand(2, 24))
-                strat.backward(loss_sum / n, last=True)
-                grad_norm, _ = strat.step()
-                losses.append([(loss_sum / n).item(), grad_norm])
+            losses = fixed_steps(strat, rank)
             result[f"{method}/{path}"] = {"start": start, "parts": parts, "losses": losses}
             del hf_ds
     if rank == 1:
@@ -75,7 +60,7 @@ def test_partitioned_zero3_trains_like_from_pretrained(tiny_model_dir, tmp_path)
     import torch.multiprocessing as mp
 
     out = tmp_path / "result.json"
-    mp.start_processes(_run, args=(2, _free_port(), str(tiny_model_dir), str(out)), nprocs=2, start_method="fork")
+    mp.start_processes(_run, args=(2, free_port(), str(tiny_model_dir), str(out)), nprocs=2, start_method="fork")
     got = json.loads(out.read_text())
     for method in ("lora", "full"):
         ref, new = got[f"{method}/from_pretrained"], got[f"{method}/partitioned"]
