@@ -3,7 +3,7 @@
     python benchmarks/init_memory.py [--dtypes float32 bfloat16] [--modes full fsdp2_meta full_ds zero3_init]
     # writes benchmarks/results/init_memory.json (goal: sharded peak <= 0.6 x the full build's peak, per rank)
 
-Each (dtype, mode, rank) is a fresh process, so ``ru_maxrss`` is that build's peak. Each mode imports what its
+Each (dtype, mode, rank) is a fresh process, so its ``VmHWM`` is that build's peak. Each mode imports what its
 training path imports and nothing else, all before ``baseline`` is read, in the same way a training worker does
 (``app/models/lean_imports.py``: sklearn made unimportable first, DeepSpeed imported without its autotuner's
 MLflow): torch + transformers' Llama (accelerate, torch._dynamo: ~450 MiB), plus ``fully_shard`` for FSDP2, plus
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -47,7 +46,10 @@ def llama_shape() -> dict:
 
 
 def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak RSS so far, MiB: ``VmHWM`` of its own address space. Not ``ru_maxrss``: Linux keeps
+    that across ``execve``, so a rank started from a parent that had grown larger reports the parent's peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB
 
 
 def build(mode: str, dtype_name: str):
