@@ -4,9 +4,10 @@ Run through `python benchmarks/serve_load.py --phases noisy --reps 3` (this modu
 streaming requests open-loop at a steady rate (``--b-rate`` per second, ``--b-requests`` in all, evenly spaced: B's
 load does not grow when the server gets faster or slower, and the rate is chosen so that B alone leaves the machine
 idle most of the time; B's own CPU is measured). Tenant A runs 10 x its cap of closed-loop clients in its own process
-(each refused client waits Retry-After, then tries again), so A always holds its cap of admitted streams and sends
-the rest as 429s. Each repetition measures B alone and then B with A's flood, back to back in the same app, so the p99
-ratio is per repetition. Once, for where B's extra latency comes from: A at its cap only (admitted work, no 429) and
+(each refused client waits Retry-After, then tries again), so A holds up to its cap of admitted streams, starts at
+most its request rate (``tenants[].max_requests_per_s``, when set) and sends the rest as 429s; A's offered and
+admitted requests per second are recorded. Each repetition measures B alone and then B with A's flood, back to back in the same app, so the p99
+ratio is per repetition. Once, for where B's extra latency comes from: A at its cap only (admitted work; no 429 unless A also has a rate limit) and
 A's refused traffic only (the same clients with a wrong key: 401s). Every phase records CPU cores per process (B's
 client, A's generator, Serve proxy, ingress, engine, the rest of the machine), time to first token and the gaps
 between content events. Both tenants' clients use aiohttp (cheaper per request than httpx): client and server share
@@ -91,9 +92,12 @@ async def tenant_a_load(base: str, kind: str, cap: int, keys: dict, max_tokens: 
             if rec["status"] in (401, 429):
                 await asyncio.sleep(float(rec.get("retry_after") or 1))
 
+    t0 = time.perf_counter()
     async with _session(clients + 5) as session:
         await asyncio.gather(*(worker(session) for _ in range(clients)))
-    return {"kind": kind, "clients": clients, "statuses": dict(statuses)}
+    wall = time.perf_counter() - t0
+    return {"kind": kind, "clients": clients, "statuses": dict(statuses), "wall_s": round(wall, 1),
+            "offered_per_s": round(sum(statuses.values()) / wall, 1), "admitted_per_s": round(statuses.get("200", 0) / wall, 1)}
 
 
 def _load_process(base, kind, cap, keys, max_tokens, stop_event, results):
