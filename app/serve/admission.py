@@ -2,6 +2,11 @@
 (before any engine work); at the engine, requests are taken round-robin per tenant, so one tenant's queue never delays
 another's turn.
 
+A tenant's 429 carries ``Retry-After`` (whole seconds: when a token is due, at least 1) and ``retry-after-ms``: that
+wait (at least 0.5 s) plus a random 0-1 s, so that clients refused together (the openai client sleeps exactly ``retry-after-ms``)
+do not all come back in the same instant — in lockstep, each second's burst of refusals queued a neighbour's request
+behind it in the proxy and the ingress (measured in docs/serving.md).
+
 The concurrency cap bounds how many of a tenant's requests run at once; the rate (a token bucket, requests/s with a
 burst) bounds how many it starts per second — with short requests a tenant at its cap still gets many requests
 through, and their CPU is what its neighbours wait for. Both are counted per ingress replica (in-process, no
@@ -12,6 +17,7 @@ is the global back-stop.
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections import deque
 from typing import Callable
@@ -39,10 +45,10 @@ class TenantGate:
     ``rates`` (tenant → (requests/s, burst or None)); absent or None: no limit of that kind."""
 
     def __init__(self, caps: dict[str, int | None], rates: dict[str, tuple[float | None, int | None]] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, jitter: Callable[[], float] = random.random):
         self.caps = dict(caps)
         self.inflight: dict[str, int] = {}
-        self.clock = clock
+        self.clock, self.jitter = clock, jitter  # jitter(): uniform in [0, 1), seconds added to retry-after-ms
         now = clock()
         self.buckets = {tenant: TokenBucket(rate, burst or max(1, math.ceil(rate)), now)
                         for tenant, (rate, burst) in (rates or {}).items() if rate is not None}
@@ -52,21 +58,24 @@ class TenantGate:
         cap = self.caps.get(tenant)
         held = self.inflight.get(tenant, 0)
         if cap is not None and held >= cap:
-            return TooManyRequests(
+            return self._refusal(TooManyRequests(
                 f"tenant '{tenant}' already has {held} requests in flight (its limit is {cap}); retry later",
                 code="tenant_concurrency_limit",
-            )
+            ), 0.0)
         bucket = self.buckets.get(tenant)
         if bucket is not None:
             wait = bucket.wait_s(self.clock())
             if wait > 0:
-                err = TooManyRequests(
+                return self._refusal(TooManyRequests(
                     f"tenant '{tenant}' is over its rate limit of {bucket.rate:g} requests/s (burst {bucket.burst}); "
                     f"retry in {wait:.2f}s", code="tenant_rate_limit",
-                )
-                err.retry_after_s = max(1, math.ceil(wait))
-                return err
+                ), wait)
         return None
+
+    def _refusal(self, err: TooManyRequests, wait: float) -> TooManyRequests:
+        err.retry_after_s = max(1, math.ceil(wait))
+        err.retry_after_ms = round(1000 * (max(wait, 0.5) + self.jitter()))  # mean about the 1 s of Retry-After
+        return err
 
     def admit(self, tenant: str) -> "Ticket":
         """Count one request in (and take one of its rate tokens), or raise TooManyRequests naming the limit; release

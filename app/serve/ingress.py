@@ -60,7 +60,11 @@ def validation_error(exc: ValidationError) -> Unprocessable:
 
 
 def _error(err: ServeError) -> JSONResponse:
-    headers = {"Retry-After": str(int(err.retry_after_s))} if isinstance(err, TooManyRequests) else None
+    headers = None
+    if isinstance(err, TooManyRequests):
+        headers = {"Retry-After": str(int(err.retry_after_s))}
+        if err.retry_after_ms is not None:
+            headers["retry-after-ms"] = str(err.retry_after_ms)
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 

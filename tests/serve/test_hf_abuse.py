@@ -167,6 +167,7 @@ def test_tenant_over_its_request_rate_gets_429_and_others_are_unaffected(app):
     assert first.status_code == 200, first.text
     assert_openai_error(second, 429)
     assert second.json()["error"]["code"] == "tenant_rate_limit" and second.headers["Retry-After"] in ("4", "5")
+    assert 3000 < int(second.headers["retry-after-ms"]) <= 6000
     assert [r.status_code for r in acme] == [200] * 3
 
 

@@ -123,9 +123,25 @@ def test_tenant_rate_limit_bounds_requests_started_not_only_in_flight():
     gate.admit("a").release(), gate.admit("a").release()
     assert gate.over_cap("a") is not None
 
-    slow = TenantGate({}, {"s": (0.25, 1)}, clock=lambda: now[0])
+    slow = TenantGate({}, {"s": (0.25, 1)}, clock=lambda: now[0], jitter=lambda: 0.25)
     slow.admit("s")
-    assert slow.over_cap("s").retry_after_s == 4 and gate.inflight["a"] == 0
+    assert slow.over_cap("s").retry_after_s == 4 and slow.over_cap("s").retry_after_ms == 4250
+    assert gate.inflight["a"] == 0
+
+
+def test_tenant_refusals_spread_their_retries():
+    """Clients refused together are told to come back at different moments (retry-after-ms: the wait, at least 0.5 s,
+    plus 0-1 s of jitter), not all in the same second as an integer Retry-After would have them."""
+    from app.serve.admission import TenantGate
+
+    gate = TenantGate({"a": 1}, {"r": (4.0, 1)}, clock=lambda: 0.0)
+    gate.admit("a"), gate.admit("r")
+    capped = [gate.over_cap("a") for _ in range(200)]
+    rated = [gate.over_cap("r") for _ in range(200)]
+    for refusals in (capped, rated):
+        ms = [e.retry_after_ms for e in refusals]
+        assert {e.retry_after_s for e in refusals} == {1}
+        assert 500 <= min(ms) < 600 and 1400 < max(ms) <= 1500 and len(set(ms)) > 100
 
 
 def test_full_engine_queue_is_429_with_retry_after():
@@ -302,4 +318,5 @@ def test_front_door_refuses_a_tenant_over_its_rate_from_headers_alone():
     finally:
         ingress._front[:] = saved
     assert over.status_code == 429 and over.headers["Retry-After"] == "2"
+    assert 2000 <= int(over.headers["retry-after-ms"]) <= 3000
     assert over.json()["error"]["code"] == "tenant_rate_limit" and over.json()["error"]["type"] == "rate_limit_error"
