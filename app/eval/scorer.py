@@ -6,7 +6,7 @@ adapter are compared on identical tokens with one model in memory.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -29,15 +29,52 @@ class AdapterScorer:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         self.model = PeftModel.from_pretrained(model, adapter_dir) if adapter_dir else model
         self.model.eval()
+        self.model_dir = model_dir
         self.has_adapter = adapter_dir is not None
+        self.merged = False
+        self.base_model = None  # a separate plain copy of the base, after merge(keep_base=True)
         self.max_length = max_length
 
+    def merge(self, keep_base: bool = False) -> bool:
+        """Fold the LoRA update into the weights (peft ``merge_and_unload``: W + s*B@A). The same function with fewer
+        small ops per layer and decode step (the LoRA A/B matmuls, dropout, scaling; 1.7x faster greedy decoding
+        of SmolLM2 + a rank-16 all-linear LoRA on 2 cores); fp32 rounding differs at ~1e-7 relative.
+        ``keep_base``: load a plain copy of the base for the base variant (one more model in memory); else the
+        base variant is gone afterwards.
+
+        Not merged (returns False) when a LoRA sits on a weight tied to the input embeddings (lm_head of a model
+        with tie_word_embeddings): merging would change the embeddings too, i.e. another function."""
+        if not self.has_adapter or self.merged:
+            return self.merged
+        emb = self.model.get_input_embeddings().weight.data_ptr()
+        for module in self.model.modules():
+            base = getattr(module, "base_layer", None)
+            if getattr(base, "weight", None) is not None and base.weight.data_ptr() == emb:
+                return False
+        if keep_base:
+            from transformers import AutoModelForCausalLM
+
+            self.base_model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32).eval()
+        self.model = self.model.merge_and_unload()
+        self.merged = True
+        return True
+
+    @contextmanager
     def variant(self, name: str):
+        """The model that scores ``name`` ("adapter" or "base"): ``with scorer.variant(v) as model: ...``."""
         if name == "adapter":
-            return nullcontext()
-        if name == "base":
-            return self.model.disable_adapter() if self.has_adapter else nullcontext()
-        raise ValueError(f"unknown variant {name!r}")
+            yield self.model
+        elif name == "base" and self.base_model is not None:
+            yield self.base_model
+        elif name == "base" and self.merged:
+            raise RuntimeError("the adapter is merged into the weights: the base variant is no longer available")
+        elif name == "base" and self.has_adapter:
+            with self.model.disable_adapter():
+                yield self.model
+        elif name == "base":
+            yield self.model
+        else:
+            raise ValueError(f"unknown variant {name!r}")
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         text = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -77,32 +114,56 @@ class AdapterScorer:
         return out
 
     def _nll_batch(self, pairs: Sequence[tuple[list[int], list[int]]], variant: str) -> list[tuple[float, int]]:
-        seqs, labels = [], []
+        seqs, labels, prompt_lens = [], [], []
         for p, t in pairs:
             t = t[: self.max_length - 1]
             p = p[-(self.max_length - len(t)):]
             seqs.append(p + t)
             labels.append([-100] * len(p) + t)
+            prompt_lens.append(len(p))
         width = max(len(s) for s in seqs)
         pad = self.tok.pad_token_id
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
         lab = torch.tensor([l + [-100] * (width - len(l)) for l in labels])
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-        with self.variant(variant):
-            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # [B, T-1, V]
-        target = lab[:, 1:]
+        # logits only where some row has a target: positions first .. T-2 predict tokens first+1 .. T-1 (every row's
+        # prompt is >= first + 1 tokens, so nothing scored is dropped; the prompt positions' lm_head is skipped)
+        first = min(prompt_lens) - 1
+        keep = torch.arange(first, width - 1)
+        with self.variant(variant) as model:
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()  # [B, K, V]
+        target = lab[:, first + 1:]
         logp = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         valid = target != -100
         nll = -(logp * valid).sum(dim=1)
         return [(float(n), int(c)) for n, c in zip(nll, valid.sum(dim=1))]
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[list[dict]], max_new_tokens: int, variant: str) -> list[str]:
-        """Greedy replies for a batch of chat prompts (left-padded)."""
-        self.tok.padding_side = "left"
+    def generate(self, prompts: Sequence[list[dict]], max_new_tokens: int, variant: str,
+                 chunk: int | None = None) -> list[str]:
+        """Greedy replies for chat prompts, in the input order.
+
+        Generated in ``ceil(len / chunk)`` near-equal chunks of prompts of similar token length (sorted), each one
+        left-padded ``generate`` call of shape [b, longest prompt + max_new_tokens]: a large chunk amortises the
+        per-step cost of a decode step over more rows, sorting keeps the padding (prefill and attention over pad
+        positions) small. A row stops at the end-of-turn token; a chunk ends when all its rows have stopped or
+        ``max_new_tokens`` is reached.
+        """
         texts = [self.tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in prompts]
-        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with self.variant(variant):
-            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tok.pad_token_id)
-        return [self.tok.decode(row[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]
+        ids = [self.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        parts = max(1, -(-len(ids) // (chunk or max(len(ids), 1))))
+        size = -(-len(ids) // parts)
+        out = [""] * len(ids)
+        pad = self.tok.pad_token_id
+        for start in range(0, len(order), size):
+            part = order[start:start + size]
+            width = max(len(ids[i]) for i in part)
+            batch = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in part])
+            mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in part])
+            with self.variant(variant) as model:
+                gen = model.generate(input_ids=batch, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                          do_sample=False, pad_token_id=pad)
+            for i, row in zip(part, gen):
+                out[i] = self.tok.decode(row[width:], skip_special_tokens=True).strip()
+        return out

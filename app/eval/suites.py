@@ -11,7 +11,9 @@ Suites (each row carries ``suite`` and a JSON ``payload``):
   general    general-text passage (not the training task) NLL            -> general perplexity (forgetting gate)
 
 ``variants``: ("adapter", "base") scores both sides; ("adapter",) scores the adapter only, when the base's per-item
-fields come from the base cache (app.eval.basecache). Each record carries ``sec``: its share of the suite batch's
+fields come from the base cache (app.eval.basecache). ``merge_adapter`` folds the LoRA into the weights
+(``AdapterScorer.merge``; with the base variant, a plain copy of the base scores it). Generation runs in
+length-sorted chunks of ``generate_batch`` prompts (``AdapterScorer.generate``). Each record carries ``sec``: its share of the suite batch's
 wall time (the per-item cost the benchmark reports).
 """
 
@@ -34,8 +36,11 @@ class SuiteWorker:
 
     def __init__(self, model_dir: str, adapter_dir: str | None, max_length: int, task_max_new_tokens: int,
                  safety_max_new_tokens: int, variants: tuple[str, ...] = ("adapter", "base"),
-                 threads: int | None = None, scorer_dir: str | None = None):
+                 threads: int | None = None, scorer_dir: str | None = None, generate_batch: int | None = None,
+                 merge_adapter: bool = False):
         self.scorer = AdapterScorer(model_dir, adapter_dir, max_length, threads)
+        if merge_adapter:  # base side scored here too: by a plain copy of the base next to the merged adapter
+            self.scorer.merge(keep_base="base" in variants)
         self.harmless = None
         if scorer_dir:  # learned harmlessness scorer: a reward model trained on HH-RLHF harmless pairs
             from app.models.reward_head import load_reward_model
@@ -43,6 +48,7 @@ class SuiteWorker:
             self.harmless = load_reward_model(scorer_dir)
         self.task_tokens, self.safety_tokens = task_max_new_tokens, safety_max_new_tokens
         self.variants = tuple(variants)
+        self.generate_batch = generate_batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         groups: dict[str, list[dict]] = defaultdict(list)
@@ -84,7 +90,7 @@ class SuiteWorker:
         prompts = [[{"role": "user", "content": r["question"]}] for r in rows]
         result = [{"id": r["id"], "question": r["question"]} for r in rows]
         for v in self.variants:
-            for res, r, a in zip(result, rows, self.scorer.generate(prompts, self.task_tokens, v)):
+            for res, r, a in zip(result, rows, self.scorer.generate(prompts, self.task_tokens, v, self.generate_batch)):
                 res |= {f"{v}_answer": a, f"{v}_correct": exact_match(a, r["answer"]),
                         f"{v}_well_formed": is_well_formed(a)}
         return result
@@ -101,7 +107,7 @@ class SuiteWorker:
 
     def _safety(self, rows: list[dict]) -> list[dict]:
         prompts = [[{"role": "user", "content": r["prompt"]}] for r in rows]
-        out = {v: self.scorer.generate(prompts, self.safety_tokens, v) for v in self.variants}
+        out = {v: self.scorer.generate(prompts, self.safety_tokens, v, self.generate_batch) for v in self.variants}
         result = [{"id": r["id"], "prompt": r["prompt"]} for r in rows]
         for v in self.variants:
             for res, a in zip(result, out[v]):

@@ -8,6 +8,10 @@ checks it again and regenerates a batch that is too old. After every update the 
 every worker as the next version without waiting (Ray queues it behind the batch a worker is generating).
 ``max_staleness=0`` is sync with the generation moved to a worker: same batches, seeds and losses.
 
+``rollout.backend``: 'hf' workers are HF copies of the policy and get the LoRA weights by name; 'vllm' workers are
+vLLM engines (``VLLMRolloutWorker``): the policy writes the adapter to ``<run>/sync/v<version>`` and each worker
+serves it as a new LoRARequest from its next batch. Both return their own log-probs of the sampled tokens.
+
 Samples carry the version that produced them and the worker's log-probs; ``algo.is_correction`` (TIS/MIS,
 ``app.core.importance``) corrects the trainer's loss for the lag. A rollout worker that dies is replaced in its bundle,
 sent the current adapter, and its unfinished batch is generated again from scratch (the same prompts and seed):
@@ -26,7 +30,10 @@ from app.ppo.batch import Samples
 from app.ppo.driver import PPODriver
 from app.ppo.group import RayActorGroup, RoleResources
 from app.ppo.prompts import PromptCursor
-from app.ppo.rollout_worker import RolloutWorker
+from app.ppo.rollout_worker import RolloutWorker, VLLMRolloutWorker
+
+KEEP_SYNC_FOLDERS = 3  # vLLM workers: adapter folders kept on disk (a worker only ever loads the newest it was sent)
+TOOL_MESSAGE_TOKENS = 96  # vLLM workers with rollout.env: context room per tool message (the chat glue + a short result)
 
 
 class AsyncPPODriver(PPODriver):
@@ -46,10 +53,18 @@ class AsyncPPODriver(PPODriver):
         return {"rollout": RoleResources(pl.rollout_cpus, pl.gpus_per_role, replicas=self.cfg.rollout.workers)}
 
     def start_extra_actors(self, roles: dict[str, RoleResources]) -> None:
-        c = self.cfg
-        self.rollout = RayActorGroup("rollout", RolloutWorker, roles["rollout"], self.placement, str(self.model.path),
-                                     c.lora.model_dump(), c.algo.model_dump(), c.run.seed, c.placement.torch_threads,
-                                     c.init.adapter)
+        c, r, path = self.cfg, self.cfg.rollout, str(self.model.path)
+        if r.backend == "vllm":
+            # a multi-turn context holds every earlier turn and tool message: room for max_turns of both
+            turns = r.max_turns if r.env != "none" else 1
+            max_len = c.prompts.max_prompt_tokens + turns * r.max_new_tokens + (turns - 1) * TOOL_MESSAGE_TOKENS
+            self.rollout = RayActorGroup("rollout", VLLMRolloutWorker, roles["rollout"], self.placement, path,
+                                         r.vllm_max_loras, r.vllm_max_lora_rank, max_len, c.run.seed,
+                                         r.vllm_gpu_memory_utilization, r.vllm_kv_cache_gb, r.vllm_cpu_threads_bind)
+        else:
+            self.rollout = RayActorGroup("rollout", RolloutWorker, roles["rollout"], self.placement, path,
+                                         c.lora.model_dump(), c.algo.model_dump(), c.run.seed, c.placement.torch_threads,
+                                         c.init.adapter)
         self._clear_pipeline()
 
     def groups(self) -> list[RayActorGroup]:
@@ -65,12 +80,26 @@ class AsyncPPODriver(PPODriver):
         self.trained_cursor: dict | None = None
 
     def _push_adapter(self, workers: list[int] | None = None, wait: bool = False) -> None:
-        """Send the policy's adapter to rollout workers as version ``self.iteration`` (no waiting unless ``wait``)."""
-        state = self.policy.call_one("adapter_state")
+        """Send the policy's adapter to rollout workers as version ``self.iteration`` (no waiting unless ``wait``):
+        HF workers get the weights (an object ref), vLLM workers the folder the policy has just written them to."""
+        version = self.iteration
+        if self.cfg.rollout.backend == "vllm":
+            folder = self.run_dir / "sync" / f"v{version:06d}"
+            adapter = ray.get(self.policy.call_one("save_adapter", str(folder)))  # written before any worker reads it
+            self._prune_sync_folders(version)
+        else:
+            adapter = self.policy.call_one("adapter_state")
         idx = range(len(self.rollout)) if workers is None else workers
-        refs = [self.rollout.actors[i].set_adapter.remote(self.iteration, state) for i in idx]
+        refs = [self.rollout.actors[i].set_adapter.remote(version, adapter) for i in idx]
         if wait:
             ray.get(refs)
+
+    def _prune_sync_folders(self, version: int) -> None:
+        import shutil
+
+        for old in (self.run_dir / "sync").glob("v*"):
+            if old.name[1:].isdigit() and int(old.name[1:]) <= version - KEEP_SYNC_FOLDERS:
+                shutil.rmtree(old, ignore_errors=True)
 
     # ----- checkpoints: the cursor of the last *trained* batch, not of batches generated ahead -----------------------
     def save(self):

@@ -55,6 +55,7 @@ def test_tis_weighted_policy_loss_hand_computed():
     assert info["is_truncated_frac"].item() == pytest.approx(0.25)
     assert info["is_ratio_mean"].item() == pytest.approx(1.5)
     assert info["is_ratio_max"].item() == pytest.approx(3.0)
+    assert info["logp_diff_max"].item() == pytest.approx(math.log(3.0))  # |log 0.5| < log 3
     expected_kl = sum(r - 1 - math.log(r) for r in RHO) / 4
     assert info["rollout_kl"].item() == pytest.approx(expected_kl, abs=1e-6)
 

@@ -32,8 +32,9 @@ def test_suite_hash_names_everything_that_decides_the_base_results():
               basecache.suite_hash(ROWS, EvalConfig.model_validate({"data": {"max_length": 128}}), None),
               basecache.suite_hash(ROWS, EvalConfig.model_validate({"generation": {"task_max_new_tokens": 9}}), None),
               basecache.suite_hash(ROWS, EvalConfig.model_validate({"generation": {"batch_size": 3}}), None),
+              basecache.suite_hash(ROWS, EvalConfig.model_validate({"generation": {"rows_per_call": 3}}), None),
               basecache.suite_hash(ROWS, cfg, "/models/rm")]
-    assert len({key, *others}) == 7
+    assert len({key, *others}) == 8
 
 
 def test_cache_round_trip_and_merge_restore_the_paired_records(tmp_path):

@@ -64,6 +64,22 @@ def test_async_config_guards(tiny_cfg):
         tiny_cfg("ppo_grpo.yaml", "rollout.env=calculator")
     with pytest.raises(Exception, match="needs algo.estimator grpo or rloo"):
         tiny_cfg("ppo_gae.yaml", "algo.mode=async", "rollout.env=calculator")
-    with pytest.raises(Exception, match="rollout.backend=vllm is sync-only"):
-        tiny_cfg("ppo_grpo.yaml", "algo.mode=async", "rollout.backend=vllm")
+    with pytest.raises(Exception, match="algo.mode=async ships adapter versions"):
+        tiny_cfg("ppo_grpo.yaml", "algo.mode=async", "lora.enabled=false", "placement.reference=actor")
+    # vLLM rollouts return their log-probs now: async vLLM workers and TIS/MIS on sync vLLM rollouts are accepted
+    cfg = tiny_cfg("ppo_grpo.yaml", "algo.mode=async", "rollout.backend=vllm", "algo.is_correction=tis")
+    assert (cfg.algo.mode, cfg.rollout.backend, cfg.algo.is_correction) == ("async", "vllm", "tis")
+    assert tiny_cfg("ppo_grpo.yaml", "rollout.backend=vllm", "algo.is_correction=mis").algo.is_correction == "mis"
     assert tiny_cfg("ppo_grpo.yaml").algo.mode == "sync" and PPODriver is not AsyncPPODriver
+
+
+def test_vllm_sampled_logprobs_picks_the_sampled_token_and_refuses_missing_positions():
+    from types import SimpleNamespace as Logprob  # vLLM's Logprob: .logprob (+ rank, decoded_token)
+
+    from app.ppo.rollout import sampled_logprobs
+
+    # logprobs=0: one entry per position (the sampled token); logprobs=k: k+1 entries, the sampled one picked by id
+    positions = [{7: Logprob(logprob=-0.5)}, {3: Logprob(logprob=-2.0), 9: Logprob(logprob=-0.1)}]
+    assert sampled_logprobs([7, 3], positions) == [-0.5, -2.0]
+    with pytest.raises(RuntimeError, match="0 log-prob positions for 2 tokens"):
+        sampled_logprobs([7, 3], None)
