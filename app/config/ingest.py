@@ -105,6 +105,10 @@ class IngestConfig(StrictModel):
                                  "Data (memory bounded by the block; see benchmarks/packing.py for the efficiency cost)")
     validation_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of kept rows held out as 'validation'")
     seed: int = Field(0, description="seed of the train/validation split")
+    split_by: Literal["record", "prompt"] = Field(
+        "record", description="what the train/validation split hashes: the whole record, or only its prompt (the "
+        "conversation before the answer) — then the SFT, preference and prompt artifacts of one source (e.g. HH-RLHF "
+        "for SFT -> reward model -> PPO) hold out the same conversations, and every reply to one prompt stays together")
     dedup: DedupSpec = Field(default_factory=DedupSpec, description="exact + near-duplicate removal")
     contamination: ContaminationSpec = Field(default_factory=ContaminationSpec, description="benchmark contamination scan")
     curation: CurationSpec = Field(default_factory=CurationSpec, description="quality, PII, language ID, sampling")

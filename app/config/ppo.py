@@ -90,6 +90,11 @@ class RewardSpec(StrictModel):
         0.0, ge=0.0, description="reward subtracted per response token beyond length_penalty_free_tokens (0: off); "
         "a guard against a reward model that pays for length")
     length_penalty_free_tokens: int = Field(0, ge=0, description="response tokens that cost nothing")
+    min_reply_tokens: int = Field(
+        0, ge=0, description="replies with fewer response tokens (end of turn included: an empty reply is 1) get "
+        "-short_reply_penalty (0: off); a guard against a reward model that pays for saying nothing")
+    short_reply_penalty: float = Field(0.0, ge=0.0, description="reward subtracted from a reply shorter than "
+                                       "min_reply_tokens")
     model_batch_size: int = Field(16, ge=1, description="sequences per reward-model forward pass")
 
 

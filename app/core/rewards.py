@@ -95,16 +95,21 @@ RULE_COMPONENTS: dict[str, dict[str, Callable[[str, str], float]]] = {
 
 
 def combine_rewards(components: dict[str, list[float]], weights: dict[str, float], lengths: list[int],
-                    length_penalty: float = 0.0, free_tokens: int = 0) -> list[float]:
-    """Sequence rewards from several sources: sum_k w_k * r_k[i] - length_penalty * max(0, lengths[i] - free_tokens).
+                    length_penalty: float = 0.0, free_tokens: int = 0, min_tokens: int = 0,
+                    short_penalty: float = 0.0) -> list[float]:
+    """Sequence rewards from several sources: sum_k w_k * r_k[i] - length_penalty * max(0, lengths[i] - free_tokens)
+    - short_penalty * [lengths[i] < min_tokens].
 
     ``components``: source name -> one score per response (e.g. 'model', 'rule'); a source without a weight counts 0
     (logged elsewhere, not rewarded). The length term is the usual guard against a reward model that pays for
-    verbosity (Singhal et al. 2023, "A Long Way to Go"); ``lengths`` are response token counts.
+    verbosity (Singhal et al. 2023, "A Long Way to Go"); the short-reply term guards the opposite failure, a reward
+    model that scores an empty reply above real ones (HH-RLHF run 1 in benchmarks/results/hh_rlhf.json collapsed to
+    it). ``lengths`` are response token counts (end of turn included).
     """
     n = len(lengths)
     for name, scores in components.items():
         if len(scores) != n:
             raise ValueError(f"reward source {name!r} has {len(scores)} scores for {n} responses")
     return [sum(weights.get(name, 0.0) * scores[i] for name, scores in components.items())
-            - length_penalty * max(0, lengths[i] - free_tokens) for i in range(n)]
+            - length_penalty * max(0, lengths[i] - free_tokens) - (short_penalty if lengths[i] < min_tokens else 0.0)
+            for i in range(n)]

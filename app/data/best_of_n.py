@@ -34,14 +34,29 @@ def pick_best_worst(scores: list[float], min_gap: float) -> tuple[int, int] | No
 
 
 def _messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    """The conversation to answer: ``messages`` (a chat list, or its JSON text, ending with a user turn: multi-turn
+    HH-RLHF prompts) or a single ``prompt`` / ``question`` string."""
+    if row.get("messages") is not None:
+        msgs = row["messages"]
+        msgs = json.loads(msgs) if isinstance(msgs, str) else msgs
+        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in msgs]
+        if not msgs or msgs[-1]["role"] != "user":
+            raise ValueError("a prompt row's 'messages' must be a non-empty chat list ending with a user turn")
+        return msgs
     text = row.get("prompt") or row.get("question")
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("each prompt row needs a non-empty string field 'prompt' (or 'question')")
+        raise ValueError("each prompt row needs 'messages' (a chat list) or a non-empty string 'prompt' / 'question'")
     return [{"role": "user", "content": text}]
 
 
+def _prompt_field(messages: list[dict[str, str]]) -> str | list[dict[str, str]]:
+    """A pair's prompt as written to pairs.jsonl: the plain text of a single user turn, else the chat list."""
+    return messages[0]["content"] if len(messages) == 1 else messages
+
+
 class Sampler:
-    """Ray Data actor: k sampled replies per prompt from the base model (+ an optional LoRA adapter, merged)."""
+    """Ray Data actor: k sampled replies per prompt (single- or multi-turn, see ``_messages``) from the base model
+    (+ an optional LoRA adapter, merged)."""
 
     def __init__(self, model_source: str, adapter: str | None, k: int, max_new_tokens: int, temperature: float,
                  seed: int, torch_threads: int = 1):
@@ -72,7 +87,7 @@ class Sampler:
                                       max_new_tokens=self.max_new_tokens, num_return_sequences=self.k,
                                       pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id)
         replies = self.tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return {"prompt": [_messages(r)[0]["content"] for r in rows], "prompt_text": texts,
+        return {"messages": [json.dumps(_messages(r)) for r in rows], "prompt_text": texts,
                 "responses": [[s.strip() for s in replies[i * self.k:(i + 1) * self.k]] for i in range(len(rows))]}
 
 
@@ -143,13 +158,13 @@ def run_best_of_n(prompts_jsonl: str | Path, out_dir: str | Path, model_source: 
             n_prompts += 1
             hi, lo = int(np.argmax(scores)), int(np.argmin(scores))
             best_sum, worst_sum = best_sum + scores[hi], worst_sum + scores[lo]
-            best_fh.write(json.dumps({"messages": [{"role": "user", "content": row["prompt"]},
-                                                   {"role": "assistant", "content": replies[hi]}],
+            messages = json.loads(row["messages"])
+            best_fh.write(json.dumps({"messages": messages + [{"role": "assistant", "content": replies[hi]}],
                                       "score": scores[hi]}) + "\n")
             picked = pick_best_worst(scores, min_gap)
             if picked and replies[picked[0]] != replies[picked[1]]:
                 n_pairs += 1
-                pair_fh.write(json.dumps({"prompt": row["prompt"], "chosen": replies[picked[0]],
+                pair_fh.write(json.dumps({"prompt": _prompt_field(messages), "chosen": replies[picked[0]],
                                           "rejected": replies[picked[1]], "score_chosen": scores[picked[0]],
                                           "score_rejected": scores[picked[1]]}) + "\n")
     if n_pairs == 0:

@@ -33,21 +33,24 @@ log = logging.getLogger(__name__)
 class RowProcessor:
     """Ray Data callable class: raw rows → validated, normalized, tokenized rows (or a rejection with a reason).
 
-    Output columns: uid, source, line, ok, field, reason, preview, key (sha256 of canonical record), text (for
-    dedup/contamination), n_tokens, tokens (JSON of the tokenized record).
+    Output columns: uid, source, line, ok, field, reason, preview, key (sha256 of canonical record), split_key (what
+    the train/validation split hashes: ``key``, or the sha256 of the record's prompt with ``split_by='prompt'``),
+    text (for dedup/contamination), n_tokens, tokens (JSON of the tokenized record).
     """
 
-    def __init__(self, record_type: str, formats: dict[str, str], model_path: str, max_length: int, policy: str):
+    def __init__(self, record_type: str, formats: dict[str, str], model_path: str, max_length: int, policy: str,
+                 split_by: str = "record"):
         from transformers import AutoTokenizer
 
         from app.data.tokenization import ChatTokenizer
 
         self.record_type = record_type
         self.formats = formats
+        self.split_by = split_by
         self.chat = ChatTokenizer(AutoTokenizer.from_pretrained(model_path), max_length, policy)
 
     def process(self, source: str, payload: bytes) -> dict[str, Any]:
-        from app.data.records import canonical_text, decode_json_line, dedup_text, normalize
+        from app.data.records import canonical_text, decode_json_line, dedup_text, normalize, prompt_of
 
         if payload.startswith(UNREADABLE):
             raise RowError("<file>", payload[len(UNREADABLE):].decode("utf-8", "replace"))
@@ -61,25 +64,28 @@ class RowProcessor:
         n = len(tokens.get("input_ids") or tokens.get("prompt_input_ids") or tokens["chosen_input_ids"])
         if self.record_type == "preference":
             n = max(len(tokens["chosen_input_ids"]), len(tokens["rejected_input_ids"]))
+        key = hashlib.sha256(canonical_text(record).encode("utf-8")).hexdigest()
         return {
-            "key": hashlib.sha256(canonical_text(record).encode("utf-8")).hexdigest(),
+            "key": key,
+            "split_key": key if self.split_by == "record" else
+            hashlib.sha256(canonical_text(prompt_of(record)).encode("utf-8")).hexdigest(),
             "text": dedup_text(record),
             "n_tokens": n,
             "tokens": json.dumps(tokens, ensure_ascii=False),
         }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        cols: dict[str, list] = {k: [] for k in ("uid", "source", "line", "ok", "field", "reason", "preview", "key", "text", "n_tokens", "tokens")}
+        cols: dict[str, list] = {k: [] for k in ("uid", "source", "line", "ok", "field", "reason", "preview", "key", "split_key", "text", "n_tokens", "tokens")}
         for uid, source, line, payload in zip(batch["uid"], batch["source"], batch["line"], batch["payload"]):
             payload = bytes(payload)
             try:
                 out = self.process(str(source), payload)
                 ok, field, reason = True, "", ""
             except RowError as exc:
-                out = {"key": "", "text": "", "n_tokens": 0, "tokens": ""}
+                out = {"key": "", "split_key": "", "text": "", "n_tokens": 0, "tokens": ""}
                 ok, field, reason = False, exc.field, exc.reason
             except Exception as exc:  # noqa: BLE001 - an unexpected failure on one row must not lose the run
-                out = {"key": "", "text": "", "n_tokens": 0, "tokens": ""}
+                out = {"key": "", "split_key": "", "text": "", "n_tokens": 0, "tokens": ""}
                 ok, field, reason = False, "<row>", f"unexpected {type(exc).__name__}: {exc}"
             cols["uid"].append(int(uid))
             cols["source"].append(str(source))
@@ -157,12 +163,13 @@ def _curate(batch: dict[str, np.ndarray], stage) -> dict[str, np.ndarray]:
 
 def _select(batch: dict[str, np.ndarray], removed: np.ndarray, columns: list[str], ok: bool = True,
             split: str | None = None, fraction: float = 0.0, seed: int = 0) -> dict[str, np.ndarray]:
-    """Rows with this ``ok`` flag whose uid is not in ``removed`` (and, if ``split``, whose content hash falls in it)."""
+    """Rows with this ``ok`` flag whose uid is not in ``removed`` (and, if ``split``, whose ``split_key`` — the content
+    hash of the record or of its prompt — falls in it)."""
     mask = np.asarray(batch["ok"], bool) == ok
     if removed.size:
         mask &= ~np.isin(np.asarray(batch["uid"], np.int64), removed)
     if split is not None:
-        mask &= np.array([_split_of(str(k), fraction, seed) == split for k in batch["key"]], dtype=bool)
+        mask &= np.array([_split_of(str(k), fraction, seed) == split for k in batch["split_key"]], dtype=bool)
     return {c: np.asarray(batch[c])[mask] for c in columns}
 
 
@@ -242,7 +249,7 @@ def run_ingest(cfg: IngestConfig, out_dir: str | Path | None = None, progress: b
     processed = raw.map_batches(
         RowProcessor,
         fn_constructor_kwargs=dict(record_type=cfg.record_type, formats=formats, model_path=model_path,
-                                   max_length=cfg.max_length, policy=cfg.length_policy),
+                                   max_length=cfg.max_length, policy=cfg.length_policy, split_by=cfg.split_by),
         batch_size=256, batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=1,
     ).materialize()
     counts = processed.map_batches(_row_counts, batch_format="numpy", batch_size=None).take_all()

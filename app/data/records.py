@@ -292,6 +292,17 @@ def _reference(row: dict[str, Any]) -> str:
     return str(ref)
 
 
+def prompt_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The conversation a record answers: ``prompt_messages`` (preference, unpaired, prompt records) or an sft
+    record's messages up to its last assistant turn. An HH-RLHF transcript gives the same prompt as an sft, a
+    preference or a prompt record, so ``split_by: prompt`` puts it on the same side of every artifact's split."""
+    if "prompt_messages" in record:
+        return {"prompt_messages": record["prompt_messages"]}
+    messages = record["messages"]
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=len(messages))
+    return {"prompt_messages": messages[:last]}
+
+
 def canonical_text(record: dict[str, Any]) -> str:
     """Canonical JSON of a normalized record (exact dedup key: whitespace-normalized, case kept, sorted keys)."""
     def norm(x):

@@ -248,6 +248,7 @@ class PPODriver:
             "iteration": self.iteration, "reward_mean": float(scores.mean()), "reward_std": float(scores.std()),
             "kl": seq_kl, "kl_coef": beta, "response_length": float(lengths.mean()),
             "truncated_frac": float((lengths >= r.max_new_tokens).float().mean()),
+            "empty_reply_frac": sum(1 for g in generated if not g.strip()) / len(generated),  # reward hacking by silence
             **source_means,  # 'rm_score' and 'rule_score' (rule-verified accuracy) side by side under reward.kind=sum
             **stats, **is_stats,
             "seconds_generation": t_gen - t0, "seconds_scoring": t_score - t_gen, "seconds_training": t_train - t_score,
@@ -263,7 +264,8 @@ class PPODriver:
         rw = self.cfg.reward
         weights = ({"rule": 1.0, "model": 1.0} if rw.kind != "sum"
                    else {"rule": rw.rule_weight, "model": rw.model_weight})
-        return combine_rewards(components, weights, lengths, rw.length_penalty, rw.length_penalty_free_tokens)
+        return combine_rewards(components, weights, lengths, rw.length_penalty, rw.length_penalty_free_tokens,
+                               rw.min_reply_tokens, rw.short_reply_penalty)
 
     # ----- the loop -----------------------------------------------------------------------------------------------
     def run(self, on_iteration=None) -> list[dict]:

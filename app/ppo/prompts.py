@@ -77,7 +77,9 @@ def _rows_from_artifact(folder: Path, split: str) -> list[tuple[list[dict], str]
                 messages = json.loads(rec["messages"])
             except (TypeError, json.JSONDecodeError):
                 raise ConfigError(f"{f} row {n}: field 'messages' is not a JSON list of chat messages") from None
-            rows.append(([m for m in messages if m.get("role") != "assistant"], rec["reference"] or ""))
+            while messages and messages[-1].get("role") == "assistant":  # a trailing answer is not part of the prompt
+                messages = messages[:-1]
+            rows.append((messages, rec["reference"] or ""))  # earlier assistant turns stay (multi-turn HH prompts)
     return rows
 
 

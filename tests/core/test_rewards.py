@@ -61,3 +61,6 @@ def test_combine_rewards_weights_and_length_penalty_by_hand():
     assert combine_rewards(comps, {"model": 1.0}, [1, 1, 1]) == [0.5, -1.0, 2.0]  # unweighted rule: logged only
     with pytest.raises(ValueError, match="'rule' has 2 scores for 3"):
         combine_rewards({"rule": [1.0, 0.0]}, {"rule": 1.0}, [1, 2, 3])
+    # short-reply guard: lengths 1 and 2 are < 3 -> -1.5 each; 3 is not: [0.5-1.5, -1.0-1.5, 2.0]
+    out = combine_rewards({"model": [0.5, -1.0, 2.0]}, {"model": 1.0}, [1, 2, 3], min_tokens=3, short_penalty=1.5)
+    assert out == pytest.approx([-1.0, -2.5, 2.0])

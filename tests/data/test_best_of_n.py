@@ -7,13 +7,22 @@ import json
 
 import pytest
 
-from app.data.best_of_n import pick_best_worst
+from app.data.best_of_n import _messages, _prompt_field, pick_best_worst
 
 
 def test_pick_best_worst_respects_the_minimum_gap():
     assert pick_best_worst([0.1, 0.9, -0.4, 0.3], min_gap=1.0) == (1, 2)
     assert pick_best_worst([0.1, 0.9, -0.4, 0.3], min_gap=1.31) is None  # 0.9 - (-0.4) = 1.3 < 1.31
     assert pick_best_worst([0.5], min_gap=0.0) is None and pick_best_worst([0.2, 0.2], min_gap=0.0) is None
+
+
+def test_prompt_rows_may_be_multi_turn_conversations():
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "joke?"}]
+    assert _messages({"messages": json.dumps(turns)}) == turns == _messages({"messages": turns})
+    assert _prompt_field(turns) == turns  # pairs.jsonl keeps the conversation (TRL conversational prompt)
+    assert _prompt_field(_messages({"prompt": "Is the sky blue?"})) == "Is the sky blue?"
+    with pytest.raises(ValueError, match="ending with a user turn"):
+        _messages({"messages": turns[:2]})
 
 
 @pytest.mark.ray

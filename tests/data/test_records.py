@@ -8,7 +8,7 @@ import pytest
 
 from app.config.paths import REPO_ROOT
 from app.data.errors import RowError
-from app.data.records import canonical_text, decode_json_line, normalize, parse_hh_transcript
+from app.data.records import canonical_text, decode_json_line, normalize, parse_hh_transcript, prompt_of
 
 GSM = {"question": "Tom has 3 apples. How many?", "answer": "3 apples.\n#### 3"}
 
@@ -25,6 +25,21 @@ def test_hh_transcript_to_preference():
     rec = normalize(row, "preference")
     assert [m["role"] for m in rec["prompt_messages"]] == ["user", "assistant", "user"]
     assert rec["chosen"] == "knock knock" and rec["rejected"] == "no"
+
+
+def test_one_hh_transcript_has_one_prompt_in_every_record_type():
+    """split_by: prompt hashes prompt_of(record): the SFT, preference and prompt records of one HH transcript must give
+    the same prompt (one side of the split in all three artifacts), and two transcripts that differ only in the
+    replies must too; a different conversation must not."""
+    row = {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: knock knock",
+           "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: joke?\n\nAssistant: no"}
+    keys = {canonical_text(prompt_of(normalize(row, kind))) for kind in ("sft", "preference", "prompt")}
+    assert len(keys) == 1
+    assert [m["role"] for m in prompt_of(normalize(row, "sft"))["prompt_messages"]] == ["user", "assistant", "user"]
+    other_reply = {k: v.replace("knock knock", "a pun").replace("Assistant: no", "Assistant: never") for k, v in row.items()}
+    assert canonical_text(prompt_of(normalize(other_reply, "preference"))) in keys
+    other_prompt = {k: v.replace("joke?", "a riddle?") for k, v in row.items()}
+    assert canonical_text(prompt_of(normalize(other_prompt, "sft"))) not in keys
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,25 @@ def test_load_prompts_renders_chat_and_names_bad_rows(prompt_file, tmp_path, tin
         load_prompts(str(bad), tok)
 
 
+def test_artifact_prompts_keep_earlier_assistant_turns(tmp_path, tiny_model_dir):
+    """A multi-turn prompt (HH-RLHF) keeps its earlier assistant turns; only a trailing answer is dropped."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "joke?"}]
+    (tmp_path / "train").mkdir()
+    (tmp_path / "manifest.json").write_text(json.dumps({"record_type": "prompt"}))
+    pq.write_table(pa.table({"messages": [json.dumps(turns), json.dumps(turns + [{"role": "assistant", "content": "no"}])],
+                             "reference": ["", ""]}), tmp_path / "train" / "part-0.parquet")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    first, second = load_prompts(str(tmp_path), tok)
+    assert first.text == second.text == tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    assert "hello" in first.text and "no<" not in first.text
+
+
 def test_plan_bundles_colocated_vs_disaggregated():
     roles = {"policy": RoleResources(1.0, 0.5), "value": RoleResources(0.5, 0.5), "reward": RoleResources(0.25, 0, 2)}
     bundles, where = plan_bundles(roles, colocate=True)
