@@ -7,8 +7,8 @@ Phases (each writes into benchmarks/results/serve_load[_<engine>].json as it fin
             stream terminated ([DONE] or a 4xx body), the engine stopped every cancelled generation; p50/p99 latency and
             completion tokens/s of the valid requests.
   clean     the same valid requests alone (without the bad 15%); the ratios mixed/clean are printed.
-  noisy     tenant B (uncapped) open-loop at a steady rate alone, then again while tenant A (cap C) floods at 10 x C
-            concurrent clients (each honouring Retry-After), --reps times; B's p99 with the flood / alone (goal <= 1.5),
+  noisy     tenant B (uncapped) open-loop at a steady rate alone, then again while tenant A (cap C in flight, --noisy-rate
+            requests/s) floods at 10 x C concurrent clients (each honouring Retry-After), --reps times; B's p99 with the flood / alone (goal <= 1.5),
             plus a decomposition of B's extra latency and CPU per process (benchmarks/serve_noisy.py).
   interval  B alone (as in noisy) on an app per --interval-sweep value of hf.stream_interval_s: what coalescing tokens
             into fewer chunks saves in CPU and costs in time to first token and gaps between chunks.
@@ -37,6 +37,9 @@ from pathlib import Path
 KEYS = {"t0": "sk-load-t0", "t1": "sk-load-t1", "noisy": "sk-load-noisy"}
 ADAPTERS = {"t0": ["a0", "a1"], "t1": ["a2", "a3"], "noisy": ["a4"]}
 NOISY_CAP = 4
+# tenant A's request rate (requests/s, token bucket, burst 4): its 40 clients (10 x its cap of 4 in flight, each waiting
+# Retry-After = 1 s when refused) offer ~40 requests/s, 10 x this rate too; B (uncapped) sends 5/s
+NOISY_RATE = 4.0
 TOPICS = ["the sea", "a mountain", "a city at night", "an old library", "the first snow", "a train journey"]
 BAD_KINDS = ["seed", "nested", "stop", "empty", "newline", "badjson", "temperature"]
 
@@ -252,6 +255,8 @@ def main() -> int:
     ap.add_argument("--sweep-requests", type=int, default=75, help="interval: tenant B's requests per value")
     ap.add_argument("--reps", type=int, default=3, help="noisy: (alone, flood) pairs measured back to back")
     ap.add_argument("--no-decompose", action="store_true", help="noisy: skip the decomposition phases")
+    ap.add_argument("--noisy-rate", type=float, default=NOISY_RATE,
+                    help="tenant A's max_requests_per_s (0: no rate limit, only its concurrency cap)")
     ap.add_argument("--autoscale-load-s", type=float, default=30)
     ap.add_argument("--soak-s", type=float, default=120)
     ap.add_argument("--soak-rps", type=float, default=4)
@@ -288,7 +293,8 @@ def main() -> int:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     tenants = ", ".join(
-        f"{{name: {t}, api_key_sha256: [{hash_key(k)}]" + (f", max_concurrent_requests: {NOISY_CAP}}}" if t == "noisy" else "}")
+        f"{{name: {t}, api_key_sha256: [{hash_key(k)}]" + (f", max_concurrent_requests: {NOISY_CAP}" if t == "noisy" else "")
+        + (f", max_requests_per_s: {args.noisy_rate}" if t == "noisy" and args.noisy_rate > 0 else "") + "}"
         for t, k in KEYS.items())
     common = [f"model.source={args.model}", f"engine={args.engine}", f"adapters.root={root}", f"tenants=[{tenants}]",
               "limits.max_model_len=512", "limits.max_tokens=128", "engine_deployment.num_cpus=1",
@@ -317,6 +323,7 @@ def main() -> int:
     results["startup_s"] = head["startup_s"] = round(time.perf_counter() - t0, 1)
     print(f"{args.engine} app up in {results['startup_s']:.0f}s", flush=True)
     asyncio.run(run_mixed(base, 10, 4, bad=False))  # warm-up: adapters loaded before timing
+    asyncio.run(run_tenant(base, "noisy", 1, None, 2, 4))  # and the noisy tenant's adapter (else its first flood loads it)
     engine = serve.get_deployment_handle("Engine", app)
     if "mixed" in phases:
         before = engine.stats.remote().result()["cancelled"]
@@ -346,6 +353,9 @@ def main() -> int:
         res = asyncio.run(run_noisy(base, server_pids(app), args.max_tokens, args.b_rate, args.b_requests, args.reps,
                                     NOISY_CAP, KEYS, decompose=not args.no_decompose))
         res["stream_interval_s"] = load_config(None, ServeConfig, common).hf.stream_interval_s
+        res["tenant_a_rate_per_s"] = args.noisy_rate or None
+        res["replica_loop_threads"] = {"engine": engine.stats.remote().result()["loop_thread"],
+                                       "ingress": serve.get_deployment_handle("Ingress", app).replica_stats.remote().result()["loop_thread"]}
         results["noisy"] = res
         for pair in res["reps"]:
             print(f"noisy  B p99 alone {pair['alone']['p99_s']}s (failures {pair['alone']['b_failures']}, cpu "

@@ -4,9 +4,10 @@ Run through `python benchmarks/serve_load.py --phases noisy --reps 3` (this modu
 streaming requests open-loop at a steady rate (``--b-rate`` per second, ``--b-requests`` in all, evenly spaced: B's
 load does not grow when the server gets faster or slower, and the rate is chosen so that B alone leaves the machine
 idle most of the time; B's own CPU is measured). Tenant A runs 10 x its cap of closed-loop clients in its own process
-(each refused client waits Retry-After, then tries again), so A always holds its cap of admitted streams and sends
-the rest as 429s. Each repetition measures B alone and then B with A's flood, back to back in the same app, so the p99
-ratio is per repetition. Once, for where B's extra latency comes from: A at its cap only (admitted work, no 429) and
+(each refused client waits as the openai client does: ``retry-after-ms``, else Retry-After; then tries again), so A holds up to its cap of admitted streams, starts at
+most its request rate (``tenants[].max_requests_per_s``, when set) and sends the rest as 429s; A's offered and
+admitted requests per second are recorded. Each repetition measures B alone and then B with A's flood, back to back in the same app, so the p99
+ratio is per repetition. Once, for where B's extra latency comes from: A at its cap only (admitted work; no 429 unless A also has a rate limit) and
 A's refused traffic only (the same clients with a wrong key: 401s). Every phase records CPU cores per process (B's
 client, A's generator, Serve proxy, ingress, engine, the rest of the machine), time to first token and the gaps
 between content events. Both tenants' clients use aiohttp (cheaper per request than httpx): client and server share
@@ -44,6 +45,7 @@ async def sse_request(session, url: str, key: str, payload: bytes, parse: bool =
                 body = json.loads(await r.read())
                 rec["terminated"] = "error" in body
                 rec["retry_after"] = r.headers.get("Retry-After")
+                rec["retry_after_ms"] = r.headers.get("retry-after-ms")
             else:
                 async for line in r.content:
                     if not line.startswith(b"data: "):
@@ -75,7 +77,8 @@ def _session(limit: int):
 
 
 async def tenant_a_load(base: str, kind: str, cap: int, keys: dict, max_tokens: int, stopped) -> dict:
-    """Tenant A's closed-loop clients until ``stopped()``; a 429/401 client waits Retry-After (1 s) and tries again."""
+    """Tenant A's closed-loop clients until ``stopped()``; a 429/401 client waits as the openai client does
+    (``retry-after-ms`` when sent, else Retry-After; 1 s for a 401) and tries again."""
     from serve_load import valid_body
 
     clients, key = _load_spec(kind, cap, keys)
@@ -88,12 +91,16 @@ async def tenant_a_load(base: str, kind: str, cap: int, keys: dict, max_tokens: 
             i += 1
             rec = await sse_request(session, url, key, json.dumps(valid_body(i, "noisy", max_tokens)).encode(), parse=False)
             statuses[str(rec["status"]) if "exception" not in rec else "exception"] += 1
-            if rec["status"] in (401, 429):
-                await asyncio.sleep(float(rec.get("retry_after") or 1))
+            if rec["status"] in (401, 429):  # the openai client's rule: retry-after-ms first, then Retry-After
+                ms = rec.get("retry_after_ms")
+                await asyncio.sleep(float(ms) / 1000 if ms else float(rec.get("retry_after") or 1))
 
+    t0 = time.perf_counter()
     async with _session(clients + 5) as session:
         await asyncio.gather(*(worker(session) for _ in range(clients)))
-    return {"kind": kind, "clients": clients, "statuses": dict(statuses)}
+    wall = time.perf_counter() - t0
+    return {"kind": kind, "clients": clients, "statuses": dict(statuses), "wall_s": round(wall, 1),
+            "offered_per_s": round(sum(statuses.values()) / wall, 1), "admitted_per_s": round(statuses.get("200", 0) / wall, 1)}
 
 
 def _load_process(base, kind, cap, keys, max_tokens, stop_event, results):

@@ -30,8 +30,16 @@ def deployment_options(spec: DeploymentSpec) -> dict[str, Any]:
         "backpressure_config": {"status_code": 429, "retry_after_s": spec.retry_after_s},
         "health_check_period_s": spec.health_check_period_s,
         "health_check_timeout_s": spec.health_check_timeout_s,
-        "ray_actor_options": {"num_cpus": spec.num_cpus},
+        "ray_actor_options": {"num_cpus": spec.num_cpus, **replica_runtime_env(spec)},
     }
+
+
+def replica_runtime_env(spec: DeploymentSpec) -> dict[str, Any]:
+    """``runtime_env`` for a deployment's replicas: Serve reads RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD in each
+    replica process, so the setting applies to these replicas only, not to the proxy or other apps."""
+    if not spec.user_code_on_replica_loop:
+        return {}
+    return {"runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}}
 
 
 def build_app(cfg: ServeConfig):

@@ -69,10 +69,12 @@ class Unprocessable(ServeError):
 
 
 class TooManyRequests(ServeError):
-    """A bounded queue or a tenant's concurrency cap is full; ``retry_after_s`` becomes the Retry-After header."""
+    """A bounded queue is full or a tenant is at its concurrency cap or over its rate; ``retry_after_s`` becomes the
+    Retry-After header, ``retry_after_ms`` (when set) the ``retry-after-ms`` header that the openai client prefers."""
 
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
     retry_after_s = 1
+    retry_after_ms: int | None = None
 
 
 class RequestTimeout(ServeError):

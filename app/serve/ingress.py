@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP front door: auth → bounded body → model routing → tokenize → engine → OpenAI JSON/SSE.
 
 Everything a user can get wrong is caught here and answered in the OpenAI error shape (401/404/409/400/413/422);
-a full queue or a tenant over its concurrency cap answers 429 with Retry-After, a request past request_timeout_s
+a full queue or a tenant over its concurrency cap or request rate answers 429 with Retry-After, a request past request_timeout_s
 504 (its generation cancelled), and only a failing engine answers 503 — for the requests it was running. The engine sees token ids and a resolved, lineage-checked adapter location.
 """
 
@@ -60,7 +60,11 @@ def validation_error(exc: ValidationError) -> Unprocessable:
 
 
 def _error(err: ServeError) -> JSONResponse:
-    headers = {"Retry-After": str(int(err.retry_after_s))} if isinstance(err, TooManyRequests) else None
+    headers = None
+    if isinstance(err, TooManyRequests):
+        headers = {"Retry-After": str(int(err.retry_after_s))}
+        if err.retry_after_ms is not None:
+            headers["retry-after-ms"] = str(err.retry_after_ms)
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
@@ -70,7 +74,7 @@ _front: list = []  # this process's Ingress replica (set in Ingress.__init__), f
 
 class FrontDoor:
     """Pure-ASGI middleware in front of FastAPI: a completion request with an unknown key (401) or from a tenant at its
-    concurrency cap (429) is answered here from its headers alone — before routing, the Request object, the body read
+    concurrency cap or over its request rate (429) is answered here from its headers alone — before routing, the Request object, the body read
     and JSON validation. A tenant over its cap (a flood) then costs the ingress a header lookup and a sha256; the
     response is the same as the endpoint's (the endpoint still checks both, for requests that pass here)."""
 
@@ -110,7 +114,8 @@ class Ingress:
         self.base_sha = resolved.base_sha
         self.served_name = served_name_for(self.cfg.model.source, self.cfg.served_name)
         self.metrics = IngressMetrics()
-        self.gate = TenantGate({t.name: t.max_concurrent_requests for t in self.cfg.tenants})
+        self.gate = TenantGate({t.name: t.max_concurrent_requests for t in self.cfg.tenants},
+                               {t.name: (t.max_requests_per_s, t.burst) for t in self.cfg.tenants})
         self.checked_versions: set[str] = set()  # adapter versions whose lineage matched this base
         _front[:] = [self]
 

@@ -6,12 +6,15 @@ They are exported by every Ray node's metrics agent (Prometheus format) and show
 from __future__ import annotations
 
 def replica_memory() -> dict:
-    """This process's pid and resident memory (MiB): what a soak compares at start and end per replica."""
+    """This process's pid and resident memory (MiB): what a soak compares at start and end per replica; and the thread
+    the caller runs on (from a replica's handler: the thread of its user-code event loop)."""
     import os
+    import threading
 
     import psutil
 
-    return {"pid": os.getpid(), "rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1)}
+    return {"pid": os.getpid(), "rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "loop_thread": threading.current_thread().name}
 
 
 _LATENCY_BOUNDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60]

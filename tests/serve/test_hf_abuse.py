@@ -16,6 +16,7 @@ pytestmark = pytest.mark.ray
 APP = "rayalign-hf-abuse"
 BASE = "tiny-llama"
 GLOBEX_CAP = 2
+RATED_KEY = "sk-initech-test-key"  # tenant initech: 0.2 requests/s, burst 1
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +32,16 @@ def app(serve_port, tiny_model_dir, tmp_path_factory):
     (root / "acme" / "nolineage").mkdir()
     (root / "acme" / "nolineage" / "adapter_config.json").write_text(json.dumps({"r": 4}))
     tenants = (f"tenants=[{{name: acme, api_key_sha256: [{hash_key(KEYS['acme'])}]}}, "
-               f"{{name: globex, api_key_sha256: [{hash_key(KEYS['globex'])}], max_concurrent_requests: {GLOBEX_CAP}}}]")
+               f"{{name: globex, api_key_sha256: [{hash_key(KEYS['globex'])}], max_concurrent_requests: {GLOBEX_CAP}}}, "
+               f"{{name: initech, api_key_sha256: [{hash_key(RATED_KEY)}], max_requests_per_s: 0.2, burst: 1}}]")
     cfg = load_config(None, ServeConfig, [
         "model.source=tiny:llama", "engine=hf", f"adapters.root={root}", "engine_deployment.num_cpus=0.5",
         "engine_deployment.max_ongoing_requests=8", "engine_deployment.max_queued_requests=8",
         "ingress_deployment.num_cpus=0.1", "limits.max_tokens=200", "limits.max_model_len=256", tenants,
     ])
     serve.run(build_app(cfg), name=APP, route_prefix="/", blocking=False)
-    yield {"url": f"http://127.0.0.1:{serve_port}", "root": root, "engine": serve.get_deployment_handle("Engine", APP)}
+    yield {"url": f"http://127.0.0.1:{serve_port}", "root": root, "engine": serve.get_deployment_handle("Engine", APP),
+           "ingress": serve.get_deployment_handle("Ingress", APP)}
     serve.delete(APP)
 
 
@@ -145,3 +148,32 @@ def test_client_disconnect_stops_its_generation(app):
     while time.time() < deadline and app["engine"].stats.remote().result()["cancelled"] == before:
         time.sleep(0.2)
     assert app["engine"].stats.remote().result()["cancelled"] == before + 1
+
+
+def test_tenant_over_its_request_rate_gets_429_and_others_are_unaffected(app):
+    """initech may start 0.2 requests/s (burst 1): of two requests back to back the second is refused with the
+    bucket's Retry-After (5 s less the first request's time, rounded up) in OpenAI's shape, while acme's requests at
+    the same moment all answer 200."""
+    async def both():
+        async with httpx.AsyncClient(timeout=60) as c:
+            url = app["url"] + "/v1/chat/completions"
+            first = await c.post(url, json=body(max_tokens=2), headers={"Authorization": f"Bearer {RATED_KEY}"})
+            second, *acme = await asyncio.gather(
+                c.post(url, json=body(max_tokens=2), headers={"Authorization": f"Bearer {RATED_KEY}"}),
+                *(c.post(url, json=body(max_tokens=2), headers=headers()) for _ in range(3)))
+            return first, second, acme
+
+    first, second, acme = asyncio.run(both())
+    assert first.status_code == 200, first.text
+    assert_openai_error(second, 429)
+    assert second.json()["error"]["code"] == "tenant_rate_limit" and second.headers["Retry-After"] in ("4", "5")
+    assert 3000 < int(second.headers["retry-after-ms"]) <= 6000
+    assert [r.status_code for r in acme] == [200] * 3
+
+
+def test_replicas_run_user_code_on_their_own_event_loop(app):
+    """user_code_on_replica_loop (default) reaches the replicas: their handlers run on the replica's loop, not on
+    Serve's separate user-code thread."""
+    for handle, method in ((app["engine"], "stats"), (app["ingress"], "replica_stats")):
+        thread = getattr(handle, method).remote().result()["loop_thread"]
+        assert "_run_user_code_event_loop" not in thread, thread

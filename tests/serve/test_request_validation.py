@@ -100,6 +100,50 @@ def test_tenant_gate_caps_one_tenant_and_not_the_others():
     assert gate.inflight == {"a": 2, "b": 50} and len(others) == 50
 
 
+def test_tenant_rate_limit_bounds_requests_started_not_only_in_flight():
+    """A tenant of short requests never exceeds its concurrency cap yet can start many per second: the token bucket
+    refuses the request past its rate (429, code tenant_rate_limit, Retry-After = whole seconds until a token), a
+    refused request takes no token, the bucket refills at the rate, and other tenants are untouched."""
+    from app.serve.admission import TenantGate
+    from app.serve.errors import TooManyRequests
+
+    now = [100.0]
+    gate = TenantGate({"a": 4, "b": None}, {"a": (2.0, None), "b": (None, None)}, clock=lambda: now[0])
+    for _ in range(2):  # burst defaults to ceil(rate) = 2; each request ends at once, so the cap is never reached
+        gate.admit("a").release()
+    with pytest.raises(TooManyRequests, match=r"rate limit of 2 requests/s") as refused:
+        gate.admit("a")
+    assert refused.value.code == "tenant_rate_limit" and refused.value.retry_after_s == 1
+    assert all(gate.over_cap("a") is not None for _ in range(20))  # asking takes nothing
+    assert [gate.admit("b") for _ in range(50)] and gate.over_cap("b") is None  # no rate for b
+    now[0] += 0.5  # one token back at 2/s
+    gate.admit("a").release()
+    assert gate.over_cap("a") is not None
+    now[0] += 60  # refills to the burst, not beyond
+    gate.admit("a").release(), gate.admit("a").release()
+    assert gate.over_cap("a") is not None
+
+    slow = TenantGate({}, {"s": (0.25, 1)}, clock=lambda: now[0], jitter=lambda: 0.25)
+    slow.admit("s")
+    assert slow.over_cap("s").retry_after_s == 4 and slow.over_cap("s").retry_after_ms == 4250
+    assert gate.inflight["a"] == 0
+
+
+def test_tenant_refusals_spread_their_retries():
+    """Clients refused together are told to come back at different moments (retry-after-ms: the wait, at least 0.5 s,
+    plus 0-1 s of jitter), not all in the same second as an integer Retry-After would have them."""
+    from app.serve.admission import TenantGate
+
+    gate = TenantGate({"a": 1}, {"r": (4.0, 1)}, clock=lambda: 0.0)
+    gate.admit("a"), gate.admit("r")
+    capped = [gate.over_cap("a") for _ in range(200)]
+    rated = [gate.over_cap("r") for _ in range(200)]
+    for refusals in (capped, rated):
+        ms = [e.retry_after_ms for e in refusals]
+        assert {e.retry_after_s for e in refusals} == {1}
+        assert 500 <= min(ms) < 600 and 1400 < max(ms) <= 1500 and len(set(ms)) > 100
+
+
 def test_full_engine_queue_is_429_with_retry_after():
     from ray.serve.exceptions import BackPressureError
 
@@ -245,3 +289,34 @@ def test_front_door_refuses_over_cap_and_unknown_keys_from_headers_alone():
     assert over.json()["error"]["code"] == "tenant_concurrency_limit" and "limit is 1" in over.json()["error"]["message"]
     assert unknown.status_code == 401 and unknown.json()["error"]["message"] == "invalid API key"
     assert recorded == [("-", "a", 429), ("-", "-", 401)] and door.gate.inflight == {"a": 1}
+
+
+def test_front_door_refuses_a_tenant_over_its_rate_from_headers_alone():
+    """The rate limit is decided in the same place: 429 with the bucket's Retry-After before the body is read."""
+    import types
+
+    import httpx
+
+    from app.serve import ingress
+    from app.serve.admission import TenantGate
+    from app.serve.auth import KeyRing, hash_key
+
+    door = types.SimpleNamespace(keys=KeyRing({hash_key("sk-a"): "a"}), gate=TenantGate({}, {"a": (0.5, 1)}),
+                                 metrics=types.SimpleNamespace(record=lambda *a: None))
+    door.refuse_early = types.MethodType(ingress.Ingress.refuse_early, door)
+    door.gate.admit("a").release()  # its one token is spent
+
+    async def post():
+        transport = httpx.ASGITransport(app=ingress.api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://x") as client:
+            return await client.post("/v1/chat/completions", content=b"{" * 1_000_000, headers={"Authorization": "Bearer sk-a"})
+
+    saved = list(ingress._front)
+    ingress._front[:] = [door]
+    try:
+        over = asyncio.run(post())
+    finally:
+        ingress._front[:] = saved
+    assert over.status_code == 429 and over.headers["Retry-After"] == "2"
+    assert 2000 <= int(over.headers["retry-after-ms"]) <= 3000
+    assert over.json()["error"]["code"] == "tenant_rate_limit" and over.json()["error"]["type"] == "rate_limit_error"

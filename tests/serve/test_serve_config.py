@@ -27,6 +27,17 @@ def test_deploy_config_validates_against_ray_schema():
     assert engine.health_check_period_s == cfg.engine_deployment.health_check_period_s
 
 
+def test_replicas_run_user_code_on_their_own_loop_unless_turned_off():
+    """Serve's same-loop setting reaches each replica through its runtime_env (the replica process reads it), by
+    default for both deployments, and is absent when a deployment turns it off."""
+    from app.serve.app import deployment_options
+
+    cfg = load_config(None, ServeConfig, ["ingress_deployment.user_code_on_replica_loop=false"])
+    engine, ingress = deployment_options(cfg.engine_deployment), deployment_options(cfg.ingress_deployment)
+    assert engine["ray_actor_options"]["runtime_env"] == {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
+    assert "runtime_env" not in ingress["ray_actor_options"] and ServeConfig().ingress_deployment.user_code_on_replica_loop
+
+
 def test_cli_writes_deploy_file(tmp_path):
     import yaml
 
