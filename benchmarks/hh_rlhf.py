@@ -1,7 +1,7 @@
 """Learning result of the RLHF chain on HH-RLHF harmless (SFT -> reward model -> GRPO against that RM), measured on
 held-out prompts from ONE `rayalign pipeline --config configs/pipeline/rlhf.yaml` run; and RLAIF -> DPO on top of it.
 
-    bash .ci/env rayalign pipeline --config configs/pipeline/rlhf.yaml report_dir=R     # ~25 min on 2 cores
+    bash .ci/env rayalign pipeline --config configs/pipeline/rlhf.yaml report_dir=R     # ~16 min on 2 cores
     python benchmarks/hh_rlhf.py --report R            # the chain, evaluated on 64 held-out prompts (~4 min)
     python benchmarks/hh_rlhf.py --report R --rlaif    # RLAIF pairs -> DPO -> human held-out pairs (~10 min)
     python benchmarks/hh_rlhf.py --plot-only           # re-draw the PNG from the JSON

@@ -3,16 +3,23 @@
     python benchmarks/init_memory.py [--dtypes float32 bfloat16] [--modes full fsdp2_meta full_ds zero3_init]
     # writes benchmarks/results/init_memory.json (goal: sharded peak <= 0.6 x the full build's peak, per rank)
 
-Each (dtype, mode, rank) is a fresh process, so ``ru_maxrss`` is that build's peak. Each mode imports what its
-training path imports and nothing else, all before ``baseline`` is read: torch + transformers' Llama (whose import
-alone pulls in accelerate, torch._dynamo, sklearn, pandas: ~330 MiB), plus ``fully_shard`` for FSDP2, plus
-DeepSpeed (+~150 MiB) for ZeRO-3. A rank that trains with FSDP2 never imports DeepSpeed, so FSDP2 is compared with
+Each (dtype, mode, rank) is a fresh process, so its ``VmHWM`` is that build's peak. Each mode imports what its
+training path imports and nothing else, all before ``baseline`` is read, in the same way a training worker does
+(``app/models/lean_imports.py``: sklearn made unimportable first, DeepSpeed imported without its autotuner's
+MLflow): torch + transformers' Llama (accelerate, torch._dynamo: ~450 MiB), plus ``fully_shard`` for FSDP2, plus
+DeepSpeed (+~25 MiB) for ZeRO-3. A rank that trains with FSDP2 never imports DeepSpeed, so FSDP2 is compared with
 ``full`` (a full build in a torch + transformers process); a ZeRO-3 rank always has DeepSpeed loaded, so ZeRO-3 is
 compared with ``full_ds`` (a full build in a process that imported DeepSpeed and initialised its comm). The fixed
 import cost sits in both numerator and denominator, so for a 1.1 B model it, not the weights, keeps the ratio
-above 0.5. Per rank the result also splits the peak into ``baseline`` (imports), ``local_mib`` (the weights this
-rank keeps) and ``transient_mib`` (the rest: for ``zero.Init`` the one full-size tensor being partitioned, i.e.
-the 32000 x 2048 output head). The capacity planner's figures for the same config (what ``rayalign plan`` counts
+above 0.5 (``*_above_baseline`` is the ratio without it). Per rank the result also splits the peak into
+``baseline`` (imports), ``local_mib`` (the weights this rank keeps) and ``transient_mib`` (the rest).
+
+The sharded modes build as training does and only the values differ (random here, the checkpoint's rows in
+training): ``fsdp2_meta`` is ``meta_trainable_model``'s meta-device build, ``fully_shard``, ``to_empty``;
+``zero3_init`` is ``partitioned_empty_model`` (``app/models/meta_init.py``: ``zero.Init`` + ``no_init_weights``,
+without zero.Init's broadcast of rank 0's values, which wrote a full copy of every tensor on rank 1 and kept the
+whole output head resident). Each then initialises its local shards / partitions in 1 Mi-element slices, so no
+full-size tensor ever exists. The capacity planner's figures for the same config (what ``rayalign plan`` counts
 and sizes: weights per rank, replicated vs ZeRO-3-partitioned, and the largest single tensor) are next to it.
 """
 
@@ -21,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -40,7 +46,10 @@ def llama_shape() -> dict:
 
 
 def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak RSS so far, MiB: ``VmHWM`` of its own address space. Not ``ru_maxrss``: Linux keeps
+    that across ``execve``, so a rank started from a parent that had grown larger reports the parent's peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB
 
 
 def build(mode: str, dtype_name: str):
@@ -74,14 +83,20 @@ def build(mode: str, dtype_name: str):
         n = sum(p.numel() for p in model.parameters())
         return n, sum(p.to_local().numel() * p.element_size() for p in model.parameters())
     if mode == "zero3_init":
-        import deepspeed
+        from app.models.meta_init import partitioned_empty_model
 
         ds = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}, "bf16": {"enabled": dtype_name == "bfloat16"}}
-        # the weights' dtype comes from the DeepSpeed config, as in training (transformers passes only the config).
-        # Not dtype=: DeepSpeed 0.19's Init._set_dtype parses `dtype or fp16 if fp16_supported else bf16 ...` so that
-        # on a CPU accelerator (no fp16) any dtype given becomes bfloat16; a float32 build would silently be bf16.
-        with deepspeed.zero.Init(config_dict_or_path=ds, remote_device="cpu"):
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        # the weights' dtype comes from the DeepSpeed config, as in training. Not zero.Init(dtype=): DeepSpeed 0.19's
+        # Init._set_dtype parses `dtype or fp16 if fp16_supported else bf16 ...` so that on a CPU accelerator (no
+        # fp16) any dtype given becomes bfloat16; a float32 build would silently be bf16.
+        model = partitioned_empty_model(config, ds)  # the training path's build (partitioned_trainable_model)
+        with torch.no_grad():  # random values into each partition in slices (training: the checkpoint's rows)
+            for name, p in model.named_parameters():
+                flat = p.ds_tensor.view(-1)
+                for i in range(0, flat.numel(), 1 << 20):
+                    chunk = flat[i : i + (1 << 20)]
+                    chunk.fill_(1.0) if name.endswith("norm.weight") else chunk.normal_(0.0, config.initializer_range)
+        assert {p.ds_tensor.dtype for p in model.parameters()} == {dtype}, "zero.Init built another dtype"
         n = sum(p.ds_numel for p in model.parameters())
         return n, sum(p.ds_tensor.numel() * p.ds_tensor.element_size() for p in model.parameters())
     raise ValueError(mode)
@@ -90,15 +105,17 @@ def build(mode: str, dtype_name: str):
 def worker(mode: str, rank: int, world: int, port: int, dtype: str, out: Path) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
-    # what this mode's training path imports, all before the baseline is read
+    # what this mode's training path imports, all before the baseline is read, as a training worker imports it
+    from app.models.lean_imports import import_deepspeed, skip_unused_imports
+
+    skip_unused_imports()  # WorkerSession does this first: transformers then skips sklearn (~100 MiB)
     import torch
     import torch.distributed as dist
-    from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: F401  (~330 MiB: accelerate, dynamo, sklearn)
+    from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: F401  (~450 MiB: accelerate, dynamo)
+    from transformers.models.llama import modeling_llama  # noqa: F401  (what from_config loads: ~40 MiB)
 
     if mode in ("full_ds", "zero3_init"):
-        import deepspeed
-
-        deepspeed.init_distributed(dist_backend="gloo")
+        import_deepspeed().init_distributed(dist_backend="gloo")  # without the autotuner's MLflow import
     else:
         from torch.distributed.device_mesh import init_device_mesh  # noqa: F401
         from torch.distributed.fsdp import fully_shard  # noqa: F401
@@ -175,6 +192,9 @@ def main() -> None:
     out: dict = {"model": LLAMA_1B, "ranks": 2, "baseline_of": BASELINE_OF}
     commands = (previous.get("commands") or [previous.get("command")]) if previous.get("model") == LLAMA_1B else []
     port = 29600
+    for dtype in ("float32", "bfloat16"):  # a dtype not re-run keeps its earlier measurement (same model)
+        if dtype not in args.dtypes and previous.get("model") == LLAMA_1B and dtype in previous:
+            out[dtype] = previous[dtype]
     for dtype in args.dtypes:
         # modes not re-run keep their earlier measurement (same model); each mode's ranks ran together
         results = {m: r for m, r in previous.get(dtype, {}).get("results", {}).items() if previous.get("model") == LLAMA_1B}

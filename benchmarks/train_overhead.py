@@ -4,7 +4,9 @@ Steady state is the median step's tokens/s (the span mean next to it). Same mode
 full fine-tuning), same packed rows, same batch, same core loss, same AdamW, same threads (2). Steady-state tokens/s
 skips the first WARMUP steps; Ray's start-up (cluster, worker group, model load, data) is reported separately.
 
-    python benchmarks/train_overhead.py [--method sft|dpo] [--runs 3] [--no-diagnostics]   # writes benchmarks/results/train_overhead.json
+    python benchmarks/train_overhead.py [--method sft|dpo] [--runs 3] [--no-diagnostics] [--clusters lean default]
+    python benchmarks/train_overhead.py --idle 15     # what an idle local cluster's processes burn, default vs lean
+    # writes benchmarks/results/train_overhead.json
 
 Each run is a fresh Python process: the bare loop first with no Ray process on the machine (the headline's
 baseline), then the Ray Train loop, then (a diagnostic) the bare loop again next to the now idle Ray cluster; the
@@ -12,6 +14,15 @@ process exits with its cluster, so no run shares the CPUs with an earlier run's 
 loop in a non-main thread before Ray starts (``bare_pytorch_in_thread``), as Ray Train V2 runs the train function. Each loop also records
 its in-step rate (batch, forward, backward, optimizer step only): ``compute_only_overhead`` near the headline means
 the steps themselves ran slower (CPU contention), not that work between steps was added.
+
+What is compared: the Ray *Train* harness (worker group, the loop in a thread, reports, checkpoint bookkeeping),
+on the local cluster a single-node user starts with ``ray.lean: true`` (``app/launch/runtime.py``: no dashboard,
+no metrics export, no event stats, no usage stats) -- the headline, ``steady_state_overhead``. The same loop on
+the default local cluster (dashboard and metrics agent running) is the second row, ``..._default_cluster``: on
+this 2-core box those daemons take CPU from the two training threads, which no change to the train loop removes.
+While each Ray loop runs, every process the driver started is sampled (``psutil`` CPU times, 0.5 s) and its CPU
+over the steady-state steps is reported by kind (raylet, gcs_server, dashboard, dashboard_agent, the train
+worker, ...). ``--idle SECONDS`` samples the same processes of an idle cluster, default and lean.
 
 ``--method dpo``: the same comparison for the DPO loop (app/train/dpo.py: packed policy log-probs, precomputed
 reference columns, the core DPO loss) on synthetic pairs, 16 pairs per step; the reference precompute runs on Ray
@@ -44,7 +55,7 @@ STEPS, WARMUP, SEQ = 80, 10, 512  # ~0.1 s a step: 70 steady steps, not 25, so o
 MODEL = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
 
 
-def config(artifact: Path, model_dir: Path, storage: Path) -> SFTConfig:
+def config(artifact: Path, model_dir: Path, storage: Path, lean: bool = True) -> SFTConfig:
     return SFTConfig.model_validate({
         "model": {"source": str(model_dir)},
         "data": {"artifact": str(artifact)},
@@ -54,7 +65,8 @@ def config(artifact: Path, model_dir: Path, storage: Path) -> SFTConfig:
         "checkpoint": {"every_steps": 10**6, "keep": 1},
         "scaling": {"num_workers": 1, "cpus_per_worker": 2, "max_failures": 0},
         "tracking": {"enabled": False},
-        "ray": {"storage_path": str(storage), "run_name": f"overhead-{int(time.time())}", "num_cpus": 2},
+        "ray": {"storage_path": str(storage), "run_name": f"overhead-{'lean' if lean else 'default'}-{int(time.time())}",
+                "num_cpus": 2, "lean": lean},
     })
 
 
@@ -102,7 +114,8 @@ def ray_loop(cfg: SFTConfig) -> dict:
     from app.launch.run import run_sft
 
     t0 = time.time()
-    out = run_sft(cfg)
+    with ProcessCPU() as cpu:
+        out = run_sft(cfg)
     end = time.time()
     hist = out.history
     starts = [h["wall_start"] for h in hist] + [end]
@@ -110,13 +123,98 @@ def ray_loop(cfg: SFTConfig) -> dict:
     res = steady_state(starts[:-1], [int(h["tokens"]) for h in hist][:-1], [h["tokens_per_s"] for h in hist])
     res["startup_s"] = hist[0]["wall_start"] - t0
     res["total_s"] = end - t0
+    res["process_cpu"] = cpu.window(hist[WARMUP]["wall_start"], hist[-1]["wall_start"])
     return res
+
+
+def process_kind(proc) -> str:
+    """What a process of a local Ray cluster is, from its command line / Ray's process title."""
+    cmd = " ".join(proc.cmdline())
+    for marker, kind in (("gcs_server", "gcs_server"), ("raylet", "raylet"), ("dashboard/dashboard.py", "dashboard"),
+                         ("dashboard/agent.py", "dashboard_agent"), ("runtime_env/agent", "runtime_env_agent"),
+                         ("log_monitor.py", "log_monitor"), ("autoscaler/_private/monitor.py", "monitor")):
+        if marker in cmd:
+            return kind
+    if cmd.startswith("ray::"):  # a worker: ray::RayTrainWorker.run..., ray::TrainController..., ray::IDLE
+        return cmd.split()[0].split(".")[0]
+    return proc.name()
+
+
+class ProcessCPU:
+    """CPU seconds of this process and every process it started (Ray's daemons and workers), sampled every 0.5 s in a
+    thread, so a window (the steady-state steps) can be cut out afterwards: ``window(t0, t1)`` gives each kind's CPU
+    seconds per wall second (1.0 = one core busy)."""
+
+    def __enter__(self):
+        import threading
+
+        self.samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        kinds: dict[int, str] = {}
+        while True:
+            snap = {}
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    t = proc.cpu_times()
+                    kind = "driver" if proc.pid == me.pid else process_kind(proc)
+                    if kind.startswith("ray::") or proc.pid not in kinds:  # workers change title (IDLE -> actor)
+                        kinds[proc.pid] = kind
+                    snap[proc.pid] = (kinds[proc.pid], t.user + t.system)
+                except psutil.Error:
+                    pass
+            self.samples.append((time.time(), snap))
+            if self._stop.wait(0.5):
+                return
+
+    def window(self, t0: float, t1: float) -> dict:
+        first = max((s for s in self.samples if s[0] <= t0), key=lambda s: s[0], default=self.samples[0])
+        last = min((s for s in self.samples if s[0] >= t1), key=lambda s: s[0], default=self.samples[-1])
+        wall = last[0] - first[0]
+        by_kind: dict[str, float] = {}
+        for pid, (kind, cpu) in last[1].items():
+            by_kind[kind] = by_kind.get(kind, 0.0) + cpu - first[1].get(pid, (kind, 0.0))[1]
+        cores = {k: round(v / wall, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]) if v / wall >= 0.0005}
+        train = sum(v for k, v in cores.items() if k.startswith("ray::RayTrainWorker"))
+        return {"wall_s": round(wall, 1), "cores_by_kind": cores, "cores_not_training": round(sum(cores.values()) - train, 3)}
+
+
+def idle_cluster_cpu(seconds: float) -> dict:
+    """CPU of an idle local cluster's processes over ``seconds`` (after a 4 s settle), default and lean."""
+    import ray
+
+    from app.config.common import RaySpec
+    from app.launch.runtime import init_ray
+
+    out = {}
+    for name, lean in (("default", False), ("lean", True)):
+        init_ray(RaySpec(num_cpus=2, lean=lean))
+        time.sleep(4)
+        with ProcessCPU() as cpu:
+            t0 = time.time()
+            time.sleep(seconds)
+            t1 = time.time()
+        out[name] = cpu.window(t0, t1)
+        ray.shutdown()
+        time.sleep(2)
+    return {"seconds": seconds, **out}
 
 
 PAIRS_PER_STEP = 16
 
 
-def dpo_config(artifact: Path, model_dir: Path, storage: Path):
+def dpo_config(artifact: Path, model_dir: Path, storage: Path, lean: bool = True):
     from app.config.dpo import DPOConfig
 
     return DPOConfig.model_validate({
@@ -126,7 +224,8 @@ def dpo_config(artifact: Path, model_dir: Path, storage: Path):
         "checkpoint": {"every_steps": 10**6, "keep": 1},
         "scaling": {"num_workers": 1, "cpus_per_worker": 2, "max_failures": 0},
         "dpo": {"precompute_cpus": 2}, "tracking": {"enabled": False},
-        "ray": {"storage_path": str(storage), "run_name": f"overhead-dpo-{int(time.time())}", "num_cpus": 2},
+        "ray": {"storage_path": str(storage), "run_name": f"overhead-dpo-{'lean' if lean else 'default'}-{int(time.time())}",
+                "num_cpus": 2, "lean": lean},
     })
 
 
@@ -159,16 +258,18 @@ def ray_dpo_loop(cfg) -> dict:
     from app.launch.preference import fit_preference
 
     t0 = time.time()
-    out = fit_preference("dpo", cfg)
+    with ProcessCPU() as cpu:
+        out = fit_preference("dpo", cfg)
     end = time.time()
     hist = out["history"]
     res = steady_state([h["wall_start"] for h in hist], [int(h["tokens"]) for h in hist][:-1], [h["tokens_per_s"] for h in hist])
     res["startup_s"] = hist[0]["wall_start"] - t0
     res["total_s"] = end - t0
+    res["process_cpu"] = cpu.window(hist[WARMUP]["wall_start"], hist[-1]["wall_start"])
     return res
 
 
-def measure_dpo(work: Path) -> dict:
+def measure_dpo(work: Path, clusters: tuple[str, ...] = ("lean",), diagnostics: bool = True) -> dict:
     from app.launch.preference import ensure_reference_logprobs
     from app.launch.runtime import init_ray
     from app.models.loader import load_tokenizer
@@ -177,17 +278,36 @@ def measure_dpo(work: Path) -> dict:
     from app.data.synthetic import write_preference_artifact
 
     artifact = write_preference_artifact(work / "pairs", load_tokenizer(str(model_dir)), PAIRS_PER_STEP * 8, 0, model_source=str(model_dir))
-    cfg = dpo_config(artifact, model_dir, work / "runs")
-    init_ray(cfg.ray)
-    ensure_reference_logprobs(cfg)  # once, outside both timings
+    cfgs = {c: dpo_config(artifact, model_dir, work / f"runs-{c}", lean=c == "lean") for c in clusters}
+    first = cfgs[clusters[0]]
+    init_ray(first.ray)
+    ensure_reference_logprobs(first)  # once, outside both timings
     import ray
 
     ray.shutdown()  # the bare loop runs with no Ray processes on the machine, as SFT's does
-    bare = bare_dpo_loop(cfg, artifact, model_dir)
-    ray_res = ray_dpo_loop(cfg)
-    idle = bare_dpo_loop(cfg, artifact, model_dir)  # diagnostic: the bare loop next to the (now idle) Ray cluster
-    return {"pairs_per_step": PAIRS_PER_STEP, "bare_pytorch": bare, "ray_train_1x2cpu": ray_res,
-            "bare_pytorch_ray_cluster_idle": idle, **overheads(bare, ray_res, idle)}
+    bare = bare_dpo_loop(first, artifact, model_dir)
+    rows = {}
+    for c in clusters:
+        rows[c] = ray_dpo_loop(cfgs[c])
+        if c != clusters[-1]:
+            ray.shutdown()
+    out = {"pairs_per_step": PAIRS_PER_STEP, "bare_pytorch": bare, **ray_rows(bare, rows)}
+    if diagnostics:  # the bare loop next to the (now idle) last cluster
+        idle = bare_dpo_loop(first, artifact, model_dir)
+        out.update(bare_pytorch_ray_cluster_idle=idle, idle_cluster_slowdown_of_bare=1.0 - idle["tokens_per_s"] / bare["tokens_per_s"])
+    return out
+
+
+def ray_rows(bare: dict, rows: dict[str, dict]) -> dict:
+    """The Ray rows against the bare loop: ``ray_train_1x2cpu`` + ``steady_state_overhead`` on the first cluster
+    run (lean: the headline), ``..._default_cluster`` for the default one."""
+    out: dict = {"headline_cluster": next(iter(rows))}
+    for i, (cluster, res) in enumerate(rows.items()):
+        tail = "" if i == 0 else f"_{cluster}_cluster"
+        out[f"ray_train_1x2cpu{tail}"] = res
+        out[f"steady_state_overhead{tail}"] = 1.0 - res["tokens_per_s"] / bare["tokens_per_s"]
+        out[f"compute_only_overhead{tail}"] = 1.0 - res["compute_tokens_per_s"] / bare["compute_tokens_per_s"]
+    return out
 
 
 def in_thread(fn, *args) -> dict:
@@ -202,21 +322,12 @@ def in_thread(fn, *args) -> dict:
     return out
 
 
-def overheads(bare: dict, ray_res: dict, idle: dict) -> dict:
-    """The headline (Ray Train vs the bare loop with no Ray on the machine, median steps) and its split: the bare
-    loop slowed by the idle cluster's daemons alone, and the in-step compute rate of Ray's loop vs the bare loop's."""
-    return {"steady_state_overhead": 1.0 - ray_res["tokens_per_s"] / bare["tokens_per_s"],
-            "idle_cluster_slowdown_of_bare": 1.0 - idle["tokens_per_s"] / bare["tokens_per_s"],
-            "ray_train_vs_bare_next_to_idle_cluster": 1.0 - ray_res["tokens_per_s"] / idle["tokens_per_s"],
-            "compute_only_overhead": 1.0 - ray_res["compute_tokens_per_s"] / bare["compute_tokens_per_s"]}
-
-
-def one_run(method: str, no_diagnostics: bool = False) -> dict:
+def one_run(method: str, no_diagnostics: bool = False, clusters: tuple[str, ...] = ("lean", "default")) -> dict:
     """One comparison in a fresh process: ``python train_overhead.py --one METHOD`` prints its result as the last line."""
     import subprocess
     import sys
 
-    flags = ["--no-diagnostics"] if no_diagnostics else []
+    flags = (["--no-diagnostics"] if no_diagnostics else []) + ["--clusters", *clusters]
     proc = subprocess.run([sys.executable, __file__, "--one", method, *flags], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"train_overhead run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -225,56 +336,80 @@ def one_run(method: str, no_diagnostics: bool = False) -> dict:
 
 def main() -> None:
     import argparse
+    import subprocess
+    import sys
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--method", choices=["sft", "dpo"], default="sft")
     ap.add_argument("--runs", type=int, default=1, help="repeat the comparison (the goal is <= 10% in every run)")
-    ap.add_argument("--no-diagnostics", action="store_true", help="SFT: skip the in-thread and idle-cluster bare loops")
-    ap.add_argument("--one", choices=["sft", "dpo"], help=argparse.SUPPRESS)  # internal: one run in this process
+    ap.add_argument("--no-diagnostics", action="store_true", help="skip the in-thread and idle-cluster bare loops")
+    ap.add_argument("--clusters", nargs="+", choices=["lean", "default"], default=["lean", "default"],
+                    help="local clusters the Ray loop runs on, in order; the first is the headline")
+    ap.add_argument("--idle", type=float, metavar="SECONDS", help="only sample an idle cluster's processes, default and lean")
+    ap.add_argument("--one", choices=["sft", "dpo", "idle"], help=argparse.SUPPRESS)  # internal: one run in this process
     args = ap.parse_args()
+    clusters = tuple(args.clusters)
     if args.one:
-        res = (measure_dpo(Path(tempfile.mkdtemp(prefix="rayalign-overhead-dpo-"))) if args.one == "dpo"
-               else measure_sft(diagnostics=not args.no_diagnostics))
+        if args.one == "idle":
+            res = idle_cluster_cpu(args.idle)
+        elif args.one == "dpo":
+            res = measure_dpo(Path(tempfile.mkdtemp(prefix="rayalign-overhead-dpo-")), clusters, not args.no_diagnostics)
+        else:
+            res = measure_sft(clusters, diagnostics=not args.no_diagnostics)
         print(json.dumps(res), flush=True)
         return
     out = ROOT / "benchmarks" / "results" / "train_overhead.json"
     previous = json.loads(out.read_text()) if out.is_file() else {}
+    if args.idle:
+        proc = subprocess.run([sys.executable, __file__, "--one", "idle", "--idle", str(args.idle)], capture_output=True,
+                              text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise SystemExit(f"idle sample failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(json.dumps(res, indent=1), flush=True)
+        out.write_text(json.dumps({**previous, "idle_cluster_cpu": res}, indent=2))
+        return
     runs = []
     for i in range(args.runs):
-        r = one_run(args.method, args.no_diagnostics)
+        r = one_run(args.method, args.no_diagnostics, clusters)
         runs.append(r)
-        print(f"{args.method} run {i + 1}/{args.runs}: bare {r['bare_pytorch']['tokens_per_s']:.0f} tok/s | Ray Train "
-              f"{r['ray_train_1x2cpu']['tokens_per_s']:.0f} tok/s | overhead {r['steady_state_overhead'] * 100:.1f}% | "
-              f"Ray start-up {r['ray_train_1x2cpu']['startup_s']:.1f}s | compute-only overhead "
-              f"{r['compute_only_overhead'] * 100:.1f}%", flush=True)
+        rows = " | ".join(
+            f"{c}: {r['ray_train_1x2cpu' + t]['tokens_per_s']:.0f} tok/s, overhead {r['steady_state_overhead' + t] * 100:.1f}%, "
+            f"other processes {r['ray_train_1x2cpu' + t]['process_cpu']['cores_not_training']:.2f} cores"
+            for j, c in enumerate(clusters) for t in ["" if j == 0 else f"_{c}_cluster"])
+        print(f"{args.method} run {i + 1}/{args.runs}: bare {r['bare_pytorch']['tokens_per_s']:.0f} tok/s | {rows}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     key = "dpo_runs" if args.method == "dpo" else "sft_runs"
-    extra = {} if args.method == "dpo" else runs[-1]
-    out.write_text(json.dumps({**previous, **extra, key: runs, "one_process_per_run": True}, indent=2))
+    if previous.get(key) and "headline_cluster" not in previous[key][0]:  # session 7's runs, all on the default cluster
+        previous[f"{key}_session7_default_cluster"] = previous.pop(key)
+    out.write_text(json.dumps({**previous, key: runs, "one_process_per_run": True}, indent=2))
 
 
-def measure_sft(diagnostics: bool = True) -> dict:
+def measure_sft(clusters: tuple[str, ...] = ("lean", "default"), diagnostics: bool = True) -> dict:
+    import ray
+
     work = Path(tempfile.mkdtemp(prefix="rayalign-overhead-"))
     artifact = write_packed_artifact(work / "artifact", n_rows=STEPS + 5, max_length=SEQ, vocab=500)
     model_dir = build_tiny_model(work / "model", **MODEL)
-    cfg = config(artifact, model_dir, work / "runs")
-    n_params = sum(p.numel() for p in load_trainable_model(model_dir, "full", cfg.lora, cfg.quant).parameters())
-    bare = bare_loop(cfg, artifact, model_dir)
-    if not diagnostics:
-        ray_res = ray_loop(cfg)
-        return {"model_params": n_params, "seq_len": SEQ, "steps": STEPS, "warmup_steps": WARMUP, "threads": 2,
-                "bare_pytorch": bare, "ray_train_1x2cpu": ray_res,
-                "steady_state_overhead": 1.0 - ray_res["tokens_per_s"] / bare["tokens_per_s"],
-                "compute_only_overhead": 1.0 - ray_res["compute_tokens_per_s"] / bare["compute_tokens_per_s"]}
-    threaded = in_thread(bare_loop, cfg, artifact, model_dir)  # diagnostic: Ray Train runs the loop in a thread
-    ray_res = ray_loop(cfg)
-    idle = bare_loop(cfg, artifact, model_dir)  # diagnostic: the bare loop next to the (now idle) Ray cluster
-    return {
-        "model_params": n_params, "seq_len": SEQ, "steps": STEPS, "warmup_steps": WARMUP, "threads": 2,
-        "bare_pytorch": bare, "ray_train_1x2cpu": ray_res, "bare_pytorch_ray_cluster_idle": idle,
-        "bare_pytorch_in_thread": threaded, "in_thread_slowdown_of_bare": 1.0 - threaded["tokens_per_s"] / bare["tokens_per_s"],
-        "throughput_ratio_ray_over_bare": ray_res["tokens_per_s"] / bare["tokens_per_s"], **overheads(bare, ray_res, idle),
-    }
+    cfgs = {c: config(artifact, model_dir, work / f"runs-{c}", lean=c == "lean") for c in clusters}
+    first = cfgs[clusters[0]]
+    n_params = sum(p.numel() for p in load_trainable_model(model_dir, "full", first.lora, first.quant).parameters())
+    bare = bare_loop(first, artifact, model_dir)
+    out: dict = {"model_params": n_params, "seq_len": SEQ, "steps": STEPS, "warmup_steps": WARMUP, "threads": 2,
+                 "bare_pytorch": bare}
+    if diagnostics:  # Ray Train runs the loop in a thread
+        threaded = in_thread(bare_loop, first, artifact, model_dir)
+        out.update(bare_pytorch_in_thread=threaded, in_thread_slowdown_of_bare=1.0 - threaded["tokens_per_s"] / bare["tokens_per_s"])
+    rows = {}
+    for c in clusters:
+        rows[c] = ray_loop(cfgs[c])
+        if c != clusters[-1]:
+            ray.shutdown()
+    out.update(ray_rows(bare, rows))
+    if diagnostics:  # the bare loop next to the (now idle) last cluster
+        idle = bare_loop(first, artifact, model_dir)
+        out.update(bare_pytorch_ray_cluster_idle=idle, idle_cluster_slowdown_of_bare=1.0 - idle["tokens_per_s"] / bare["tokens_per_s"])
+    return out
 
 
 if __name__ == "__main__":

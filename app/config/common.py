@@ -41,6 +41,9 @@ class RaySpec(StrictModel):
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local cluster (None: all)")
     storage_path: str | None = Field(None, description="run storage root: local dir or s3://bucket/prefix (None: <home>/runs)")
     run_name: str | None = Field(None, description="fixed run name; re-running the same name resumes (None: derived from config hash)")
+    lean: bool = Field(False, description="a local cluster ('local') without the dashboard, metrics export, event stats and "
+                       "usage stats, whose daemons then leave the CPUs to training (single node, few cores, nobody "
+                       "watching the dashboard; docs/training.md#ray-train-overhead); ignored when joining a cluster")
 
 
 class TrackingSpec(StrictModel):

@@ -2,7 +2,9 @@
 
 Local use needs no setup: ``init_ray()`` starts a private cluster (``address="local"``) with token auth off
 (Ray 2.60 turns it on by default; a private single-user cluster on 127.0.0.1 does not need it). A given address
-or ``auto`` joins an existing cluster and leaves its auth settings alone.
+or ``auto`` joins an existing cluster and leaves its auth settings alone. ``ray.lean: true`` starts the local
+cluster without the dashboard, metrics export, event stats and usage stats (``LEAN_SYSTEM_CONFIG``): on a few
+cores its idle daemons otherwise take CPU from the training processes (``benchmarks/train_overhead.py``).
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ def resolve_address(address: str) -> str:
     return "auto" if address == "local" and in_submitted_job() else address
 
 
+# ``ray.lean``: what a local cluster runs only for the dashboard and metrics (Ray's own system config keys): the
+# metrics agent's per-process stats collection and export, and the C++ event-loop statistics of raylet and GCS.
+LEAN_SYSTEM_CONFIG = {"enable_metrics_collection": False, "event_stats": False}
+
+
 def init_ray(spec: RaySpec | None = None, **init_kwargs):
     """Start (``local``) or join (``auto`` / ``ray://…`` / ``host:port``) a Ray cluster; idempotent."""
     import ray
@@ -71,20 +78,30 @@ def init_ray(spec: RaySpec | None = None, **init_kwargs):
         if spec.address == "local"
         else {}
     )
+    if spec.address == "local" and spec.lean:
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
     for key, value in env.items():
         os.environ.setdefault(key, value)
+    info = ray.init(**ray_init_kwargs(spec, init_kwargs))
+    _announce(info)
+    return ray.get_runtime_context()
+
+
+def ray_init_kwargs(spec: RaySpec, init_kwargs: dict | None = None) -> dict:
+    """``ray.init``'s arguments for ``spec`` (its address already resolved) plus the caller's ``init_kwargs``."""
+    init_kwargs = dict(init_kwargs or {})
     # Worker output streams to the driver unless the quiet console asked otherwise (it keeps a log file instead).
     kwargs = dict(address=spec.address, ignore_reinit_error=True,
                   log_to_driver=os.environ.get("RAYALIGN_LOG_TO_DRIVER", "1") != "0")
     if spec.address == "local":
         kwargs["num_cpus"] = spec.num_cpus
-        kwargs["include_dashboard"] = init_kwargs.pop("include_dashboard", dashboard_enabled())
+        kwargs["include_dashboard"] = init_kwargs.pop("include_dashboard", dashboard_enabled()) and not spec.lean
         if kwargs["include_dashboard"]:
             kwargs.setdefault("dashboard_host", "127.0.0.1")
+        if spec.lean:
+            kwargs["_system_config"] = {**LEAN_SYSTEM_CONFIG, **init_kwargs.pop("_system_config", {})}
     kwargs.update(init_kwargs)
-    info = ray.init(**kwargs)
-    _announce(info)
-    return ray.get_runtime_context()
+    return kwargs
 
 
 def _announce(info) -> None:

@@ -31,6 +31,7 @@ import torch.distributed as dist
 
 from app.config.common import TrainingConfig
 from app.core.flops import mfu_fraction, train_flops_per_token
+from app.models.lean_imports import skip_unused_imports
 from app.train.checkpoint import (
     TrainState, any_rank, finalize_checkpoint, load_state, preemption_requested, restore_checkpoint,
     restore_rng_state, seed_everything, staged_checkpoint, write_rng_state,
@@ -56,6 +57,7 @@ class WorkerSession:
     def __init__(self, loop_config: dict[str, Any], cfg: TrainingConfig):
         import ray.train
 
+        skip_unused_imports()  # before any model code: ~100 MiB less per rank (app/models/lean_imports.py)
         self.loop_config, self.cfg = loop_config, cfg
         self.cfg_hash, self.run_name = loop_config["config_hash"], loop_config["run_name"]
         ctx = ray.train.get_context()

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from app.config.common import OptimSpec, TrainingConfig
+from app.models.lean_imports import import_deepspeed
 
 
 def build_optimizer(params: list[torch.nn.Parameter], spec: OptimSpec) -> torch.optim.Optimizer:
@@ -207,8 +208,7 @@ class DeepSpeedStrategy:
     """DeepSpeed ZeRO 1/2/3; the engine owns accumulation, clipping and the lr schedule."""
 
     def __init__(self, model: torch.nn.Module, cfg: TrainingConfig, total_steps: int):
-        import deepspeed
-
+        deepspeed = import_deepspeed()
         self.cfg = cfg
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         params = [p for p in model.parameters() if p.requires_grad]
@@ -244,8 +244,7 @@ class DeepSpeedStrategy:
             raise RuntimeError(f"{folder}: DeepSpeed could not load its checkpoint")
 
     def full_trainable_state(self) -> dict[str, torch.Tensor]:
-        import deepspeed
-
+        deepspeed = import_deepspeed()
         named = dict(self.module.named_parameters())
         wanted = list(named) if self.cfg.method == "full" else self.names
         with deepspeed.zero.GatheredParameters([named[n] for n in wanted], modifier_rank=None,
@@ -253,14 +252,21 @@ class DeepSpeedStrategy:
             return {n: named[n].detach().cpu().clone() for n in wanted}
 
 
+def _zero3(cfg: TrainingConfig) -> bool:
+    return cfg.strategy.kind == "deepspeed" and cfg.strategy.zero_stage == 3 and _distributed()
+
+
 def large_model_init(cfg: TrainingConfig):
     """Keep the returned object alive while building the model: under DeepSpeed ZeRO-3 with several workers it is
     transformers' ``HfDeepSpeedConfig``, which makes ``from_pretrained`` / ``from_config`` create every weight inside
-    ``deepspeed.zero.Init`` (partitioned as it is made, so no rank holds the full model); None otherwise."""
-    if cfg.strategy.kind != "deepspeed" or cfg.strategy.zero_stage != 3 or not _distributed():
+    ``deepspeed.zero.Init`` (partitioned as it is made; the reward model and adapter continuation load this way) and
+    tells transformers ZeRO-3 is on; None otherwise. ``load_model_for_strategy`` builds full / fresh-LoRA models
+    partitioned itself (``builds_partitioned``)."""
+    if not _zero3(cfg):
         return None
-    import deepspeed
     from transformers.integrations import HfDeepSpeedConfig
+
+    deepspeed = import_deepspeed()
 
     deepspeed.init_distributed(dist_backend=dist.get_backend())  # wraps the existing group: zero.Init sees the real world size
     return HfDeepSpeedConfig(deepspeed_config(cfg))
@@ -273,11 +279,25 @@ def builds_on_meta(cfg: TrainingConfig, adapter: str | None = None) -> bool:
     return cfg.strategy.kind == "fsdp2" and _distributed() and cfg.method in ("full", "lora") and adapter is None
 
 
+def builds_partitioned(cfg: TrainingConfig, adapter: str | None = None) -> bool:
+    """DeepSpeed ZeRO-3 over several workers, full or fresh LoRA: every weight is created as this rank's partition
+    and filled from the checkpoint (app/models/meta_init.py ``partitioned_trainable_model``); no rank holds a full
+    tensor, where ``from_pretrained`` under ZeRO-3 gathers each module in full to load it."""
+    return _zero3(cfg) and cfg.method in ("full", "lora") and adapter is None
+
+
 def load_model_for_strategy(model_dir: str | Path, cfg: TrainingConfig, adapter: str | None = None):
     """(trainable causal LM, fill): built on the meta device with the ``fill`` that loads each rank's shards when
-    ``builds_on_meta(cfg)``, else loaded in full on every rank (``fill`` None; under ZeRO-3 inside zero.Init when
-    ``large_model_init`` is alive)."""
+    ``builds_on_meta(cfg)``; built as ZeRO-3 partitions, already filled, when ``builds_partitioned(cfg)`` (``fill``
+    None); else loaded in full on every rank (``fill`` None; under ZeRO-3 inside zero.Init when ``large_model_init``
+    is alive)."""
     t = cfg.train
+    if builds_partitioned(cfg, adapter):
+        from app.models.meta_init import partitioned_trainable_model
+
+        import_deepspeed().init_distributed(dist_backend=dist.get_backend())  # no-op when large_model_init ran
+        return partitioned_trainable_model(model_dir, cfg.method, cfg.lora, deepspeed_config(cfg),
+                                           t.grad_checkpointing, t.seed), None
     if builds_on_meta(cfg, adapter):
         from app.models.meta_init import meta_trainable_model
 

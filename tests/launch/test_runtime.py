@@ -31,3 +31,19 @@ def test_run_names_are_single_safe_segments(bad):
 def test_run_name_derives_from_config_hash():
     assert run_name_for("sft", "abcdef0123456789") == "sft-abcdef0123"
     assert run_name_for("sft", "abcdef0123456789", RaySpec(run_name="mine")) == "mine"
+
+
+def test_lean_local_cluster_turns_off_dashboard_metrics_and_event_stats(monkeypatch):
+    from app.launch.runtime import LEAN_SYSTEM_CONFIG, ray_init_kwargs
+
+    monkeypatch.setenv("RAYALIGN_DASHBOARD", "1")
+    lean = ray_init_kwargs(RaySpec(lean=True, num_cpus=2))
+    assert lean["include_dashboard"] is False and lean["num_cpus"] == 2
+    assert lean["_system_config"] == {"enable_metrics_collection": False, "event_stats": False} == LEAN_SYSTEM_CONFIG
+    default = ray_init_kwargs(RaySpec())
+    assert default["include_dashboard"] is True and "_system_config" not in default
+    # a caller's own system config keys win over the lean ones; joining a cluster never passes local-only keys
+    mixed = ray_init_kwargs(RaySpec(lean=True), {"_system_config": {"event_stats": True}})
+    assert mixed["_system_config"] == {"enable_metrics_collection": False, "event_stats": True}
+    joined = ray_init_kwargs(RaySpec(address="auto", lean=True))
+    assert "_system_config" not in joined and "include_dashboard" not in joined

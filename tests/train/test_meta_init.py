@@ -10,24 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.train.conftest import fixed_steps, free_port
 
 
 def _run(rank: int, world: int, port: int, model_dir: str, method: str, out: str) -> None:
     import torch.distributed as dist
 
     from app.config.sft import SFTConfig
-    from app.core.losses import causal_lm_loss
     from app.models.lora import load_trainable_model
     from app.models.meta_init import meta_trainable_model
     from app.train.strategy import make_strategy
@@ -49,16 +43,7 @@ def _run(rank: int, world: int, port: int, model_dir: str, method: str, out: str
         strat = make_strategy(model, cfg, 10, fill)
         start = {k: v.tolist() for k, v in strat.full_trainable_state().items()}
         rotary = [b.tolist() for n, b in model.named_buffers() if n.endswith("inv_freq")]
-        strat.model.train()
-        losses = []
-        for step in range(3):
-            g = torch.Generator().manual_seed(100 * step + rank)
-            ids = torch.randint(3, 400, (2, 24), generator=g)
-            logits = strat.model(input_ids=ids, use_cache=False).logits
-            loss_sum, n = causal_lm_loss(logits, ids, torch.arange(24).expand(2, 24))
-            strat.backward(loss_sum / n, last=True)
-            grad_norm, _ = strat.step()
-            losses.append([(loss_sum / n).item(), grad_norm])
+        losses = fixed_steps(strat, rank)
         result[path] = {"start": start, "rotary": rotary, "losses": losses,
                         "local_numel": sum(p.to_local().numel() for p in model.parameters())}
     if rank == 0:
@@ -71,7 +56,7 @@ def test_meta_device_fsdp2_trains_like_the_full_load(tiny_model_dir, tmp_path, m
     import torch.multiprocessing as mp
 
     out = tmp_path / "result.json"
-    mp.start_processes(_run, args=(2, _free_port(), str(tiny_model_dir), method, str(out)), nprocs=2, start_method="fork")
+    mp.start_processes(_run, args=(2, free_port(), str(tiny_model_dir), method, str(out)), nprocs=2, start_method="fork")
     got = json.loads(out.read_text())
     full, meta = got["full_load"], got["meta"]
     assert meta["start"].keys() == full["start"].keys() and meta["start"]  # same trainable tensors, same values
