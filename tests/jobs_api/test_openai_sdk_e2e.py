@@ -63,10 +63,12 @@ def test_openai_sdk_drives_upload_jobs_events_checkpoints_cancel_and_chat(rayali
     from ray import serve
     from ray.job_submission import JobSubmissionClient
 
+    from app.config.common import RaySpec
     from app.config.loader import load_config
     from app.config.paths import REPO_ROOT
     from app.config.serve import ServeConfig
     from app.jobs_api.app import build_app
+    from app.launch.runtime import init_ray
     from app.serve.app import build_app as build_serve_app
     from tests.jobs_api.ray_cluster import RayHead
 
@@ -139,6 +141,11 @@ def test_openai_sdk_drives_upload_jobs_events_checkpoints_cancel_and_chat(rayali
             app.state.runner.stop()
 
         # the fine-tuned model on the Serve endpoint (registry resolver over the same database), same SDK
+        # this driver joins the test's own head: a session-wide local cluster (``ray_local``, started by an
+        # earlier test in the same pytest run) is stopped first and started again afterwards
+        session_cluster = ray.is_initialized()
+        if session_cluster:
+            ray.shutdown()
         ray.init(address=f"127.0.0.1:{head.gcs_port}", runtime_env={"env_vars": {
             "PYTHONPATH": str(REPO_ROOT), "RAYALIGN_HOME": str(rayalign_home), "RAY_AUTH_MODE": "disabled"}})
         try:
@@ -165,4 +172,6 @@ def test_openai_sdk_drives_upload_jobs_events_checkpoints_cancel_and_chat(rayali
         finally:
             serve.shutdown()
             ray.shutdown()
+            if session_cluster:
+                init_ray(RaySpec(address="local", num_cpus=2))
     print("sdk e2e timings:", json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in timings.items()}))
