@@ -84,8 +84,7 @@ class AsyncPPODriver(PPODriver):
         HF workers get the weights (an object ref), vLLM workers the folder the policy has just written them to."""
         version = self.iteration
         if self.cfg.rollout.backend == "vllm":
-            folder = self.run_dir / "sync" / f"v{version:06d}"
-            adapter = ray.get(self.policy.call_one("save_adapter", str(folder)))  # written before any worker reads it
+            adapter = self._write_sync_adapter(version)  # on disk before any worker reads it
             self._prune_sync_folders(version)
         else:
             adapter = self.policy.call_one("adapter_state")

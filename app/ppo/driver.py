@@ -158,10 +158,16 @@ class PPODriver:
             return 0.0
         t0 = time.perf_counter()
         version = self.iteration + 1
+        folder = self._write_sync_adapter(version)
+        ray.get(self.engine.call_one("load_adapter", folder, version))
+        return time.perf_counter() - t0
+
+    def _write_sync_adapter(self, version: int) -> str:
+        """The policy's LoRA adapter written to ``<run>/sync/v<version>`` for vLLM engines; returns the folder once
+        it is on disk (before any engine reads it)."""
         folder = self.run_dir / "sync" / f"v{version:06d}"
         ray.get(self.policy.call_one("save_adapter", str(folder)))
-        ray.get(self.engine.call_one("load_adapter", str(folder), version))
-        return time.perf_counter() - t0
+        return str(folder)
 
     # ----- one iteration ------------------------------------------------------------------------------------------
     def step(self) -> dict:
