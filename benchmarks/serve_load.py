@@ -255,6 +255,8 @@ def main() -> int:
     ap.add_argument("--sweep-requests", type=int, default=75, help="interval: tenant B's requests per value")
     ap.add_argument("--reps", type=int, default=3, help="noisy: (alone, flood) pairs measured back to back")
     ap.add_argument("--no-decompose", action="store_true", help="noisy: skip the decomposition phases")
+    ap.add_argument("--decompose", default="at_cap,rejected", help="noisy: which decomposition phases (at_cap, rejected)")
+    ap.add_argument("--noisy-cap", type=int, default=NOISY_CAP, help="tenant A's max_concurrent_requests (it floods with 10x)")
     ap.add_argument("--noisy-rate", type=float, default=NOISY_RATE,
                     help="tenant A's max_requests_per_s (0: no rate limit, only its concurrency cap)")
     ap.add_argument("--autoscale-load-s", type=float, default=30)
@@ -293,7 +295,7 @@ def main() -> int:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     tenants = ", ".join(
-        f"{{name: {t}, api_key_sha256: [{hash_key(k)}]" + (f", max_concurrent_requests: {NOISY_CAP}" if t == "noisy" else "")
+        f"{{name: {t}, api_key_sha256: [{hash_key(k)}]" + (f", max_concurrent_requests: {args.noisy_cap}" if t == "noisy" else "")
         + (f", max_requests_per_s: {args.noisy_rate}" if t == "noisy" and args.noisy_rate > 0 else "") + "}"
         for t, k in KEYS.items())
     common = [f"model.source={args.model}", f"engine={args.engine}", f"adapters.root={root}", f"tenants=[{tenants}]",
@@ -351,8 +353,11 @@ def main() -> int:
         from serve_noisy import run_noisy, server_pids
 
         res = asyncio.run(run_noisy(base, server_pids(app), args.max_tokens, args.b_rate, args.b_requests, args.reps,
-                                    NOISY_CAP, KEYS, decompose=not args.no_decompose))
-        res["stream_interval_s"] = load_config(None, ServeConfig, common).hf.stream_interval_s
+                                    args.noisy_cap, KEYS, decompose=() if args.no_decompose else tuple(k for k in args.decompose.split(",") if k)))
+        cfg = load_config(None, ServeConfig, common)
+        res["stream_interval_s"] = cfg.hf.stream_interval_s
+        if args.engine == "vllm":
+            res["vllm"] = cfg.vllm.model_dump()
         res["tenant_a_rate_per_s"] = args.noisy_rate or None
         res["replica_loop_threads"] = {"engine": engine.stats.remote().result()["loop_thread"],
                                        "ingress": serve.get_deployment_handle("Ingress", app).replica_stats.remote().result()["loop_thread"]}
@@ -384,7 +389,7 @@ def main() -> int:
                       name=name, route_prefix="/", blocking=False)
             asyncio.run(run_mixed(base, 10, 4, bad=False))  # warm-up: adapters loaded before timing
             res = asyncio.run(b_phase(base, server_pids(name), args.b_rate, args.sweep_requests, args.max_tokens, None,
-                                      NOISY_CAP, KEYS))
+                                      args.noisy_cap, KEYS))
             sweep.append({"stream_interval_s": value, **res})
             print(f"interval {value}: B p50 {res['p50_s']} p99 {res['p99_s']} ttft p50 {res['ttft_p50_s']} p99 "
                   f"{res['ttft_p99_s']} gap p50 {res['gap_p50_s']} p99 {res['gap_p99_s']} events/request "
