@@ -201,11 +201,30 @@ def run_autoscale(base: str, app: str, max_tokens: int, load_s: float) -> dict:
             "grew": peak > samples[0][1], "shrank": samples[-1][1] < peak, "timeline": samples}
 
 
-def run_soak(base: str, app: str, seconds: float, rps: float, max_tokens: int) -> dict:
+def run_soak(base: str, app: str, seconds: float, rps: float, max_tokens: int, sample_s: float = 60.0) -> dict:
+    """``rps`` steady streaming requests per second for ``seconds``; RSS of the engine and ingress replicas (and of the
+    Serve proxy) at the start, every ``sample_s`` and at the end."""
+    import psutil
     from ray import serve
 
     engine, ingress = serve.get_deployment_handle("Engine", app), serve.get_deployment_handle("Ingress", app)
+    proxy = next((p for p in psutil.process_iter(["pid", "cmdline"]) if any("ProxyActor" in part for part in (p.info["cmdline"] or []))), None)
+
+    def rss() -> dict:
+        return {"engine": engine.stats.remote().result()["rss_mib"], "ingress": ingress.replica_stats.remote().result()["rss_mib"],
+                **({"proxy": round(proxy.memory_info().rss / 2**20, 1)} if proxy is not None else {})}
+
+    timeline, stop = [], threading.Event()
+
+    def sample():
+        t0 = time.perf_counter()
+        while not stop.wait(sample_s):
+            timeline.append({"t_s": round(time.perf_counter() - t0), **rss()})
+
     start = {"engine": engine.stats.remote().result(), "ingress": ingress.replica_stats.remote().result()}
+    proxy_start = rss().get("proxy")
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
 
     async def steady():
         import httpx
@@ -221,13 +240,22 @@ def run_soak(base: str, app: str, seconds: float, rps: float, max_tokens: int) -
             return await asyncio.gather(*tasks)
 
     recs = asyncio.run(steady())
+    stop.set()
+    sampler.join()
     end = {"engine": engine.stats.remote().result(), "ingress": ingress.replica_stats.remote().result()}
     growth = {k: round(end[k]["rss_mib"] / start[k]["rss_mib"] - 1, 4) for k in start}
+    proxy_end = rss().get("proxy")
     return {"seconds": seconds, "rps": rps, "requests": len(recs),
-            "errors": sum(r["status"] != 200 or r["terminated"] is not True for r in recs),
+            "errors": sum(r["status"] != 200 or r["terminated"] is not True or r["error_event"] or "exception" in r for r in recs),
+            "statuses": {str(k): sum(r["status"] == k for r in recs) for k in sorted({r["status"] for r in recs}, key=str)},
             "rss_mib_start": {k: v["rss_mib"] for k, v in start.items()}, "rss_mib_end": {k: v["rss_mib"] for k, v in end.items()},
             "same_pids": all(start[k]["pid"] == end[k]["pid"] for k in start), "rss_growth": growth,
-            "rss_growth_ok": all(g <= 0.10 for g in growth.values()), **quantiles([r["latency_s"] for r in recs])}
+            "rss_growth_ok": all(g <= 0.10 for g in growth.values()),
+            "proxy_rss_mib_start_end": [proxy_start, proxy_end], "rss_mib_timeline": timeline,
+            "loop_threads": {"engine": end["engine"].get("loop_thread"), "ingress": end["ingress"].get("loop_thread")},
+            **quantiles([r["latency_s"] for r in recs]),
+            "ttft_p50_s": quantiles([r["ttft_s"] for r in recs if r["ttft_s"] is not None])["p50_s"],
+            "ttft_p99_s": quantiles([r["ttft_s"] for r in recs if r["ttft_s"] is not None])["p99_s"]}
 
 
 def app_commit() -> str:
