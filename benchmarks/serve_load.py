@@ -211,8 +211,12 @@ def run_soak(base: str, app: str, seconds: float, rps: float, max_tokens: int, s
     proxy = next((p for p in psutil.process_iter(["pid", "cmdline"]) if any("ProxyActor" in part for part in (p.info["cmdline"] or []))), None)
 
     def rss() -> dict:
-        return {"engine": engine.stats.remote().result()["rss_mib"], "ingress": ingress.replica_stats.remote().result()["rss_mib"],
-                **({"proxy": round(proxy.memory_info().rss / 2**20, 1)} if proxy is not None else {})}
+        out = {"engine": engine.stats.remote().result()["rss_mib"], "ingress": ingress.replica_stats.remote().result()["rss_mib"]}
+        try:
+            out["proxy"] = round(proxy.memory_info().rss / 2**20, 1)
+        except (AttributeError, psutil.Error):  # no proxy found, or it is gone
+            out["proxy"] = None
+        return out
 
     timeline, stop = [], threading.Event()
 
