@@ -34,6 +34,17 @@ from app.ppo.prompts import PromptCursor, load_prompts
 from app.ppo.rollout import VLLMEngineActor
 from app.train import checkpoint as ckpt
 
+KEEP_SYNC_FOLDERS = 3  # vLLM: adapter folders kept on disk (an engine or worker only ever loads the newest it was sent)
+
+
+def prune_sync_folders(root: Path, version: int, keep: int = KEEP_SYNC_FOLDERS) -> None:
+    """Remove ``root/v<N>`` folders with ``N <= version - keep`` (a long run would otherwise fill the disk)."""
+    import shutil
+
+    for old in root.glob("v*"):
+        if old.name[1:].isdigit() and int(old.name[1:]) <= version - keep:
+            shutil.rmtree(old, ignore_errors=True)
+
 
 class PPODriver:
     """Owns the actor group and the loop state (iteration, prompt cursor, KL controller, metrics history)."""
@@ -164,9 +175,10 @@ class PPODriver:
 
     def _write_sync_adapter(self, version: int) -> str:
         """The policy's LoRA adapter written to ``<run>/sync/v<version>`` for vLLM engines; returns the folder once
-        it is on disk (before any engine reads it)."""
+        it is on disk (before any engine reads it). Folders older than the newest ``KEEP_SYNC_FOLDERS`` are removed."""
         folder = self.run_dir / "sync" / f"v{version:06d}"
         ray.get(self.policy.call_one("save_adapter", str(folder)))
+        prune_sync_folders(self.run_dir / "sync", version)
         return str(folder)
 
     # ----- one iteration ------------------------------------------------------------------------------------------
