@@ -30,7 +30,7 @@ from app.core.importance import correction
 from app.ppo.batch import Samples, build_batch, pad_rows
 from app.ppo.group import RayActorGroup, RoleResources, plan_placement, split_evenly
 from app.ppo.preflight import check_inputs
-from app.ppo.prompts import PromptCursor, load_prompts
+from app.ppo.prompts import PromptCursor, load_prompts, prompt_dataset_id
 from app.ppo.rollout import VLLMEngineActor
 from app.train import checkpoint as ckpt
 
@@ -348,7 +348,7 @@ class PPODriver:
         last = self.history[-1] if self.history else {}
         lineage = {
             "base_model_source": self.cfg.model.source, "base_sha": self.model.base_sha,
-            "dataset_id": str(self.cfg.prompts.path), "config_hash": config_hash(self.cfg),
+            "dataset_id": prompt_dataset_id(self.cfg.prompts.path), "config_hash": config_hash(self.cfg),
             "method": {"gae": "ppo", "grpo": "grpo", "rloo": "rloo"}[self.cfg.algo.estimator],
             "lora": ray.get(self.policy.call_one("adapter_shape")),
             "metrics": {k: last[k] for k in ("reward_mean", "kl", "response_length", "rm_score", "rule_score")
