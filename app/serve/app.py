@@ -105,7 +105,10 @@ def serve_deploy_config(cfg: ServeConfig, config_path: str) -> dict[str, Any]:
     """A `serve deploy` / `serve run` config file (also a KubeRay RayService ``serveConfigV2``) for this ServeConfig."""
     deployments = []
     for name, spec in (("Engine", cfg.engine_deployment), ("Ingress", cfg.ingress_deployment)):
-        deployments.append({"name": name, **deployment_options(spec)})
+        options = deployment_options(spec)
+        if name == "Engine" and cfg.engine == "vllm" and cfg.vllm.backend == "ray_serve_llm":
+            options.pop("ray_actor_options")  # LLMServer's CPUs and env come from its LLMConfig (placement group, runtime_env)
+        deployments.append({"name": name, **options})
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": cfg.http.host, "port": cfg.http.port},

@@ -119,3 +119,16 @@ def test_object_store_resolver_scopes_tenants_and_versions_by_content(moto_s3, t
     (folder / "adapter_model.safetensors").write_bytes(b"v2-longer")
     upload_folder(folder, f"{root}/acme/alpha")
     assert resolver.resolve("acme", "alpha").version != found.version  # a re-upload is a new version
+
+
+def test_deploy_file_leaves_llmserver_resources_to_its_llm_config():
+    """A `serve deploy` file overrides code options: an Engine ray_actor_options there would replace LLMServer's
+    runtime_env (vLLM's CPU variables) and reserve a CPU outside its placement group."""
+    from app.serve.app import serve_deploy_config
+
+    cfg = load_config(None, ServeConfig, [*LLM, "adapters.root=s3://b/adapters"])
+    engine, ingress = serve_deploy_config(cfg, "x.yaml")["applications"][0]["deployments"]
+    assert "ray_actor_options" not in engine and engine["max_ongoing_requests"] == cfg.engine_deployment.max_ongoing_requests
+    assert ingress["ray_actor_options"]["num_cpus"] == cfg.ingress_deployment.num_cpus
+    plain = serve_deploy_config(load_config(None, ServeConfig, []), "x.yaml")["applications"][0]["deployments"][0]
+    assert plain["ray_actor_options"]["num_cpus"] == 1.0
