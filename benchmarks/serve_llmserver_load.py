@@ -9,7 +9,7 @@ cancelled after their first token; 0 failures among the valid, every stream term
 generations counted by the engine) and, unless ``--no-clean``, the same valid requests alone. Both backends: vLLM
 float32, enforce_eager, max_model_len 512, max_loras 4, max_cpu_loras 5, max_lora_rank 8, max_num_seqs 32, seed 0,
 one engine replica with 1 CPU. Ratios ray_serve_llm / rayalign (p50, p99, tokens/s) are printed and recorded.
-JSON: benchmarks/results/serve_load_llmserver.json (written after each app).
+JSON: benchmarks/results/serve_llmserver_load.json (written after each app).
 
     python benchmarks/serve_llmserver_load.py [--requests 200] [--max-tokens 16] [--order rayalign,ray_serve_llm]
                                               [--no-clean] [--budget-s 600]
@@ -30,7 +30,7 @@ from pathlib import Path
 from serve_load import ADAPTERS, KEYS, app_commit, run_mixed  # the same load mix (benchmarks/ is the script's folder)
 
 BUCKET = "rayalign-load"
-OUT = Path(__file__).parent / "results" / "serve_load_llmserver.json"
+OUT = Path(__file__).parent / "results" / "serve_llmserver_load.json"
 PASS_ENV = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]
 
 
@@ -47,6 +47,9 @@ def start_s3(local_root: Path, tenants: list[str]) -> tuple[object, str]:
         port = s.getsockname()[1]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # else one access-log line per S3 call, printed by this driver
     endpoint = f"http://127.0.0.1:{port}"
     os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
