@@ -125,10 +125,12 @@ async def tenant_b_open_loop(base: str, key: str, rate: float, n: int, max_token
 
 
 class CpuMeter:
-    """CPU seconds per named process between ``start()`` and ``stop()``, plus the whole machine's busy seconds."""
+    """CPU seconds per named process between ``start()`` and ``stop()``, plus the whole machine's busy seconds.
+    The processes named in ``with_children`` count their live descendants too (the vLLM replica's engine-core
+    process, where its model runs); the others do not (the driver's descendants are the whole Ray cluster)."""
 
-    def __init__(self, pids: dict[str, int]):
-        self.pids = pids
+    def __init__(self, pids: dict[str, int], with_children: tuple[str, ...] = ("engine",)):
+        self.pids, self.with_children = pids, with_children
 
     def _read(self) -> dict:
         import psutil
@@ -136,8 +138,15 @@ class CpuMeter:
         out = {}
         for name, pid in self.pids.items():
             try:
-                t = psutil.Process(pid).cpu_times()
-                out[name] = t.user + t.system
+                proc = psutil.Process(pid)
+                procs = [proc, *proc.children(recursive=True)] if name in self.with_children else [proc]
+                out[name] = 0.0
+                for p in procs:
+                    try:
+                        t = p.cpu_times()
+                        out[name] += t.user + t.system
+                    except psutil.Error:
+                        pass
             except psutil.Error:
                 out[name] = 0.0
         ct = psutil.cpu_times()  # guest time is already inside user time
@@ -209,9 +218,9 @@ async def b_phase(base: str, app_pids: dict, rate: float, n: int, max_tokens: in
 
 
 async def run_noisy(base: str, pids: dict[str, int], max_tokens: int, rate: float, n: int, reps: int, cap: int,
-                    keys: dict, decompose: bool = True) -> dict:
-    """``reps`` x (B alone, B + flood), then (once) the decomposition phases; ratios are flood p99 / alone p99.
-    ``pids``: the server processes to meter (``server_pids(app)``, called outside the event loop)."""
+                    keys: dict, decompose: tuple[str, ...] = ("at_cap", "rejected")) -> dict:
+    """``reps`` x (B alone, B + flood), then (once each) the decomposition phases named in ``decompose``; ratios are
+    flood p99 / alone p99. ``pids``: the server processes to meter (``server_pids(app)``, called outside the event loop)."""
     pairs = []
     for _ in range(reps):
         alone = await b_phase(base, pids, rate, n, max_tokens, None, cap, keys)
@@ -224,9 +233,7 @@ async def run_noisy(base: str, pids: dict[str, int], max_tokens: int, rate: floa
            "b_alone_cores": {"server": [p["alone"]["cpu"]["cores"]["server"] for p in pairs],
                              "b_client": [p["alone"]["cpu"]["cores"]["b_client"] for p in pairs],
                              "machine": [p["alone"]["cpu"]["cores"]["machine"] for p in pairs]}}
+    names = {"at_cap": "a_at_cap", "rejected": "a_rejected_only"}
     if decompose:
-        out["decomposition"] = {
-            "a_at_cap": await b_phase(base, pids, rate, n, max_tokens, "at_cap", cap, keys),
-            "a_rejected_only": await b_phase(base, pids, rate, n, max_tokens, "rejected", cap, keys),
-        }
+        out["decomposition"] = {names[kind]: await b_phase(base, pids, rate, n, max_tokens, kind, cap, keys) for kind in decompose}
     return out
