@@ -392,18 +392,6 @@ def main() -> None:
         print(json.dumps(res, indent=1), flush=True)
         out.write_text(json.dumps({**previous, "idle_cluster_cpu": res}, indent=2))
         return
-    runs = []
-    for i in range(args.runs):
-        r = one_run(args.method, args.no_diagnostics, clusters)
-        runs.append(r)
-        rows = " | ".join(
-            f"{c}: {r['ray_train_1x2cpu' + t]['tokens_per_s']:.0f} tok/s, overhead {r['steady_state_overhead' + t] * 100:.1f}% "
-            f"(vs the faster bare {r['steady_state_overhead_vs_faster_bare' + t] * 100:.1f}%), "
-            f"other processes {r['ray_train_1x2cpu' + t]['process_cpu']['cores_not_training']:.2f} cores"
-            for j, c in enumerate(clusters) for t in ["" if j == 0 else f"_{c}_cluster"])
-        bare = " / ".join(f"{b['tokens_per_s']:.0f}" for b in r["bare_pytorch_segments"])
-        print(f"{args.method} run {i + 1}/{args.runs}: bare {bare} tok/s | {rows}", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
     key = "dpo_runs" if args.method == "dpo" else "sft_runs"
     if previous.get(key) and "bare_pytorch_segments" not in previous[key][0]:  # session 8's: one bare loop before Ray
         previous[f"{key}_session8_not_interleaved"] = previous.pop(key)
@@ -411,7 +399,19 @@ def main() -> None:
               "steady_state_overhead", "compute_only_overhead")
     if "bare_pytorch" in previous:  # session 7 hold 2's last SFT run, also written at the top level (old layout)
         previous["sft_last_run_session7"] = {k: previous.pop(k) for k in legacy if k in previous}
-    out.write_text(json.dumps({**previous, key: runs, "one_process_per_run": True}, indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for i in range(args.runs):
+        r = one_run(args.method, args.no_diagnostics, clusters)
+        runs.append(r)
+        out.write_text(json.dumps({**previous, key: runs, "one_process_per_run": True}, indent=2))  # after every run
+        rows = " | ".join(
+            f"{c}: {r['ray_train_1x2cpu' + t]['tokens_per_s']:.0f} tok/s, overhead {r['steady_state_overhead' + t] * 100:.1f}% "
+            f"(vs the faster bare {r['steady_state_overhead_vs_faster_bare' + t] * 100:.1f}%), "
+            f"other processes {r['ray_train_1x2cpu' + t]['process_cpu']['cores_not_training']:.2f} cores"
+            for j, c in enumerate(clusters) for t in ["" if j == 0 else f"_{c}_cluster"])
+        bare = " / ".join(f"{b['tokens_per_s']:.0f}" for b in r["bare_pytorch_segments"])
+        print(f"{args.method} run {i + 1}/{args.runs}: bare {bare} tok/s | {rows}", flush=True)
 
 
 def measure_sft(clusters: tuple[str, ...] = ("lean", "default"), diagnostics: bool = True) -> dict:
