@@ -52,7 +52,8 @@ def quantiles(xs: list[float]) -> dict:
 
 
 def valid_body(i: int, tenant: str, max_tokens: int) -> dict:
-    return {"model": ADAPTERS[tenant][i % len(ADAPTERS[tenant])], "stream": True, "max_tokens": max_tokens,
+    # run_mixed alternates tenants by i % 2, so the adapter goes by i // 2: every adapter of the tenant gets requests
+    return {"model": ADAPTERS[tenant][(i // 2) % len(ADAPTERS[tenant])], "stream": True, "max_tokens": max_tokens,
             "temperature": 0, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": f"Write a short story about {TOPICS[i % len(TOPICS)]}."}]}
 
