@@ -80,7 +80,8 @@ async def run_load(url: str, models: list[str], n: int, concurrency: int, max_to
             return await stream_chat(client, models[i % len(models)], i, max_tokens)
 
     t0 = time.perf_counter()
-    recs = await asyncio.gather(*(one(i) for i in range(n)))
+    async with client:  # closed inside this loop (else its connections close after asyncio.run: "Event loop is closed")
+        recs = await asyncio.gather(*(one(i) for i in range(n)))
     wall = time.perf_counter() - t0
     ok = [r for r in recs if r["error"] is None]
     tokens = sum(r["tokens"] for r in ok)

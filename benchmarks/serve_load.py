@@ -52,7 +52,8 @@ def quantiles(xs: list[float]) -> dict:
 
 
 def valid_body(i: int, tenant: str, max_tokens: int) -> dict:
-    return {"model": ADAPTERS[tenant][i % len(ADAPTERS[tenant])], "stream": True, "max_tokens": max_tokens,
+    # run_mixed alternates tenants by i % 2, so the adapter goes by i // 2: every adapter of the tenant gets requests
+    return {"model": ADAPTERS[tenant][(i // 2) % len(ADAPTERS[tenant])], "stream": True, "max_tokens": max_tokens,
             "temperature": 0, "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": f"Write a short story about {TOPICS[i % len(TOPICS)]}."}]}
 
@@ -201,11 +202,34 @@ def run_autoscale(base: str, app: str, max_tokens: int, load_s: float) -> dict:
             "grew": peak > samples[0][1], "shrank": samples[-1][1] < peak, "timeline": samples}
 
 
-def run_soak(base: str, app: str, seconds: float, rps: float, max_tokens: int) -> dict:
+def run_soak(base: str, app: str, seconds: float, rps: float, max_tokens: int, sample_s: float = 60.0) -> dict:
+    """``rps`` steady streaming requests per second for ``seconds``; RSS of the engine and ingress replicas (and of the
+    Serve proxy) at the start, every ``sample_s`` and at the end."""
+    import psutil
     from ray import serve
 
     engine, ingress = serve.get_deployment_handle("Engine", app), serve.get_deployment_handle("Ingress", app)
+    proxy = next((p for p in psutil.process_iter(["pid", "cmdline"]) if any("ProxyActor" in part for part in (p.info["cmdline"] or []))), None)
+
+    def rss() -> dict:
+        out = {"engine": engine.stats.remote().result()["rss_mib"], "ingress": ingress.replica_stats.remote().result()["rss_mib"]}
+        try:
+            out["proxy"] = round(proxy.memory_info().rss / 2**20, 1)
+        except (AttributeError, psutil.Error):  # no proxy found, or it is gone
+            out["proxy"] = None
+        return out
+
+    timeline, stop = [], threading.Event()
+
+    def sample():
+        t0 = time.perf_counter()
+        while not stop.wait(sample_s):
+            timeline.append({"t_s": round(time.perf_counter() - t0), **rss()})
+
     start = {"engine": engine.stats.remote().result(), "ingress": ingress.replica_stats.remote().result()}
+    proxy_start = rss().get("proxy")
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
 
     async def steady():
         import httpx
@@ -221,13 +245,22 @@ def run_soak(base: str, app: str, seconds: float, rps: float, max_tokens: int) -
             return await asyncio.gather(*tasks)
 
     recs = asyncio.run(steady())
+    stop.set()
+    sampler.join()
     end = {"engine": engine.stats.remote().result(), "ingress": ingress.replica_stats.remote().result()}
     growth = {k: round(end[k]["rss_mib"] / start[k]["rss_mib"] - 1, 4) for k in start}
+    proxy_end = rss().get("proxy")
     return {"seconds": seconds, "rps": rps, "requests": len(recs),
-            "errors": sum(r["status"] != 200 or r["terminated"] is not True for r in recs),
+            "errors": sum(r["status"] != 200 or r["terminated"] is not True or r["error_event"] or "exception" in r for r in recs),
+            "statuses": {str(k): sum(r["status"] == k for r in recs) for k in sorted({r["status"] for r in recs}, key=str)},
             "rss_mib_start": {k: v["rss_mib"] for k, v in start.items()}, "rss_mib_end": {k: v["rss_mib"] for k, v in end.items()},
             "same_pids": all(start[k]["pid"] == end[k]["pid"] for k in start), "rss_growth": growth,
-            "rss_growth_ok": all(g <= 0.10 for g in growth.values()), **quantiles([r["latency_s"] for r in recs])}
+            "rss_growth_ok": all(g <= 0.10 for g in growth.values()),
+            "proxy_rss_mib_start_end": [proxy_start, proxy_end], "rss_mib_timeline": timeline,
+            "loop_threads": {"engine": end["engine"].get("loop_thread"), "ingress": end["ingress"].get("loop_thread")},
+            **quantiles([r["latency_s"] for r in recs]),
+            "ttft_p50_s": quantiles([r["ttft_s"] for r in recs if r["ttft_s"] is not None])["p50_s"],
+            "ttft_p99_s": quantiles([r["ttft_s"] for r in recs if r["ttft_s"] is not None])["p99_s"]}
 
 
 def app_commit() -> str:
@@ -255,8 +288,14 @@ def main() -> int:
     ap.add_argument("--sweep-requests", type=int, default=75, help="interval: tenant B's requests per value")
     ap.add_argument("--reps", type=int, default=3, help="noisy: (alone, flood) pairs measured back to back")
     ap.add_argument("--no-decompose", action="store_true", help="noisy: skip the decomposition phases")
+    ap.add_argument("--decompose", default="at_cap,rejected",
+                    help="noisy: which decomposition phases (flood, at_cap, rejected; --reps 0: only these)")
+    ap.add_argument("--noisy-cap", type=int, default=NOISY_CAP, help="tenant A's max_concurrent_requests (it floods with 10x)")
     ap.add_argument("--noisy-rate", type=float, default=NOISY_RATE,
                     help="tenant A's max_requests_per_s (0: no rate limit, only its concurrency cap)")
+    ap.add_argument("--also-noisy", default="", metavar="CAP:RATE[,CAP:RATE]",
+                    help="noisy: after the pairs with --noisy-cap/--noisy-rate, --reps pairs more per extra tenant A "
+                         "'noisy_c<CAP>' with that cap and rate (same app, no decomposition) -> results 'noisy_cap<CAP>'")
     ap.add_argument("--autoscale-load-s", type=float, default=30)
     ap.add_argument("--soak-s", type=float, default=120)
     ap.add_argument("--soak-rps", type=float, default=4)
@@ -266,6 +305,15 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     phases = args.phases.split(",")
+    # flooding tenants: (tenant, cap, requests/s or 0, results key); extra ones only take part in the noisy phase
+    floods = [("noisy", args.noisy_cap, args.noisy_rate, "noisy")]
+    for spec in (v for v in args.also_noisy.split(",") if v):
+        cap, rate = int(spec.split(":")[0]), float(spec.split(":")[1])
+        KEYS[f"noisy_c{cap}"], ADAPTERS[f"noisy_c{cap}"] = f"sk-load-noisy-c{cap}", ADAPTERS["noisy"]
+        floods.append((f"noisy_c{cap}", cap, rate, f"noisy_cap{cap}"))
+    if "noisy" in phases:
+        phases += [key for *_, key in floods[1:]]
+    limits = {t: (cap, rate) for t, cap, rate, _ in floods}
 
     from ray import serve
 
@@ -293,8 +341,8 @@ def main() -> int:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     base = f"http://127.0.0.1:{port}"
     tenants = ", ".join(
-        f"{{name: {t}, api_key_sha256: [{hash_key(k)}]" + (f", max_concurrent_requests: {NOISY_CAP}" if t == "noisy" else "")
-        + (f", max_requests_per_s: {args.noisy_rate}" if t == "noisy" and args.noisy_rate > 0 else "") + "}"
+        f"{{name: {t}, api_key_sha256: [{hash_key(k)}]" + (f", max_concurrent_requests: {limits[t][0]}" if t in limits else "")
+        + (f", max_requests_per_s: {limits[t][1]}" if t in limits and limits[t][1] > 0 else "") + "}"
         for t, k in KEYS.items())
     common = [f"model.source={args.model}", f"engine={args.engine}", f"adapters.root={root}", f"tenants=[{tenants}]",
               "limits.max_model_len=512", "limits.max_tokens=128", "engine_deployment.num_cpus=1",
@@ -323,7 +371,8 @@ def main() -> int:
     results["startup_s"] = head["startup_s"] = round(time.perf_counter() - t0, 1)
     print(f"{args.engine} app up in {results['startup_s']:.0f}s", flush=True)
     asyncio.run(run_mixed(base, 10, 4, bad=False))  # warm-up: adapters loaded before timing
-    asyncio.run(run_tenant(base, "noisy", 1, None, 2, 4))  # and the noisy tenant's adapter (else its first flood loads it)
+    for tenant, *_ in floods:  # and the noisy tenants' adapters (else their first flood loads them)
+        asyncio.run(run_tenant(base, tenant, 1, None, 2, 4))
     engine = serve.get_deployment_handle("Engine", app)
     if "mixed" in phases:
         before = engine.stats.remote().result()["cancelled"]
@@ -350,22 +399,27 @@ def main() -> int:
     if "noisy" in phases:
         from serve_noisy import run_noisy, server_pids
 
-        res = asyncio.run(run_noisy(base, server_pids(app), args.max_tokens, args.b_rate, args.b_requests, args.reps,
-                                    NOISY_CAP, KEYS, decompose=not args.no_decompose))
-        res["stream_interval_s"] = load_config(None, ServeConfig, common).hf.stream_interval_s
-        res["tenant_a_rate_per_s"] = args.noisy_rate or None
-        res["replica_loop_threads"] = {"engine": engine.stats.remote().result()["loop_thread"],
-                                       "ingress": serve.get_deployment_handle("Ingress", app).replica_stats.remote().result()["loop_thread"]}
-        results["noisy"] = res
-        for pair in res["reps"]:
-            print(f"noisy  B p99 alone {pair['alone']['p99_s']}s (failures {pair['alone']['b_failures']}, cpu "
-                  f"{pair['alone']['cpu']}), with A flooding {pair['flood']['p99_s']}s (failures "
-                  f"{pair['flood']['b_failures']}): ratio {pair['p99_ratio']} (goal <= 1.5); A: {pair['flood']['a']}; "
-                  f"cpu {pair['flood']['cpu']}", flush=True)
-        for name, phase in res.get("decomposition", {}).items():
-            print(f"noisy  {name}: B p50 {phase['p50_s']} p99 {phase['p99_s']} ttft p99 {phase['ttft_p99_s']}; "
-                  f"A {phase['a']}; cpu {phase['cpu']}", flush=True)
-        save()
+        cfg = load_config(None, ServeConfig, common)
+        for tenant, cap, rate, key in floods:
+            decompose = () if args.no_decompose or key != "noisy" else tuple(k for k in args.decompose.split(",") if k)
+            res = asyncio.run(run_noisy(base, server_pids(app), args.max_tokens, args.b_rate, args.b_requests, args.reps,
+                                        cap, {**KEYS, "noisy": KEYS[tenant]}, decompose=decompose))
+            res["stream_interval_s"] = cfg.hf.stream_interval_s
+            if args.engine == "vllm":
+                res["vllm"] = cfg.vllm.model_dump()
+            res["tenant_a"], res["tenant_a_rate_per_s"] = tenant, rate or None
+            res["replica_loop_threads"] = {"engine": engine.stats.remote().result()["loop_thread"],
+                                           "ingress": serve.get_deployment_handle("Ingress", app).replica_stats.remote().result()["loop_thread"]}
+            results[key] = res
+            for pair in res["reps"]:
+                print(f"{key}  B p99 alone {pair['alone']['p99_s']}s (failures {pair['alone']['b_failures']}, cpu "
+                      f"{pair['alone']['cpu']}), with A (cap {cap}, {rate}/s) flooding {pair['flood']['p99_s']}s (failures "
+                      f"{pair['flood']['b_failures']}): ratio {pair['p99_ratio']} (goal <= 1.5); A: {pair['flood']['a']}; "
+                      f"cpu {pair['flood']['cpu']}", flush=True)
+            for name, phase in res.get("decomposition", {}).items():
+                print(f"{key}  {name}: B p50 {phase['p50_s']} p99 {phase['p99_s']} ttft p99 {phase['ttft_p99_s']}; "
+                      f"A {phase['a']}; cpu {phase['cpu']}", flush=True)
+            save()
     if "soak" in phases:
         res = run_soak(base, app, args.soak_s, args.soak_rps, args.max_tokens)
         results["soak"] = res
@@ -384,7 +438,7 @@ def main() -> int:
                       name=name, route_prefix="/", blocking=False)
             asyncio.run(run_mixed(base, 10, 4, bad=False))  # warm-up: adapters loaded before timing
             res = asyncio.run(b_phase(base, server_pids(name), args.b_rate, args.sweep_requests, args.max_tokens, None,
-                                      NOISY_CAP, KEYS))
+                                      args.noisy_cap, KEYS))
             sweep.append({"stream_interval_s": value, **res})
             print(f"interval {value}: B p50 {res['p50_s']} p99 {res['p99_s']} ttft p50 {res['ttft_p50_s']} p99 "
                   f"{res['ttft_p99_s']} gap p50 {res['gap_p50_s']} p99 {res['gap_p99_s']} events/request "

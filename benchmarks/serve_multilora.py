@@ -61,7 +61,8 @@ async def run_load(url: str, models: list[str], n: int, concurrency: int, max_to
                 print("error:", type(exc).__name__, exc, file=sys.stderr)
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(n)))
+    async with client:  # closed inside this loop (else its connections close after asyncio.run: "Event loop is closed")
+        await asyncio.gather(*(one(i) for i in range(n)))
     wall = time.perf_counter() - t0
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [latencies[0]] * 99
     return {"requests": n, "errors": errors, "completion_tokens": tokens, "wall_s": round(wall, 2),

@@ -125,10 +125,12 @@ async def tenant_b_open_loop(base: str, key: str, rate: float, n: int, max_token
 
 
 class CpuMeter:
-    """CPU seconds per named process between ``start()`` and ``stop()``, plus the whole machine's busy seconds."""
+    """CPU seconds per named process between ``start()`` and ``stop()``, plus the whole machine's busy seconds.
+    The processes named in ``with_children`` count their live descendants too (the vLLM replica's engine-core
+    process, where its model runs); the others do not (the driver's descendants are the whole Ray cluster)."""
 
-    def __init__(self, pids: dict[str, int]):
-        self.pids = pids
+    def __init__(self, pids: dict[str, int], with_children: tuple[str, ...] = ("engine",)):
+        self.pids, self.with_children = pids, with_children
 
     def _read(self) -> dict:
         import psutil
@@ -136,8 +138,15 @@ class CpuMeter:
         out = {}
         for name, pid in self.pids.items():
             try:
-                t = psutil.Process(pid).cpu_times()
-                out[name] = t.user + t.system
+                proc = psutil.Process(pid)
+                procs = [proc, *proc.children(recursive=True)] if name in self.with_children else [proc]
+                out[name] = 0.0
+                for p in procs:
+                    try:
+                        t = p.cpu_times()
+                        out[name] += t.user + t.system
+                    except psutil.Error:
+                        pass
             except psutil.Error:
                 out[name] = 0.0
         ct = psutil.cpu_times()  # guest time is already inside user time
@@ -196,6 +205,7 @@ async def b_phase(base: str, app_pids: dict, rate: float, n: int, max_tokens: in
         pids["a_generator"] = proc.pid
         await asyncio.sleep(3.0)  # A's load is at full pressure (its process started) before B starts
     meter = CpuMeter({"b_client": os.getpid(), **pids})
+    started = time.strftime("%H:%M:%S", time.gmtime())
     meter.start()
     recs, late_p99 = await tenant_b_open_loop(base, keys["t1"], rate, n, max_tokens)
     cpu = meter.stop()
@@ -204,13 +214,14 @@ async def b_phase(base: str, app_pids: dict, rate: float, n: int, max_tokens: in
         stop_event.set()
         a = await asyncio.to_thread(results.get, True, 120)
         proc.join(30)
-    return {"load": load or "alone", "b_rate": rate, "b_send_late_p99_s": round(late_p99, 4), **stream_stats(recs),
-            "a": a, "cpu": cpu}
+    return {"load": load or "alone", "utc": f"{started}-{time.strftime('%H:%M:%S', time.gmtime())}", "b_rate": rate,
+            "b_send_late_p99_s": round(late_p99, 4), **stream_stats(recs), "a": a, "cpu": cpu}
 
 
 async def run_noisy(base: str, pids: dict[str, int], max_tokens: int, rate: float, n: int, reps: int, cap: int,
-                    keys: dict, decompose: bool = True) -> dict:
-    """``reps`` x (B alone, B + flood), then (once) the decomposition phases; ratios are flood p99 / alone p99.
+                    keys: dict, decompose: tuple[str, ...] = ("at_cap", "rejected")) -> dict:
+    """``reps`` x (B alone, B + flood), then (once each) the decomposition phases named in ``decompose`` ("flood",
+    "at_cap", "rejected"; with ``reps`` 0 they run on their own); ratios are flood p99 / alone p99.
     ``pids``: the server processes to meter (``server_pids(app)``, called outside the event loop)."""
     pairs = []
     for _ in range(reps):
@@ -220,13 +231,11 @@ async def run_noisy(base: str, pids: dict[str, int], max_tokens: int, rate: floa
                       "p50_ratio": round(flood["p50_s"] / alone["p50_s"], 3)})
     out = {"tenant_a_cap": cap, "tenant_a_clients": cap * FLOOD_FACTOR, "tenant_b_rate_per_s": rate,
            "tenant_b_requests": n, "reps": pairs, "p99_ratios": [p["p99_ratio"] for p in pairs],
-           "max_p99_ratio": max(p["p99_ratio"] for p in pairs),
+           "max_p99_ratio": max((p["p99_ratio"] for p in pairs), default=None),
            "b_alone_cores": {"server": [p["alone"]["cpu"]["cores"]["server"] for p in pairs],
                              "b_client": [p["alone"]["cpu"]["cores"]["b_client"] for p in pairs],
                              "machine": [p["alone"]["cpu"]["cores"]["machine"] for p in pairs]}}
+    names = {"flood": "a_flood", "at_cap": "a_at_cap", "rejected": "a_rejected_only"}
     if decompose:
-        out["decomposition"] = {
-            "a_at_cap": await b_phase(base, pids, rate, n, max_tokens, "at_cap", cap, keys),
-            "a_rejected_only": await b_phase(base, pids, rate, n, max_tokens, "rejected", cap, keys),
-        }
+        out["decomposition"] = {names[kind]: await b_phase(base, pids, rate, n, max_tokens, kind, cap, keys) for kind in decompose}
     return out

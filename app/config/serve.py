@@ -44,11 +44,17 @@ class AdapterSourceSpec(StrictModel):
     )
     registry_url: str | None = Field(None, description="registry database URL (None: sqlite <home>/registry.db)")
     refresh_s: float = Field(0.0, ge=0, description="registry resolver: seconds a name's routing may be cached (0: read per request, so a rollback applies to the next request)")
-    root: str | None = Field(None, description="adapter root folder (None: <rayalign home>/adapters)")
+    root: str | None = Field(None, description="adapter root: a folder, or an object-store prefix "
+                                "(s3://bucket/adapters: <root>/<tenant>/<name>/ read per request) (None: <rayalign home>/adapters)")
     factory: str | None = Field(None, description="'module:function' returning an AdapterResolver (kind=factory)")
     cache_dir: str | None = Field(None, description="local copy of remote (s3://) adapters (None: <home>/serve/adapter-cache)")
     download_timeout_s: float = Field(
         120.0, gt=0, description="a remote adapter download slower than this fails that request (503) and is abandoned"
+    )
+    pass_env: list[str] = Field(
+        default_factory=list, description="environment variables copied from the process that builds the app into the "
+        "ingress and engine replicas' runtime_env (e.g. AWS_ENDPOINT_URL for a MinIO/moto adapter store; values land in "
+        "a `serve deploy` file too, so prefer node-level credentials in production)",
     )
 
     @model_validator(mode="after")
@@ -109,6 +115,14 @@ class VLLMSpec(StrictModel):
         "all", description="VLLM_CPU_OMP_THREADS_BIND: 'all' (every CPU the replica may run on), 'auto', 'nobind', '0-3', ..."
     )
     enforce_eager: bool = Field(True, description="skip graph capture/compilation (faster start on CPU)")
+    backend: Literal["rayalign", "ray_serve_llm"] = Field(
+        "rayalign", description="'rayalign': this project's VLLMEngine deployment; 'ray_serve_llm': Ray's "
+        "ray.serve.llm LLMServer (LoRA multiplexing from an object store) behind the same tenant/auth ingress",
+    )
+    lora_store: str | None = Field(
+        None, description="ray_serve_llm: the object-store prefix (s3://, gs://, abfss://, azure://) every adapter lives "
+        "under (LLMConfig.lora_config.dynamic_lora_loading_path); None: adapters.root",
+    )
 
 
 class HFSpec(StrictModel):
@@ -154,3 +168,31 @@ class ServeConfig(StrictModel):
     )
     http: HTTPSpec = Field(default_factory=HTTPSpec, description="HTTP listener")
     ray: RaySpec = Field(default_factory=RaySpec, description="Ray cluster")
+
+    @model_validator(mode="after")
+    def _ray_serve_llm_needs_an_object_store(self):
+        if self.vllm.backend != "ray_serve_llm":
+            return self
+        if self.engine != "vllm":
+            raise ValueError(f"vllm.backend=ray_serve_llm needs engine=vllm (got engine={self.engine})")
+        key, store = ("vllm.lora_store", self.vllm.lora_store) if self.vllm.lora_store else ("adapters.root", self.adapters.root)
+        if store is None:
+            raise ValueError("vllm.backend=ray_serve_llm needs vllm.lora_store or adapters.root: the object-store prefix "
+                             "(s3://...) its adapters live under")
+        if not is_object_store(store):
+            raise ValueError(f"vllm.backend=ray_serve_llm loads adapters only from an object store (ray.serve.llm refuses "
+                             f"a local dynamic_lora_loading_path): {key}={store!r} is not s3://, gs://, abfss:// or "
+                             f"azure://; upload the adapters there, or use vllm.backend=rayalign")
+        root = self.adapters.root
+        if key == "vllm.lora_store" and root and self.adapters.kind in ("auto", "directory"):
+            if not (is_object_store(root) and root.rstrip("/").startswith(store.rstrip("/"))):
+                raise ValueError(f"vllm.backend=ray_serve_llm: adapters.root={root!r} is not under vllm.lora_store={store!r}")
+        return self
+
+
+OBJECT_STORE_SCHEMES = ("s3://", "gs://", "abfss://", "azure://")  # what ray.serve.llm's LoraConfig accepts
+
+
+def is_object_store(uri: str) -> bool:
+    """Whether ``uri`` names an object-store location ray.serve.llm can load adapters from."""
+    return uri.startswith(OBJECT_STORE_SCHEMES)

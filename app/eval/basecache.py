@@ -26,7 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 BASE_PREFIX = "base_"
-FORMAT = 2  # bump when the suites' base fields change meaning (2: generation in length-sorted chunks)
+FORMAT = 3  # bump when the suites' base fields may change (2: generation in length-sorted chunks; 3: grouped-query sdpa)
 
 
 def _versions() -> dict[str, str]:

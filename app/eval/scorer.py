@@ -12,6 +12,42 @@ from typing import Sequence
 import torch
 
 VARIANTS = ("adapter", "base")
+GROUPED_SDPA = "sdpa_grouped"
+
+
+def grouped_query_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, is_causal=None, **kwargs):
+    """transformers' ``sdpa`` attention for grouped-query models without copying K/V to every query head.
+
+    Shapes: query [B, Hq, q, D], key/value [B, Hk, T, D], Hq = g * Hk; mask [B|1, 1, q, T] (bool, True = attend).
+    With a padding mask, transformers' ``sdpa`` repeats K and V to Hq heads (``repeat_kv``) on CPU and CUDA: at each
+    decode step a copy of g x the whole KV cache per layer, which dominated SmolLM2's (9 query / 3 KV heads) batched
+    greedy decoding on 2 cores. Here the g query heads that share a KV head are stacked along the query axis instead
+    ([B, Hk, g*q, D], the mask repeated g times along q): every query row meets the same keys, values and mask as
+    with ``repeat_kv``, so each row's softmax(q K^T * scale + mask) V is the same computation (Ainslie et al. 2023,
+    GQA). Without a mask (no padding), with dropout or another mask layout: transformers' ``sdpa`` unchanged.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, hq, q, d = query.shape
+    hk = key.shape[1]
+    if hq == hk or attention_mask is None or attention_mask.dim() != 4 or attention_mask.shape[1] != 1 or dropout \
+            or kwargs.get("position_bias") is not None or attention_mask.dtype != torch.bool:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    g = hq // hk
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query.reshape(b, hk, g * q, d), key, value, attn_mask=attention_mask.repeat(1, 1, g, 1), scale=scaling)
+    return out.view(b, hk, g, q, d).reshape(b, hq, q, d).transpose(1, 2).contiguous(), None
+
+
+def use_grouped_sdpa(model) -> None:
+    """Switch ``model`` (a transformers model with ``sdpa`` attention) to :func:`grouped_query_sdpa`."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GROUPED_SDPA, grouped_query_sdpa)
+    AttentionMaskInterface.register(GROUPED_SDPA, sdpa_mask)
+    model.set_attn_implementation(GROUPED_SDPA)
 
 
 class AdapterScorer:
@@ -19,14 +55,14 @@ class AdapterScorer:
 
     def __init__(self, model_dir: str, adapter_dir: str | None, max_length: int = 384, threads: int | None = None):
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if threads:
             torch.set_num_threads(threads)
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = self._load_base(model_dir)
         self.model = PeftModel.from_pretrained(model, adapter_dir) if adapter_dir else model
         self.model.eval()
         self.model_dir = model_dir
@@ -34,6 +70,16 @@ class AdapterScorer:
         self.merged = False
         self.base_model = None  # a separate plain copy of the base, after merge(keep_base=True)
         self.max_length = max_length
+
+    @staticmethod
+    def _load_base(model_dir: str):
+        """The base model in float32, with :func:`grouped_query_sdpa` when transformers picked ``sdpa``."""
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        if model.config._attn_implementation == "sdpa":
+            use_grouped_sdpa(model)
+        return model.eval()
 
     def merge(self, keep_base: bool = False) -> bool:
         """Fold the LoRA update into the weights (peft ``merge_and_unload``: W + s*B@A). The same function with fewer
@@ -52,9 +98,7 @@ class AdapterScorer:
             if getattr(base, "weight", None) is not None and base.weight.data_ptr() == emb:
                 return False
         if keep_base:
-            from transformers import AutoModelForCausalLM
-
-            self.base_model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32).eval()
+            self.base_model = self._load_base(self.model_dir)
         self.model = self.model.merge_and_unload()
         self.merged = True
         return True

@@ -32,7 +32,6 @@ from app.ppo.group import RayActorGroup, RoleResources
 from app.ppo.prompts import PromptCursor
 from app.ppo.rollout_worker import RolloutWorker, VLLMRolloutWorker
 
-KEEP_SYNC_FOLDERS = 3  # vLLM workers: adapter folders kept on disk (a worker only ever loads the newest it was sent)
 TOOL_MESSAGE_TOKENS = 96  # vLLM workers with rollout.env: context room per tool message (the chat glue + a short result)
 
 
@@ -84,21 +83,13 @@ class AsyncPPODriver(PPODriver):
         HF workers get the weights (an object ref), vLLM workers the folder the policy has just written them to."""
         version = self.iteration
         if self.cfg.rollout.backend == "vllm":
-            adapter = self._write_sync_adapter(version)  # on disk before any worker reads it
-            self._prune_sync_folders(version)
+            adapter = self._write_sync_adapter(version)  # on disk before any worker reads it; old versions pruned
         else:
             adapter = self.policy.call_one("adapter_state")
         idx = range(len(self.rollout)) if workers is None else workers
         refs = [self.rollout.actors[i].set_adapter.remote(version, adapter) for i in idx]
         if wait:
             ray.get(refs)
-
-    def _prune_sync_folders(self, version: int) -> None:
-        import shutil
-
-        for old in (self.run_dir / "sync").glob("v*"):
-            if old.name[1:].isdigit() and int(old.name[1:]) <= version - KEEP_SYNC_FOLDERS:
-                shutil.rmtree(old, ignore_errors=True)
 
     # ----- checkpoints: the cursor of the last *trained* batch, not of batches generated ahead -----------------------
     def save(self):

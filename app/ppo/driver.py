@@ -30,9 +30,20 @@ from app.core.importance import correction
 from app.ppo.batch import Samples, build_batch, pad_rows
 from app.ppo.group import RayActorGroup, RoleResources, plan_placement, split_evenly
 from app.ppo.preflight import check_inputs
-from app.ppo.prompts import PromptCursor, load_prompts
+from app.ppo.prompts import PromptCursor, load_prompts, prompt_dataset_id
 from app.ppo.rollout import VLLMEngineActor
 from app.train import checkpoint as ckpt
+
+KEEP_SYNC_FOLDERS = 3  # vLLM: adapter folders kept on disk (an engine or worker only ever loads the newest it was sent)
+
+
+def prune_sync_folders(root: Path, version: int, keep: int = KEEP_SYNC_FOLDERS) -> None:
+    """Remove ``root/v<N>`` folders with ``N <= version - keep`` (a long run would otherwise fill the disk)."""
+    import shutil
+
+    for old in root.glob("v*"):
+        if old.name[1:].isdigit() and int(old.name[1:]) <= version - keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 class PPODriver:
@@ -164,9 +175,10 @@ class PPODriver:
 
     def _write_sync_adapter(self, version: int) -> str:
         """The policy's LoRA adapter written to ``<run>/sync/v<version>`` for vLLM engines; returns the folder once
-        it is on disk (before any engine reads it)."""
+        it is on disk (before any engine reads it). Folders older than the newest ``KEEP_SYNC_FOLDERS`` are removed."""
         folder = self.run_dir / "sync" / f"v{version:06d}"
         ray.get(self.policy.call_one("save_adapter", str(folder)))
+        prune_sync_folders(self.run_dir / "sync", version)
         return str(folder)
 
     # ----- one iteration ------------------------------------------------------------------------------------------
@@ -336,7 +348,7 @@ class PPODriver:
         last = self.history[-1] if self.history else {}
         lineage = {
             "base_model_source": self.cfg.model.source, "base_sha": self.model.base_sha,
-            "dataset_id": str(self.cfg.prompts.path), "config_hash": config_hash(self.cfg),
+            "dataset_id": prompt_dataset_id(self.cfg.prompts.path), "config_hash": config_hash(self.cfg),
             "method": {"gae": "ppo", "grpo": "grpo", "rloo": "rloo"}[self.cfg.algo.estimator],
             "lora": ray.get(self.policy.call_one("adapter_shape")),
             "metrics": {k: last[k] for k in ("reward_mean", "kl", "response_length", "rm_score", "rule_score")

@@ -54,6 +54,28 @@ def _rows_from_jsonl(path: Path) -> list[tuple[list[dict], str]]:
     return rows
 
 
+def prompt_dataset_id(path: str) -> str:
+    """The lineage id of a prompt source: a dataset artifact's manifest id, or ``jsonl-<sha256[:16]>`` of a JSONL
+    file's bytes (a path is not an id: it moves between machines and can exceed the registry's 128 characters)."""
+    import hashlib
+
+    from app.data.artifact import resolve_artifact_dir
+
+    p = expand_path(path)
+    if p.is_dir():
+        manifest = resolve_artifact_dir(p) / "manifest.json"
+        if manifest.is_file():
+            artifact_id = json.loads(manifest.read_text(encoding="utf-8")).get("id")
+            if artifact_id:
+                return str(artifact_id)
+        raise ConfigError(f"prompts.path {p}: a dataset artifact needs a manifest.json with an 'id'")
+    digest = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"jsonl-{digest.hexdigest()[:16]}"
+
+
 def _rows_from_artifact(folder: Path, split: str) -> list[tuple[list[dict], str]]:
     import pyarrow.parquet as pq
 

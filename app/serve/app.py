@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from app.config.serve import DeploymentSpec, ServeConfig
@@ -13,7 +14,7 @@ from app.config.serve import DeploymentSpec, ServeConfig
 IMPORT_PATH = "app.serve.app:app_builder"
 
 
-def deployment_options(spec: DeploymentSpec) -> dict[str, Any]:
+def deployment_options(spec: DeploymentSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Serve deployment options (autoscaling, health checks, resources) for one deployment."""
     return {
         "autoscaling_config": {
@@ -30,16 +31,22 @@ def deployment_options(spec: DeploymentSpec) -> dict[str, Any]:
         "backpressure_config": {"status_code": 429, "retry_after_s": spec.retry_after_s},
         "health_check_period_s": spec.health_check_period_s,
         "health_check_timeout_s": spec.health_check_timeout_s,
-        "ray_actor_options": {"num_cpus": spec.num_cpus, **replica_runtime_env(spec)},
+        "ray_actor_options": {"num_cpus": spec.num_cpus, **replica_runtime_env(spec, env)},
     }
 
 
-def replica_runtime_env(spec: DeploymentSpec) -> dict[str, Any]:
+def replica_runtime_env(spec: DeploymentSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
     """``runtime_env`` for a deployment's replicas: Serve reads RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD in each
-    replica process, so the setting applies to these replicas only, not to the proxy or other apps."""
-    if not spec.user_code_on_replica_loop:
-        return {}
-    return {"runtime_env": {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}}
+    replica process, so the setting applies to these replicas only, not to the proxy or other apps; ``env``: more
+    variables for them (``adapters.pass_env``)."""
+    env_vars = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"} if spec.user_code_on_replica_loop else {}
+    env_vars.update(env or {})
+    return {"runtime_env": {"env_vars": env_vars}} if env_vars else {}
+
+
+def passed_env(cfg: ServeConfig) -> dict[str, str]:
+    """``adapters.pass_env``: those of the named variables set in this process."""
+    return {k: os.environ[k] for k in cfg.adapters.pass_env if k in os.environ}
 
 
 def build_app(cfg: ServeConfig):
@@ -48,13 +55,18 @@ def build_app(cfg: ServeConfig):
 
     from app.serve.ingress import Ingress
 
-    if cfg.engine == "vllm":
-        from app.serve.engine_vllm import VLLMEngine as engine_cls
-    else:
-        from app.serve.engine_hf import HFEngine as engine_cls
     data = cfg.model_dump(mode="json")
-    engine = serve.deployment(name="Engine", **deployment_options(cfg.engine_deployment))(engine_cls).bind(data)
-    return serve.deployment(name="Ingress", **deployment_options(cfg.ingress_deployment))(Ingress).bind(engine, data)
+    if cfg.engine == "vllm" and cfg.vllm.backend == "ray_serve_llm":  # ray.serve.llm's LLMServer as the Engine
+        from app.serve.engine_llmserver import build_llm_engine
+
+        engine = build_llm_engine(cfg, deployment_options(cfg.engine_deployment, passed_env(cfg)))
+    else:
+        if cfg.engine == "vllm":
+            from app.serve.engine_vllm import VLLMEngine as engine_cls
+        else:
+            from app.serve.engine_hf import HFEngine as engine_cls
+        engine = serve.deployment(name="Engine", **deployment_options(cfg.engine_deployment, passed_env(cfg)))(engine_cls).bind(data)
+    return serve.deployment(name="Ingress", **deployment_options(cfg.ingress_deployment, passed_env(cfg)))(Ingress).bind(engine, data)
 
 
 def app_builder(args: dict[str, Any]):
@@ -93,7 +105,10 @@ def serve_deploy_config(cfg: ServeConfig, config_path: str) -> dict[str, Any]:
     """A `serve deploy` / `serve run` config file (also a KubeRay RayService ``serveConfigV2``) for this ServeConfig."""
     deployments = []
     for name, spec in (("Engine", cfg.engine_deployment), ("Ingress", cfg.ingress_deployment)):
-        deployments.append({"name": name, **deployment_options(spec)})
+        options = deployment_options(spec)
+        if name == "Engine" and cfg.engine == "vllm" and cfg.vllm.backend == "ray_serve_llm":
+            options.pop("ray_actor_options")  # LLMServer's CPUs and env come from its LLMConfig (placement group, runtime_env)
+        deployments.append({"name": name, **options})
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": cfg.http.host, "port": cfg.http.port},

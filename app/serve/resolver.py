@@ -87,13 +87,17 @@ class DirectoryResolver:
 
 
 def build_resolver(cfg) -> AdapterResolver:
-    """The resolver a ServeConfig asks for: ``directory``; ``registry`` (app.serve.resolver_registry); ``factory``;
+    """The resolver a ServeConfig asks for: ``directory`` (a folder, or ``ObjectStoreResolver`` for an ``s3://`` root); ``registry`` (app.serve.resolver_registry); ``factory``;
     ``auto`` (default): the directory when ``adapters.root`` is set, else the registry first and the default adapter
     folder after it when a registry database exists, else the folder."""
     spec = cfg.adapters
     if spec.kind == "factory":
         module, _, func = spec.factory.partition(":")
         return getattr(importlib.import_module(module), func)(cfg)
+    if spec.root and "://" in spec.root and not spec.root.startswith("file://"):  # an object-store prefix (s3://...)
+        store_mod = importlib.import_module("app.serve.resolver_store")  # by name: it builds on ResolvedAdapter (cycle)
+        if spec.kind in ("directory", "auto"):
+            return store_mod.ObjectStoreResolver(spec.root)
     folder = DirectoryResolver(spec.root or rayalign_home() / "adapters")
     if spec.kind == "directory" or (spec.kind == "auto" and spec.root):
         return folder

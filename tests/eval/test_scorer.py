@@ -72,3 +72,29 @@ def test_merged_with_a_kept_base_scores_both_variants_like_the_peft_model(tiny_m
         assert all(abs(a - b) < 1e-4 * abs(b) for (a, _), (b, _) in zip(got, nll)), v
         assert s.generate(PROMPTS, 6, v) == answers, v
     assert before["adapter"][0] != before["base"][0]
+
+
+def test_grouped_query_sdpa_gives_transformers_sdpa_logits_on_a_left_padded_batch(tiny_model_dir, tiny_adapters):
+    """The scorer's attention (query heads stacked per KV head, no repeat_kv copy) is used, and a padded batch's logits
+    at every real position and its greedy answers equal transformers' own ``sdpa`` (GQA 4/2 heads)."""
+    import torch
+
+    from app.eval.scorer import GROUPED_SDPA
+
+    s = AdapterScorer(str(tiny_model_dir), str(tiny_adapters["broken"]), threads=1)
+    assert s.model.config._attn_implementation == GROUPED_SDPA
+    cfg = s.model.config
+    assert cfg.num_attention_heads > cfg.num_key_value_heads  # grouped: the path under test really runs
+    ids = [s.prompt_ids(p) for p in PROMPTS]
+    width, pad = max(map(len, ids)), s.tok.pad_token_id
+    batch = torch.tensor([[pad] * (width - len(i)) + i for i in ids])
+    mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+    assert mask.min() == 0  # left padding: the mask path is taken
+    answers = s.generate(PROMPTS, 8, "adapter")
+    with torch.no_grad():
+        grouped = s.model(input_ids=batch, attention_mask=mask).logits
+        s.model.set_attn_implementation("sdpa")
+        stock = s.model(input_ids=batch, attention_mask=mask).logits
+    real = mask.bool()
+    assert torch.allclose(grouped[real], stock[real], atol=1e-5, rtol=0)
+    assert s.generate(PROMPTS, 8, "adapter") == answers

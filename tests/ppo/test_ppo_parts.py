@@ -8,7 +8,7 @@ from app.config.loader import validate_config
 from app.config.ppo import PPOConfig
 from app.ppo.batch import build_batch, trim_response
 from app.ppo.group import RoleResources, plan_bundles, split_evenly
-from app.ppo.prompts import PromptCursor, load_prompts
+from app.ppo.prompts import PromptCursor, load_prompts, prompt_dataset_id
 
 
 def test_build_batch_layout_and_select():
@@ -71,6 +71,20 @@ def test_artifact_prompts_keep_earlier_assistant_turns(tmp_path, tiny_model_dir)
     first, second = load_prompts(str(tmp_path), tok)
     assert first.text == second.text == tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
     assert "hello" in first.text and "no<" not in first.text
+
+
+def test_prompt_dataset_id_is_the_artifact_id_or_the_file_hash_never_the_path(tmp_path, prompt_file):
+    import hashlib
+    import json
+
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / "manifest.json").write_text(json.dumps({"record_type": "prompt", "id": "prompt-0123456789abcdef"}))
+    assert prompt_dataset_id(str(tmp_path / "art")) == "prompt-0123456789abcdef"
+    expected = "jsonl-" + hashlib.sha256(prompt_file.read_bytes()).hexdigest()[:16]  # independent: whole-file hash
+    assert prompt_dataset_id(str(prompt_file)) == expected
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(ConfigError, match="manifest.json with an 'id'"):
+        prompt_dataset_id(str(tmp_path / "bare"))
 
 
 def test_plan_bundles_colocated_vs_disaggregated():

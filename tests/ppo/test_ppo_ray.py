@@ -105,6 +105,7 @@ def test_ppo_iteration_with_a_trained_reward_model(ray_local, tiny_cfg, tiny_rew
     assert m["reward_std"] > 0  # the RM tells responses apart
     lineage = json.loads((driver.run_dir / "adapter" / "rayalign_lineage.json").read_text())
     assert lineage["parents"]["reward_model"]["dataset_id"] == "preference-tinyrm"
+    assert lineage["dataset_id"].startswith("jsonl-") and len(lineage["dataset_id"]) == 22  # the prompts' hash, not a path
     assert "rm_score" in lineage["metrics"]
 
 
