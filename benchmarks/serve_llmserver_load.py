@@ -12,7 +12,7 @@ one engine replica with 1 CPU. Ratios ray_serve_llm / rayalign (p50, p99, tokens
 JSON: benchmarks/results/serve_llmserver_load.json (written after each app).
 
     python benchmarks/serve_llmserver_load.py [--requests 200] [--max-tokens 16] [--order rayalign,ray_serve_llm]
-                                              [--no-clean] [--budget-s 600]
+                                              [--no-clean] [--budget-s 600] [--out results/....json]
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def main() -> int:
     ap.add_argument("--order", default="rayalign,ray_serve_llm", help="backends in the order run (a name may repeat)")
     ap.add_argument("--no-clean", action="store_true", help="skip the valid-requests-alone phase")
     ap.add_argument("--budget-s", type=float, default=None, help="start no further app once this many seconds have passed")
+    ap.add_argument("--out", default=str(OUT), help="results JSON (default results/serve_llmserver_load.json)")
     args = ap.parse_args()
+    out = Path(args.out)
     t_start = time.perf_counter()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a hold's timeout: still shut Serve and Ray down
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -112,7 +114,7 @@ def main() -> int:
                      "runs": [], "complete": False}
 
     def save() -> None:
-        OUT.write_text(json.dumps(results, indent=2, default=str))
+        out.write_text(json.dumps(results, indent=2, default=str))
 
     try:
         for k, backend in enumerate(args.order.split(",")):
@@ -160,7 +162,7 @@ def main() -> int:
         save()
         serve.shutdown()
         s3_server.stop()
-    print(f"wrote {OUT}")
+    print(f"wrote {out}")
     return 0
 
 

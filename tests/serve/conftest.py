@@ -41,6 +41,23 @@ def repoint(link: Path, target: Path) -> None:
     tmp.replace(link)
 
 
+def leave_mid_stream(engine, url: str, key: str, body: dict) -> dict:
+    """Stream ``body`` (a chat completion) from ``url``, read the role chunk and the first token, then leave; returns
+    the engine's ``stats()`` once its ``cancelled`` count has moved (or after 20 s), with ``cancelled_before``."""
+    import time
+
+    import httpx
+
+    before = engine.stats.remote().result()["cancelled"]
+    with httpx.stream("POST", f"{url}/chat/completions", json=body, timeout=60, headers={"Authorization": f"Bearer {key}"}) as r:
+        lines = r.iter_lines()
+        next(lines), next(lines)  # role chunk + first token, then the client leaves
+    deadline = time.time() + 20
+    while time.time() < deadline and engine.stats.remote().result()["cancelled"] == before:
+        time.sleep(0.2)
+    return {**engine.stats.remote().result(), "cancelled_before": before}
+
+
 def tenants_override() -> list[str]:
     from app.serve.auth import hash_key
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import httpx
 import openai
 import pytest
 
 from tests.cluster.conftest import moto_s3  # noqa: F401 - the S3 server fixture, shared with the cluster tests
-from tests.serve.conftest import KEYS, make_adapter_root, tenants_override
+from tests.serve.conftest import KEYS, leave_mid_stream, make_adapter_root, tenants_override
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.e2e]
 APP = "rayalign-llmserver-test"
@@ -86,14 +85,6 @@ def test_adapter_streams_through_llmserver_and_a_leaving_client_closes_its_strea
     print("LLMServer outputs:", {"base": base_text, "alpha": text})
     assert text and text == whole.choices[0].message.content and text != base_text  # the adapter ran, same greedy text
     assert usage.completion_tokens == whole.usage.completion_tokens > 0
-    engine = serve.get_deployment_handle("Engine", APP)
-    before = engine.stats.remote().result()["cancelled"]
     body = {"model": "alpha", "messages": QUESTION, "max_tokens": 64, "temperature": 0, "stream": True}
-    with httpx.stream("POST", f"{llm_app}/chat/completions", json=body, timeout=60,
-                      headers={"Authorization": f"Bearer {KEYS['acme']}"}) as r:
-        lines = r.iter_lines()
-        next(lines), next(lines)  # role chunk + first token, then the client leaves
-    deadline = time.time() + 20
-    while time.time() < deadline and engine.stats.remote().result()["cancelled"] == before:
-        time.sleep(0.2)
-    assert engine.stats.remote().result()["cancelled"] == before + 1
+    stats = leave_mid_stream(serve.get_deployment_handle("Engine", APP), llm_app, KEYS["acme"], body)
+    assert stats["cancelled"] == stats["cancelled_before"] + 1, stats

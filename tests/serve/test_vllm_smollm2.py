@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.serve.conftest import KEYS, make_adapter_root, percentiles, tenants_override
+from tests.serve.conftest import KEYS, leave_mid_stream, make_adapter_root, percentiles, tenants_override
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 APP = "rayalign-vllm-test"
@@ -73,18 +73,9 @@ def test_errors_on_the_real_path(vllm_app):
 def test_client_disconnect_aborts_the_vllm_request_and_unpins_its_adapter(vllm_app):
     from ray import serve
 
-    engine = serve.get_deployment_handle("Engine", APP)
-    before = engine.stats.remote().result()["cancelled"]
     body = {"model": "alpha", "messages": QUESTION, "max_tokens": 64, "temperature": 0, "stream": True}
-    with httpx.stream("POST", f"{vllm_app}/chat/completions", json=body, timeout=60,
-                      headers={"Authorization": f"Bearer {KEYS['acme']}"}) as r:
-        lines = r.iter_lines()
-        next(lines), next(lines)  # role chunk + first token, then the client leaves
-    deadline = time.time() + 20
-    while time.time() < deadline and engine.stats.remote().result()["cancelled"] == before:
-        time.sleep(0.2)
-    stats = engine.stats.remote().result()
-    assert stats["cancelled"] == before + 1 and not stats["pinned"], stats
+    stats = leave_mid_stream(serve.get_deployment_handle("Engine", APP), vllm_app, KEYS["acme"], body)
+    assert stats["cancelled"] == stats["cancelled_before"] + 1 and not stats["pinned"], stats
 
 
 @pytest.mark.e2e
