@@ -209,25 +209,34 @@ def gate_set(name: str, entries: dict, args, home: Path, save) -> dict:
 
     ``save(entries)`` runs after each adapter (a run cut short keeps what it measured). An adapter is not started
     when ``args.deadline`` (epoch s) is nearer than the slowest adapter-only run so far (x 1.1; 240 s before any):
-    it is recorded as ``not_run`` with the reason, never with an earlier session's numbers."""
+    it is recorded as ``not_run`` with the reason, never with an earlier session's numbers.
+
+    ``args.resume``: finish such a run in a later hold: the set's registry and its gated adapters' results stay,
+    only the adapters without gate results are gated (same sizes; the base comes from the cache)."""
     from app.eval.runner import run_eval
     from app.registry import Registry
 
     missing = [label for label in LABELS if label not in entries or not Path(entries[label]["adapter"]).is_dir()]
     if missing:
         raise SystemExit(f"set {name}: train these adapters first (--stage train --set {name})")
-    for label in LABELS:  # no stale gate results from an earlier run survive in this set's entries
+    todo = [label for label in LABELS if not args.resume or "gates" not in entries[label]]
+    budget = EVAL_BUDGET + (SCORING_ONLY if args.scoring_only else [])
+    used = next((entries[label].get("eval_budget") for label in LABELS if "gates" in entries[label]), None)
+    if args.resume and used != budget:
+        raise SystemExit(f"set {name}: --resume gates at the sizes of the run it finishes ({used}), not {budget}")
+    for label in todo:  # no stale gate results from an earlier run survive in this set's entries
         for key in GATE_KEYS:
             entries[label].pop(key, None)
-    for key in ("gate_seconds_total", "wall_seconds_eval"):
+    done_seconds = entries.get("gate_seconds_total", 0.0) if args.resume else 0.0
+    for key in ("gate_seconds_total", "wall_seconds_eval") if not args.resume else ():
         entries.pop(key, None)
-    entries["gate_settings"] = vars(args)
+    entries["gate_settings" if not args.resume else "resume_settings"] = vars(args)
     db = home / f"eval_gates_registry_{name}.db"
-    db.unlink(missing_ok=True)  # a fresh registry: base score and production are established in this run
+    if not args.resume:
+        db.unlink(missing_ok=True)  # a fresh registry: base score and production are established in this run
     url = f"sqlite:///{db}"
-    budget = EVAL_BUDGET + (SCORING_ONLY if args.scoring_only else [])
     t_run = time.time()
-    for label in LABELS:
+    for label in todo:
         slowest = max([entries[x]["eval_seconds"] for x in LABELS
                        if "eval_seconds" in entries[x] and not entries[x]["base_scored_here"]] or [240.0])
         if args.deadline and time.time() + 1.1 * slowest > args.deadline:
@@ -269,9 +278,9 @@ def gate_set(name: str, entries: dict, args, home: Path, save) -> dict:
               ev.decision.reason, f"({entries[label]['eval_seconds']} s; base "
               f"{'scored here' if entries[label]['base_scored_here'] else 'from the cache'}; per item "
               f"{entries[label]['seconds_per_item']})", flush=True)
-        entries["gate_seconds_total"] = round(time.time() - t_run, 1)
+        entries["gate_seconds_total"] = round(done_seconds + time.time() - t_run, 1)
         save(entries)
-    entries["gate_seconds_total"] = round(time.time() - t_run, 1)
+    entries["gate_seconds_total"] = round(done_seconds + time.time() - t_run, 1)
     return entries
 
 
@@ -478,6 +487,8 @@ def main() -> int:
     ap.add_argument("--scoring-only", action="store_true", help="gate without the generation suites")
     ap.add_argument("--deadline", type=float, default=0.0,
                     help="epoch seconds: do not start an adapter that would end after it (a lock budget)")
+    ap.add_argument("--resume", action="store_true",
+                    help="gate only the adapters a deadline left not_run, in the same registry (same sizes)")
     ap.add_argument("--fresh-base-cache", action="store_true",
                     help="delete the cached base results first, so this run's time includes scoring the base once")
     args = ap.parse_args()
@@ -502,7 +513,7 @@ def main() -> int:
         state_path.write_text(json.dumps(result, indent=2))
         out.write_text(json.dumps(result, indent=2))
 
-    if args.stage in ("all", "eval"):  # priors from the previous run's results (read before they are overwritten)
+    if args.stage in ("all", "eval") and not args.resume:  # priors from the previous run (read before it is overwritten)
         previous = json.loads(out.read_text()) if out.is_file() else {}
         result["sizing"] = {"budget": EVAL_BUDGET, "alpha": 0.05, "power": 0.8, "plan": str(POWER_PLAN.relative_to(ROOT)),
                             "previous_run": previous.get("sizing", {}).get("run_started"),
@@ -513,9 +524,8 @@ def main() -> int:
         if args.stage in ("all", "train"):
             result["sets"][name] = train_set(name, args, home) | {"train_settings": vars(args)}
         if args.stage in ("all", "eval"):
-            result["sets"][name] = gate_set(name, result["sets"][name], args, home, lambda e, n=name: save(n, e)) \
-                | {"gate_settings": vars(args)}
-        result["sets"][name][f"wall_seconds_{args.stage}"] = round(time.time() - t0, 1)
+            result["sets"][name] = gate_set(name, result["sets"][name], args, home, lambda e, n=name: save(n, e))
+        result["sets"][name][f"wall_seconds_{args.stage}{'_resume' if args.resume else ''}"] = round(time.time() - t0, 1)
         state_path.write_text(json.dumps(result, indent=2))
         out.write_text(json.dumps(result, indent=2))
     if args.stage == "gencost":

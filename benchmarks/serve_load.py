@@ -288,7 +288,8 @@ def main() -> int:
     ap.add_argument("--sweep-requests", type=int, default=75, help="interval: tenant B's requests per value")
     ap.add_argument("--reps", type=int, default=3, help="noisy: (alone, flood) pairs measured back to back")
     ap.add_argument("--no-decompose", action="store_true", help="noisy: skip the decomposition phases")
-    ap.add_argument("--decompose", default="at_cap,rejected", help="noisy: which decomposition phases (at_cap, rejected)")
+    ap.add_argument("--decompose", default="at_cap,rejected",
+                    help="noisy: which decomposition phases (flood, at_cap, rejected; --reps 0: only these)")
     ap.add_argument("--noisy-cap", type=int, default=NOISY_CAP, help="tenant A's max_concurrent_requests (it floods with 10x)")
     ap.add_argument("--noisy-rate", type=float, default=NOISY_RATE,
                     help="tenant A's max_requests_per_s (0: no rate limit, only its concurrency cap)")

@@ -205,6 +205,7 @@ async def b_phase(base: str, app_pids: dict, rate: float, n: int, max_tokens: in
         pids["a_generator"] = proc.pid
         await asyncio.sleep(3.0)  # A's load is at full pressure (its process started) before B starts
     meter = CpuMeter({"b_client": os.getpid(), **pids})
+    started = time.strftime("%H:%M:%S", time.gmtime())
     meter.start()
     recs, late_p99 = await tenant_b_open_loop(base, keys["t1"], rate, n, max_tokens)
     cpu = meter.stop()
@@ -213,14 +214,15 @@ async def b_phase(base: str, app_pids: dict, rate: float, n: int, max_tokens: in
         stop_event.set()
         a = await asyncio.to_thread(results.get, True, 120)
         proc.join(30)
-    return {"load": load or "alone", "b_rate": rate, "b_send_late_p99_s": round(late_p99, 4), **stream_stats(recs),
-            "a": a, "cpu": cpu}
+    return {"load": load or "alone", "utc": f"{started}-{time.strftime('%H:%M:%S', time.gmtime())}", "b_rate": rate,
+            "b_send_late_p99_s": round(late_p99, 4), **stream_stats(recs), "a": a, "cpu": cpu}
 
 
 async def run_noisy(base: str, pids: dict[str, int], max_tokens: int, rate: float, n: int, reps: int, cap: int,
                     keys: dict, decompose: tuple[str, ...] = ("at_cap", "rejected")) -> dict:
-    """``reps`` x (B alone, B + flood), then (once each) the decomposition phases named in ``decompose``; ratios are
-    flood p99 / alone p99. ``pids``: the server processes to meter (``server_pids(app)``, called outside the event loop)."""
+    """``reps`` x (B alone, B + flood), then (once each) the decomposition phases named in ``decompose`` ("flood",
+    "at_cap", "rejected"; with ``reps`` 0 they run on their own); ratios are flood p99 / alone p99.
+    ``pids``: the server processes to meter (``server_pids(app)``, called outside the event loop)."""
     pairs = []
     for _ in range(reps):
         alone = await b_phase(base, pids, rate, n, max_tokens, None, cap, keys)
@@ -229,11 +231,11 @@ async def run_noisy(base: str, pids: dict[str, int], max_tokens: int, rate: floa
                       "p50_ratio": round(flood["p50_s"] / alone["p50_s"], 3)})
     out = {"tenant_a_cap": cap, "tenant_a_clients": cap * FLOOD_FACTOR, "tenant_b_rate_per_s": rate,
            "tenant_b_requests": n, "reps": pairs, "p99_ratios": [p["p99_ratio"] for p in pairs],
-           "max_p99_ratio": max(p["p99_ratio"] for p in pairs),
+           "max_p99_ratio": max((p["p99_ratio"] for p in pairs), default=None),
            "b_alone_cores": {"server": [p["alone"]["cpu"]["cores"]["server"] for p in pairs],
                              "b_client": [p["alone"]["cpu"]["cores"]["b_client"] for p in pairs],
                              "machine": [p["alone"]["cpu"]["cores"]["machine"] for p in pairs]}}
-    names = {"at_cap": "a_at_cap", "rejected": "a_rejected_only"}
+    names = {"flood": "a_flood", "at_cap": "a_at_cap", "rejected": "a_rejected_only"}
     if decompose:
         out["decomposition"] = {names[kind]: await b_phase(base, pids, rate, n, max_tokens, kind, cap, keys) for kind in decompose}
     return out

@@ -1,32 +1,35 @@
 """Ray Train overhead: bare PyTorch loop vs rayalign's loop on Ray Train (1 worker x 2 CPUs), same everything.
 
-Steady state is the median step's tokens/s (the span mean next to it). Same model (MODEL: a ~3.3M-parameter Llama,
-full fine-tuning), same packed rows, same batch, same core loss, same AdamW, same threads (2). Steady-state tokens/s
-skips the first WARMUP steps; Ray's start-up (cluster, worker group, model load, data) is reported separately.
+Same model (MODEL: a ~3.3M-parameter Llama, full fine-tuning), same packed rows, same batch, same core loss, same
+AdamW, same threads (2). Steady state is tokens/s over the steps after the first WARMUP: all their tokens over the
+wall time they took, stalls between steps included (``tokens_per_s``; the median step's rate is next to it). Ray's
+start-up (cluster, worker group, model load, data) is reported separately.
 
     python benchmarks/train_overhead.py [--method sft|dpo] [--runs 3] [--no-diagnostics] [--clusters lean default]
     python benchmarks/train_overhead.py --idle 15     # what an idle local cluster's processes burn, default vs lean
     # writes benchmarks/results/train_overhead.json
 
-Each run is a fresh Python process: the bare loop first with no Ray process on the machine (the headline's
-baseline), then the Ray Train loop, then (a diagnostic) the bare loop again next to the now idle Ray cluster; the
-process exits with its cluster, so no run shares the CPUs with an earlier run's Ray daemons. SFT also runs the bare
-loop in a non-main thread before Ray starts (``bare_pytorch_in_thread``), as Ray Train V2 runs the train function. Each loop also records
-its in-step rate (batch, forward, backward, optimizer step only): ``compute_only_overhead`` near the headline means
-the steps themselves ran slower (CPU contention), not that work between steps was added.
+Each run is a fresh Python process that interleaves the two sides: the bare loop with no Ray process on the machine,
+the Ray Train loop, then (after the cluster has shut down and its processes are gone) the bare loop again. A Ray row's
+baseline is the mean of the bare segments right before and after it (``steady_state_overhead``), so a drift of this
+shared box hits both sides alike; ``steady_state_overhead_vs_faster_bare`` holds it against the faster of the two.
+Each loop also records its in-step rate: ``compute_only_overhead`` near the headline means the steps themselves ran
+slower (CPU contention), far below it means time was lost between the steps. SFT first runs the bare loop in a plain
+thread (``bare_pytorch_in_thread``), as Ray Train V2 runs the train function, before any other loop: a thread that
+starts its OpenMP team while the main thread has one of its own runs ~25 % slower (libgomp shortens its spin-wait
+when it manages more threads than CPUs), which a thread started after the main-thread loop would measure instead.
 
 What is compared: the Ray *Train* harness (worker group, the loop in a thread, reports, checkpoint bookkeeping),
 on the local cluster a single-node user starts with ``ray.lean: true`` (``app/launch/runtime.py``: no dashboard,
-no metrics export, no event stats, no usage stats) -- the headline, ``steady_state_overhead``. The same loop on
-the default local cluster (dashboard and metrics agent running) is the second row, ``..._default_cluster``: on
-this 2-core box those daemons take CPU from the two training threads, which no change to the train loop removes.
+no metrics export, no event stats, no usage stats) -- the headline. The same loop on the default local cluster
+(dashboard and metrics agent running) is the second row, ``..._default_cluster``, when ``--clusters`` names it.
 While each Ray loop runs, every process the driver started is sampled (``psutil`` CPU times, 0.5 s) and its CPU
-over the steady-state steps is reported by kind (raylet, gcs_server, dashboard, dashboard_agent, the train
-worker, ...). ``--idle SECONDS`` samples the same processes of an idle cluster, default and lean.
+over the steady-state steps is reported by kind (raylet, gcs_server, dashboard, the train worker, ...).
+``--idle SECONDS`` samples the same processes of an idle cluster, default and lean.
 
 ``--method dpo``: the same comparison for the DPO loop (app/train/dpo.py: packed policy log-probs, precomputed
 reference columns, the core DPO loss) on synthetic pairs, 16 pairs per step; the reference precompute runs on Ray
-first, and Ray is shut down before the bare loop.
+first, and that cluster is shut down before the first bare segment.
 """
 
 from __future__ import annotations
@@ -96,18 +99,19 @@ def bare_loop(cfg: SFTConfig, artifact: Path, model_dir: Path) -> dict:
 
 
 def steady_state(starts: list[float], tokens: list[int], compute: list[float]) -> dict:
-    """tokens/s from the median step (the headline: robust to a step that another process on this shared 2-core box
-    slowed down) and from the whole steady span (mean), both after WARMUP steps. ``compute``: each step's tokens/s
-    over batch + forward + backward + optimizer step only (what the Ray loop logs as ``tokens_per_s``); its median
-    next to the headline splits an overhead into slower compute (CPU contention) and work between steps."""
+    """tokens/s over the steady span (the headline): the tokens of the steps after WARMUP over the wall time from the
+    first such step's start to the last one's end, so a stall between steps counts (a report that waits for Ray Train's
+    controller did: ~1 s every 10 steps). Next to it: the median step's rate (robust to one slow step, blind to a
+    stall that recurs every few steps), and ``compute``: each step's tokens/s over batch + forward + backward +
+    optimizer step only (what the Ray loop logs as ``tokens_per_s``), its median."""
     import statistics
 
     span = starts[-1] - starts[WARMUP]
     durations = [b - a for a, b in zip(starts[WARMUP:], starts[WARMUP + 1:])]
     rates = sorted(t / d for t, d in zip(tokens[WARMUP:], durations))
-    return {"tokens_per_s": statistics.median(rates), "tokens_per_s_mean": sum(tokens[WARMUP:len(durations) + WARMUP]) / span,
+    return {"tokens_per_s": sum(tokens[WARMUP:len(durations) + WARMUP]) / span, "tokens_per_s_median_step": statistics.median(rates),
             "compute_tokens_per_s": statistics.median(compute[WARMUP:WARMUP + len(durations)]),
-            "seconds_per_step": statistics.median(durations)}
+            "seconds_per_step": statistics.median(durations), "steady_steps": len(durations)}
 
 
 def ray_loop(cfg: SFTConfig) -> dict:
@@ -269,7 +273,7 @@ def ray_dpo_loop(cfg) -> dict:
     return res
 
 
-def measure_dpo(work: Path, clusters: tuple[str, ...] = ("lean",), diagnostics: bool = True) -> dict:
+def measure_dpo(work: Path, clusters: tuple[str, ...] = ("lean",)) -> dict:
     from app.launch.preference import ensure_reference_logprobs
     from app.launch.runtime import init_ray
     from app.models.loader import load_tokenizer
@@ -282,32 +286,51 @@ def measure_dpo(work: Path, clusters: tuple[str, ...] = ("lean",), diagnostics: 
     first = cfgs[clusters[0]]
     init_ray(first.ray)
     ensure_reference_logprobs(first)  # once, outside both timings
-    import ray
-
-    ray.shutdown()  # the bare loop runs with no Ray processes on the machine, as SFT's does
-    bare = bare_dpo_loop(first, artifact, model_dir)
+    stop_ray()  # the bare loop runs with no Ray processes on the machine, as SFT's does
+    bare = [bare_dpo_loop(first, artifact, model_dir)]
     rows = {}
     for c in clusters:
         rows[c] = ray_dpo_loop(cfgs[c])
-        if c != clusters[-1]:
-            ray.shutdown()
-    out = {"pairs_per_step": PAIRS_PER_STEP, "bare_pytorch": bare, **ray_rows(bare, rows)}
-    if diagnostics:  # the bare loop next to the (now idle) last cluster
-        idle = bare_dpo_loop(first, artifact, model_dir)
-        out.update(bare_pytorch_ray_cluster_idle=idle, idle_cluster_slowdown_of_bare=1.0 - idle["tokens_per_s"] / bare["tokens_per_s"])
-    return out
+        stop_ray()
+        bare.append(bare_dpo_loop(first, artifact, model_dir))
+    return {"pairs_per_step": PAIRS_PER_STEP, **interleaved(bare, rows)}
 
 
-def ray_rows(bare: dict, rows: dict[str, dict]) -> dict:
-    """The Ray rows against the bare loop: ``ray_train_1x2cpu`` + ``steady_state_overhead`` on the first cluster
-    run (lean: the headline), ``..._default_cluster`` for the default one."""
-    out: dict = {"headline_cluster": next(iter(rows))}
+def interleaved(bare: list[dict], rows: dict[str, dict]) -> dict:
+    """The Ray rows against the bare segments around them: Ray row i ran between bare segments i and i + 1, so its
+    baseline is their mean (``steady_state_overhead``; the first cluster's row is the headline). The stricter figure
+    against the faster of the two is ``steady_state_overhead_vs_faster_bare``."""
+    out: dict = {"bare_pytorch": bare[0], "bare_pytorch_segments": bare, "headline_cluster": next(iter(rows))}
     for i, (cluster, res) in enumerate(rows.items()):
         tail = "" if i == 0 else f"_{cluster}_cluster"
+        around = bare[i], bare[i + 1]
+        base = sum(b["tokens_per_s"] for b in around) / 2
+        if i == 0:
+            out["baseline_tokens_per_s"] = base
         out[f"ray_train_1x2cpu{tail}"] = res
-        out[f"steady_state_overhead{tail}"] = 1.0 - res["tokens_per_s"] / bare["tokens_per_s"]
-        out[f"compute_only_overhead{tail}"] = 1.0 - res["compute_tokens_per_s"] / bare["compute_tokens_per_s"]
+        out[f"steady_state_overhead{tail}"] = 1.0 - res["tokens_per_s"] / base
+        out[f"steady_state_overhead_vs_faster_bare{tail}"] = 1.0 - res["tokens_per_s"] / max(b["tokens_per_s"] for b in around)
+        out[f"compute_only_overhead{tail}"] = 1.0 - res["compute_tokens_per_s"] / (sum(b["compute_tokens_per_s"] for b in around) / 2)
     return out
+
+
+def stop_ray(timeout_s: float = 20.0) -> None:
+    """Shut the local cluster down and wait until none of its processes is left, so the next bare segment runs
+    with no Ray process on the machine."""
+    import psutil
+    import ray
+
+    def alive(proc) -> bool:
+        try:
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    ray.shutdown()
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and any(alive(p) for p in psutil.Process().children(recursive=True)):
+        time.sleep(0.5)
+    time.sleep(1.0)
 
 
 def in_thread(fn, *args) -> dict:
@@ -342,7 +365,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--method", choices=["sft", "dpo"], default="sft")
     ap.add_argument("--runs", type=int, default=1, help="repeat the comparison (the goal is <= 10% in every run)")
-    ap.add_argument("--no-diagnostics", action="store_true", help="skip the in-thread and idle-cluster bare loops")
+    ap.add_argument("--no-diagnostics", action="store_true", help="SFT: skip the bare loop in a plain thread")
     ap.add_argument("--clusters", nargs="+", choices=["lean", "default"], default=["lean", "default"],
                     help="local clusters the Ray loop runs on, in order; the first is the headline")
     ap.add_argument("--idle", type=float, metavar="SECONDS", help="only sample an idle cluster's processes, default and lean")
@@ -353,7 +376,7 @@ def main() -> None:
         if args.one == "idle":
             res = idle_cluster_cpu(args.idle)
         elif args.one == "dpo":
-            res = measure_dpo(Path(tempfile.mkdtemp(prefix="rayalign-overhead-dpo-")), clusters, not args.no_diagnostics)
+            res = measure_dpo(Path(tempfile.mkdtemp(prefix="rayalign-overhead-dpo-")), clusters)
         else:
             res = measure_sft(clusters, diagnostics=not args.no_diagnostics)
         print(json.dumps(res), flush=True)
@@ -369,46 +392,49 @@ def main() -> None:
         print(json.dumps(res, indent=1), flush=True)
         out.write_text(json.dumps({**previous, "idle_cluster_cpu": res}, indent=2))
         return
+    key = "dpo_runs" if args.method == "dpo" else "sft_runs"
+    if previous.get(key) and "bare_pytorch_segments" not in previous[key][0]:  # session 8's: one bare loop before Ray
+        previous[f"{key}_session8_not_interleaved"] = previous.pop(key)
+    legacy = ("model_params", "seq_len", "steps", "warmup_steps", "threads", "bare_pytorch", "ray_train_1x2cpu",
+              "steady_state_overhead", "compute_only_overhead")
+    if "bare_pytorch" in previous:  # session 7 hold 2's last SFT run, also written at the top level (old layout)
+        previous["sft_last_run_session7"] = {k: previous.pop(k) for k in legacy if k in previous}
+    out.parent.mkdir(parents=True, exist_ok=True)
     runs = []
     for i in range(args.runs):
         r = one_run(args.method, args.no_diagnostics, clusters)
         runs.append(r)
+        out.write_text(json.dumps({**previous, key: runs, "one_process_per_run": True}, indent=2))  # after every run
         rows = " | ".join(
-            f"{c}: {r['ray_train_1x2cpu' + t]['tokens_per_s']:.0f} tok/s, overhead {r['steady_state_overhead' + t] * 100:.1f}%, "
+            f"{c}: {r['ray_train_1x2cpu' + t]['tokens_per_s']:.0f} tok/s, overhead {r['steady_state_overhead' + t] * 100:.1f}% "
+            f"(vs the faster bare {r['steady_state_overhead_vs_faster_bare' + t] * 100:.1f}%), "
             f"other processes {r['ray_train_1x2cpu' + t]['process_cpu']['cores_not_training']:.2f} cores"
             for j, c in enumerate(clusters) for t in ["" if j == 0 else f"_{c}_cluster"])
-        print(f"{args.method} run {i + 1}/{args.runs}: bare {r['bare_pytorch']['tokens_per_s']:.0f} tok/s | {rows}", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    key = "dpo_runs" if args.method == "dpo" else "sft_runs"
-    if previous.get(key) and "headline_cluster" not in previous[key][0]:  # session 7's runs, all on the default cluster
-        previous[f"{key}_session7_default_cluster"] = previous.pop(key)
-    out.write_text(json.dumps({**previous, key: runs, "one_process_per_run": True}, indent=2))
+        bare = " / ".join(f"{b['tokens_per_s']:.0f}" for b in r["bare_pytorch_segments"])
+        print(f"{args.method} run {i + 1}/{args.runs}: bare {bare} tok/s | {rows}", flush=True)
 
 
 def measure_sft(clusters: tuple[str, ...] = ("lean", "default"), diagnostics: bool = True) -> dict:
-    import ray
-
+    """One SFT comparison in this (fresh) process, bare and Ray segments interleaved: bare, Ray on each cluster, bare
+    again after each (with no Ray process left), so a drift of the shared machine hits both sides alike."""
     work = Path(tempfile.mkdtemp(prefix="rayalign-overhead-"))
     artifact = write_packed_artifact(work / "artifact", n_rows=STEPS + 5, max_length=SEQ, vocab=500)
     model_dir = build_tiny_model(work / "model", **MODEL)
     cfgs = {c: config(artifact, model_dir, work / f"runs-{c}", lean=c == "lean") for c in clusters}
     first = cfgs[clusters[0]]
     n_params = sum(p.numel() for p in load_trainable_model(model_dir, "full", first.lora, first.quant).parameters())
-    bare = bare_loop(first, artifact, model_dir)
-    out: dict = {"model_params": n_params, "seq_len": SEQ, "steps": STEPS, "warmup_steps": WARMUP, "threads": 2,
-                 "bare_pytorch": bare}
-    if diagnostics:  # Ray Train runs the loop in a thread
+    out: dict = {"model_params": n_params, "seq_len": SEQ, "steps": STEPS, "warmup_steps": WARMUP, "threads": 2}
+    if diagnostics:  # Ray Train runs the loop in a thread; first, while no other thread has an OpenMP team
         threaded = in_thread(bare_loop, first, artifact, model_dir)
-        out.update(bare_pytorch_in_thread=threaded, in_thread_slowdown_of_bare=1.0 - threaded["tokens_per_s"] / bare["tokens_per_s"])
+    bare = [bare_loop(first, artifact, model_dir)]
     rows = {}
     for c in clusters:
         rows[c] = ray_loop(cfgs[c])
-        if c != clusters[-1]:
-            ray.shutdown()
-    out.update(ray_rows(bare, rows))
-    if diagnostics:  # the bare loop next to the (now idle) last cluster
-        idle = bare_loop(first, artifact, model_dir)
-        out.update(bare_pytorch_ray_cluster_idle=idle, idle_cluster_slowdown_of_bare=1.0 - idle["tokens_per_s"] / bare["tokens_per_s"])
+        stop_ray()
+        bare.append(bare_loop(first, artifact, model_dir))
+    out.update(interleaved(bare, rows))
+    if diagnostics:
+        out.update(bare_pytorch_in_thread=threaded, in_thread_slowdown_of_bare=1.0 - threaded["tokens_per_s"] / out["baseline_tokens_per_s"])
     return out
 
 

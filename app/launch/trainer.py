@@ -35,13 +35,30 @@ class _PreemptibleTorchBackend(_TorchBackend):
 
 
 def worker_env() -> dict[str, str]:
-    """Environment of every training worker process. Ray Train V2 runs the train function in a thread of the worker
-    (its ThreadRunner), and glibc gives a non-main thread its own malloc arena: 64 MiB mmap'd heaps that the
-    per-step activations grow and shrink again every step (page faults, mprotect/munmap), where the main thread
-    reuses its brk heap. ``benchmarks/train_overhead.py``: the same bare loop ran 20-34 % slower in a plain thread
-    than in the main thread, and Ray's loop ran at the thread's speed. ``MALLOC_ARENA_MAX=1`` puts every thread on
-    the main arena (as a plain ``python train.py``); a value set in the driver's environment wins."""
+    """Environment of every training worker process: ``MALLOC_ARENA_MAX=1`` (a value set in the driver's environment
+    wins), so the train function, which Ray Train V2 runs in a thread of the worker (its ThreadRunner), allocates from
+    the main malloc arena as a plain ``python train.py`` does. Session 7 added it for a 20-34 % slowdown of the bare
+    loop in a plain thread; ``benchmarks/train_overhead.py`` later showed that slowdown was OpenMP's (the thread ran
+    after the main thread had its own OpenMP team, and libgomp spins only briefly when it manages more threads than
+    CPUs), and that a fresh thread runs at the main thread's speed with or without this setting."""
     return {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "1")}
+
+
+CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+CONTROLLER_POLL_S = "0.5"
+
+
+def controller_poll_interval() -> str:
+    """How often (seconds) the Ray Train controller polls the workers: ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 0.5 s
+    here unless the driver's environment sets it (Ray's default is 2 s). Returns the value in effect.
+
+    Ray Train V2 hands a worker's ``ray.train.report`` to the controller through a queue of size 1 that the
+    controller empties once per poll, so a loop that reports more often than the controller polls waits in
+    ``report``. Measured with Ray's 2 s (``benchmarks/train_overhead.py``: SFT steps of 0.1 s, a report every 10
+    steps): each report waited ~1 s, and the steady span ran at 2,325-3,145 tok/s while its median step ran at
+    4,744-4,912. Ray Train copies this variable from the driver's environment to the controller when ``fit()``
+    starts it, so it is set in this process."""
+    return os.environ.setdefault(CONTROLLER_POLL_ENV, CONTROLLER_POLL_S)
 
 
 @dataclass
@@ -63,11 +80,13 @@ def build_trainer(
     keep_checkpoints: int = 3,
     callbacks: Sequence[Any] = (),
 ) -> TorchTrainer:
-    """A TorchTrainer whose datasets are NOT split (each rank picks its rows deterministically, see batches.py).
+    """A TorchTrainer whose datasets are NOT split (each rank picks its rows deterministically, see batches.py). Sets
+    the controller's poll interval default (``controller_poll_interval``) for the ``fit()`` that follows.
 
     ``callbacks``: Ray Train callbacks (a sweep trial passes ``TuneReportCallback`` so reports reach Tune/ASHA)."""
     from ray.data import ExecutionOptions
 
+    controller_poll_interval()
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = 1

@@ -1,10 +1,10 @@
-"""Training workers run the train function in a thread (Ray Train V2); their processes get MALLOC_ARENA_MAX so that
-thread allocates from the main malloc arena (app/launch/trainer.py::worker_env, measured in train_overhead.py)."""
+"""Environment the trainer builder sets (app/launch/trainer.py): the workers' MALLOC_ARENA_MAX (``worker_env``), and the
+Ray Train controller's poll interval (``controller_poll_interval``: a report waits for the next poll)."""
 
 from __future__ import annotations
 
 from app.config.common import ScalingSpec
-from app.launch.trainer import build_trainer
+from app.launch.trainer import CONTROLLER_POLL_ENV, build_trainer
 
 
 def test_workers_get_one_malloc_arena_unless_the_driver_sets_it(tmp_path, monkeypatch):
@@ -14,3 +14,15 @@ def test_workers_get_one_malloc_arena_unless_the_driver_sets_it(tmp_path, monkey
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     trainer = build_trainer(lambda config: None, {}, ScalingSpec(), "env-test", str(tmp_path))
     assert trainer.run_config.worker_runtime_env["env_vars"]["MALLOC_ARENA_MAX"] == "4"
+
+
+def test_controller_polls_every_half_second_unless_the_driver_sets_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(CONTROLLER_POLL_ENV, "x")  # recorded, so the test's own setting is undone afterwards
+    monkeypatch.delenv(CONTROLLER_POLL_ENV)
+    build_trainer(lambda config: None, {}, ScalingSpec(), "env-test", str(tmp_path))
+    from ray.train.v2._internal.constants import get_env_vars_to_propagate
+
+    assert get_env_vars_to_propagate()[CONTROLLER_POLL_ENV] == "0.5"  # what fit() hands the controller
+    monkeypatch.setenv(CONTROLLER_POLL_ENV, "3")
+    build_trainer(lambda config: None, {}, ScalingSpec(), "env-test", str(tmp_path))
+    assert get_env_vars_to_propagate()[CONTROLLER_POLL_ENV] == "3"
