@@ -12,7 +12,7 @@ one engine replica with 1 CPU. Ratios ray_serve_llm / rayalign (p50, p99, tokens
 JSON: benchmarks/results/serve_llmserver_load.json (written after each app).
 
     python benchmarks/serve_llmserver_load.py [--requests 200] [--max-tokens 16] [--order rayalign,ray_serve_llm]
-                                              [--no-clean] [--budget-s 600] [--out results/....json]
+                                              [--no-clean] [--mixed-reps 1] [--budget-s 600] [--out results/....json]
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--order", default="rayalign,ray_serve_llm", help="backends in the order run (a name may repeat)")
     ap.add_argument("--no-clean", action="store_true", help="skip the valid-requests-alone phase")
+    ap.add_argument("--mixed-reps", type=int, default=1, help="mixed phases per app, back to back ('mixed' = the first)")
     ap.add_argument("--budget-s", type=float, default=None, help="start no further app once this many seconds have passed")
     ap.add_argument("--out", default=str(OUT), help="results JSON (default results/serve_llmserver_load.json)")
     args = ap.parse_args()
@@ -138,15 +139,19 @@ def main() -> int:
             asyncio.run(run_mixed(base, 10, 4, bad=False))  # warm-up: every adapter loaded before timing
             engine = serve.get_deployment_handle("Engine", app)
             before = engine.stats.remote().result()["cancelled"]
-            res = asyncio.run(run_mixed(base, args.requests, args.max_tokens, bad=True))
-            time.sleep(2)
-            res["engine_cancelled"] = engine.stats.remote().result()["cancelled"] - before
-            run["mixed"] = res
-            print(f"{backend} mixed: {res['valid']} valid / {res['bad']} bad / {res['cancelled']} cancelled: valid "
-                  f"failures {res['valid_failures']}, all terminated {res['all_terminated']}, bad all 4xx {res['bad_4xx']} "
-                  f"{res['bad_statuses']}, engine stopped {res['engine_cancelled']}; p50 {res['p50_s']}s p99 "
-                  f"{res['p99_s']}s ttft p50 {res['ttft_p50_s']}s {res['tokens_per_s']} tok/s", flush=True)
-            save()
+            reps = []
+            for _ in range(args.mixed_reps):
+                res = asyncio.run(run_mixed(base, args.requests, args.max_tokens, bad=True))
+                time.sleep(2)
+                res["engine_cancelled"] = engine.stats.remote().result()["cancelled"] - before
+                before += res["engine_cancelled"]
+                reps.append(res)
+                run["mixed"], run["mixed_reps"] = reps[0], reps  # 'mixed' is the first (the ratios use it)
+                save()
+                print(f"{backend} mixed: {res['valid']} valid / {res['bad']} bad / {res['cancelled']} cancelled: valid "
+                      f"failures {res['valid_failures']}, all terminated {res['all_terminated']}, bad all 4xx {res['bad_4xx']} "
+                      f"{res['bad_statuses']}, engine stopped {res['engine_cancelled']}; p50 {res['p50_s']}s p99 "
+                      f"{res['p99_s']}s ttft p50 {res['ttft_p50_s']}s {res['tokens_per_s']} tok/s", flush=True)
             if not args.no_clean:
                 clean = asyncio.run(run_mixed(base, res["valid"], args.max_tokens, bad=False))
                 run["clean"] = clean

@@ -7,6 +7,8 @@ Phases (each writes into benchmarks/results/serve_load[_<engine>].json as it fin
             stream terminated ([DONE] or a 4xx body), the engine stopped every cancelled generation; p50/p99 latency and
             completion tokens/s of the valid requests.
   clean     the same valid requests alone (without the bad 15%); the ratios mixed/clean are printed.
+  alternate --alternate-rounds rounds of clean then mixed on the same app (the reverse of mixed, clean): whether the
+            mixed/clean gap is a cost of the bad 15% or of which phase runs first.
   noisy     tenant B (uncapped) open-loop at a steady rate alone, then again while tenant A (cap C in flight, --noisy-rate
             requests/s) floods at 10 x C concurrent clients (each honouring Retry-After), --reps times; B's p99 with the flood / alone (goal <= 1.5),
             plus a decomposition of B's extra latency and CPU per process (benchmarks/serve_noisy.py).
@@ -296,6 +298,7 @@ def main() -> int:
     ap.add_argument("--also-noisy", default="", metavar="CAP:RATE[,CAP:RATE]",
                     help="noisy: after the pairs with --noisy-cap/--noisy-rate, --reps pairs more per extra tenant A "
                          "'noisy_c<CAP>' with that cap and rate (same app, no decomposition) -> results 'noisy_cap<CAP>'")
+    ap.add_argument("--alternate-rounds", type=int, default=3, help="alternate: (clean, mixed) rounds on one app")
     ap.add_argument("--autoscale-load-s", type=float, default=30)
     ap.add_argument("--soak-s", type=float, default=120)
     ap.add_argument("--soak-rps", type=float, default=4)
@@ -395,6 +398,20 @@ def main() -> int:
             m = results["mixed"]
             results["ratio_mixed_vs_clean"] = {k: round(m[k] / res[k], 3) for k in ("p50_s", "p99_s", "tokens_per_s")}
             print(f"mixed / clean: {results['ratio_mixed_vs_clean']}", flush=True)
+        save()
+    if "alternate" in phases:  # clean and mixed in turn on one app: is the mixed/clean gap the bad 15% or the order?
+        n_valid = args.requests - args.requests // 10 - args.requests // 20
+        rounds = []
+        for _ in range(args.alternate_rounds):
+            pair = {}
+            for name, n, bad in (("clean", n_valid, False), ("mixed", args.requests, True)):
+                r = asyncio.run(run_mixed(base, n, args.max_tokens, bad=bad))
+                pair[name] = {k: r[k] for k in ("valid", "valid_failures", "all_terminated", "p50_s", "p99_s", "tokens_per_s")}
+            pair["ratio_mixed_vs_clean"] = {k: round(pair["mixed"][k] / pair["clean"][k], 3) for k in ("p50_s", "p99_s", "tokens_per_s")}
+            print(f"alternate  clean p99 {pair['clean']['p99_s']}s {pair['clean']['tokens_per_s']} tok/s, then mixed p99 "
+                  f"{pair['mixed']['p99_s']}s {pair['mixed']['tokens_per_s']} tok/s: {pair['ratio_mixed_vs_clean']}", flush=True)
+            rounds.append(pair)
+        results["alternate"] = {"rounds": rounds, "order": "clean then mixed, per round"}
         save()
     if "noisy" in phases:
         from serve_noisy import run_noisy, server_pids
