@@ -57,9 +57,8 @@ def _rows_from_jsonl(path: Path) -> list[tuple[list[dict], str]]:
 def prompt_dataset_id(path: str) -> str:
     """The lineage id of a prompt source: a dataset artifact's manifest id, or ``jsonl-<sha256[:16]>`` of a JSONL
     file's bytes (a path is not an id: it moves between machines and can exceed the registry's 128 characters)."""
-    import hashlib
-
     from app.data.artifact import resolve_artifact_dir
+    from app.train.checkpoint import file_digest
 
     p = expand_path(path)
     if p.is_dir():
@@ -69,11 +68,7 @@ def prompt_dataset_id(path: str) -> str:
             if artifact_id:
                 return str(artifact_id)
         raise ConfigError(f"prompts.path {p}: a dataset artifact needs a manifest.json with an 'id'")
-    digest = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"jsonl-{digest.hexdigest()[:16]}"
+    return f"jsonl-{file_digest(p)['sha256'][:16]}"
 
 
 def _rows_from_artifact(folder: Path, split: str) -> list[tuple[list[dict], str]]:
