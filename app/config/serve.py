@@ -169,6 +169,11 @@ class ServeConfig(StrictModel):
     http: HTTPSpec = Field(default_factory=HTTPSpec, description="HTTP listener")
     ray: RaySpec = Field(default_factory=RaySpec, description="Ray cluster")
 
+    @property
+    def uses_llmserver(self) -> bool:
+        """Whether the Engine is ray.serve.llm's LLMServer (``vllm.backend: ray_serve_llm``; validated to need engine=vllm)."""
+        return self.engine == "vllm" and self.vllm.backend == "ray_serve_llm"
+
     @model_validator(mode="after")
     def _ray_serve_llm_needs_an_object_store(self):
         if self.vllm.backend != "ray_serve_llm":

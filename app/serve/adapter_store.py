@@ -24,7 +24,8 @@ REQUIRED = ("adapter_config.json",)
 _STAMP_KEYS = ("ETag", "etag", "checksum", "md5", "mtime", "LastModified", "last_modified")
 
 
-def _is_remote(uri: str) -> bool:
+def is_remote(uri: str) -> bool:
+    """Whether an adapter URI names a remote object (``s3://`` …), not a local folder (``file://`` or a path)."""
     return "://" in uri and not uri.startswith("file://")
 
 
@@ -54,7 +55,7 @@ def remote_fs(uri: str):
 def read_lineage(uri: str, name: str = "") -> dict:
     """The adapter's ``rayalign_lineage.json`` (local or remote, see ``remote_fs``); NotFound when missing or unreadable."""
     try:
-        if _is_remote(uri):
+        if is_remote(uri):
             fs, root = remote_fs(uri)
             with fs.open(f"{root.rstrip('/')}/{LINEAGE}", "r") as fh:
                 return json.load(fh)
@@ -89,7 +90,7 @@ def materialize(uri: str, cache_dir: str | Path, *, label: str = "", cancel: thr
     ``cancel`` set (a timed-out caller) stops the download between files and discards the partial copy.
     """
     what = f"adapter '{label}'" if label else "adapter"
-    if not _is_remote(uri):
+    if not is_remote(uri):
         path = Path(uri.removeprefix("file://"))
         if not all((path / f).is_file() for f in REQUIRED):
             raise NotFound(f"{what} is missing {', '.join(REQUIRED)}", param="model")

@@ -55,18 +55,18 @@ def build_app(cfg: ServeConfig):
 
     from app.serve.ingress import Ingress
 
-    data = cfg.model_dump(mode="json")
-    if cfg.engine == "vllm" and cfg.vllm.backend == "ray_serve_llm":  # ray.serve.llm's LLMServer as the Engine
+    data, env = cfg.model_dump(mode="json"), passed_env(cfg)
+    if cfg.uses_llmserver:  # ray.serve.llm's LLMServer as the Engine
         from app.serve.engine_llmserver import build_llm_engine
 
-        engine = build_llm_engine(cfg, deployment_options(cfg.engine_deployment, passed_env(cfg)))
+        engine = build_llm_engine(cfg, deployment_options(cfg.engine_deployment, env))
     else:
         if cfg.engine == "vllm":
             from app.serve.engine_vllm import VLLMEngine as engine_cls
         else:
             from app.serve.engine_hf import HFEngine as engine_cls
-        engine = serve.deployment(name="Engine", **deployment_options(cfg.engine_deployment, passed_env(cfg)))(engine_cls).bind(data)
-    return serve.deployment(name="Ingress", **deployment_options(cfg.ingress_deployment, passed_env(cfg)))(Ingress).bind(engine, data)
+        engine = serve.deployment(name="Engine", **deployment_options(cfg.engine_deployment, env))(engine_cls).bind(data)
+    return serve.deployment(name="Ingress", **deployment_options(cfg.ingress_deployment, env))(Ingress).bind(engine, data)
 
 
 def app_builder(args: dict[str, Any]):
@@ -106,7 +106,7 @@ def serve_deploy_config(cfg: ServeConfig, config_path: str) -> dict[str, Any]:
     deployments = []
     for name, spec in (("Engine", cfg.engine_deployment), ("Ingress", cfg.ingress_deployment)):
         options = deployment_options(spec)
-        if name == "Engine" and cfg.engine == "vllm" and cfg.vllm.backend == "ray_serve_llm":
+        if name == "Engine" and cfg.uses_llmserver:
             options.pop("ray_actor_options")  # LLMServer's CPUs and env come from its LLMConfig (placement group, runtime_env)
         deployments.append({"name": name, **options})
     return {

@@ -107,7 +107,7 @@ class Ingress:
 
         self.cfg = ServeConfig.model_validate(config)
         self.engine = engine
-        if self.cfg.engine == "vllm" and self.cfg.vllm.backend == "ray_serve_llm":  # ray.serve.llm's LLMServer
+        if self.cfg.uses_llmserver:  # ray.serve.llm's LLMServer
             from app.serve.llmserver_client import LLMServerClient, lora_store
 
             self.engine = LLMServerClient(engine, lora_store(self.cfg), served_name_for(self.cfg.model.source, self.cfg.served_name))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from app.config.paths import rayalign_home
+from app.serve.adapter_store import is_remote
 from app.serve.names import validate_name
 
 
@@ -94,10 +95,9 @@ def build_resolver(cfg) -> AdapterResolver:
     if spec.kind == "factory":
         module, _, func = spec.factory.partition(":")
         return getattr(importlib.import_module(module), func)(cfg)
-    if spec.root and "://" in spec.root and not spec.root.startswith("file://"):  # an object-store prefix (s3://...)
+    if spec.root and is_remote(spec.root) and spec.kind in ("directory", "auto"):  # an object-store prefix (s3://...)
         store_mod = importlib.import_module("app.serve.resolver_store")  # by name: it builds on ResolvedAdapter (cycle)
-        if spec.kind in ("directory", "auto"):
-            return store_mod.ObjectStoreResolver(spec.root)
+        return store_mod.ObjectStoreResolver(spec.root)
     folder = DirectoryResolver(spec.root or rayalign_home() / "adapters")
     if spec.kind == "directory" or (spec.kind == "auto" and spec.root):
         return folder
