@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import statistics
@@ -30,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from local_services import start_moto_s3, start_serve_http  # benchmarks/ is the script's folder
 
 KEY = "sk-bench"
 BASE_ID = "smollm2-135m-instruct"
@@ -94,24 +95,10 @@ async def run_load(url: str, models: list[str], n: int, concurrency: int, max_to
 
 def start_s3(adapter_dirs: list[Path]) -> tuple[object, str]:
     """A moto S3 server on 127.0.0.1 holding each adapter folder under s3://BUCKET/loras/<name>/."""
-    import socket
-
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per S3 call otherwise
-    endpoint = f"http://127.0.0.1:{port}"
-    # Ray's S3 code (boto3 / pyarrow) finds the endpoint and the fake credentials in the environment; Ray workers
-    # inherit the driver's environment through the local raylet (set before ray.init).
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+    server, endpoint = start_moto_s3(BUCKET)  # before ray.init: Ray's workers inherit its endpoint and credentials
     s3 = boto3.client("s3", endpoint_url=endpoint)
-    s3.create_bucket(Bucket=BUCKET)
     for folder in adapter_dirs:
         for f in folder.iterdir():
             s3.upload_file(str(f), BUCKET, f"loras/{folder.name}/{f.name}")
@@ -218,13 +205,7 @@ def main() -> int:
         OUT.write_text(json.dumps(results, indent=2))
 
     init_ray(RaySpec(address="local", num_cpus=2))
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}/v1"
+    url = start_serve_http() + "/v1"
     texts: dict[str, list] = {}
     try:
         for system in args.order.split(","):

@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from local_services import start_moto_s3, start_serve_http
 from serve_load import ADAPTERS, KEYS, app_commit, run_mixed  # the same load mix (benchmarks/ is the script's folder)
 
 BUCKET = "rayalign-load"
@@ -36,26 +37,9 @@ PASS_ENV = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS
 
 def start_s3(local_root: Path, tenants: list[str]) -> tuple[object, str]:
     """A moto S3 server on 127.0.0.1 holding ``<root>/<tenant>/<name>/`` for the tenants' adapters; AWS_* env set."""
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
     from app.launch.storage import upload_folder
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # else one access-log line per S3 call, printed by this driver
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
-    import boto3
-
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    server, _ = start_moto_s3(BUCKET)
     root = f"s3://{BUCKET}/adapters"
     for tenant in tenants:
         for name in ADAPTERS[tenant]:
@@ -97,13 +81,7 @@ def main() -> int:
             write_random_adapter(base_model.path, local / tenant / name, seed=200 + int(name[1:]), r=8, std=0.05)
     s3_server, root = start_s3(local, tenants)  # before Ray starts: its workers inherit the endpoint (and pass_env)
     init_ray(RaySpec(address="local", num_cpus=2))
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    base = f"http://127.0.0.1:{port}"
+    base = start_serve_http()
     tenant_list = ", ".join(f"{{name: {t}, api_key_sha256: [{hash_key(KEYS[t])}]}}" for t in tenants)
     common = [f"model.source={model}", "engine=vllm", f"adapters.root={root}", f"adapters.pass_env={json.dumps(PASS_ENV)}",
               f"tenants=[{tenant_list}]", "limits.max_model_len=512", "limits.max_tokens=128",

@@ -35,6 +35,8 @@ import threading
 import time
 from pathlib import Path
 
+from local_services import start_serve_http  # benchmarks/ is the script's folder
+
 
 KEYS = {"t0": "sk-load-t0", "t1": "sk-load-t1", "noisy": "sk-load-noisy"}
 ADAPTERS = {"t0": ["a0", "a1"], "t1": ["a2", "a3"], "noisy": ["a4"]}
@@ -335,14 +337,7 @@ def main() -> int:
         for i, name in enumerate(names):
             write_random_adapter(base_model.path, root / tenant / name, seed=200 + int(name[1:]), r=8, std=0.05)
     init_ray(RaySpec(address="local", num_cpus=2))
-    port = 0
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    base = f"http://127.0.0.1:{port}"
+    base = start_serve_http()
     tenants = ", ".join(
         f"{{name: {t}, api_key_sha256: [{hash_key(k)}]" + (f", max_concurrent_requests: {limits[t][0]}" if t in limits else "")
         + (f", max_requests_per_s: {limits[t][1]}" if t in limits and limits[t][1] > 0 else "") + "}"

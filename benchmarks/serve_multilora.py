@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from local_services import start_serve_http  # benchmarks/ is the script's folder
+
 
 KEY = "sk-bench"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "serve"  # the shipped serve configs, benchmarked as-is
@@ -68,14 +70,6 @@ async def run_load(url: str, models: list[str], n: int, concurrency: int, max_to
     return {"requests": n, "errors": errors, "completion_tokens": tokens, "wall_s": round(wall, 2),
             "tokens_per_s": round(tokens / wall, 2), "tokens_per_request": round(tokens / max(1, len(latencies)), 1),
             "p50_s": round(q[49], 3), "p99_s": round(q[98], 3)}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def deploy(cfg, name: str) -> None:
@@ -120,9 +114,7 @@ def main() -> int:
             print(f"ray start attempt {attempt + 1} failed: {exc}", file=sys.stderr)
             if attempt == 2:
                 raise
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}/v1"
+    url = start_serve_http() + "/v1"
     common = [f"adapters.root={root}", f"tenants=[{{name: bench, api_key_sha256: [{hash_key(KEY)}]}}]",
               "limits.max_model_len=512", "limits.max_tokens=128", "engine_deployment.num_cpus=1",
               "engine_deployment.max_replicas=1",  # one engine replica: the numbers are per replica
