@@ -1,9 +1,10 @@
 """Ray Train overhead: bare PyTorch loop vs rayalign's loop on Ray Train (1 worker x 2 CPUs), same everything.
 
 Same model (MODEL: a ~3.3M-parameter Llama, full fine-tuning), same packed rows, same batch, same core loss, same
-AdamW, same threads (2). Steady state is tokens/s over the steps after the first WARMUP: all their tokens over the
-wall time they took, stalls between steps included (``tokens_per_s``; the median step's rate is next to it). Ray's
-start-up (cluster, worker group, model load, data) is reported separately.
+AdamW, same threads (2). Steady state is tokens/s over the steps after the first WARMUP (15): all their tokens over
+the wall time they took, stalls between steps included (``tokens_per_s``; the median step's rate is next to it); 300
+steady steps for SFT and 110 for DPO, ~30 s a segment on both sides. Ray's start-up (cluster, worker group, model
+load, data) is reported separately.
 
     python benchmarks/train_overhead.py [--method sft|dpo] [--runs 3] [--no-diagnostics] [--clusters lean default]
     python benchmarks/train_overhead.py --idle 15     # what an idle local cluster's processes burn, default vs lean
@@ -12,7 +13,11 @@ start-up (cluster, worker group, model load, data) is reported separately.
 Each run is a fresh Python process that interleaves the two sides: the bare loop with no Ray process on the machine,
 the Ray Train loop, then (after the cluster has shut down and its processes are gone) the bare loop again. A Ray row's
 baseline is the mean of the bare segments right before and after it (``steady_state_overhead``), so a drift of this
-shared box hits both sides alike; ``steady_state_overhead_vs_faster_bare`` holds it against the faster of the two.
+shared box hits both sides alike; ``steady_state_overhead_vs_faster_bare`` holds it against the faster of the two,
+and ``bare_spread`` (the two bare segments' difference over their mean) is the run's noise floor. Every segment has
+``machine``: the VM's steal fraction and busy cores (/proc/stat), ``foreign_cores`` (busy cores this benchmark's
+processes did not use: other users of the shared machine), and the threads of the training process by (name,
+niceness), on a CPU and runnable-but-waiting (schedstat).
 Each loop also records its in-step rate: ``compute_only_overhead`` near the headline means the steps themselves ran
 slower (CPU contention), far below it means time was lost between the steps. SFT first runs the bare loop in a plain
 thread (``bare_pytorch_in_thread``), as Ray Train V2 runs the train function, before any other loop: a thread that
@@ -23,7 +28,7 @@ What is compared: the Ray *Train* harness (worker group, the loop in a thread, r
 on the local cluster a single-node user starts with ``ray.lean: true`` (``app/launch/runtime.py``: no dashboard,
 no metrics export, no event stats, no usage stats) -- the headline. The same loop on the default local cluster
 (dashboard and metrics agent running) is the second row, ``..._default_cluster``, when ``--clusters`` names it.
-While each Ray loop runs, every process the driver started is sampled (``psutil`` CPU times, 0.5 s) and its CPU
+While each Ray loop runs, every process the driver started is sampled (``psutil`` CPU times, 1 s) and its CPU
 over the steady-state steps is reported by kind (raylet, gcs_server, dashboard, the train worker, ...).
 ``--idle SECONDS`` samples the same processes of an idle cluster, default and lean.
 
@@ -54,7 +59,10 @@ from app.train.batches import PackedShard, collate_packed, shard_rows  # noqa: E
 from app.train.strategy import make_strategy  # noqa: E402
 from app.data.synthetic import write_packed_artifact  # noqa: E402
 
-STEPS, WARMUP, SEQ = 80, 10, 512  # ~0.1 s a step: 70 steady steps, not 25, so one scheduler hiccup is not 10%
+# ~0.1 s an SFT step, ~0.28 s a DPO step: 300 / 110 steady steps, ~30 s a segment on each side (session 9's 70
+# steps, ~7-20 s, let one scheduler stall of this shared 2-core VM move a segment by 18 %)
+STEPS_BY_METHOD, WARMUP, SEQ = {"sft": 315, "dpo": 125}, 15, 512
+STEPS = STEPS_BY_METHOD["sft"]
 MODEL = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4)
 
 
@@ -84,6 +92,8 @@ def bare_loop(cfg: SFTConfig, artifact: Path, model_dir: Path) -> dict:
     strat = make_strategy(model, cfg, STEPS)
     starts, tokens, compute = [], [], []
     for step in range(STEPS):
+        if step == WARMUP:
+            machine = MachineSample()
         starts.append(time.time())
         t0 = time.perf_counter()
         batch = collate_packed(shard.step_rows(0, step % shard.steps_per_epoch)[0], 0)
@@ -95,7 +105,7 @@ def bare_loop(cfg: SFTConfig, artifact: Path, model_dir: Path) -> dict:
         tokens.append(int(batch["n_real_tokens"]))
         compute.append(tokens[-1] / (time.perf_counter() - t0))
     starts.append(time.time())
-    return steady_state(starts, tokens, compute)
+    return {**steady_state(starts, tokens, compute), "machine": machine.since()}
 
 
 def steady_state(starts: list[float], tokens: list[int], compute: list[float]) -> dict:
@@ -112,6 +122,66 @@ def steady_state(starts: list[float], tokens: list[int], compute: list[float]) -
     return {"tokens_per_s": sum(tokens[WARMUP:len(durations) + WARMUP]) / span, "tokens_per_s_median_step": statistics.median(rates),
             "compute_tokens_per_s": statistics.median(compute[WARMUP:WARMUP + len(durations)]),
             "seconds_per_step": statistics.median(durations), "steady_steps": len(durations)}
+
+
+def proc_stat() -> dict[str, int]:
+    """The machine's CPU jiffies by kind (/proc/stat's ``cpu`` line): steal is time this VM's vCPUs were runnable
+    but the hypervisor ran something else."""
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    with open("/proc/stat") as fh:
+        return dict(zip(names, map(int, fh.readline().split()[1:9])))
+
+
+def thread_table(pid: int | str = "self") -> dict[int, tuple[str, int, int, int]]:
+    """{thread id: (name, niceness, ns on a CPU, ns runnable but waiting for a CPU)} of process ``pid``."""
+    out = {}
+    task = Path(f"/proc/{pid}/task")
+    for entry in task.iterdir() if task.is_dir() else ():
+        try:
+            stat = (entry / "stat").read_text()
+            run_ns, wait_ns = map(int, (entry / "schedstat").read_text().split()[:2])
+        except OSError:
+            continue
+        rest = stat[stat.rfind(")") + 2:].split()
+        out[int(entry.name)] = (stat[stat.find("(") + 1:stat.rfind(")")], int(rest[16]), run_ns, wait_ns)
+    return out
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process (all its threads, ended ones included)."""
+    with open("/proc/self/stat") as fh:
+        rest = fh.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_window(stat0: dict, stat1: dict, threads0: dict, threads1: dict, wall: float, own_cores: float) -> dict:
+    """Steal and busy cores of the machine; ``foreign_cores``: busy cores minus ``own_cores`` (what this benchmark's
+    processes used), i.e. what other users of the shared machine took meanwhile; and the threads of one process
+    grouped by (name, niceness): cores on a CPU and runnable-but-waiting over ``wall`` seconds (under 0.002 left out)."""
+    d = {k: stat1[k] - stat0[k] for k in stat0}
+    total = sum(d.values()) or 1
+    busy = (total - d["idle"] - d["iowait"]) / total * (os.cpu_count() or 1)
+    groups: dict[str, list[float]] = {}
+    for tid, (name, nice, run, wait) in threads1.items():
+        _, _, run0, wait0 = threads0.get(tid, (name, nice, 0, 0))
+        g = groups.setdefault(f"{name} (nice {nice})", [0, 0.0, 0.0])
+        g[0] += 1
+        g[1] += (run - run0) / 1e9 / wall
+        g[2] += (wait - wait0) / 1e9 / wall
+    return {"steal_fraction": round(d["steal"] / total, 4), "busy_cores": round(busy, 3), "foreign_cores": round(busy - own_cores, 3),
+            "threads": {k: {"threads": n, "on_cpu_cores": round(r, 3), "waiting_cores": round(w, 3)}
+                        for k, (n, r, w) in sorted(groups.items(), key=lambda kv: -kv[1][1]) if r + w >= 0.002}}
+
+
+class MachineSample:
+    """/proc/stat and this process's threads now; ``since()`` gives ``machine_window`` up to the call."""
+
+    def __init__(self):
+        self.t, self.stat, self.threads, self.cpu = time.time(), proc_stat(), thread_table(), own_cpu_s()
+
+    def since(self) -> dict:
+        wall = time.time() - self.t
+        return machine_window(self.stat, proc_stat(), self.threads, thread_table(), wall, (own_cpu_s() - self.cpu) / wall)
 
 
 def ray_loop(cfg: SFTConfig) -> dict:
@@ -178,8 +248,9 @@ class ProcessCPU:
                     snap[proc.pid] = (kinds[proc.pid], t.user + t.system)
                 except psutil.Error:
                     pass
-            self.samples.append((time.time(), snap))
-            if self._stop.wait(0.5):
+            workers = [pid for pid, (kind, _) in snap.items() if kind.startswith("ray::RayTrainWorker")]
+            self.samples.append((time.time(), snap, proc_stat(), thread_table(workers[0]) if workers else {}))
+            if self._stop.wait(1.0):
                 return
 
     def window(self, t0: float, t1: float) -> dict:
@@ -189,9 +260,11 @@ class ProcessCPU:
         by_kind: dict[str, float] = {}
         for pid, (kind, cpu) in last[1].items():
             by_kind[kind] = by_kind.get(kind, 0.0) + cpu - first[1].get(pid, (kind, 0.0))[1]
+        machine = machine_window(first[2], last[2], first[3], last[3], wall, sum(by_kind.values()) / wall)
         cores = {k: round(v / wall, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1]) if v / wall >= 0.0005}
         train = sum(v for k, v in cores.items() if k.startswith("ray::RayTrainWorker"))
-        return {"wall_s": round(wall, 1), "cores_by_kind": cores, "cores_not_training": round(sum(cores.values()) - train, 3)}
+        return {"wall_s": round(wall, 1), "cores_by_kind": cores, "cores_not_training": round(sum(cores.values()) - train, 3),
+                "machine": machine}
 
 
 def idle_cluster_cpu(seconds: float) -> dict:
@@ -224,7 +297,7 @@ def dpo_config(artifact: Path, model_dir: Path, storage: Path, lean: bool = True
     return DPOConfig.model_validate({
         "model": {"source": str(model_dir)}, "data": {"artifact": str(artifact), "eval_fraction": 0.0},
         "method": "full", "optim": {"lr": 1e-4, "schedule": "constant"},
-        "train": {"max_steps": STEPS, "epochs": 100, "micro_batch_size": PAIRS_PER_STEP, "log_every": 10},
+        "train": {"max_steps": STEPS_BY_METHOD["dpo"], "epochs": 100, "micro_batch_size": PAIRS_PER_STEP, "log_every": 10},
         "checkpoint": {"every_steps": 10**6, "keep": 1},
         "scaling": {"num_workers": 1, "cpus_per_worker": 2, "max_failures": 0},
         "dpo": {"precompute_cpus": 2}, "tracking": {"enabled": False},
@@ -242,9 +315,12 @@ def bare_dpo_loop(cfg, artifact: Path, model_dir: Path) -> dict:
     torch.manual_seed(0)
     train, _ = load_pair_splits(cfg.data, list(COLUMNS), cfg.train.seed)
     shard = PairShard(train, 0, 1, PAIRS_PER_STEP, 1, cfg.train.seed)
-    strat = make_strategy(PolicyLogprobs(load_trainable_model(model_dir, cfg.method, cfg.lora, cfg.quant)), cfg, STEPS)
+    strat = make_strategy(PolicyLogprobs(load_trainable_model(model_dir, cfg.method, cfg.lora, cfg.quant)), cfg, steps)
+    steps = STEPS_BY_METHOD["dpo"]
     starts, tokens, compute = [], [], []
-    for step in range(STEPS):
+    for step in range(steps):
+        if step == WARMUP:
+            machine = MachineSample()
         starts.append(time.time())
         t0 = time.perf_counter()
         rows = shard.step_rows(step // shard.steps_per_epoch, step % shard.steps_per_epoch)[0]
@@ -255,7 +331,7 @@ def bare_dpo_loop(cfg, artifact: Path, model_dir: Path) -> dict:
         tokens.append(pair_tokens(rows))
         compute.append(tokens[-1] / (time.perf_counter() - t0))
     starts.append(time.time())
-    return steady_state(starts, tokens, compute)
+    return {**steady_state(starts, tokens, compute), "machine": machine.since()}
 
 
 def ray_dpo_loop(cfg) -> dict:
@@ -300,7 +376,9 @@ def interleaved(bare: list[dict], rows: dict[str, dict]) -> dict:
     """The Ray rows against the bare segments around them: Ray row i ran between bare segments i and i + 1, so its
     baseline is their mean (``steady_state_overhead``; the first cluster's row is the headline). The stricter figure
     against the faster of the two is ``steady_state_overhead_vs_faster_bare``."""
-    out: dict = {"bare_pytorch": bare[0], "bare_pytorch_segments": bare, "headline_cluster": next(iter(rows))}
+    rates = [b["tokens_per_s"] for b in bare]
+    out: dict = {"bare_pytorch": bare[0], "bare_pytorch_segments": bare, "headline_cluster": next(iter(rows)),
+                 "bare_spread": (max(rates) - min(rates)) / (sum(rates) / len(rates))}  # the noise floor of this run
     for i, (cluster, res) in enumerate(rows.items()):
         tail = "" if i == 0 else f"_{cluster}_cluster"
         around = bare[i], bare[i + 1]
@@ -395,6 +473,8 @@ def main() -> None:
     key = "dpo_runs" if args.method == "dpo" else "sft_runs"
     if previous.get(key) and "bare_pytorch_segments" not in previous[key][0]:  # session 8's: one bare loop before Ray
         previous[f"{key}_session8_not_interleaved"] = previous.pop(key)
+    if previous.get(key) and "bare_spread" not in previous[key][0]:  # session 9's: 70 steady steps a segment
+        previous[f"{key}_session9_70_steps"] = previous.pop(key)
     legacy = ("model_params", "seq_len", "steps", "warmup_steps", "threads", "bare_pytorch", "ray_train_1x2cpu",
               "steady_state_overhead", "compute_only_overhead")
     if "bare_pytorch" in previous:  # session 7 hold 2's last SFT run, also written at the top level (old layout)
@@ -411,7 +491,9 @@ def main() -> None:
             f"other processes {r['ray_train_1x2cpu' + t]['process_cpu']['cores_not_training']:.2f} cores"
             for j, c in enumerate(clusters) for t in ["" if j == 0 else f"_{c}_cluster"])
         bare = " / ".join(f"{b['tokens_per_s']:.0f}" for b in r["bare_pytorch_segments"])
-        print(f"{args.method} run {i + 1}/{args.runs}: bare {bare} tok/s | {rows}", flush=True)
+        steal = max(x["machine"]["steal_fraction"] for x in [*r["bare_pytorch_segments"], r["ray_train_1x2cpu"]["process_cpu"]])
+        print(f"{args.method} run {i + 1}/{args.runs}: bare {bare} tok/s (spread {r['bare_spread'] * 100:.1f}%, "
+              f"steal <= {steal * 100:.2f}%) | {rows}", flush=True)
 
 
 def measure_sft(clusters: tuple[str, ...] = ("lean", "default"), diagnostics: bool = True) -> dict:

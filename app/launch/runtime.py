@@ -62,6 +62,24 @@ def resolve_address(address: str) -> str:
 LEAN_SYSTEM_CONFIG = {"enable_metrics_collection": False, "event_stats": False}
 
 
+def cluster_env(spec: RaySpec) -> dict[str, str]:
+    """Environment defaults (a value already set wins) for Ray started by ``init_ray(spec)``, address resolved.
+
+    A private local cluster (``local``) gets: no token auth (single user, this machine); workers at normal priority
+    (Ray's default niceness 15 starves Train workers next to the driver on a 2-core box); a longer raylet start-up
+    window; no Ray Train PreemptionWatcher (an actor that polls Ray Core every 5 s for nodes being drained, i.e. a
+    spot reclaim through an autoscaler: a private cluster on this machine has none, so it is one process less next
+    to the training threads; Ray Train hands the driver's value to its controller); with ``lean`` no usage stats.
+    Joining a cluster changes nothing."""
+    if spec.address != "local":
+        return {}
+    env = {"RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0", "RAY_raylet_start_wait_time_s": "180",
+           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    if spec.lean:
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+    return env
+
+
 def init_ray(spec: RaySpec | None = None, **init_kwargs):
     """Start (``local``) or join (``auto`` / ``ray://…`` / ``host:port``) a Ray cluster; idempotent."""
     import ray
@@ -71,16 +89,7 @@ def init_ray(spec: RaySpec | None = None, **init_kwargs):
     spec.address = resolve_address(spec.address)
     if ray.is_initialized():
         return ray.get_runtime_context()
-    # Private local cluster: no token auth (single user, this machine), workers at normal priority (Ray's default
-    # niceness 15 starves Train workers next to the driver on a 2-core box), and a longer raylet start-up window.
-    env = (
-        {"RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0", "RAY_raylet_start_wait_time_s": "180"}
-        if spec.address == "local"
-        else {}
-    )
-    if spec.address == "local" and spec.lean:
-        env["RAY_USAGE_STATS_ENABLED"] = "0"
-    for key, value in env.items():
+    for key, value in cluster_env(spec).items():
         os.environ.setdefault(key, value)
     info = ray.init(**ray_init_kwargs(spec, init_kwargs))
     _announce(info)

@@ -24,6 +24,7 @@ from ray.train.torch.config import _TorchBackend
 from app.config.common import ScalingSpec, TrainingConfig, training_hash
 from app.config.errors import ConfigError
 from app.train.checkpoint import install_sigterm_handler
+from app.train.cpu_priority import DEFAULT_HELPER_NICE, HELPER_NICE_ENV
 
 
 class _PreemptibleTorchBackend(_TorchBackend):
@@ -40,8 +41,12 @@ def worker_env() -> dict[str, str]:
     the main malloc arena as a plain ``python train.py`` does. Session 7 added it for a 20-34 % slowdown of the bare
     loop in a plain thread; ``benchmarks/train_overhead.py`` later showed that slowdown was OpenMP's (the thread ran
     after the main thread had its own OpenMP team, and libgomp spins only briefly when it manages more threads than
-    CPUs), and that a fresh thread runs at the main thread's speed with or without this setting."""
-    return {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "1")}
+    CPUs), and that a fresh thread runs at the main thread's speed with or without this setting.
+
+    Also ``RAYALIGN_HELPER_THREAD_NICE`` (default 19, a driver value wins, 0 = off): the niceness a single CPU
+    worker gives Ray's helper threads once its loop runs (app/train/cpu_priority.py)."""
+    return {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "1"),
+            HELPER_NICE_ENV: os.environ.get(HELPER_NICE_ENV, DEFAULT_HELPER_NICE)}
 
 
 CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"

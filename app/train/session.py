@@ -36,6 +36,7 @@ from app.train.checkpoint import (
     TrainState, any_rank, finalize_checkpoint, load_state, preemption_requested, restore_checkpoint,
     restore_rng_state, seed_everything, staged_checkpoint, write_rng_state,
 )
+from app.train.cpu_priority import helper_nice, lower_helper_threads, name_compute_thread
 from app.train.peak import hardware_peak_flops
 from app.train.reporting import StepReporter, flatten_params
 
@@ -62,6 +63,9 @@ class WorkerSession:
         self.cfg_hash, self.run_name = loop_config["config_hash"], loop_config["run_name"]
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        # one CPU worker: name this (the train) thread before any torch op starts its OpenMP team, so that team can
+        # be told apart from Ray's helper threads, which yield to it after the first step (app/train/cpu_priority.py)
+        self.helper_nice = helper_nice() if self.world == 1 and not cfg.scaling.use_gpu and name_compute_thread() else 0
         torch.set_num_threads(max(1, math.ceil(cfg.scaling.cpus_per_worker)))
         if cfg.scaling.use_gpu:
             import ray.train.torch
@@ -165,6 +169,9 @@ class WorkerSession:
 
         step = self.state.step
         self.state.history.append(metrics)
+        if self.helper_nice and (step == self.first_step + 1 or step % self.cfg.train.log_every == 0):
+            # after the first step (the OpenMP team exists), and again at each report for threads started since
+            lower_helper_threads(self.helper_nice, torch.get_num_threads())
         # agreed in this step's mean_over_ranks (the loops call it after strat.step()), else with its own all-reduce
         preempted = self._preempt_agreed if self._preempt_agreed is not None else any_rank(preemption_requested())
         self._preempt_agreed = None

@@ -47,3 +47,16 @@ def test_lean_local_cluster_turns_off_dashboard_metrics_and_event_stats(monkeypa
     assert mixed["_system_config"] == {"enable_metrics_collection": False, "event_stats": True}
     joined = ray_init_kwargs(RaySpec(address="auto", lean=True))
     assert "_system_config" not in joined and "include_dashboard" not in joined
+
+
+def test_private_local_cluster_env_drops_the_preemption_watcher_joining_changes_nothing():
+    from ray.train.v2._internal.constants import ENABLE_PREEMPTION_WATCHER_ENV_VAR, ENV_VARS_TO_PROPAGATE
+
+    from app.launch.runtime import cluster_env
+
+    local = cluster_env(RaySpec(lean=True))
+    # the name Ray Train reads in its controller, and hands from the driver's environment to it
+    assert local[ENABLE_PREEMPTION_WATCHER_ENV_VAR] == "0" and ENABLE_PREEMPTION_WATCHER_ENV_VAR in ENV_VARS_TO_PROPAGATE
+    assert local["RAY_worker_niceness"] == "0" and local["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert "RAY_USAGE_STATS_ENABLED" not in cluster_env(RaySpec(lean=False))
+    assert cluster_env(RaySpec(address="auto")) == {}

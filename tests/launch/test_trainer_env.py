@@ -26,3 +26,14 @@ def test_controller_polls_every_half_second_unless_the_driver_sets_it(tmp_path, 
     monkeypatch.setenv(CONTROLLER_POLL_ENV, "3")
     build_trainer(lambda config: None, {}, ScalingSpec(), "env-test", str(tmp_path))
     assert get_env_vars_to_propagate()[CONTROLLER_POLL_ENV] == "3"
+
+
+def test_workers_get_the_helper_thread_niceness_unless_the_driver_sets_it(tmp_path, monkeypatch):
+    from app.train.cpu_priority import HELPER_NICE_ENV
+
+    monkeypatch.delenv(HELPER_NICE_ENV, raising=False)
+    trainer = build_trainer(lambda config: None, {}, ScalingSpec(), "env-test", str(tmp_path))
+    assert trainer.run_config.worker_runtime_env["env_vars"][HELPER_NICE_ENV] == "19"
+    monkeypatch.setenv(HELPER_NICE_ENV, "0")
+    trainer = build_trainer(lambda config: None, {}, ScalingSpec(), "env-test", str(tmp_path))
+    assert trainer.run_config.worker_runtime_env["env_vars"][HELPER_NICE_ENV] == "0"
