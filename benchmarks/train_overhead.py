@@ -442,7 +442,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--method", choices=["sft", "dpo"], default="sft")
-    ap.add_argument("--runs", type=int, default=1, help="repeat the comparison (the goal is <= 10% in every run)")
+    ap.add_argument("--runs", type=int, default=1, help="repeat the comparison (the goal is <= 10%% in every run)")
     ap.add_argument("--no-diagnostics", action="store_true", help="SFT: skip the bare loop in a plain thread")
     ap.add_argument("--clusters", nargs="+", choices=["lean", "default"], default=["lean", "default"],
                     help="local clusters the Ray loop runs on, in order; the first is the headline")
