@@ -315,8 +315,8 @@ def bare_dpo_loop(cfg, artifact: Path, model_dir: Path) -> dict:
     torch.manual_seed(0)
     train, _ = load_pair_splits(cfg.data, list(COLUMNS), cfg.train.seed)
     shard = PairShard(train, 0, 1, PAIRS_PER_STEP, 1, cfg.train.seed)
-    strat = make_strategy(PolicyLogprobs(load_trainable_model(model_dir, cfg.method, cfg.lora, cfg.quant)), cfg, steps)
     steps = STEPS_BY_METHOD["dpo"]
+    strat = make_strategy(PolicyLogprobs(load_trainable_model(model_dir, cfg.method, cfg.lora, cfg.quant)), cfg, steps)
     starts, tokens, compute = [], [], []
     for step in range(steps):
         if step == WARMUP:
