@@ -23,9 +23,13 @@ CACHE_FILE = "peak_flops.json"
 
 
 def measure_matmul_flops(device: torch.device, n: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
-    """Best achieved FLOP/s of ``repeats`` [n, n] @ [n, n] matmuls on ``device`` (after one warm-up)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    """Best achieved FLOP/s of ``repeats`` [n, n] @ [n, n] matmuls on ``device`` (after one warm-up).
+
+    The operands come from a private generator: the training worker measures right after seeding, and drawing from
+    the global RNG would change the LoRA/head initialisation that follows."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     a @ b
     sync()

@@ -35,3 +35,12 @@ def test_override_wins_and_cpu_falls_back_to_measurement(rayalign_home):
     peak, source = hardware_peak_flops(torch.device("cpu"), False)
     assert peak > 0 and "measured" in source
     assert measure_matmul_flops(torch.device("cpu"), n=64, repeats=2) > 0
+
+
+def test_measuring_the_peak_leaves_the_global_rng_alone():
+    """The worker measures right after seeding; the LoRA/head initialisation that follows must not depend on it."""
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    measure_matmul_flops(torch.device("cpu"), n=64, repeats=1)
+    assert torch.equal(torch.rand(3), expected)
