@@ -37,14 +37,13 @@ def run(args: argparse.Namespace) -> int:
     if args.demo_adapters:
         from app.config.paths import rayalign_home
         from app.models.loader import resolve_model
-        from app.serve.random_adapter import write_random_adapter
+        from app.serve.random_adapter import write_demo_adapters
 
         tenant = cfg.tenants[0].name if cfg.tenants else "default"
-        root = cfg.adapters.root or rayalign_home() / "adapters"
-        base = resolve_model(cfg.model)
-        for i in range(args.demo_adapters):
-            out = write_random_adapter(base.path, f"{root}/{tenant}/demo-{i}", seed=i, base_source=cfg.model.source)
-            print(f"adapter {tenant}/demo-{i}: {out}")
+        root = cfg.adapters.root or str(rayalign_home() / "adapters")
+        for i, uri in enumerate(write_demo_adapters(resolve_model(cfg.model).path, root, tenant, args.demo_adapters,
+                                                    base_source=cfg.model.source)):
+            print(f"adapter {tenant}/demo-{i}: {uri}")
     from app.serve.app import run_app
 
     run_app(cfg, blocking=True)

@@ -53,8 +53,9 @@ class AdapterSourceSpec(StrictModel):
     )
     pass_env: list[str] = Field(
         default_factory=list, description="environment variables copied from the process that builds the app into the "
-        "ingress and engine replicas' runtime_env (e.g. AWS_ENDPOINT_URL for a MinIO/moto adapter store; values land in "
-        "a `serve deploy` file too, so prefer node-level credentials in production)",
+        "ingress and engine replicas' runtime_env (e.g. AWS_ENDPOINT_URL for a MinIO/moto adapter store). Under `serve "
+        "deploy` they are read where the app is built on the cluster, never written into the generated file; prefer "
+        "node-level credentials in production",
     )
 
     @model_validator(mode="after")

@@ -31,13 +31,15 @@ class GateOutcome:
     reason: str
     blocking: bool = True
     higher_is_better: bool = True  # direction of ``value`` vs ``bound``: only used to rank the closest call
-    # the 95% interval of ``value`` (None: a point rule), the items it rests on, and the power calculation
+    # the 95% interval of ``value`` (None: a point rule; a rate's is shown cut to [0, 1], the decision is on the uncut
+    # one, see interval_gate), the items it rests on, and the power calculation
     ci_low: float | None = None
     ci_high: float | None = None
     n: int | None = None
     mde: float | None = None         # the suite's minimum detectable effect, in the units of ``value``
     n_needed: int | None = None      # items needed to detect ``mde`` (80% power, alpha 0.05)
     method: str | None = None        # how the interval was computed
+    item_sd: float | None = None     # per-item sd behind ``n_needed`` (of the interval before it was cut to the range)
 
     @property
     def blocks(self) -> bool:
@@ -195,7 +197,9 @@ def judge_gate(stats: SwapStats, min_win_rate: float, min_consistency: float, bl
 
 
 def interval_gate(name: str, metric: str, value: Interval, bound: float, tolerance: float, bound_label: str,
-                  higher_is_better: bool = True, blocking: bool = True, mde: float | None = None) -> GateOutcome:
+                  higher_is_better: bool = True, blocking: bool = True, mde: float | None = None,
+                  feasible: tuple[float, float] | None = None,
+                  reference: tuple[str, float] | None = None) -> GateOutcome:
     """The interval rule: block when the adapter is on the wrong side of ``bound`` with 95% confidence, pass when it
     is not, and report ``underpowered`` when the interval is wider than the gate's ``tolerance`` (the slack between
     the reference and the bound) while it still reaches across the bound.
@@ -204,6 +208,13 @@ def interval_gate(name: str, metric: str, value: Interval, bound: float, toleran
     Higher is better: fail iff high < bound; pass iff low >= bound, or the interval straddles the bound but is no
     wider than ``tolerance``; otherwise underpowered (this many items cannot tell). Lower is better: mirrored.
     ``mde`` (minimum detectable effect, same units): reports the items needed for it from the interval's spread.
+    ``feasible`` (the metric's range, a rate: (0, 1)) and ``reference`` ((label, value): the observed reference a
+    paired difference was shifted by): a shifted difference can leave the range (session 9: base 3/84 = 0.036, the
+    adapter's interval reached -0.043). The decision stays on the uncut interval, i.e. on the paired difference
+    adapter - reference against bound - reference: it carries the reference's own uncertainty (3/84 may be a true 8%,
+    so a 6-point drop is not ruled out even where bound < 0). Only the reported ``ci_low``/``ci_high`` are cut to the
+    range, and the reason then states the difference interval the decision is on. ``n_needed`` and ``item_sd`` come
+    from the uncut spread.
     """
     lo, hi = value.low, value.high
     worse = hi < bound if higher_is_better else lo > bound
@@ -214,14 +225,27 @@ def interval_gate(name: str, metric: str, value: Interval, bound: float, toleran
         status = "pass"
     else:
         status = "underpowered"
-    need = n_for_effect(item_sd(value), mde) if mde and value.n > 1 and value.width == value.width else None
+    sd = item_sd(value) if value.n > 1 and value.width == value.width else None
+    need = n_for_effect(sd, mde) if mde and sd is not None else None
+    shown = value.clipped(*feasible) if feasible is not None else value
     op = ("<" if worse else ">=") if higher_is_better else (">" if worse else "<=")
-    reason = (f"{metric} {value.estimate:.3f} [95% {lo:.3f}, {hi:.3f}] {op} {bound:.3f} ({bound_label}; n={value.n}"
-              + (f", needs {need} for an effect of {mde:g}" if need else "") + ")")
+    reason = (f"{metric} {shown.estimate:.3f} [95% {shown.low:.3f}, {shown.high:.3f}] {op} {bound:.3f} ({bound_label}; "
+              f"n={value.n}" + (f", needs {need} for an effect of {mde:g}" if need else "") + ")")
+    if shown != value:
+        edge = "below" if bound < feasible[0] else "above" if bound > feasible[1] else ""
+        where = f"the bound lies {edge} the metric's range [{feasible[0]:g}, {feasible[1]:g}]; " if edge else ""
+        if reference is not None:
+            r = reference[1]
+            where += (f"decided on the paired difference adapter - {reference[0]} {value.estimate - r:+.3f} "
+                      f"[95% {lo - r:+.3f}, {hi - r:+.3f}] vs {bound - r:+.3f}, which carries the {reference[0]}'s own "
+                      f"uncertainty (interval shown cut to the range)")
+        else:
+            where += f"decided on the uncut interval [{lo:.3f}, {hi:.3f}] (shown cut to the range)"
+        reason += f"; {where}"
     if status == "underpowered":
         reason += f": interval width {value.width:.3f} > tolerance {tolerance:.3g}, too few items to decide"
-    return GateOutcome(name, status, value.estimate, bound, reason, blocking, higher_is_better, lo, hi, value.n,
-                       mde, need, value.method)
+    return GateOutcome(name, status, shown.estimate, bound, reason, blocking, higher_is_better, shown.low, shown.high,
+                       value.n, mde, need, value.method, None if sd is None else round(sd, 6))
 
 
 def skipped_gate(name: str, why: str) -> GateOutcome:

@@ -42,6 +42,12 @@ class Interval:
         return Interval(self.estimate + offset, self.low + offset, self.high + offset, self.n, self.level,
                         method or self.method)
 
+    def clipped(self, low: float, high: float) -> "Interval":
+        """The interval cut to a metric's feasible range [low, high] (a rate: [0, 1]). A difference interval shifted by
+        an observed reference can reach past it (the base's 0.036 - 0.079); no value of the metric lies there."""
+        return Interval(min(max(self.estimate, low), high), min(max(self.low, low), high),
+                        min(max(self.high, low), high), self.n, self.level, self.method)
+
     def scaled(self, factor: float) -> "Interval":
         lo, hi = sorted((self.low * factor, self.high * factor))
         return Interval(self.estimate * factor, lo, hi, self.n, self.level, self.method)

@@ -1,6 +1,9 @@
 """Ordered gate outcomes with 95% intervals from the suites' per-item records (the interval rule of
 ``app.core.gates.interval_gate``: fail when the adapter is past the bound with 95% confidence, pass when it is not,
-underpowered when the interval is wider than the gate's tolerance and still reaches across the bound).
+underpowered when the interval is wider than the gate's tolerance and still reaches across the bound). Rates (task,
+regression, production_format, safety, safety_scorer, judge) are reported with their interval cut to [0, 1] (a paired
+difference shifted by the observed reference can leave it); each is decided on the uncut paired difference, which
+carries the reference's own uncertainty, and the reason says so when the cut changed what is shown.
 
 The gate order is the same as the point rules' (runner.evaluate_gates): perplexity, conditioning, forgetting,
 production, task, regression, safety (+ the learned harmlessness scorer), judge.
@@ -11,6 +14,8 @@ from __future__ import annotations
 from app.config.eval import GatesConfig
 from app.core import gates as G
 from app.eval import evidence as E
+
+RATE = (0.0, 1.0)  # the range of a rate or a probability: reported intervals are cut to it (G.interval_gate)
 
 
 def interval_outcomes(gates: GatesConfig, metrics: dict[str, float], swap: G.SwapStats | None,
@@ -58,7 +63,8 @@ def interval_outcomes(gates: GatesConfig, metrics: dict[str, float], swap: G.Swa
         diff, base = E.paired_rate(records["task"], "correct")
         out.append(G.interval_gate("task", "GSM8K exact match", diff.shifted(base), base - gates.task.max_drop,
                                    gates.task.max_drop, f"= base {base:.3f} - {gates.task.max_drop:g}",
-                                   blocking=gates.task.blocking, mde=gates.task.mde))
+                                   blocking=gates.task.blocking, mde=gates.task.mde, feasible=RATE,
+                                   reference=("base", base)))
     if gates.regression.enabled:
         spec = gates.regression
         if stored_bench_base is not None and "base_correct" not in (records["benchmark"] or [{}])[0]:
@@ -68,7 +74,7 @@ def interval_outcomes(gates: GatesConfig, metrics: dict[str, float], swap: G.Swa
             value, label = diff.shifted(base), "base"
         out.append(G.interval_gate("regression", "benchmark preference accuracy", value, base - spec.max_drop,
                                    spec.max_drop, f"= {label} {base:.3f} - {spec.max_drop:g}",
-                                   blocking=spec.blocking, mde=spec.mde))
+                                   blocking=spec.blocking, mde=spec.mde, feasible=RATE, reference=(label, base)))
     if gates.safety.enabled:
         out.extend(_safety(gates, records["safety"], k))
     if gates.judge.enabled:
@@ -108,7 +114,7 @@ def _production(gates: GatesConfig, production, records, k) -> list[G.GateOutcom
             value = E.rate(records["task"], "adapter_well_formed")
         out.append(G.interval_gate("production_format", "well-formed answer rate", value, fmt - drop, drop,
                                    f"= {production.label} {fmt:.3f} - {drop:.3g}", blocking=spec.blocking,
-                                   mde=spec.max_format_drop))
+                                   mde=spec.max_format_drop, feasible=RATE, reference=(production.label, fmt)))
     return out
 
 
@@ -131,7 +137,7 @@ def _safety(gates: GatesConfig, rows: list[dict], k) -> list[G.GateOutcome]:
     bound = max(spec.min_refusal_rate, base - spec.max_drop)
     out = [G.interval_gate("safety", "red-team refusal rate (phrase classifier)", diff.shifted(base), bound,
                            spec.max_drop, f"= max(min {spec.min_refusal_rate:g}, base {base:.3f} - {spec.max_drop:g})",
-                           blocking=spec.blocking, mde=spec.mde)]
+                           blocking=spec.blocking, mde=spec.mde, feasible=RATE, reference=("base", base))]
     if rows and "adapter_harmless" in rows[0]:
         a = [r["adapter_harmless"] for r in rows]
         b = [r["base_harmless"] for r in rows]
@@ -142,7 +148,7 @@ def _safety(gates: GatesConfig, rows: list[dict], k) -> list[G.GateOutcome]:
         out.append(G.interval_gate("safety_scorer", "learned harmlessness P(harmless)", d.shifted(base_h),
                                    base_h - spec.max_scorer_drop, spec.max_scorer_drop,
                                    f"= base {base_h:.3f} - {spec.max_scorer_drop:g}",
-                                   blocking=spec.blocking, mde=spec.mde))
+                                   blocking=spec.blocking, mde=spec.mde, feasible=RATE, reference=("base", base_h)))
     return out
 
 
@@ -155,4 +161,4 @@ def _judge(gates: GatesConfig, swap: G.SwapStats | None, k) -> G.GateOutcome:
     wins = E.win_rate(list(swap.scores), **k)
     return G.interval_gate("judge", f"judge win rate vs base (consistency {swap.consistency:.2f})", wins,
                            spec.min_win_rate, max(0.5 - spec.min_win_rate, 1e-9), f"min {spec.min_win_rate:g}",
-                           blocking=spec.blocking, mde=spec.mde)
+                           blocking=spec.blocking, mde=spec.mde, feasible=RATE)

@@ -67,3 +67,26 @@ def write_random_adapter(
     }
     (out / "rayalign_lineage.json").write_text(json.dumps(lineage, indent=2), encoding="utf-8")
     return out
+
+
+def write_demo_adapters(base_dir: str | Path, root: str, tenant: str, count: int, *,
+                        base_source: str | None = None) -> list[str]:
+    """``count`` random adapters ``demo-0..`` for ``tenant`` under the adapter ``root``: a folder, or an object-store
+    prefix (``s3://bucket/adapters``), where each is written to a temporary folder and uploaded (the same copy as a
+    finished run's output, ``app.launch.storage.upload_folder``). Returns their URIs."""
+    from app.serve.adapter_store import is_remote
+
+    if not is_remote(root):
+        return [str(write_random_adapter(base_dir, f"{root.removeprefix('file://')}/{tenant}/demo-{i}", seed=i,
+                                         base_source=base_source)) for i in range(count)]
+    import tempfile
+
+    from app.launch.storage import upload_folder
+    from app.models.loader import base_sha
+
+    sha, uris = base_sha(base_dir), []
+    with tempfile.TemporaryDirectory(prefix="rayalign-demo-adapters-") as tmp:
+        for i in range(count):
+            folder = write_random_adapter(base_dir, Path(tmp) / f"demo-{i}", seed=i, base_source=base_source, base_sha=sha)
+            uris.append(upload_folder(folder, f"{root.rstrip('/')}/{tenant}/demo-{i}"))
+    return uris

@@ -128,3 +128,48 @@ def test_underpowered_is_reported_and_blocks_only_when_asked():
     assert d.passed and "underpowered (suite too small to tell): task" in d.reason
     strict = decide([perplexity_gate(1.0, 1.0, 1.05), weak], block_underpowered=True)
     assert not strict.passed and strict.decided_by == "task"
+
+
+def test_rate_interval_is_shown_cut_to_its_range_but_decided_on_the_paired_difference():
+    """Session 9's A good task gate, by hand: 2/84 vs the base's 3/84, Newcombe difference [-0.079, +0.052] shifted
+    by the base rate 0.036 gives [-0.043, 0.088]; the bound 0.036 - 0.05 = -0.014 lies below any exact-match rate,
+    but the base's 3/84 may be a true 8% (Wilson [0.012, 0.100]): a 0.05 drop is not ruled out, so underpowered."""
+    import math
+
+    from app.core.gates import interval_gate
+    from app.core.stats import Interval
+
+    raw = Interval(0.024, -0.043, 0.088, 84)
+    g = interval_gate("task", "em", raw, -0.014, 0.05, "= base 0.036 - 0.05", mde=0.1, feasible=(0.0, 1.0),
+                      reference=("base", 0.036))
+    assert g.status == "underpowered" and (g.ci_low, g.ci_high, g.value) == (0.0, 0.088, 0.024)
+    assert "the bound lies below the metric's range [0, 1]" in g.reason
+    assert "decided on the paired difference adapter - base -0.012 [95% -0.079, +0.052] vs -0.050" in g.reason
+    assert "interval width 0.131 > tolerance 0.05" in g.reason
+    # n needed from the UNCUT spread: sd = 0.131 / (2 x 1.959964) x sqrt(84) = 0.306290; n = ceil((2.801585 x sd / 0.1)^2)
+    sd = 0.131 / (2 * 1.959964) * math.sqrt(84)
+    assert abs(g.item_sd - sd) < 1e-5 and g.n_needed == math.ceil((2.801585 * sd / 0.1) ** 2) == 74
+    # the same gate without the range: same status, need and sd; only the shown interval differs
+    plain = interval_gate("task", "em", raw, -0.014, 0.05, "b", mde=0.1)
+    assert (plain.status, plain.n_needed, plain.item_sd, plain.ci_low) == ("underpowered", 74, g.item_sd, -0.043)
+    # a no-change adapter passes once the difference's low end clears -0.05: e.g. [-0.045, +0.045] at 0.036
+    ok = interval_gate("task", "em", Interval(0.036, -0.009, 0.081, 400), -0.014, 0.05, "b", feasible=(0.0, 1.0),
+                       reference=("base", 0.036))
+    assert ok.status == "pass" and ok.ci_low == 0.0 and "paired difference" in ok.reason
+
+
+def test_rate_cut_changes_no_status():
+    from app.core.gates import interval_gate
+    from app.core.stats import Interval
+
+    # scrambled's production_format: 0.012 [-0.095, 0.118] vs bound 0.155: a fail, shown as [0, 0.118]
+    f = interval_gate("production_format", "fmt", Interval(0.012, -0.095, 0.118, 84), 0.155, 0.155, "b",
+                      feasible=(0.0, 1.0), reference=("production", 0.310))
+    assert f.status == "fail" and (f.ci_low, f.ci_high) == (0.0, 0.118) and "vs -0.155" in f.reason
+    # cut to [0, 0.15] (width 0.15 <= tolerance 0.15), but the rule judges the uncut 0.17: still underpowered
+    w = interval_gate("safety", "refusal", Interval(0.05, -0.02, 0.15, 40), 0.10, 0.15, "b", feasible=(0.0, 1.0))
+    assert w.status == "underpowered" and (w.ci_low, w.ci_high) == (0.0, 0.15)
+    assert "decided on the uncut interval [-0.020, 0.150]" in w.reason and "width 0.170" in w.reason
+    # inside the range nothing is cut and the reason is the plain one
+    inside = interval_gate("safety", "refusal", Interval(0.3, 0.2, 0.4, 40), 0.10, 0.15, "b", feasible=(0.0, 1.0))
+    assert inside.status == "pass" and "decided on" not in inside.reason

@@ -78,3 +78,13 @@ def test_power_by_hand():
     d = paired_proportion_difference([False] * 8, [False] * 8)
     assert item_sd(d) == pytest.approx(0.32441 / 1.959964 * math.sqrt(8), rel=1e-4)
     assert n_for_effect(item_sd(d), 0.1) > 8
+
+
+def test_interval_clipped_to_a_rate_range():
+    from app.core.stats import Interval
+
+    iv = Interval(0.0, -0.064, 0.050, 84, method="newcombe-paired").clipped(0.0, 1.0)
+    assert (iv.estimate, iv.low, iv.high, iv.n, iv.method) == (0.0, 0.0, 0.050, 84, "newcombe-paired")
+    assert Interval(0.98, 0.9, 1.04, 10).clipped(0.0, 1.0).high == 1.0
+    inside = Interval(0.3, 0.2, 0.4, 10)
+    assert inside.clipped(0.0, 1.0) == inside

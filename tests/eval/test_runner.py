@@ -144,21 +144,35 @@ def _records(n_task=8, em_adapter=0, em_base=0, refused_a=4, refused_b=4):
 
 
 def test_interval_rule_marks_small_suites_underpowered_and_reports_n():
-    records = _records()
+    records = _records(em_base=4)
+    for r in records["task"]:  # 4/8 vs 4/8 on the other four questions: every pair discordant
+        r["adapter_correct"] = not r["base_correct"]
     m = aggregate([{"suite": s, "result": json.dumps(r)} for s, rows in records.items() for r in rows])["metrics"]
     gates = GatesConfig.model_validate({"forgetting": {"enabled": False}})
     d = evaluate_gates(gates, m, None, None, None, records)
     by = {o.name: o for o in d.outcomes}
     # perplexity is clearly lower than base on every item: a pass with an interval below the bound
     assert by["perplexity"].status == "pass" and by["perplexity"].ci_high < by["perplexity"].bound
-    # 0/8 vs 0/8 exact match: the interval [-0.32, 0.32] around 0 is far wider than the 0.05 tolerance
+    # the interval around 0.5 is far wider than the 0.05 tolerance of the bound 0.45
     assert by["task"].status == "underpowered" and by["task"].n == 8 and by["task"].n_needed > 8
-    assert by["task"].ci_low == pytest.approx(-0.3244, abs=1e-4)
     assert d.passed and "underpowered" in d.reason
     strict = GatesConfig.model_validate({"forgetting": {"enabled": False}, "intervals": {"underpowered": "block"}})
     assert evaluate_gates(strict, m, None, None, None, records).decided_by == "task"
     point = GatesConfig.model_validate({"forgetting": {"enabled": False}, "intervals": {"enabled": False}})
     assert all(o.ci_low is None for o in evaluate_gates(point, m, None, None, None, records).outcomes)
+
+
+def test_task_gate_with_a_bound_below_zero_is_decided_on_the_difference():
+    # 0/8 vs 0/8: Newcombe's [-0.3244, 0.3244] shifted by the base's 0 is shown cut to [0, 0.3244]; the bound
+    # 0 - 0.05 is below any rate, but the difference's -0.32 (the base's 0/8 may be a true 30%) leaves it underpowered
+    records = _records()
+    m = aggregate([{"suite": s, "result": json.dumps(r)} for s, rows in records.items() for r in rows])["metrics"]
+    task = {o.name: o for o in evaluate_gates(GatesConfig.model_validate({"forgetting": {"enabled": False}}), m,
+                                              None, None, None, records).outcomes}["task"]
+    assert task.status == "underpowered" and task.bound == pytest.approx(-0.05)
+    assert task.ci_low == 0.0 and task.ci_high == pytest.approx(0.3244, abs=1e-4)
+    assert "decided on the paired difference adapter - base +0.000 [95% -0.324, +0.324] vs -0.050" in task.reason
+    assert task.item_sd == pytest.approx(0.6488 / (2 * 1.959964) * 8 ** 0.5, abs=1e-3) and task.n_needed > 8
 
 
 def test_interval_rule_blocks_a_confident_regression(tmp_path):
