@@ -69,14 +69,17 @@ def cluster_env(spec: RaySpec) -> dict[str, str]:
     (Ray's default niceness 15 starves Train workers next to the driver on a 2-core box); a longer raylet start-up
     window; no Ray Train PreemptionWatcher (an actor that polls Ray Core every 5 s for nodes being drained, i.e. a
     spot reclaim through an autoscaler: a private cluster on this machine has none, so it is one process less next
-    to the training threads; Ray Train hands the driver's value to its controller); with ``lean`` no usage stats.
-    Joining a cluster changes nothing."""
+    to the training threads; Ray Train hands the driver's value to its controller); with ``lean`` no usage stats
+    and no Ray Train metrics (``RAY_TRAIN_METRICS_ENABLED=0``: its controller and worker gauges, which a lean
+    cluster neither collects nor exports; the driver reads it when a trainer is built). Joining a cluster changes
+    nothing."""
     if spec.address != "local":
         return {}
     env = {"RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0", "RAY_raylet_start_wait_time_s": "180",
            "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     if spec.lean:
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        env["RAY_TRAIN_METRICS_ENABLED"] = "0"
     return env
 
 

@@ -12,6 +12,7 @@ return the run's latest checkpoint (Ray 2.60 Train V2 has no ``resume_from_check
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from app.config.common import ScalingSpec, TrainingConfig, training_hash
 from app.config.errors import ConfigError
 from app.train.checkpoint import install_sigterm_handler
 from app.train.cpu_priority import DEFAULT_HELPER_NICE, HELPER_NICE_ENV
+from app.train.reporting import RAY_REPORT_LOG_ENV
 
 
 class _PreemptibleTorchBackend(_TorchBackend):
@@ -44,9 +46,14 @@ def worker_env() -> dict[str, str]:
     CPUs), and that a fresh thread runs at the main thread's speed with or without this setting.
 
     Also ``RAYALIGN_HELPER_THREAD_NICE`` (default 19, a driver value wins, 0 = off): the niceness a single CPU
-    worker gives Ray's helper threads once its loop runs (app/train/cpu_priority.py)."""
+    worker gives Ray's helper threads once its loop runs (app/train/cpu_priority.py).
+
+    And ``RAYALIGN_RAY_REPORT_LOG``: "1" (keep Ray Train's INFO line per report, app/train/reporting.py) when this
+    process logs at DEBUG (``rayalign … -v``), else "0"; a driver value wins."""
+    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
     return {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "1"),
-            HELPER_NICE_ENV: os.environ.get(HELPER_NICE_ENV, DEFAULT_HELPER_NICE)}
+            HELPER_NICE_ENV: os.environ.get(HELPER_NICE_ENV, DEFAULT_HELPER_NICE),
+            RAY_REPORT_LOG_ENV: os.environ.get(RAY_REPORT_LOG_ENV, "1" if verbose else "0")}
 
 
 CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,34 @@ from typing import Any
 from app.tracking.tracker import flatten_params  # noqa: F401  (re-exported for the loops)
 
 log = logging.getLogger(__name__)
+
+# "1": keep Ray Train's per-report INFO line in the worker (``quiet_ray_report_log``). The driver sets it for the workers
+# (app/launch/trainer.py::worker_env): "1" under ``-v`` (root logger at DEBUG) or when its own environment says so.
+RAY_REPORT_LOG_ENV = "RAYALIGN_RAY_REPORT_LOG"
+
+
+def quiet_ray_report_log() -> bool:
+    """Drop Ray Train's INFO line "Reporting training result N: …" in this worker unless ``RAYALIGN_RAY_REPORT_LOG=1``;
+    True when it was dropped. Its warnings (lines 307 and 480 of the same module) still show.
+
+    Ray 2.60 Train V2 logs that line for every ``ray.train.report`` (``_wait_then_report`` in
+    ``ray/train/v2/_internal/execution/context.py``) through ``logging.getLogger(__file__)``: a logger named by the
+    file's path, so it is not under ``ray.train`` and ``RunConfig(logging_config=…)`` cannot filter it. It reaches the
+    worker's root logger, which Ray Train points at its JSON log file and the console, and from there log_monitor
+    ships it to the driver, which prints it (into the command's log file): a line a second at ``log_every`` 10 on
+    0.1 s steps, on the cores the training threads need (``benchmarks/train_overhead.py``)."""
+    if os.environ.get(RAY_REPORT_LOG_ENV, "0") == "1":
+        return False
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: leave its logging alone
+        return False
+    logger = getattr(context, "logger", None)
+    if not isinstance(logger, logging.Logger):
+        return False
+    logger.setLevel(logging.WARNING)
+    return True
+
 
 RAY_GAUGES = ("loss", "grad_norm", "lr", "tokens_per_s", "mfu", "step")
 GAUGE_EVERY_S = 1.0  # Prometheus scrapes every few seconds: gauges set once a second at most, not every step

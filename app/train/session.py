@@ -38,7 +38,7 @@ from app.train.checkpoint import (
 )
 from app.train.cpu_priority import helper_nice, lower_helper_threads, name_compute_thread
 from app.train.peak import hardware_peak_flops
-from app.train.reporting import StepReporter, flatten_params
+from app.train.reporting import StepReporter, flatten_params, quiet_ray_report_log
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class WorkerSession:
         import ray.train
 
         skip_unused_imports()  # before any model code: ~100 MiB less per rank (app/models/lean_imports.py)
+        quiet_ray_report_log()  # Ray Train's INFO line per report, unless -v (app/train/reporting.py)
         self.loop_config, self.cfg = loop_config, cfg
         self.cfg_hash, self.run_name = loop_config["config_hash"], loop_config["run_name"]
         ctx = ray.train.get_context()

@@ -60,3 +60,14 @@ def test_private_local_cluster_env_drops_the_preemption_watcher_joining_changes_
     assert local["RAY_worker_niceness"] == "0" and local["RAY_USAGE_STATS_ENABLED"] == "0"
     assert "RAY_USAGE_STATS_ENABLED" not in cluster_env(RaySpec(lean=False))
     assert cluster_env(RaySpec(address="auto")) == {}
+
+
+def test_lean_local_cluster_turns_off_ray_train_metrics():
+    from ray.train.v2._internal.constants import METRICS_ENABLED_ENV_VAR
+
+    from app.launch.runtime import cluster_env
+
+    # the name Ray Train's driver-side trainer reads before it adds its metrics callbacks
+    assert cluster_env(RaySpec(lean=True))[METRICS_ENABLED_ENV_VAR] == "0"
+    assert METRICS_ENABLED_ENV_VAR not in cluster_env(RaySpec(lean=False))
+    assert METRICS_ENABLED_ENV_VAR not in cluster_env(RaySpec(address="auto", lean=True))

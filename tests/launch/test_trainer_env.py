@@ -37,3 +37,19 @@ def test_workers_get_the_helper_thread_niceness_unless_the_driver_sets_it(tmp_pa
     monkeypatch.setenv(HELPER_NICE_ENV, "0")
     trainer = build_trainer(lambda config: None, {}, ScalingSpec(), "env-test", str(tmp_path))
     assert trainer.run_config.worker_runtime_env["env_vars"][HELPER_NICE_ENV] == "0"
+
+
+def test_workers_keep_ray_trains_report_line_only_under_verbose_or_when_the_driver_says(tmp_path, monkeypatch):
+    import logging
+
+    from app.train.reporting import RAY_REPORT_LOG_ENV
+
+    monkeypatch.delenv(RAY_REPORT_LOG_ENV, raising=False)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.INFO)  # the quiet console's level
+    env = lambda: build_trainer(lambda config: None, {}, ScalingSpec(), "env-test", str(tmp_path)).run_config.worker_runtime_env["env_vars"]  # noqa: E731
+    assert env()[RAY_REPORT_LOG_ENV] == "0"
+    monkeypatch.setattr(root, "level", logging.DEBUG)  # rayalign -v
+    assert env()[RAY_REPORT_LOG_ENV] == "1"
+    monkeypatch.setenv(RAY_REPORT_LOG_ENV, "0")
+    assert env()[RAY_REPORT_LOG_ENV] == "0"
