@@ -50,7 +50,7 @@ def worker_env() -> dict[str, str]:
 
     And ``RAYALIGN_RAY_REPORT_LOG``: "1" (keep Ray Train's INFO line per report, app/train/reporting.py) when this
     process logs at DEBUG (``rayalign … -v``), else "0"; a driver value wins."""
-    verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     return {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "1"),
             HELPER_NICE_ENV: os.environ.get(HELPER_NICE_ENV, DEFAULT_HELPER_NICE),
             RAY_REPORT_LOG_ENV: os.environ.get(RAY_REPORT_LOG_ENV, "1" if verbose else "0")}

@@ -46,10 +46,14 @@ def test_workers_keep_ray_trains_report_line_only_under_verbose_or_when_the_driv
 
     monkeypatch.delenv(RAY_REPORT_LOG_ENV, raising=False)
     root = logging.getLogger()
-    monkeypatch.setattr(root, "level", logging.INFO)  # the quiet console's level
+    level = root.level
     env = lambda: build_trainer(lambda config: None, {}, ScalingSpec(), "env-test", str(tmp_path)).run_config.worker_runtime_env["env_vars"]  # noqa: E731
-    assert env()[RAY_REPORT_LOG_ENV] == "0"
-    monkeypatch.setattr(root, "level", logging.DEBUG)  # rayalign -v
-    assert env()[RAY_REPORT_LOG_ENV] == "1"
-    monkeypatch.setenv(RAY_REPORT_LOG_ENV, "0")
-    assert env()[RAY_REPORT_LOG_ENV] == "0"
+    try:
+        root.setLevel(logging.INFO)  # the quiet console's level
+        assert env()[RAY_REPORT_LOG_ENV] == "0"
+        root.setLevel(logging.DEBUG)  # rayalign -v
+        assert env()[RAY_REPORT_LOG_ENV] == "1"
+        monkeypatch.setenv(RAY_REPORT_LOG_ENV, "0")
+        assert env()[RAY_REPORT_LOG_ENV] == "0"
+    finally:
+        root.setLevel(level)
