@@ -321,6 +321,13 @@ def preemption_requested() -> bool:
     return _PREEMPT.is_set()
 
 
+def wait_for_preemption_flag(timeout_s: float) -> bool:
+    """Block until the SIGTERM handler has raised the flag (or ``timeout_s`` passes). Python runs a signal handler on
+    the main thread, which in a Ray Train worker is not the loop's thread and may be inside C code for a while: a
+    drill that signals itself waits here so the flag is seen at the step it chose, not one or two steps later."""
+    return _PREEMPT.wait(timeout_s)
+
+
 def collective_device() -> torch.device:
     """Where a tensor for a torch.distributed collective must live: the current GPU under NCCL (it reduces only
     CUDA tensors), else the CPU (gloo, or no process group)."""

@@ -34,7 +34,7 @@ from app.core.flops import mfu_fraction, train_flops_per_token
 from app.models.lean_imports import skip_unused_imports
 from app.train.checkpoint import (
     TrainState, any_rank, finalize_checkpoint, load_state, preemption_requested, restore_checkpoint,
-    restore_rng_state, seed_everything, staged_checkpoint, write_rng_state,
+    restore_rng_state, seed_everything, staged_checkpoint, wait_for_preemption_flag, write_rng_state,
 )
 from app.train.cpu_priority import helper_nice, lower_helper_threads, name_compute_thread
 from app.train.peak import hardware_peak_flops
@@ -157,6 +157,8 @@ class WorkerSession:
         f = self.cfg.fault
         if f.sigterm_at_step == step and self.rank == f.rank and self.first_step < step:
             os.kill(os.getpid(), signal.SIGTERM)  # the handler only raises a flag; the loop stops at this boundary
+            if not wait_for_preemption_flag(10.0):  # the main thread runs the handler when it next runs Python
+                raise RuntimeError("fault.sigterm_at_step: the SIGTERM handler did not run within 10 s")
 
     def report(self, metrics: dict[str, Any], checkpoint=None) -> None:
         import ray.train
