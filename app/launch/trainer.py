@@ -24,6 +24,7 @@ from ray.train.torch.config import _TorchBackend
 
 from app.config.common import ScalingSpec, TrainingConfig, training_hash
 from app.config.errors import ConfigError
+from app.launch.torch_trainer import RayalignTorchTrainer
 from app.train.checkpoint import install_sigterm_handler
 from app.train.cpu_priority import DEFAULT_HELPER_NICE, HELPER_NICE_ENV
 from app.train.reporting import RAY_REPORT_LOG_ENV
@@ -102,7 +103,7 @@ def build_trainer(
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = 1
-    return TorchTrainer(
+    return RayalignTorchTrainer(
         loop,
         train_loop_config=loop_config,
         torch_config=PreemptibleTorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),

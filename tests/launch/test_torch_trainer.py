@@ -1,0 +1,48 @@
+"""RayalignTorchTrainer (app/launch/torch_trainer.py): Ray Train's DatasetManager and PlacementGroupCleaner actors
+are left out where they can do nothing (no Ray Dataset; a private cluster whose minimal dashboard serves no State
+API), and only there."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.config.common import ScalingSpec
+from app.launch.torch_trainer import unused_callback_types
+from app.launch.trainer import build_trainer
+
+
+def test_callbacks_left_out_by_run_and_cluster_are_rays_own_classes():
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    assert set(unused_callback_types(False, False)) == {DatasetsCallback, PlacementGroupCleanerCallback}
+    assert unused_callback_types(False, True) == (DatasetsCallback,)
+    assert unused_callback_types(True, False) == (PlacementGroupCleanerCallback,)
+    assert unused_callback_types(True, True) == ()
+
+
+def report_once(config):
+    import ray.train
+
+    ray.train.report({"x": 1.0})
+
+
+def actor_classes() -> list[str]:
+    import ray._private.state as state  # the GCS actor table: readable without the dashboard's State API
+
+    return [a["ActorClassName"] for a in state.actors().values()]
+
+
+@pytest.mark.ray
+def test_a_fit_on_a_cluster_without_dashboard_starts_neither_helper_actor(ray_local, tmp_path):
+    from app.launch.torch_trainer import state_api_available
+
+    assert not state_api_available()  # the tests' private cluster runs no dashboard (tests/conftest.py)
+    before = actor_classes()
+    trainer = build_trainer(report_once, {}, ScalingSpec(num_workers=1, cpus_per_worker=1), "no-helpers", str(tmp_path))
+    names = {type(cb).__name__ for cb in trainer._create_default_callbacks()}
+    assert "BackendSetupCallback" in names and not names & {"DatasetsCallback", "PlacementGroupCleanerCallback"}
+    trainer.fit()
+    started = actor_classes()[len(before):]
+    assert "TrainController" in started and "RayTrainWorker" in started  # the run did start its actors
+    assert not {"DatasetManager", "PlacementGroupCleaner"} & set(started), started
