@@ -27,10 +27,12 @@ def report_once(config):
     ray.train.report({"x": 1.0})
 
 
-def actor_classes() -> list[str]:
-    import ray._private.state as state  # the GCS actor table: readable without the dashboard's State API
+def actor_classes() -> dict[str, str]:
+    """{actor id: class name} of every actor the cluster has had (the GCS actor table: readable without the
+    dashboard's State API; its order is not the order of creation)."""
+    import ray._private.state as state
 
-    return [a["ActorClassName"] for a in state.actors().values()]
+    return {actor_id: a["ActorClassName"] for actor_id, a in state.actors().items()}
 
 
 @pytest.mark.ray
@@ -43,6 +45,6 @@ def test_a_fit_on_a_cluster_without_dashboard_starts_neither_helper_actor(ray_lo
     names = {type(cb).__name__ for cb in trainer._create_default_callbacks()}
     assert "BackendSetupCallback" in names and not names & {"DatasetsCallback", "PlacementGroupCleanerCallback"}
     trainer.fit()
-    started = actor_classes()[len(before):]
+    started = [name for actor_id, name in actor_classes().items() if actor_id not in before]
     assert "TrainController" in started and "RayTrainWorker" in started  # the run did start its actors
     assert not {"DatasetManager", "PlacementGroupCleaner"} & set(started), started
