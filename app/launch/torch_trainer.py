@@ -14,7 +14,8 @@ cores all go to training is what slows the steps (``benchmarks/train_overhead.py
   ``RAYALIGN_DASHBOARD=0``, the tests) runs only a minimal dashboard process that does not serve it, so the
   cleaner logs "Failed to query Ray Train Controller actor state" once a second for the whole run and can never
   act. Left out only in the driver that started such a cluster (``state_api_available``); that private cluster
-  ends with its driver, placement groups included. Everywhere else (a joined cluster, a Tune trial) it stays.
+  ends with its driver, placement groups included. Everywhere else (a joined cluster, a Tune trial) it stays; a
+  sweep on such a cluster releases a killed trial's placement group itself (``app/launch/placement.py``).
 
 Both are found by class, from Ray's own modules: ``tests/launch/test_torch_trainer.py`` fails if Ray renames them.
 """
@@ -40,7 +41,9 @@ def state_api_available() -> bool:
     import ray._private.worker as worker
 
     node = getattr(worker, "_global_node", None)
-    return node is None or bool(getattr(node, "webui_url", "x"))
+    if node is None or not hasattr(node, "webui_url"):  # not connected, or a Ray without the attribute: keep it
+        return True
+    return bool(node.webui_url)
 
 
 class RayalignTorchTrainer(TorchTrainer):
