@@ -57,6 +57,11 @@ def resolve_address(address: str) -> str:
     return "auto" if address == "local" and in_submitted_job() else address
 
 
+# "0" in a process whose local cluster was started without the dashboard, and in every Ray process of that cluster
+# (they inherit the environment of the driver that started it); "1" with the dashboard; unset after joining a cluster.
+# Read by app/launch/torch_trainer.py (a cluster without the dashboard serves no State API).
+STATE_API_ENV = "RAYALIGN_RAY_STATE_API"
+
 # ``ray.lean``: what a local cluster runs only for the dashboard and metrics (Ray's own system config keys): the
 # metrics agent's per-process stats collection and export, and the C++ event-loop statistics of raylet and GCS.
 LEAN_SYSTEM_CONFIG = {"enable_metrics_collection": False, "event_stats": False}
@@ -94,7 +99,12 @@ def init_ray(spec: RaySpec | None = None, **init_kwargs):
         return ray.get_runtime_context()
     for key, value in cluster_env(spec).items():
         os.environ.setdefault(key, value)
-    info = ray.init(**ray_init_kwargs(spec, init_kwargs))
+    kwargs = ray_init_kwargs(spec, init_kwargs)
+    if spec.address == "local":  # set before ray.init, so the cluster's processes (a Tune trial too) inherit it
+        os.environ[STATE_API_ENV] = "1" if kwargs.get("include_dashboard") else "0"
+    else:
+        os.environ.pop(STATE_API_ENV, None)
+    info = ray.init(**kwargs)
     _announce(info)
     return ray.get_runtime_context()
 

@@ -13,9 +13,10 @@ cores all go to training is what slows the steps (``benchmarks/train_overhead.py
   State API is served by the dashboard: a local cluster started with ``include_dashboard=False`` (``ray.lean``,
   ``RAYALIGN_DASHBOARD=0``, the tests) runs only a minimal dashboard process that does not serve it, so the
   cleaner logs "Failed to query Ray Train Controller actor state" once a second for the whole run and can never
-  act. Left out only in the driver that started such a cluster (``state_api_available``); that private cluster
-  ends with its driver, placement groups included. Everywhere else (a joined cluster, a Tune trial) it stays; a
-  sweep on such a cluster releases a killed trial's placement group itself (``app/launch/placement.py``).
+  act. Left out only on such a cluster (``state_api_available``): in the driver that started it and in its Ray
+  processes, e.g. a Tune trial, which builds its trainer in a worker; that private cluster ends with its driver,
+  placement groups included, and a sweep on it releases a killed trial's placement group itself
+  (``app/launch/placement.py``). On a joined cluster it stays.
 
 Both are found by class, from Ray's own modules: ``tests/launch/test_torch_trainer.py`` fails if Ray renames them.
 """
@@ -35,11 +36,18 @@ def unused_callback_types(has_datasets: bool, has_state_api: bool) -> tuple[type
 
 
 def state_api_available() -> bool:
-    """False only in a process that started its local Ray cluster without the dashboard: Ray's node object of that
-    process then has no web UI URL. A process that joined a cluster, or a Ray worker, reads the dashboard's
-    address from the cluster (set even by the minimal dashboard), so it answers True: keep the cleaner."""
+    """False only on a local cluster started without the dashboard: ``init_ray`` says so in the environment
+    (``STATE_API_ENV``) that the driver and the cluster's processes share. Without that variable (a cluster
+    rayalign did not start), a process that started its cluster without the dashboard has a node object with no
+    web UI URL; any other process (joined, or a Ray worker) answers True: keep the cleaner."""
+    import os
+
     import ray._private.worker as worker
 
+    from app.launch.runtime import STATE_API_ENV
+
+    if os.environ.get(STATE_API_ENV) in ("0", "1"):
+        return os.environ[STATE_API_ENV] == "1"
     node = getattr(worker, "_global_node", None)
     if node is None or not hasattr(node, "webui_url"):  # not connected, or a Ray without the attribute: keep it
         return True

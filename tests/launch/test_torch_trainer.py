@@ -48,3 +48,30 @@ def test_a_fit_on_a_cluster_without_dashboard_starts_neither_helper_actor(ray_lo
     started = [name for actor_id, name in actor_classes().items() if actor_id not in before]
     assert "TrainController" in started and "RayTrainWorker" in started  # the run did start its actors
     assert not {"DatasetManager", "PlacementGroupCleaner"} & set(started), started
+
+
+def test_state_api_answer_follows_what_init_ray_recorded(monkeypatch):
+    from app.launch.runtime import STATE_API_ENV
+    from app.launch.torch_trainer import state_api_available
+
+    monkeypatch.setenv(STATE_API_ENV, "0")
+    assert not state_api_available()
+    monkeypatch.setenv(STATE_API_ENV, "1")
+    assert state_api_available()
+
+
+@pytest.mark.ray
+def test_a_process_of_that_cluster_leaves_the_cleaner_out_too(ray_local):
+    """A Tune trial builds its trainer in a Ray worker: the worker inherits the driver's answer, not its own guess
+    (a worker's node object has the minimal dashboard's URL, which would keep the cleaner)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def answer():
+        import ray._private.worker as worker
+
+        from app.launch.torch_trainer import state_api_available
+
+        return state_api_available(), bool(worker._global_node.webui_url)
+
+    assert ray.get(answer.remote()) == (False, True)
