@@ -87,7 +87,8 @@ def config(artifact: Path, model_dir: Path, storage: Path, lean: bool = True, st
 
 
 def bare_loop(cfg: SFTConfig, artifact: Path, model_dir: Path, side=None) -> dict:
-    """``side``: run until ``side.should_stop(step)`` and hand it the raw step times (the alternating benchmark)."""
+    """``side`` (train_overhead_alternating.py): loop until ``side.should_stop(step, starts, tokens)``, then return
+    ``side.finish(starts, tokens)`` (the raw step times) instead of the steady-state summary."""
     import pyarrow.parquet as pq
 
     torch.set_num_threads(2)

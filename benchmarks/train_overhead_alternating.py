@@ -1,8 +1,8 @@
 """Ray Train overhead, measured in alternating chunks: the bare loop and the Ray Train loop take turns on the machine.
 
 ``benchmarks/train_overhead.py`` runs the bare loop, then Ray Train, then the bare loop again, ~30 s each. On this
-shared 2-core VM the same bare loop runs at 4,250-5,550 tok/s from one 5-s window to the next, and its 30-s segments
-a few minutes apart differ by up to 22 %: more than the 10 % the overhead is held to. So this script lets both
+shared 2-core VM the same bare loop's speed wanders within seconds, and its 30-s segments a few minutes apart differ
+by more than the 10 % the overhead is held to (``bare_spread`` of that script's runs). So this script lets both
 sides run at once, as two process trees that take turns: while one runs, every process of the other is stopped
 (SIGSTOP; a stopped process takes no CPU). One run:
 
@@ -40,9 +40,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import train_overhead as base  # benchmarks/ is the script's folder
-from train_overhead_probes import proc_stat, process_kind
+from train_overhead_probes import machine_window, proc_stat, process_kind
 
 SFT_ROWS = 3000  # rows of the SFT artifact: more than the Ray side's steps, so both sides see the rows in one order
 WARMUP_S = 5.0  # a side's steady steps before it is first stopped
@@ -101,21 +102,15 @@ def run_side(side: str, method: str, work: Path, steps: int) -> None:
     if side == "bare":
         (base.bare_loop if method == "sft" else base.bare_dpo_loop)(cfg, artifact, model_dir, side=BareSide(work))
         return
-    from app.launch.runtime import init_ray
-
-    t0 = time.time()
     if method == "sft":
         from app.launch.run import run_sft
 
         hist = run_sft(cfg).history
-    else:
-        from app.launch.preference import ensure_reference_logprobs, fit_preference
+    else:  # the reference columns are there already ("prepare")
+        from app.launch.preference import fit_preference
 
-        init_ray(cfg.ray)
-        ensure_reference_logprobs(cfg)
         hist = fit_preference("dpo", cfg)["history"]
-    (work / "ray.json").write_text(json.dumps({
-        "starts": [h["wall_start"] for h in hist], "tokens": [int(h["tokens"]) for h in hist], "t0": t0}))
+    (work / "ray.json").write_text(json.dumps({"starts": [h["wall_start"] for h in hist], "tokens": [int(h["tokens"]) for h in hist]}))
 
 
 class Tree:
@@ -175,7 +170,7 @@ def wait_for(cond, what: str, tree: Tree, log: Path, timeout_s: float = 600.0) -
         time.sleep(0.5)
 
 
-def ray_steady(tree: Tree) -> callable:
+def ray_steady(tree: Tree) -> Callable[[], bool]:
     """A condition: the Ray side's train worker has used ≥ RAY_STEADY_CORES for the last RAY_STEADY_S seconds."""
     samples: list[tuple[float, float]] = []
 
@@ -227,10 +222,8 @@ def one_run(method: str, pairs: int, chunk_s: float) -> dict:
         stat0, a = proc_stat(), time.time()
         time.sleep(chunk_s)
         stat1, b = proc_stat(), time.time()
-        d = {k: stat1[k] - stat0[k] for k in stat0}
-        total = sum(d.values()) or 1
-        chunks.append({"side": side, "a": a, "b": b, "steal_fraction": round(d["steal"] / total, 4),
-                       "busy_cores": round((total - d["idle"] - d["iowait"]) / total * (os.cpu_count() or 1), 3)})
+        machine = machine_window(stat0, stat1, {}, {}, b - a, 0.0)
+        chunks.append({"side": side, "a": a, "b": b, "steal_fraction": machine["steal_fraction"], "busy_cores": machine["busy_cores"]})
 
     for _ in range(pairs):
         turn("bare", bare, ray)
@@ -273,7 +266,7 @@ def summarise(bare: dict, ray: dict, chunks: list[dict], meta: dict) -> dict:
     return {**meta, "bare_tokens_per_s": pooled(bares), "ray_tokens_per_s": pooled(rays),
             "overhead": 1.0 - pooled(rays) / pooled(bares),
             "pair_overheads": [round(p, 4) for p in pair], "pair_overhead_mean": statistics.mean(pair),
-            "pair_overhead_ci95": [statistics.mean(pair) - half, statistics.mean(pair) + half] if half else None,
+            "pair_overhead_ci95": [statistics.mean(pair) - half, statistics.mean(pair) + half] if half is not None else None,
             "bare_split": {"even_chunks_tokens_per_s": even, "odd_chunks_tokens_per_s": odd,
                            "spread": abs(even - odd) / ((even + odd) / 2)},
             "steal_fraction_max": max(c["steal_fraction"] for c in chunks),
